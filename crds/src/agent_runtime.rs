@@ -1,0 +1,330 @@
+//! `AgentRuntime`: a set of runtime pods hosting agent types over one Kafka prefix.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, Container, EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Desired state of an AgentRuntime: which agents to host, on how many pods, over
+/// which Kafka cluster and topic prefix.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "switchboard.dev",
+    version = "v1alpha1",
+    kind = "AgentRuntime",
+    namespaced,
+    shortname = "ar",
+    category = "switchboard",
+    status = "AgentRuntimeStatus",
+    derive = "PartialEq",
+    doc = "AgentRuntime runs Switchboard runtime pods hosting a set of agent types, with the Kafka topics they use.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Lag", type_ = "integer", json_path = ".status.lag"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRuntimeSpec {
+    /// Container image of the runtime. Defaults to the operator's --runtime-image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Number of runtime pods. Leave unset when autoscaling is used; an HPA may also
+    /// write it through the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Scale on consumer lag instead of a fixed replica count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+    /// The Kafka cluster and topic prefix this runtime joins.
+    pub kafka: KafkaSpec,
+    /// Partitioning, replication and configs of the runtime's topics.
+    #[serde(default)]
+    pub topics: TopicsSpec,
+    /// The agent types this runtime hosts. A type belongs to exactly one runtime per prefix.
+    pub agents: Vec<AgentSpec>,
+    /// Overrides for the runtime pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<PodOverrides>,
+    /// What happens to the Kafka topics when this resource is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// Lag-based autoscaling bounds.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingSpec {
+    /// Fewest runtime pods.
+    pub min_replicas: i32,
+    /// Most runtime pods (never more than the inbox partition count is useful).
+    pub max_replicas: i32,
+    /// Target consumer lag (records) per pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_per_replica: Option<i64>,
+}
+
+/// Kafka connection for the runtime.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSpec {
+    /// Comma-separated HOST:PORT list of brokers.
+    pub bootstrap_servers: String,
+    /// Prefix of every topic; runtimes sharing a prefix form one agent network.
+    /// Defaults to `switchboard.<namespace>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_prefix: Option<String>,
+    /// TLS and SASL settings. Plaintext when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<KafkaSecurity>,
+}
+
+/// Transport security and authentication.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSecurity {
+    /// Kafka security.protocol.
+    pub protocol: SecurityProtocol,
+    /// SASL mechanism and the Secret holding the credentials (SASL protocols only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<SaslSpec>,
+    /// CA bundle for verifying the brokers (TLS protocols only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// Kafka security.protocol values.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SecurityProtocol {
+    /// No TLS, no authentication.
+    Plaintext,
+    /// TLS.
+    Ssl,
+    /// SASL without TLS.
+    SaslPlaintext,
+    /// SASL over TLS.
+    SaslSsl,
+}
+
+/// SASL settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SaslSpec {
+    /// SASL mechanism.
+    pub mechanism: SaslMechanism,
+    /// Secret in the same namespace with the username and password.
+    pub secret_ref: CredentialsSecretRef,
+}
+
+/// SASL mechanisms.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SaslMechanism {
+    /// PLAIN (use with TLS).
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// SCRAM-SHA-256.
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// SCRAM-SHA-512.
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+/// A Secret holding SASL credentials.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSecretRef {
+    /// Secret name.
+    pub name: String,
+    /// Key of the username. Default `username`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_key: Option<String>,
+    /// Key of the password. Default `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_key: Option<String>,
+}
+
+/// TLS settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Secret in the same namespace holding the CA certificate (PEM).
+    pub ca_secret_ref: SecretKeyRef,
+}
+
+/// One key of a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    pub name: String,
+    /// Key within the Secret. Default `ca.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// Topic settings applied to the runtime's inbox, state and dlq topics and to the
+/// prefix's shared registry and events topics.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicsSpec {
+    /// Partitions of the inbox and state topics (and of events when created here).
+    /// Bounds useful replicas. May grow, never shrink.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Replication factor when creating topics. Unset: the broker's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_factor: Option<i32>,
+    /// Extra topic configs (e.g. `retention.ms`) applied to the runtime's topics.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+}
+
+fn default_partitions() -> i32 {
+    3
+}
+
+impl Default for TopicsSpec {
+    fn default() -> Self {
+        Self { partitions: default_partitions(), replication_factor: None, config: BTreeMap::new() }
+    }
+}
+
+/// One hosted agent type: a built-in agent or an HTTP agent.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSpec {
+    /// Agent type name, unique within the prefix.
+    #[serde(rename = "type")]
+    pub agent_type: String,
+    /// A built-in agent implementation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<BuiltinAgent>,
+    /// Settings of the built-in `relay` agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelaySpec>,
+    /// An agent served over HTTP (any language); each message is POSTed as a CloudEvent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpAgentSpec>,
+}
+
+/// Built-in agents.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BuiltinAgent {
+    /// Replies with the message it got.
+    Echo,
+    /// Counts messages per key in its state; replies `{"count": n}`.
+    Counter,
+    /// Publishes every message it gets to a topic.
+    Relay,
+}
+
+/// Where the relay agent publishes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RelaySpec {
+    /// Topic to publish to; the source is the relay agent's key.
+    pub publish: RelayTarget,
+}
+
+/// A topic type to publish to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RelayTarget {
+    /// Topic type.
+    pub topic_type: String,
+}
+
+/// An HTTP agent.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpAgentSpec {
+    /// URL the runtime POSTs each message to (typically a sidecar on localhost).
+    pub url: String,
+    /// Per-request timeout in seconds. Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+}
+
+/// Overrides for the runtime pods.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    /// Resources of the runtime container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Extra environment variables of the runtime container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Extra containers in the pod, e.g. HTTP agents.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<Container>,
+    /// Node selector of the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Extra pod annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// What happens to the Kafka topics when the AgentRuntime is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Keep the topics (and their data).
+    #[default]
+    Retain,
+    /// Delete the runtime's inbox, state and dlq topics.
+    Delete,
+}
+
+/// Observed state of an AgentRuntime.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRuntimeStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Runtime pods that exist.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Runtime pods that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the runtime pods (for the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// The Kafka topics and their partition counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topics: Vec<TopicStatus>,
+    /// Total consumer lag of the inbox, in records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<i64>,
+    /// Ready, TopicsReady, Available, Progressing, Degraded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// One topic as found in Kafka.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicStatus {
+    /// Topic name.
+    pub name: String,
+    /// Partition count.
+    pub partitions: i32,
+}

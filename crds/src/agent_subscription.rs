@@ -1,0 +1,75 @@
+//! `AgentSubscription`: routes events of a topic type to an agent type.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Delivers events published to a topic type (or type prefix) to an agent type hosted
+/// by an AgentRuntime; the event's topic source becomes the recipient agent's key.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "switchboard.dev",
+    version = "v1alpha1",
+    kind = "AgentSubscription",
+    namespaced,
+    shortname = "asub",
+    category = "switchboard",
+    status = "AgentSubscriptionStatus",
+    derive = "PartialEq",
+    doc = "AgentSubscription delivers events of a topic type to an agent type of an AgentRuntime.",
+    printcolumn(name = "Runtime", type_ = "string", json_path = ".spec.runtimeRef.name"),
+    printcolumn(name = "Agent", type_ = "string", json_path = ".spec.agentType"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSubscriptionSpec {
+    /// The AgentRuntime (same namespace) hosting the agent type.
+    pub runtime_ref: RuntimeRef,
+    /// The agent type receiving the events.
+    pub agent_type: String,
+    /// Exact topic type to match. Exactly one of topicType and topicTypePrefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_type: Option<String>,
+    /// Topic type prefix to match. Exactly one of topicType and topicTypePrefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_type_prefix: Option<String>,
+    /// Bind an existing Kafka topic as an event source for this subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SubscriptionSource>,
+}
+
+/// Reference to an AgentRuntime in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeRef {
+    /// AgentRuntime name.
+    pub name: String,
+}
+
+/// An existing Kafka topic read as events.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionSource {
+    /// The Kafka topic to read.
+    pub kafka_topic: String,
+    /// Where the topic source (recipient key) comes from: `key` (record key, default)
+    /// or `header:<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_from: Option<String>,
+}
+
+/// Observed state of an AgentSubscription.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSubscriptionStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Id of the subscription record in the registry topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_id: Option<String>,
+    /// Accepted, Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs a command with the real test infrastructure up: starts Kafka and the
+# Kubernetes control plane (in parallel), exports SWITCHBOARD_TEST_KAFKA and
+# KUBECONFIG, runs the command, and stops both again whatever the outcome.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+state="${SWITCHBOARD_STATE_DIR:-$(cd "$here/../.." && pwd)/.state}"
+mkdir -p "$state"
+
+stop_all() {
+  local rc=$?
+  echo "with-infra: stopping Kafka and the control plane" >&2
+  "$here/cluster.sh" stop >&2 || true
+  "$here/kafka.sh" stop >&2 || true
+  exit "$rc"
+}
+trap stop_all EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+
+# Start both at once: the broker's JVM and the control plane each take seconds.
+"$here/kafka.sh" start >"$state/kafka-start.log" 2>&1 &
+kafka_pid=$!
+"$here/cluster.sh" start >"$state/cluster-start.log" 2>&1 &
+cluster_pid=$!
+failed=0
+wait "$kafka_pid" || { echo "with-infra: Kafka failed to start:" >&2; cat "$state/kafka-start.log" >&2; failed=1; }
+wait "$cluster_pid" || { echo "with-infra: control plane failed to start:" >&2; cat "$state/cluster-start.log" >&2; failed=1; }
+[ "$failed" = 0 ] || exit 1
+tail -n 1 "$state/kafka-start.log" >&2
+tail -n 1 "$state/cluster-start.log" >&2
+
+SWITCHBOARD_TEST_KAFKA="$("$here/kafka.sh" bootstrap)"
+KUBECONFIG="$("$here/cluster.sh" kubeconfig)"
+export SWITCHBOARD_TEST_KAFKA KUBECONFIG
+echo "with-infra: SWITCHBOARD_TEST_KAFKA=$SWITCHBOARD_TEST_KAFKA KUBECONFIG=$KUBECONFIG" >&2
+
+"$@"

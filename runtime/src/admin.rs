@@ -1,0 +1,176 @@
+//! Topic administration: create missing topics, grow partitions, delete.
+//!
+//! Used by the runtime when `createTopics` is on and by the operator. Partitions are
+//! never shrunk (Kafka cannot, and re-keying would break agent ownership); a request
+//! to do so is reported, not applied.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use crate::config::KafkaConfig;
+
+/// A topic as it should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Full topic name.
+    pub name: String,
+    /// Desired partition count (grown to, never shrunk from).
+    pub partitions: i32,
+    /// Replication factor used when creating.
+    pub replication_factor: i32,
+    /// Topic configs used when creating (e.g. `cleanup.policy=compact`).
+    pub config: BTreeMap<String, String>,
+}
+
+impl TopicSpec {
+    /// A topic with `partitions` and replication factor `replication_factor`, no configs.
+    pub fn new(name: impl Into<String>, partitions: i32, replication_factor: i32) -> Self {
+        Self { name: name.into(), partitions, replication_factor, config: BTreeMap::new() }
+    }
+
+    /// Adds one topic config.
+    pub fn with_config(mut self, key: &str, value: &str) -> Self {
+        self.config.insert(key.to_owned(), value.to_owned());
+        self
+    }
+}
+
+/// What `ensure_topics` did to one topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicChange {
+    /// It did not exist and was created.
+    Created,
+    /// It had fewer partitions and was grown.
+    Grown {
+        /// Partitions before.
+        from: i32,
+    },
+    /// It already matched.
+    Unchanged,
+    /// It has more partitions than asked for; left as is.
+    CannotShrink {
+        /// Partitions it has.
+        existing: i32,
+    },
+}
+
+/// Why a topic operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The client could not be built or the request not sent.
+    #[error("kafka admin request failed: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The broker refused the operation for one topic.
+    #[error("topic {topic}: {code}")]
+    Topic {
+        /// The topic concerned.
+        topic: String,
+        /// The broker's error code.
+        code: RDKafkaErrorCode,
+    },
+    /// A blocking metadata call could not complete.
+    #[error("metadata request task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A thin async wrapper around librdkafka's admin client.
+#[derive(Clone)]
+pub struct TopicAdmin {
+    client: Arc<AdminClient<DefaultClientContext>>,
+    timeout: Duration,
+}
+
+impl TopicAdmin {
+    /// Connects with `cfg`; every request waits at most `timeout`.
+    pub fn new(cfg: &KafkaConfig, timeout: Duration) -> Result<Self, AdminError> {
+        let client = cfg.base_client_config().create()?;
+        Ok(Self { client: Arc::new(client), timeout })
+    }
+
+    fn options(&self) -> AdminOptions {
+        AdminOptions::new().operation_timeout(Some(self.timeout)).request_timeout(Some(self.timeout))
+    }
+
+    /// Partition counts of the named topics that exist (absent ones are left out).
+    pub async fn partition_counts(&self, names: &[String]) -> Result<HashMap<String, i32>, AdminError> {
+        let client = Arc::clone(&self.client);
+        let timeout = self.timeout;
+        // librdkafka's metadata call blocks; keep it off the async worker threads.
+        let metadata = tokio::task::spawn_blocking(move || client.inner().fetch_metadata(None, timeout))
+            .await??;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && names.iter().any(|n| n == t.name()))
+            .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
+            .collect())
+    }
+
+    /// Creates missing topics and grows those with too few partitions.
+    pub async fn ensure_topics(&self, specs: &[TopicSpec]) -> Result<Vec<(String, TopicChange)>, AdminError> {
+        let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+        let existing = self.partition_counts(&names).await?;
+        let mut changes = Vec::with_capacity(specs.len());
+        let mut to_create = Vec::new();
+        let mut to_grow = Vec::new();
+        for spec in specs {
+            match existing.get(&spec.name) {
+                None => to_create.push(spec),
+                Some(&n) if n < spec.partitions => {
+                    to_grow.push(spec);
+                    changes.push((spec.name.clone(), TopicChange::Grown { from: n }));
+                }
+                Some(&n) if n > spec.partitions => {
+                    changes.push((spec.name.clone(), TopicChange::CannotShrink { existing: n }));
+                }
+                Some(_) => changes.push((spec.name.clone(), TopicChange::Unchanged)),
+            }
+        }
+        if !to_create.is_empty() {
+            let new_topics: Vec<NewTopic<'_>> = to_create
+                .iter()
+                .map(|s| {
+                    s.config.iter().fold(
+                        NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication_factor)),
+                        |t, (k, v)| t.set(k, v),
+                    )
+                })
+                .collect();
+            for result in self.client.create_topics(&new_topics, &self.options()).await? {
+                match result {
+                    // Another runtime or the operator created it first: fine.
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((topic, code)) => return Err(AdminError::Topic { topic, code }),
+                }
+            }
+            changes.extend(to_create.iter().map(|s| (s.name.clone(), TopicChange::Created)));
+        }
+        if !to_grow.is_empty() {
+            let grow: Vec<NewPartitions<'_>> =
+                to_grow.iter().map(|s| NewPartitions::new(&s.name, s.partitions as usize)).collect();
+            for result in self.client.create_partitions(&grow, &self.options()).await? {
+                if let Err((topic, code)) = result {
+                    return Err(AdminError::Topic { topic, code });
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Deletes topics; topics that do not exist count as deleted.
+    pub async fn delete_topics(&self, names: &[String]) -> Result<(), AdminError> {
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        for result in self.client.delete_topics(&refs, &self.options()).await? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                Err((topic, code)) => return Err(AdminError::Topic { topic, code }),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,350 @@
+//! Kafka connection settings: one struct, validated once, errors naming the field.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use rdkafka::ClientConfig;
+
+/// A configuration value that was rejected; names the field and the bad value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason} (got {value:?})")]
+pub struct ConfigError {
+    /// Dotted path of the field, as written in the config file.
+    pub field: String,
+    /// The offending value (secrets are never put here).
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// Builds an error for `field` holding `value`.
+    pub fn invalid(field: impl Into<String>, value: impl fmt::Display, reason: impl Into<String>) -> Self {
+        Self { field: field.into(), value: value.to_string(), reason: reason.into() }
+    }
+}
+
+/// How clients talk to the brokers (Kafka's `security.protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    /// No TLS, no authentication.
+    #[default]
+    Plaintext,
+    /// TLS without SASL.
+    Ssl,
+    /// SASL authentication without TLS.
+    SaslPlaintext,
+    /// SASL authentication over TLS.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// librdkafka's spelling.
+    pub fn as_kafka(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+
+    fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+}
+
+impl FromStr for SecurityProtocol {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => Ok(Self::Plaintext),
+            "SSL" => Ok(Self::Ssl),
+            "SASL_PLAINTEXT" => Ok(Self::SaslPlaintext),
+            "SASL_SSL" => Ok(Self::SaslSsl),
+            _ => Err(ConfigError::invalid(
+                "kafka.security.protocol",
+                s,
+                "must be one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL",
+            )),
+        }
+    }
+}
+
+/// SASL mechanisms supported without extra system libraries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// Username and password sent as is (use with TLS).
+    Plain,
+    /// SCRAM with SHA-256.
+    ScramSha256,
+    /// SCRAM with SHA-512.
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// Kafka's spelling.
+    pub fn as_kafka(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+impl FromStr for SaslMechanism {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "PLAIN" => Ok(Self::Plain),
+            "SCRAM-SHA-256" => Ok(Self::ScramSha256),
+            "SCRAM-SHA-512" => Ok(Self::ScramSha512),
+            _ => Err(ConfigError::invalid(
+                "kafka.security.sasl.mechanism",
+                s,
+                "must be one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+            )),
+        }
+    }
+}
+
+/// SASL credentials. The password never appears in `Debug` output or errors.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SaslCredentials {
+    /// Which SASL mechanism.
+    pub mechanism: SaslMechanism,
+    /// SASL username.
+    pub username: String,
+    /// SASL password.
+    pub password: String,
+}
+
+impl fmt::Debug for SaslCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SaslCredentials")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Connection settings shared by every Kafka client of a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    pub bootstrap_servers: String,
+    /// `client.id` reported to the brokers.
+    pub client_id: String,
+    /// Transport security.
+    pub security_protocol: SecurityProtocol,
+    /// Required for the SASL protocols, forbidden otherwise.
+    pub sasl: Option<SaslCredentials>,
+    /// PEM file with the CA that signed the brokers' certificates (TLS protocols).
+    pub ssl_ca_location: Option<String>,
+    /// librdkafka properties applied to producers (e.g. `linger.ms`), last wins.
+    pub producer: BTreeMap<String, String>,
+    /// librdkafka properties applied to consumers (e.g. `fetch.wait.max.ms`), last wins.
+    pub consumer: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// Plaintext settings for `bootstrap_servers` with defaults elsewhere.
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers.into(),
+            client_id: "switchboard".to_owned(),
+            security_protocol: SecurityProtocol::Plaintext,
+            sasl: None,
+            ssl_ca_location: None,
+            producer: BTreeMap::new(),
+            consumer: BTreeMap::new(),
+        }
+    }
+
+    /// Reads `SWITCHBOARD_BOOTSTRAP_SERVERS` (required), `SWITCHBOARD_CLIENT_ID`,
+    /// `SWITCHBOARD_SECURITY_PROTOCOL`, `SWITCHBOARD_SASL_MECHANISM`,
+    /// `SWITCHBOARD_SASL_USERNAME`, `SWITCHBOARD_SASL_PASSWORD`, `SWITCHBOARD_SSL_CA_LOCATION`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// As [`KafkaConfig::from_env`], reading variables through `get` (testable).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let bootstrap = get("SWITCHBOARD_BOOTSTRAP_SERVERS").ok_or_else(|| {
+            ConfigError::invalid("SWITCHBOARD_BOOTSTRAP_SERVERS", "", "is required")
+        })?;
+        let mut cfg = Self::new(bootstrap);
+        if let Some(id) = get("SWITCHBOARD_CLIENT_ID") {
+            cfg.client_id = id;
+        }
+        if let Some(p) = get("SWITCHBOARD_SECURITY_PROTOCOL") {
+            cfg.security_protocol = p.parse()?;
+        }
+        if let Some(m) = get("SWITCHBOARD_SASL_MECHANISM") {
+            cfg.sasl = Some(SaslCredentials {
+                mechanism: m.parse()?,
+                username: get("SWITCHBOARD_SASL_USERNAME").unwrap_or_default(),
+                password: get("SWITCHBOARD_SASL_PASSWORD").unwrap_or_default(),
+            });
+        }
+        cfg.ssl_ca_location = get("SWITCHBOARD_SSL_CA_LOCATION");
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every field; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let servers = self.bootstrap_servers.trim();
+        if servers.is_empty() {
+            return Err(ConfigError::invalid("kafka.bootstrapServers", servers, "must not be empty"));
+        }
+        for server in servers.split(',') {
+            let server = server.trim();
+            let port = server.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
+            if !matches!(port, Some((h, Ok(p))) if !h.is_empty() && p != 0) {
+                return Err(ConfigError::invalid(
+                    "kafka.bootstrapServers",
+                    server,
+                    "each entry must be HOST:PORT",
+                ));
+            }
+        }
+        if self.client_id.is_empty() {
+            return Err(ConfigError::invalid("kafka.clientId", "", "must not be empty"));
+        }
+        match (&self.sasl, self.security_protocol.uses_sasl()) {
+            (None, true) => {
+                return Err(ConfigError::invalid(
+                    "kafka.security.sasl",
+                    self.security_protocol.as_kafka(),
+                    "is required for SASL_PLAINTEXT and SASL_SSL",
+                ));
+            }
+            (Some(_), false) => {
+                return Err(ConfigError::invalid(
+                    "kafka.security.sasl",
+                    self.security_protocol.as_kafka(),
+                    "is only allowed with SASL_PLAINTEXT or SASL_SSL",
+                ));
+            }
+            (Some(s), true) if s.username.is_empty() => {
+                return Err(ConfigError::invalid("kafka.security.sasl.username", "", "must not be empty"));
+            }
+            _ => {}
+        }
+        if self.ssl_ca_location.is_some() && !self.security_protocol.uses_tls() {
+            return Err(ConfigError::invalid(
+                "kafka.security.tls.caLocation",
+                self.security_protocol.as_kafka(),
+                "is only allowed with SSL or SASL_SSL",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Settings common to every client: servers, identity, security.
+    pub fn base_client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", &self.client_id)
+            .set("security.protocol", self.security_protocol.as_kafka());
+        if let Some(s) = &self.sasl {
+            c.set("sasl.mechanism", s.mechanism.as_kafka())
+                .set("sasl.username", &s.username)
+                .set("sasl.password", &s.password);
+        }
+        if let Some(ca) = &self.ssl_ca_location {
+            c.set("ssl.ca.location", ca);
+        }
+        c
+    }
+
+    /// Producer settings: idempotent (no duplicates or reordering on retry), acks=all,
+    /// then the user's passthrough properties.
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut c = self.base_client_config();
+        c.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "1");
+        for (k, v) in &self.producer {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// Consumer settings for `group_id`: manual offset commits only (we commit what
+    /// is done, never what was merely fetched), then the user's passthrough properties.
+    pub fn consumer_config(&self, group_id: &str) -> ClientConfig {
+        let mut c = self.base_client_config();
+        c.set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest");
+        for (k, v) in &self.consumer {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn from_env_reads_sasl_settings() {
+        let cfg = KafkaConfig::from_lookup(lookup(&[
+            ("SWITCHBOARD_BOOTSTRAP_SERVERS", "k1:9093,k2:9093"),
+            ("SWITCHBOARD_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("SWITCHBOARD_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("SWITCHBOARD_SASL_USERNAME", "alice"),
+            ("SWITCHBOARD_SASL_PASSWORD", "s3cret"),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.security_protocol, SecurityProtocol::SaslSsl);
+        let client = cfg.producer_config();
+        assert_eq!(client.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(client.get("enable.idempotence"), Some("true"));
+        assert!(!format!("{cfg:?}").contains("s3cret"), "password leaked into Debug");
+    }
+
+    #[test]
+    fn errors_name_the_field_and_value() {
+        let err = KafkaConfig::from_lookup(lookup(&[])).unwrap_err();
+        assert_eq!(err.field, "SWITCHBOARD_BOOTSTRAP_SERVERS");
+
+        let err = KafkaConfig::new("localhost").validate().unwrap_err();
+        assert_eq!((err.field.as_str(), err.value.as_str()), ("kafka.bootstrapServers", "localhost"));
+
+        let err = "TLS".parse::<SecurityProtocol>().unwrap_err();
+        assert_eq!(err.field, "kafka.security.protocol");
+
+        let mut cfg = KafkaConfig::new("k:1");
+        cfg.security_protocol = SecurityProtocol::SaslPlaintext;
+        assert_eq!(cfg.validate().unwrap_err().field, "kafka.security.sasl");
+    }
+
+    #[test]
+    fn passthrough_properties_override_defaults() {
+        let mut cfg = KafkaConfig::new("k:1");
+        cfg.producer.insert("linger.ms".into(), "20".into());
+        cfg.consumer.insert("fetch.wait.max.ms".into(), "10".into());
+        assert_eq!(cfg.producer_config().get("linger.ms"), Some("20"));
+        assert_eq!(cfg.consumer_config("g").get("fetch.wait.max.ms"), Some("10"));
+        assert_eq!(cfg.consumer_config("g").get("enable.auto.commit"), Some("false"));
+    }
+}
