@@ -48,11 +48,11 @@ FALLBACK_GOTOOLCHAIN=go1.27.3
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
 
-CACHE_ROOT=${SWITCHBOARD_CACHE:-$HOME/.cache/switchboard}
+CACHE_ROOT=$(realpath -m "${SWITCHBOARD_CACHE:-$HOME/.cache/switchboard}")
 BUILD_DIR=$CACHE_ROOT/k8s/$K8S_VERSION
 BIN_DIR=$BUILD_DIR/bin
 
-STATE_ROOT=${SWITCHBOARD_STATE_DIR:-$REPO_ROOT/.state}
+STATE_ROOT=$(realpath -m "${SWITCHBOARD_STATE_DIR:-$REPO_ROOT/.state}")
 STATE_DIR=$STATE_ROOT/cluster
 PKI_DIR=$STATE_DIR/pki
 ETCD_DATA_DIR=$STATE_DIR/etcd-data
@@ -242,4 +242,421 @@ cmd_build() {
 	exec 8>&-
 }
 
-case "${1:-}" in build) cmd_build ;; esac
+# ===========================================================================
+# certificates and kubeconfigs
+# ===========================================================================
+
+# openssl config shared by all certificates; sections are picked per cert.
+write_openssl_cnf() {
+	cat >"$1" <<-EOF
+		[req]
+		distinguished_name = dn
+		prompt = no
+		[dn]
+		[ca]
+		basicConstraints = critical, CA:TRUE
+		keyUsage = critical, keyCertSign, cRLSign, digitalSignature
+		subjectKeyIdentifier = hash
+		[server]
+		basicConstraints = critical, CA:FALSE
+		keyUsage = critical, digitalSignature, keyEncipherment
+		extendedKeyUsage = serverAuth
+		subjectAltName = IP:$HOST, IP:$FIRST_SERVICE_IP, DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local
+		[client]
+		basicConstraints = critical, CA:FALSE
+		keyUsage = critical, digitalSignature, keyEncipherment
+		extendedKeyUsage = clientAuth
+	EOF
+}
+
+genkey() { openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1" 2>/dev/null; }
+
+# make_ca NAME CN: self-signed NAME.key + NAME.crt.
+make_ca() {
+	genkey "$1.key"
+	openssl req -x509 -new -config openssl.cnf -extensions ca -key "$1.key" \
+		-subj "/CN=$2" -days 3650 -out "$1.crt"
+}
+
+# sign_cert CA NAME SUBJECT SECTION: NAME.key + NAME.crt signed by CA.
+sign_cert() {
+	local ca=$1 name=$2
+	genkey "$name.key"
+	openssl req -new -config openssl.cnf -key "$name.key" -subj "$3" -out "$name.csr"
+	openssl x509 -req -in "$name.csr" -CA "$ca.crt" -CAkey "$ca.key" \
+		-set_serial "0x$(openssl rand -hex 16)" -days 3650 \
+		-extfile openssl.cnf -extensions "$4" -out "$name.crt" 2>/dev/null
+	rm -f "$name.csr"
+}
+
+PKI_FILES=(ca.crt ca.key apiserver.crt apiserver.key admin.crt admin.key
+	controller-manager.crt controller-manager.key sa.key sa.pub
+	front-proxy-ca.crt front-proxy-client.crt front-proxy-client.key)
+
+# Generated once per state dir (kept across stop/start); built in a temp dir
+# and renamed so an interruption never leaves a half-made PKI.
+ensure_pki() {
+	local f complete=true
+	for f in "${PKI_FILES[@]}"; do
+		[[ -f $PKI_DIR/$f ]] || complete=false
+	done
+	$complete && return 0
+	log "generating certificates in $PKI_DIR"
+	local tmp
+	tmp=$(mktemp -d "$STATE_DIR/.pki.XXXXXX")
+	(
+		cd "$tmp"
+		umask 077
+		write_openssl_cnf openssl.cnf
+		make_ca ca switchboard-ca
+		sign_cert ca apiserver /CN=kube-apiserver server
+		sign_cert ca admin "/O=system:masters/CN=switchboard-admin" client
+		sign_cert ca controller-manager /CN=system:kube-controller-manager client
+		# Aggregation layer ("front proxy"): the apiserver publishes this CA
+		# in kube-system/extension-apiserver-authentication, and components
+		# doing delegated authentication (the controller-manager's own
+		# endpoint, any aggregated API server) expect to find it there.
+		make_ca front-proxy-ca switchboard-front-proxy-ca
+		sign_cert front-proxy-ca front-proxy-client /CN=front-proxy-client client
+		# Service-account token signing key pair.
+		genkey sa.key
+		openssl pkey -in sa.key -pubout -out sa.pub
+	)
+	rm -rf "$PKI_DIR"
+	mv "$tmp" "$PKI_DIR"
+}
+
+# write_kubeconfig FILE USER CERT_NAME: certs are embedded so the file works
+# when copied elsewhere. Rewritten at each start (the port may have changed).
+write_kubeconfig() {
+	local file=$1 user=$2 name=$3
+	cat >"$file.tmp" <<-EOF
+		apiVersion: v1
+		kind: Config
+		clusters:
+		- name: switchboard
+		  cluster:
+		    server: https://$HOST:$APISERVER_PORT
+		    certificate-authority-data: $(base64 -w0 "$PKI_DIR/ca.crt")
+		users:
+		- name: $user
+		  user:
+		    client-certificate-data: $(base64 -w0 "$PKI_DIR/$name.crt")
+		    client-key-data: $(base64 -w0 "$PKI_DIR/$name.key")
+		contexts:
+		- name: switchboard
+		  context:
+		    cluster: switchboard
+		    user: $user
+		current-context: switchboard
+	EOF
+	chmod 600 "$file.tmp"
+	mv -f "$file.tmp" "$file"
+}
+
+# ===========================================================================
+# processes
+# ===========================================================================
+
+# Print the pid of COMPONENT if the process in its pid file is alive and is
+# really ours: argv[0] is the component's binary and its command line points
+# into our state dir (guards against pid reuse; zombies have no cmdline).
+pid_of() {
+	local name=$1 file=$STATE_DIR/$1.pid pid
+	[[ -f $file ]] || return 1
+	pid=$(<"$file")
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	local -a argv
+	mapfile -d '' -t argv 2>/dev/null <"/proc/$pid/cmdline" || return 1
+	((${#argv[@]} > 0)) || return 1
+	[[ ${argv[0]##*/} == "$name" && "${argv[*]}" == *"$STATE_DIR/"* ]] || return 1
+	echo "$pid"
+}
+
+running() { pid_of "$1" >/dev/null; }
+
+# launch NAME ARGS...: start BIN_DIR/NAME in its own session (so it outlives
+# this script and the caller's Ctrl-C), logging to NAME.log. The child writes
+# its own pid before exec'ing, so the pid file holds the component's pid.
+# The lock fds are closed so a long-running component never holds the lock.
+launch() {
+	local name=$1 pidfile=$STATE_DIR/$1.pid
+	shift
+	rm -f "$pidfile"
+	# shellcheck disable=SC2016 # $$ and $0/$@ expand in the child shell
+	setsid bash -c 'echo $$ >"$0.tmp" && mv -f "$0.tmp" "$0" && exec "$@"' \
+		"$pidfile" "$BIN_DIR/$name" "$@" >"$STATE_DIR/$name.log" 2>&1 </dev/null 8>&- 9>&- &
+	local i
+	for ((i = 0; i < 50; i++)); do
+		[[ -s $pidfile ]] && return 0
+		sleep 0.1
+	done
+	die "$name did not start (see $STATE_DIR/$name.log)"
+}
+
+stop_component() {
+	local name=$1 pid i
+	if pid=$(pid_of "$name"); then
+		log "stopping $name (pid $pid)"
+		kill -TERM "$pid" 2>/dev/null || true
+		for ((i = 0; i < 150; i++)); do
+			running "$name" || break
+			sleep 0.1
+		done
+		if running "$name"; then
+			log "$name did not exit in 15 s: SIGKILL"
+			kill -KILL "$pid" 2>/dev/null || true
+			for ((i = 0; i < 50; i++)); do
+				running "$name" || break
+				sleep 0.1
+			done
+		fi
+	fi
+	rm -f "$STATE_DIR/$name.pid"
+}
+
+stop_all() {
+	local c
+	for c in "${COMPONENTS[@]}"; do
+		stop_component "$c"
+	done
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+
+kubectl_admin() {
+	"$BIN_DIR/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" --request-timeout=5s "$@"
+}
+
+etcd_healthy() { curl -fsS --noproxy '*' -m 3 "http://$HOST:$ETCD_PORT/health" 2>/dev/null | grep -q '"health":"true"'; }
+apiserver_ready() { [[ $(kubectl_admin get --raw /readyz 2>/dev/null) == ok ]]; }
+# The token controller creating this proves the controller-manager works.
+default_sa_exists() { kubectl_admin get serviceaccount default -n default >/dev/null 2>&1; }
+
+# wait_for WHAT COMPONENT CHECK...: poll CHECK until it succeeds; give up at
+# DEADLINE or as soon as COMPONENT (whose log is shown) has exited.
+wait_for() {
+	local what=$1 comp=$2 next_report=$((SECONDS + 5))
+	shift 2
+	until "$@"; do
+		if ! running "$comp"; then
+			log "$comp exited while waiting for $what; last lines of $STATE_DIR/$comp.log:"
+			tail -n 30 "$STATE_DIR/$comp.log" >&2 || true
+			return 1
+		fi
+		if ((SECONDS >= DEADLINE)); then
+			log "timed out after $((SECONDS - T0)) s waiting for $what; last lines of $STATE_DIR/$comp.log:"
+			tail -n 30 "$STATE_DIR/$comp.log" >&2 || true
+			return 1
+		fi
+		if ((SECONDS >= next_report)); then
+			log "waiting for $what ... $((SECONDS - T0)) s"
+			next_report=$((SECONDS + 5))
+		fi
+		sleep 0.5
+	done
+	log "$what: ok after $((SECONDS - T0)) s"
+}
+
+start_etcd() {
+	# --unsafe-no-fsync: a throwaway test store; fsync latency on CI disks
+	# would otherwise slow every API write. Plain http is fine on loopback.
+	launch etcd \
+		--name=switchboard \
+		--data-dir="$ETCD_DATA_DIR" \
+		--listen-client-urls="http://$HOST:$ETCD_PORT" \
+		--advertise-client-urls="http://$HOST:$ETCD_PORT" \
+		--listen-peer-urls="http://$HOST:$ETCD_PEER_PORT" \
+		--initial-advertise-peer-urls="http://$HOST:$ETCD_PEER_PORT" \
+		--initial-cluster="switchboard=http://$HOST:$ETCD_PEER_PORT" \
+		--initial-cluster-state=new \
+		--unsafe-no-fsync
+}
+
+start_apiserver() {
+	# --endpoint-reconciler-type=none: the reconciler refuses a loopback
+	#   advertise address for the `kubernetes` Service endpoints; nothing
+	#   in-cluster needs them (there are no pods running).
+	# --cert-dir: where it would write generated certs; keep it out of /var/run.
+	# --requestheader-*, --proxy-client-*: the aggregation layer (see ensure_pki).
+	launch kube-apiserver \
+		--advertise-address="$HOST" \
+		--bind-address="$HOST" \
+		--secure-port="$APISERVER_PORT" \
+		--endpoint-reconciler-type=none \
+		--etcd-servers="http://$HOST:$ETCD_PORT" \
+		--client-ca-file="$PKI_DIR/ca.crt" \
+		--tls-cert-file="$PKI_DIR/apiserver.crt" \
+		--tls-private-key-file="$PKI_DIR/apiserver.key" \
+		--cert-dir="$STATE_DIR/apiserver-certs" \
+		--service-account-issuer=https://kubernetes.default.svc.cluster.local \
+		--service-account-key-file="$PKI_DIR/sa.pub" \
+		--service-account-signing-key-file="$PKI_DIR/sa.key" \
+		--service-cluster-ip-range="$SERVICE_CIDR" \
+		--authorization-mode=Node,RBAC \
+		--requestheader-client-ca-file="$PKI_DIR/front-proxy-ca.crt" \
+		--requestheader-allowed-names=front-proxy-client \
+		--requestheader-username-headers=X-Remote-User \
+		--requestheader-group-headers=X-Remote-Group \
+		--requestheader-extra-headers-prefix=X-Remote-Extra- \
+		--proxy-client-cert-file="$PKI_DIR/front-proxy-client.crt" \
+		--proxy-client-key-file="$PKI_DIR/front-proxy-client.key" \
+		--allow-privileged=true \
+		--profiling=false
+}
+
+start_controller_manager() {
+	# --use-service-account-credentials: each controller acts as its own
+	#   service account, so RBAC is exercised as in a real cluster.
+	# --cluster-signing-*: lets the CSR signer controller issue certificates.
+	# --authentication/authorization-kubeconfig: for its own /healthz
+	#   endpoint; without them it logs errors looking for in-cluster config.
+	# --flex-volume-plugin-dir: it creates this dir at startup; the default
+	#   is under /usr/libexec, outside our state dir.
+	launch kube-controller-manager \
+		--kubeconfig="$CM_KUBECONFIG" \
+		--authentication-kubeconfig="$CM_KUBECONFIG" \
+		--authorization-kubeconfig="$CM_KUBECONFIG" \
+		--bind-address="$HOST" \
+		--secure-port="$CM_PORT" \
+		--service-account-private-key-file="$PKI_DIR/sa.key" \
+		--root-ca-file="$PKI_DIR/ca.crt" \
+		--use-service-account-credentials=true \
+		--cluster-signing-cert-file="$PKI_DIR/ca.crt" \
+		--cluster-signing-key-file="$PKI_DIR/ca.key" \
+		--flex-volume-plugin-dir="$STATE_DIR/flexvolume" \
+		--leader-elect=false \
+		--controllers='*'
+}
+
+# ===========================================================================
+# verbs
+# ===========================================================================
+
+require_tools() {
+	local t
+	for t in openssl curl flock setsid base64; do
+		command -v "$t" >/dev/null || die "$t is required"
+	done
+}
+
+cmd_start() {
+	require_tools
+	cmd_build
+	mkdir -p "$STATE_DIR"
+	# Serialise start/stop on this state dir.
+	exec 9>"$STATE_DIR/.lock"
+	flock 9
+
+	T0=$SECONDS
+	DEADLINE=$((SECONDS + TIMEOUT))
+	local up=0 c
+	for c in "${COMPONENTS[@]}"; do
+		running "$c" && up=$((up + 1))
+	done
+	if ((up == ${#COMPONENTS[@]})); then
+		if apiserver_ready && default_sa_exists; then
+			log "already running and healthy; kubeconfig: $ADMIN_KUBECONFIG"
+			return 0
+		fi
+		log "running but not ready yet; waiting"
+		wait_for "kube-apiserver /readyz" kube-apiserver apiserver_ready || exit 1
+		wait_for "default ServiceAccount" kube-controller-manager default_sa_exists || exit 1
+		return 0
+	fi
+	if ((up > 0)); then
+		log "only partly running: restarting from scratch"
+		stop_all
+	fi
+
+	local port
+	for port in "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$CM_PORT"; do
+		port_in_use "$port" && die "port $HOST:$port is already in use (see SWITCHBOARD_*_PORT in $0)"
+	done
+
+	# Every start after a stop begins with an empty cluster.
+	rm -rf "$ETCD_DATA_DIR" "$STATE_DIR"/.pki.*
+	ensure_pki
+	write_kubeconfig "$ADMIN_KUBECONFIG" switchboard-admin admin
+	write_kubeconfig "$CM_KUBECONFIG" system:kube-controller-manager controller-manager
+
+	log "starting etcd $ETCD_VERSION on $HOST:$ETCD_PORT"
+	start_etcd
+	if wait_for "etcd /health" etcd etcd_healthy; then
+		log "starting kube-apiserver $K8S_VERSION on $HOST:$APISERVER_PORT"
+		start_apiserver
+		if wait_for "kube-apiserver /readyz" kube-apiserver apiserver_ready; then
+			log "starting kube-controller-manager"
+			start_controller_manager
+			if wait_for "default ServiceAccount" kube-controller-manager default_sa_exists; then
+				log "cluster ready in $((SECONDS - T0)) s; kubeconfig: $ADMIN_KUBECONFIG"
+				return 0
+			fi
+		fi
+	fi
+	log "start failed; stopping what was started (logs kept in $STATE_DIR)"
+	stop_all
+	exit 1
+}
+
+cmd_stop() {
+	local clean=false
+	case "${1:-}" in
+	"") ;;
+	--clean) clean=true ;;
+	*) die "unknown stop option: $1" ;;
+	esac
+	[[ -d $STATE_DIR ]] || return 0
+	exec 9>"$STATE_DIR/.lock"
+	flock 9
+	stop_all
+	if $clean; then
+		log "removing $STATE_DIR"
+		rm -rf "$STATE_DIR"
+	fi
+}
+
+cmd_status() {
+	local ok=true c pid
+	for c in etcd kube-apiserver kube-controller-manager; do
+		if pid=$(pid_of "$c"); then
+			printf '%-24s running (pid %s)\n' "$c" "$pid"
+		else
+			printf '%-24s not running\n' "$c"
+			ok=false
+		fi
+	done
+	if [[ -x $BIN_DIR/kubectl && -f $ADMIN_KUBECONFIG ]] && apiserver_ready; then
+		printf '%-24s ok\n' "apiserver /readyz"
+	else
+		printf '%-24s not ready\n' "apiserver /readyz"
+		ok=false
+	fi
+	$ok || exit 3
+}
+
+cmd_kubeconfig() {
+	[[ -f $ADMIN_KUBECONFIG ]] || die "no kubeconfig yet at $ADMIN_KUBECONFIG (run: $0 start)"
+	printf '%s\n' "$ADMIN_KUBECONFIG"
+}
+
+usage() {
+	echo "usage: $0 start|stop [--clean]|status|kubeconfig|bindir|build" >&2
+	exit 2
+}
+
+main() {
+	local verb=${1:-}
+	(($# > 0)) && shift
+	case "$verb" in
+	build) cmd_build ;;
+	start) cmd_start ;;
+	stop) cmd_stop "$@" ;;
+	status) cmd_status ;;
+	kubeconfig) cmd_kubeconfig ;;
+	bindir) printf '%s\n' "$BIN_DIR" ;;
+	*) usage ;;
+	esac
+}
+
+main "$@"

@@ -1,0 +1,167 @@
+//! What a handler knows about the message it handles, and how it talks back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::RuntimeError;
+use crate::ids::{AgentId, TopicId};
+use crate::message::{Message, Payload};
+use crate::trace::TraceContext;
+
+/// An RPC as handed to a transport.
+#[derive(Debug, Clone)]
+pub struct OutgoingRpc {
+    /// The request.
+    pub payload: Payload,
+    /// Who handles it.
+    pub recipient: AgentId,
+    /// The calling agent, if an agent calls.
+    pub sender: Option<AgentId>,
+    /// Overrides the runtime's default RPC timeout.
+    pub timeout: Option<Duration>,
+    /// Cancels the wait for the reply.
+    pub cancellation: Option<CancellationToken>,
+    /// Trace context of the caller.
+    pub trace: Option<TraceContext>,
+}
+
+/// A publish as handed to a transport.
+#[derive(Debug, Clone)]
+pub struct OutgoingEvent {
+    /// The event.
+    pub payload: Payload,
+    /// Where it is published.
+    pub topic: TopicId,
+    /// The publishing agent, if an agent publishes.
+    pub sender: Option<AgentId>,
+    /// Trace context of the publisher.
+    pub trace: Option<TraceContext>,
+}
+
+/// How messages leave an agent: implemented by each runtime.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Sends an RPC and waits for the reply, the handler's error, or the timeout.
+    async fn send(&self, rpc: OutgoingRpc) -> Result<Option<Payload>, RuntimeError>;
+    /// Publishes an event; returns once it is durably accepted.
+    async fn publish(&self, event: OutgoingEvent) -> Result<(), RuntimeError>;
+}
+
+/// The context of one message being handled.
+#[derive(Clone)]
+pub struct MessageContext {
+    /// The agent handling the message.
+    pub recipient: AgentId,
+    /// The agent that sent it, if an agent did.
+    pub sender: Option<AgentId>,
+    /// The topic it was published to (events only).
+    pub topic: Option<TopicId>,
+    /// Whether the sender waits for a reply.
+    pub is_rpc: bool,
+    /// Unique id of the message (the CloudEvent id).
+    pub message_id: String,
+    /// Cancelled when the runtime gives up on the message (deadline passed, shutdown).
+    pub cancellation: CancellationToken,
+    /// Trace context of the message.
+    pub trace: TraceContext,
+    transport: Arc<dyn Transport>,
+}
+
+impl std::fmt::Debug for MessageContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageContext")
+            .field("recipient", &self.recipient)
+            .field("sender", &self.sender)
+            .field("topic", &self.topic)
+            .field("is_rpc", &self.is_rpc)
+            .field("message_id", &self.message_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a message came from, for building its context.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The agent handling the message.
+    pub recipient: AgentId,
+    /// The agent that sent it.
+    pub sender: Option<AgentId>,
+    /// The topic (events).
+    pub topic: Option<TopicId>,
+    /// Whether a reply is awaited.
+    pub is_rpc: bool,
+    /// The message id.
+    pub message_id: String,
+    /// Trace context of the incoming record.
+    pub trace: Option<TraceContext>,
+}
+
+impl MessageContext {
+    /// Builds the context a runtime hands to a handler.
+    pub fn new(delivery: Delivery, cancellation: CancellationToken, transport: Arc<dyn Transport>) -> Self {
+        let trace = delivery.trace.map(|t| t.child()).unwrap_or_else(TraceContext::new_root);
+        Self {
+            recipient: delivery.recipient,
+            sender: delivery.sender,
+            topic: delivery.topic,
+            is_rpc: delivery.is_rpc,
+            message_id: delivery.message_id,
+            cancellation,
+            trace,
+            transport,
+        }
+    }
+
+    /// Sends an RPC from this agent and waits for the reply. Calling yourself fails
+    /// fast: you would wait for a turn that only comes after your own.
+    pub async fn send_message<M: Message>(
+        &self,
+        message: &M,
+        recipient: &AgentId,
+    ) -> Result<Option<Payload>, RuntimeError> {
+        self.send_payload(Payload::encode(message)?, recipient, None).await
+    }
+
+    /// As [`MessageContext::send_message`] with an encoded payload and optional timeout.
+    pub async fn send_payload(
+        &self,
+        payload: Payload,
+        recipient: &AgentId,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Payload>, RuntimeError> {
+        if *recipient == self.recipient {
+            return Err(RuntimeError::SelfRpc(recipient.clone()));
+        }
+        self.transport
+            .send(OutgoingRpc {
+                payload,
+                recipient: recipient.clone(),
+                sender: Some(self.recipient.clone()),
+                timeout,
+                cancellation: Some(self.cancellation.child_token()),
+                trace: Some(self.trace.clone()),
+            })
+            .await
+    }
+
+    /// Publishes an event from this agent; returns once Kafka accepted it, so the
+    /// message being handled is only committed after its outputs are safe.
+    pub async fn publish_message<M: Message>(&self, message: &M, topic: &TopicId) -> Result<(), RuntimeError> {
+        self.publish_payload(Payload::encode(message)?, topic).await
+    }
+
+    /// As [`MessageContext::publish_message`] with an encoded payload.
+    pub async fn publish_payload(&self, payload: Payload, topic: &TopicId) -> Result<(), RuntimeError> {
+        self.transport
+            .publish(OutgoingEvent {
+                payload,
+                topic: topic.clone(),
+                sender: Some(self.recipient.clone()),
+                trace: Some(self.trace.clone()),
+            })
+            .await
+    }
+}

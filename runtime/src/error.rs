@@ -1,0 +1,130 @@
+//! Errors of the runtime API.
+
+use std::time::Duration;
+
+use crate::config::ConfigError;
+use crate::ids::{AgentId, IdError};
+use crate::message::CodecError;
+
+/// What went wrong in a runtime call. Every variant names the agent, type or field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// The type was registered twice in this runtime.
+    #[error("agent type {0:?} is already registered in this runtime")]
+    DuplicateAgentType(String),
+    /// Another runtime of the same prefix hosts the type.
+    #[error("agent type {agent_type:?} is already hosted by runtime {owner:?}")]
+    AgentTypeTaken {
+        /// The contested type.
+        agent_type: String,
+        /// The runtime that holds it.
+        owner: String,
+    },
+    /// The same agent id was registered twice.
+    #[error("agent {0} is already registered")]
+    DuplicateAgentInstance(AgentId),
+    /// A type was registered with two different agent classes, or as a factory
+    /// after instances (or the reverse).
+    #[error("agent type {agent_type:?} is registered as {existing}; cannot also register {attempted}")]
+    AgentTypeConflict {
+        /// The type.
+        agent_type: String,
+        /// How it is registered now.
+        existing: String,
+        /// What was attempted.
+        attempted: String,
+    },
+    /// No runtime of the prefix hosts the type.
+    #[error("no runtime hosts agent type {0:?}")]
+    UnknownAgentType(String),
+    /// This process cannot create the agent (not hosted here).
+    #[error("agent {0} is not hosted by this process")]
+    NotLocal(AgentId),
+    /// The agent exists but is of another Rust type than asked for.
+    #[error("agent {id} is a {actual}, not a {expected}")]
+    WrongAgentClass {
+        /// The agent.
+        id: AgentId,
+        /// The type asked for.
+        expected: &'static str,
+        /// The registered type.
+        actual: String,
+    },
+    /// The recipient has no handler for the message type.
+    #[error("agent {agent} has no handler for message type {message_type:?}")]
+    UnknownMessageType {
+        /// The recipient.
+        agent: String,
+        /// The unhandled type.
+        message_type: String,
+    },
+    /// The handler returned an error; `message` is its text.
+    #[error("handler of agent {agent} failed: {message}")]
+    Handler {
+        /// The agent whose handler failed.
+        agent: String,
+        /// The handler's error text.
+        message: String,
+    },
+    /// No reply within the deadline.
+    #[error("RPC to {agent} timed out after {after:?}")]
+    Timeout {
+        /// The recipient.
+        agent: AgentId,
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+    /// The caller cancelled the RPC.
+    #[error("RPC to {0} was cancelled")]
+    Cancelled(AgentId),
+    /// An agent sent an RPC to itself, which would deadlock its turn.
+    #[error("agent {0} cannot send an RPC to itself")]
+    SelfRpc(AgentId),
+    /// No subscription with this id.
+    #[error("no subscription with id {0:?}")]
+    UnknownSubscription(String),
+    /// An identifier was invalid.
+    #[error(transparent)]
+    Id(#[from] IdError),
+    /// A configuration value was invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A message could not be encoded or decoded.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// Kafka refused or failed a request.
+    #[error("kafka: {0}")]
+    Kafka(String),
+    /// The runtime is stopping or stopped.
+    #[error("the runtime is stopped")]
+    Stopped,
+}
+
+impl RuntimeError {
+    /// A short, bounded label for metrics (never an agent or type name).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::DuplicateAgentType(_)
+            | Self::AgentTypeTaken { .. }
+            | Self::DuplicateAgentInstance(_)
+            | Self::AgentTypeConflict { .. } => "registration",
+            Self::UnknownAgentType(_) | Self::NotLocal(_) | Self::UnknownSubscription(_) => "unknown_target",
+            Self::WrongAgentClass { .. } => "wrong_class",
+            Self::UnknownMessageType { .. } => "unknown_message_type",
+            Self::Handler { .. } => "handler",
+            Self::Timeout { .. } => "timeout",
+            Self::Cancelled(_) => "cancelled",
+            Self::SelfRpc(_) => "self_rpc",
+            Self::Id(_) | Self::Config(_) => "invalid_input",
+            Self::Codec(_) => "codec",
+            Self::Kafka(_) => "kafka",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+impl From<rdkafka::error::KafkaError> for RuntimeError {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        Self::Kafka(e.to_string())
+    }
+}

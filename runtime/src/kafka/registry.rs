@@ -1,0 +1,338 @@
+//! The registry topic: who hosts which agent type, the subscriptions, and runtime
+//! heartbeats. Compacted; every runtime reads it fully before it is ready, then tails
+//! it. This module is the pure part: record keys and values, and the view built by
+//! applying records in log order.
+//!
+//! Keys: `claim/<agentType>/<runtime>`, `sub/<id>`, `hb/<runtime>/<instance>`.
+//! A tombstone (no value) removes the key. One agent type, one runtime: among the
+//! live claims of a type the one earliest in the log wins, so concurrent claimants
+//! agree without coordination. A runtime is live while any of its replicas'
+//! heartbeats is younger than the liveness timeout; claims and subscriptions of a
+//! dead runtime are ignored (the operator and graceful stops also tombstone them).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::subscription::Subscription;
+
+/// Owner name of subscriptions written by the operator (never expire).
+pub const OPERATOR_OWNER: &str = "operator";
+
+/// A runtime's claim on an agent type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Claim {
+    /// The claimed type.
+    pub agent_type: String,
+    /// The claiming runtime.
+    pub runtime: String,
+    /// The replica that wrote the claim.
+    pub instance: String,
+    /// When, Unix ms.
+    pub at_ms: u64,
+}
+
+/// A subscription and who added it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionRecord {
+    /// The subscription.
+    pub subscription: Subscription,
+    /// Runtime that added it, or [`OPERATOR_OWNER`].
+    pub owner: String,
+}
+
+/// A replica's liveness signal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    /// The runtime.
+    pub runtime: String,
+    /// The replica.
+    pub instance: String,
+    /// When, Unix ms.
+    pub at_ms: u64,
+}
+
+/// One registry record, decoded from its key and value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryRecord {
+    /// `claim/<type>/<runtime>`; `None` releases it.
+    Claim {
+        /// Type and runtime from the key.
+        agent_type: String,
+        /// Runtime from the key.
+        runtime: String,
+        /// The claim, or `None` for a tombstone.
+        claim: Option<Claim>,
+    },
+    /// `sub/<id>`; `None` removes it.
+    Subscription {
+        /// Id from the key.
+        id: String,
+        /// The subscription, or `None` for a tombstone.
+        record: Option<SubscriptionRecord>,
+    },
+    /// `hb/<runtime>/<instance>`; `None`: the replica stopped.
+    Heartbeat {
+        /// Runtime from the key.
+        runtime: String,
+        /// Replica from the key.
+        instance: String,
+        /// The heartbeat, or `None` for a tombstone.
+        heartbeat: Option<Heartbeat>,
+    },
+}
+
+/// Key of a claim record.
+pub fn claim_key(agent_type: &str, runtime: &str) -> String {
+    format!("claim/{agent_type}/{runtime}")
+}
+
+/// Key of a subscription record.
+pub fn subscription_key(id: &str) -> String {
+    format!("sub/{id}")
+}
+
+/// Key of a heartbeat record.
+pub fn heartbeat_key(runtime: &str, instance: &str) -> String {
+    format!("hb/{runtime}/{instance}")
+}
+
+impl RegistryRecord {
+    /// Decodes a record; the error names what is wrong.
+    pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Self, String> {
+        let key = std::str::from_utf8(key).map_err(|_| "registry key is not UTF-8".to_owned())?;
+        let json = |what: &str| -> Result<Option<serde_json::Value>, String> {
+            value
+                .map(|v| serde_json::from_slice(v).map_err(|e| format!("registry {what} {key:?}: {e}")))
+                .transpose()
+        };
+        let mut parts = key.splitn(3, '/');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("claim"), Some(t), Some(r)) => Ok(Self::Claim {
+                agent_type: t.to_owned(),
+                runtime: r.to_owned(),
+                claim: json("claim")?.map(serde_json::from_value).transpose().map_err(|e| e.to_string())?,
+            }),
+            (Some("sub"), Some(id), None) => Ok(Self::Subscription {
+                id: id.to_owned(),
+                record: json("subscription")?.map(serde_json::from_value).transpose().map_err(|e| e.to_string())?,
+            }),
+            (Some("hb"), Some(r), Some(i)) => Ok(Self::Heartbeat {
+                runtime: r.to_owned(),
+                instance: i.to_owned(),
+                heartbeat: json("heartbeat")?.map(serde_json::from_value).transpose().map_err(|e| e.to_string())?,
+            }),
+            _ => Err(format!("unknown registry key {key:?}")),
+        }
+    }
+}
+
+/// The registry as read so far.
+#[derive(Debug, Default, Clone)]
+pub struct RegistryView {
+    /// Per agent type: live claim records by their log position.
+    claims: HashMap<String, BTreeMap<(i32, i64), Claim>>,
+    subscriptions: BTreeMap<String, SubscriptionRecord>,
+    /// Per runtime, per replica: last heartbeat time.
+    heartbeats: HashMap<String, HashMap<String, u64>>,
+}
+
+impl RegistryView {
+    /// Applies one record found at `(partition, offset)`.
+    pub fn apply(&mut self, position: (i32, i64), record: RegistryRecord) {
+        match record {
+            RegistryRecord::Claim { agent_type, runtime, claim } => {
+                let claims = self.claims.entry(agent_type.clone()).or_default();
+                // A runtime has at most one claim per type: the newest record replaces
+                // the older one, but keeps the older position (re-asserting a claim
+                // must not lose it its place in the queue).
+                let old = claims.iter().find(|(_, c)| c.runtime == runtime).map(|(p, _)| *p);
+                match (claim, old) {
+                    (Some(c), Some(p)) => {
+                        claims.insert(p, c);
+                    }
+                    (Some(c), None) => {
+                        claims.insert(position, c);
+                    }
+                    (None, Some(p)) => {
+                        claims.remove(&p);
+                    }
+                    (None, None) => {}
+                }
+                if claims.is_empty() {
+                    self.claims.remove(&agent_type);
+                }
+            }
+            RegistryRecord::Subscription { id, record } => match record {
+                Some(r) => {
+                    self.subscriptions.insert(id, r);
+                }
+                None => {
+                    self.subscriptions.remove(&id);
+                }
+            },
+            RegistryRecord::Heartbeat { runtime, instance, heartbeat } => match heartbeat {
+                Some(h) => {
+                    self.heartbeats.entry(runtime).or_default().insert(instance, h.at_ms);
+                }
+                None => {
+                    if let Some(r) = self.heartbeats.get_mut(&runtime) {
+                        r.remove(&instance);
+                        if r.is_empty() {
+                            self.heartbeats.remove(&runtime);
+                        }
+                    }
+                }
+            },
+        }
+    }
+
+    /// Whether `runtime` has a replica that beat within `liveness_ms` of `now_ms`.
+    pub fn is_live(&self, runtime: &str, now_ms: u64, liveness_ms: u64) -> bool {
+        self.heartbeats
+            .get(runtime)
+            .is_some_and(|r| r.values().any(|&at| at + liveness_ms >= now_ms))
+    }
+
+    /// Replicas of `runtime` that beat within `liveness_ms`.
+    pub fn live_replicas(&self, runtime: &str, now_ms: u64, liveness_ms: u64) -> Vec<String> {
+        self.heartbeats
+            .get(runtime)
+            .map(|r| r.iter().filter(|(_, at)| **at + liveness_ms >= now_ms).map(|(i, _)| i.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The runtime hosting `agent_type`: the earliest live claim.
+    pub fn owner(&self, agent_type: &str, now_ms: u64, liveness_ms: u64) -> Option<&Claim> {
+        self.claims
+            .get(agent_type)?
+            .values()
+            .find(|c| self.is_live(&c.runtime, now_ms, liveness_ms))
+    }
+
+    /// Every type with a live owner, and the owner.
+    pub fn owners(&self, now_ms: u64, liveness_ms: u64) -> BTreeMap<String, String> {
+        self.claims
+            .keys()
+            .filter_map(|t| Some((t.clone(), self.owner(t, now_ms, liveness_ms)?.runtime.clone())))
+            .collect()
+    }
+
+    /// Types claimed by `runtime` (live or not).
+    pub fn claimed_by(&self, runtime: &str) -> Vec<String> {
+        self.claims
+            .iter()
+            .filter(|(_, cs)| cs.values().any(|c| c.runtime == runtime))
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    /// Subscriptions in effect: the operator's, and those of live runtimes.
+    pub fn subscriptions(&self, now_ms: u64, liveness_ms: u64) -> Vec<&SubscriptionRecord> {
+        self.subscriptions
+            .values()
+            .filter(|r| r.owner == OPERATOR_OWNER || self.is_live(&r.owner, now_ms, liveness_ms))
+            .collect()
+    }
+
+    /// Ids of subscriptions added by `owner`.
+    pub fn subscriptions_of(&self, owner: &str) -> Vec<String> {
+        self.subscriptions.iter().filter(|(_, r)| r.owner == owner).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Whether a subscription with `id` exists (whoever owns it).
+    pub fn has_subscription(&self, id: &str) -> bool {
+        self.subscriptions.contains_key(id)
+    }
+
+    /// Agent types of `runtime` that receive events of `topic_type` (deduplicated).
+    pub fn recipient_types(&self, runtime: &str, topic_type: &str, now_ms: u64, liveness_ms: u64) -> Vec<String> {
+        let mut types: Vec<String> = self
+            .subscriptions(now_ms, liveness_ms)
+            .into_iter()
+            .map(|r| &r.subscription)
+            .filter(|s| s.matches(topic_type))
+            .filter(|s| self.owner(s.agent_type(), now_ms, liveness_ms).is_some_and(|c| c.runtime == runtime))
+            .map(|s| s.agent_type().to_owned())
+            .collect();
+        types.sort();
+        types.dedup();
+        types
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIVE: u64 = 30_000;
+
+    fn claim(t: &str, r: &str) -> RegistryRecord {
+        RegistryRecord::Claim {
+            agent_type: t.into(),
+            runtime: r.into(),
+            claim: Some(Claim { agent_type: t.into(), runtime: r.into(), instance: "i".into(), at_ms: 0 }),
+        }
+    }
+
+    fn beat(r: &str, at: u64) -> RegistryRecord {
+        RegistryRecord::Heartbeat {
+            runtime: r.into(),
+            instance: "i".into(),
+            heartbeat: Some(Heartbeat { runtime: r.into(), instance: "i".into(), at_ms: at }),
+        }
+    }
+
+    #[test]
+    fn earliest_live_claim_wins_and_dead_owners_lose_their_types() {
+        let mut v = RegistryView::default();
+        v.apply((0, 1), beat("rt1", 1_000));
+        v.apply((0, 2), beat("rt2", 1_000));
+        v.apply((0, 3), claim("echo", "rt2"));
+        v.apply((0, 4), claim("echo", "rt1"));
+        assert_eq!(v.owner("echo", 2_000, LIVE).unwrap().runtime, "rt2");
+        // rt2 re-asserts its claim later: it keeps its place.
+        v.apply((0, 9), claim("echo", "rt2"));
+        assert_eq!(v.owner("echo", 2_000, LIVE).unwrap().runtime, "rt2");
+        // rt2 stops beating; rt1 keeps beating: rt1 takes over.
+        v.apply((0, 10), beat("rt1", 40_000));
+        assert_eq!(v.owner("echo", 40_000, LIVE).unwrap().runtime, "rt1");
+        // A tombstone releases.
+        v.apply((0, 11), RegistryRecord::Claim { agent_type: "echo".into(), runtime: "rt1".into(), claim: None });
+        assert!(v.owner("echo", 40_000, LIVE).is_none());
+    }
+
+    #[test]
+    fn subscriptions_route_to_the_owning_runtime_only_once() {
+        let mut v = RegistryView::default();
+        v.apply((0, 1), beat("rt1", 0));
+        v.apply((0, 2), claim("counter", "rt1"));
+        for (i, id) in ["a", "b"].iter().enumerate() {
+            let sub = Subscription::Type { id: (*id).into(), topic_type: "alerts".into(), agent_type: "counter".into() };
+            v.apply(
+                (0, 3 + i as i64),
+                RegistryRecord::Subscription {
+                    id: (*id).into(),
+                    record: Some(SubscriptionRecord { subscription: sub, owner: "rt1".into() }),
+                },
+            );
+        }
+        assert_eq!(v.recipient_types("rt1", "alerts", 0, LIVE), vec!["counter".to_owned()]);
+        assert!(v.recipient_types("rt2", "alerts", 0, LIVE).is_empty());
+        assert!(v.recipient_types("rt1", "other", 0, LIVE).is_empty());
+        // The owner dies: its subscriptions stop counting.
+        assert!(v.subscriptions(LIVE + 1, LIVE).is_empty());
+    }
+
+    #[test]
+    fn records_decode_from_keys_and_json() {
+        let r = RegistryRecord::decode(b"hb/rt1/abc", Some(br#"{"runtime":"rt1","instance":"abc","atMs":5}"#)).unwrap();
+        assert!(matches!(r, RegistryRecord::Heartbeat { heartbeat: Some(Heartbeat { at_ms: 5, .. }), .. }));
+        assert!(matches!(RegistryRecord::decode(b"sub/x", None).unwrap(), RegistryRecord::Subscription { record: None, .. }));
+        assert!(RegistryRecord::decode(b"bogus", None).unwrap_err().contains("bogus"));
+        assert!(RegistryRecord::decode(b"claim/a/b", Some(b"{")).is_err());
+    }
+}

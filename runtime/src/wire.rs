@@ -1,0 +1,485 @@
+//! The wire format: CloudEvents 1.0 in Kafka binary content mode (DESIGN.md §4).
+//!
+//! Attributes travel in `ce_*` headers, the data is the record value, its media type
+//! is the `content-type` header. Extension names follow AutoGen's CloudEvent mapping
+//! (`agmsgkind`, `agagentsendertype`, `agagentsenderkey`) so its tooling can read our
+//! events; RPC adds `agrecipienttype`/`agrecipientkey`, `agrequestid`, `agreplyto`,
+//! `agdeadline`. Every record also carries W3C `traceparent` (and `tracestate`).
+//! `docs/protocol.md` shows each record kind; a test keeps it true.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+
+use crate::ids::{AgentId, TopicId};
+use crate::message::{JSON, Payload};
+use crate::trace::TraceContext;
+
+/// Header names.
+pub mod header {
+    /// CloudEvents spec version (always `1.0`).
+    pub const SPECVERSION: &str = "ce_specversion";
+    /// Unique event id.
+    pub const ID: &str = "ce_id";
+    /// Event source.
+    pub const SOURCE: &str = "ce_source";
+    /// Event type.
+    pub const TYPE: &str = "ce_type";
+    /// Event time (RFC 3339, UTC).
+    pub const TIME: &str = "ce_time";
+    /// Message type name of the data.
+    pub const DATASCHEMA: &str = "ce_dataschema";
+    /// Media type of the data (Kafka binding: `content-type`, not `ce_datacontenttype`).
+    pub const CONTENT_TYPE: &str = "content-type";
+    /// `publish`, `rpc_request`, `rpc_response` or `error` (AutoGen).
+    pub const MSGKIND: &str = "ce_agmsgkind";
+    /// Sending agent's type (AutoGen).
+    pub const SENDER_TYPE: &str = "ce_agagentsendertype";
+    /// Sending agent's key (AutoGen).
+    pub const SENDER_KEY: &str = "ce_agagentsenderkey";
+    /// RPC recipient's type.
+    pub const RECIPIENT_TYPE: &str = "ce_agrecipienttype";
+    /// RPC recipient's key.
+    pub const RECIPIENT_KEY: &str = "ce_agrecipientkey";
+    /// Event delivery into an inbox: the recipient agent types, comma-separated.
+    pub const RECIPIENT_TYPES: &str = "ce_agrecipienttypes";
+    /// RPC request id, echoed by the response.
+    pub const REQUEST_ID: &str = "ce_agrequestid";
+    /// Topic the response goes to (the caller's reply channel).
+    pub const REPLY_TO: &str = "ce_agreplyto";
+    /// When the caller stops waiting, Unix milliseconds.
+    pub const DEADLINE: &str = "ce_agdeadline";
+    /// W3C trace context.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// W3C trace state.
+    pub const TRACESTATE: &str = "tracestate";
+    /// Dead letters: why the record was dead-lettered.
+    pub const DLQ_REASON: &str = "switchboard_dlq_reason";
+    /// Dead letters: topic, partition and offset the record came from.
+    pub const DLQ_ORIGIN: &str = "switchboard_dlq_origin";
+}
+
+/// `ce_agmsgkind` values.
+pub mod kind {
+    /// A published event (also its delivery into an inbox).
+    pub const PUBLISH: &str = "publish";
+    /// An RPC request.
+    pub const RPC_REQUEST: &str = "rpc_request";
+    /// An RPC response.
+    pub const RPC_RESPONSE: &str = "rpc_response";
+    /// An RPC that failed.
+    pub const ERROR: &str = "error";
+}
+
+/// `ce_type` of an RPC response without a reply.
+pub const EMPTY_RESPONSE_TYPE: &str = "switchboard.rpc.empty";
+/// `ce_type` of an RPC error.
+pub const ERROR_TYPE: &str = "switchboard.rpc.error";
+
+/// Why a record could not be decoded; becomes the dead-letter reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// A required header is absent.
+    #[error("missing header {0}")]
+    Missing(&'static str),
+    /// A header has a bad value.
+    #[error("invalid header {name}: {reason}")]
+    Invalid {
+        /// The header.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// How an RPC failed, as carried by an `error` record.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RpcFailure {
+    /// `handler`, `unknown_message_type`, `unknown_agent_type`, `not_local`, `expired`, `stopped`.
+    pub kind: String,
+    /// Human-readable message.
+    pub error: String,
+}
+
+/// The body of a record, by kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// An event on a topic. `recipient_types` is empty on the events topic and names
+    /// the receiving agent types when the event is delivered into an inbox.
+    Event {
+        /// Where it was published.
+        topic: TopicId,
+        /// Who published it.
+        sender: Option<AgentId>,
+        /// Agent types to deliver to (inbox deliveries only).
+        recipient_types: Vec<String>,
+        /// The message.
+        payload: Payload,
+    },
+    /// An RPC request.
+    Request {
+        /// Echoed by the response.
+        request_id: String,
+        /// Who handles it.
+        recipient: AgentId,
+        /// Who calls.
+        sender: Option<AgentId>,
+        /// The caller's reply channel.
+        reply_to: String,
+        /// Unix ms after which the caller no longer waits.
+        deadline_ms: u64,
+        /// The message.
+        payload: Payload,
+    },
+    /// A successful RPC response; `None` when the handler returned nothing.
+    Response {
+        /// The request answered.
+        request_id: String,
+        /// The reply.
+        payload: Option<Payload>,
+    },
+    /// A failed RPC.
+    Error {
+        /// The request answered.
+        request_id: String,
+        /// What failed.
+        failure: RpcFailure,
+    },
+}
+
+/// One record: CloudEvent id, source, time, trace context and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// `ce_id`: unique per record (the handler's `ctx.message_id`).
+    pub id: String,
+    /// `ce_source`.
+    pub source: String,
+    /// `ce_time` as Unix ms.
+    pub time_ms: Option<u64>,
+    /// `traceparent` / `tracestate`.
+    pub trace: Option<TraceContext>,
+    /// What the record carries.
+    pub body: Body,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as u64
+}
+
+impl Envelope {
+    /// A new envelope with a fresh id, the current time and `trace` (or a new trace).
+    pub fn new(source: impl Into<String>, trace: Option<TraceContext>, body: Body) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            source: source.into(),
+            time_ms: Some(now_ms()),
+            trace: Some(trace.unwrap_or_else(TraceContext::new_root)),
+            body,
+        }
+    }
+
+    /// Kafka headers and value for this envelope.
+    pub fn encode(&self) -> (OwnedHeaders, Bytes) {
+        let mut h = Vec::<(&'static str, String)>::with_capacity(14);
+        h.push((header::SPECVERSION, "1.0".to_owned()));
+        h.push((header::ID, self.id.clone()));
+        // AutoGen maps an event's topic to type = topic type, source = topic source.
+        let source = match &self.body {
+            Body::Event { topic, .. } => topic.source(),
+            _ => self.source.as_str(),
+        };
+        h.push((header::SOURCE, source.to_owned()));
+        if let Some(t) = self.time_ms {
+            h.push((header::TIME, rfc3339(t)));
+        }
+        if let Some(trace) = &self.trace {
+            h.push((header::TRACEPARENT, trace.traceparent()));
+            if let Some(ts) = &trace.tracestate {
+                h.push((header::TRACESTATE, ts.clone()));
+            }
+        }
+        let push_sender = |h: &mut Vec<(&'static str, String)>, sender: &Option<AgentId>| {
+            if let Some(s) = sender {
+                h.push((header::SENDER_TYPE, s.agent_type().to_owned()));
+                h.push((header::SENDER_KEY, s.key().to_owned()));
+            }
+        };
+        let push_payload = |h: &mut Vec<(&'static str, String)>, p: &Payload| {
+            h.push((header::DATASCHEMA, p.type_name.clone()));
+            h.push((header::CONTENT_TYPE, p.content_type.clone()));
+        };
+        let value = match &self.body {
+            Body::Event { topic, sender, recipient_types, payload } => {
+                h.push((header::MSGKIND, kind::PUBLISH.to_owned()));
+                h.push((header::TYPE, topic.topic_type().to_owned()));
+                push_sender(&mut h, sender);
+                if !recipient_types.is_empty() {
+                    h.push((header::RECIPIENT_TYPES, recipient_types.join(",")));
+                }
+                push_payload(&mut h, payload);
+                payload.data.clone()
+            }
+            Body::Request { request_id, recipient, sender, reply_to, deadline_ms, payload } => {
+                h.push((header::MSGKIND, kind::RPC_REQUEST.to_owned()));
+                h.push((header::TYPE, payload.type_name.clone()));
+                h.push((header::RECIPIENT_TYPE, recipient.agent_type().to_owned()));
+                h.push((header::RECIPIENT_KEY, recipient.key().to_owned()));
+                push_sender(&mut h, sender);
+                h.push((header::REQUEST_ID, request_id.clone()));
+                h.push((header::REPLY_TO, reply_to.clone()));
+                h.push((header::DEADLINE, deadline_ms.to_string()));
+                push_payload(&mut h, payload);
+                payload.data.clone()
+            }
+            Body::Response { request_id, payload } => {
+                h.push((header::MSGKIND, kind::RPC_RESPONSE.to_owned()));
+                h.push((header::REQUEST_ID, request_id.clone()));
+                match payload {
+                    Some(p) => {
+                        h.push((header::TYPE, p.type_name.clone()));
+                        push_payload(&mut h, p);
+                        p.data.clone()
+                    }
+                    None => {
+                        h.push((header::TYPE, EMPTY_RESPONSE_TYPE.to_owned()));
+                        Bytes::new()
+                    }
+                }
+            }
+            Body::Error { request_id, failure } => {
+                h.push((header::MSGKIND, kind::ERROR.to_owned()));
+                h.push((header::TYPE, ERROR_TYPE.to_owned()));
+                h.push((header::REQUEST_ID, request_id.clone()));
+                h.push((header::CONTENT_TYPE, JSON.to_owned()));
+                // Serialising a struct of two strings cannot fail.
+                Bytes::from(serde_json::to_vec(failure).unwrap_or_default())
+            }
+        };
+        let headers = h.iter().fold(OwnedHeaders::new_with_capacity(h.len()), |acc, (k, v)| {
+            acc.insert(Header { key: k, value: Some(v.as_bytes()) })
+        });
+        (headers, value)
+    }
+
+    /// Decodes a record from its headers and value.
+    pub fn decode(headers: Option<&impl Headers>, value: Option<&[u8]>) -> Result<Self, WireError> {
+        let found = HeaderView::new(headers);
+        let spec = found.required(header::SPECVERSION)?;
+        if spec != "1.0" {
+            return Err(WireError::Invalid { name: header::SPECVERSION, reason: format!("unsupported version {spec:?}") });
+        }
+        let id = found.required(header::ID)?.to_owned();
+        let source = found.required(header::SOURCE)?.to_owned();
+        let time_ms = found.get(header::TIME).and_then(parse_rfc3339);
+        let trace = found
+            .get(header::TRACEPARENT)
+            .and_then(|tp| TraceContext::parse(tp, found.get(header::TRACESTATE)));
+        let data = Bytes::copy_from_slice(value.unwrap_or_default());
+        let payload = |f: &HeaderView<'_>| -> Result<Payload, WireError> {
+            Ok(Payload {
+                type_name: f.required(header::DATASCHEMA)?.to_owned(),
+                content_type: f.get(header::CONTENT_TYPE).unwrap_or(JSON).to_owned(),
+                data: data.clone(),
+            })
+        };
+        let sender = agent_id(&found, header::SENDER_TYPE, header::SENDER_KEY)?;
+        let body = match found.required(header::MSGKIND)? {
+            kind::PUBLISH => {
+                let topic_type = found.required(header::TYPE)?;
+                let topic = TopicId::new(topic_type, source.as_str())
+                    .map_err(|e| WireError::Invalid { name: header::TYPE, reason: e.to_string() })?;
+                let recipient_types = found
+                    .get(header::RECIPIENT_TYPES)
+                    .map(|t| t.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+                    .unwrap_or_default();
+                Body::Event { topic, sender, recipient_types, payload: payload(&found)? }
+            }
+            kind::RPC_REQUEST => Body::Request {
+                request_id: found.required(header::REQUEST_ID)?.to_owned(),
+                recipient: agent_id(&found, header::RECIPIENT_TYPE, header::RECIPIENT_KEY)?
+                    .ok_or(WireError::Missing(header::RECIPIENT_TYPE))?,
+                sender,
+                reply_to: found.required(header::REPLY_TO)?.to_owned(),
+                deadline_ms: found.required(header::DEADLINE)?.parse().map_err(|e| WireError::Invalid {
+                    name: header::DEADLINE,
+                    reason: format!("not Unix milliseconds: {e}"),
+                })?,
+                payload: payload(&found)?,
+            },
+            kind::RPC_RESPONSE => Body::Response {
+                request_id: found.required(header::REQUEST_ID)?.to_owned(),
+                payload: match found.get(header::DATASCHEMA) {
+                    Some(_) => Some(payload(&found)?),
+                    None => None,
+                },
+            },
+            kind::ERROR => Body::Error {
+                request_id: found.required(header::REQUEST_ID)?.to_owned(),
+                failure: serde_json::from_slice(&data).unwrap_or_else(|_| RpcFailure {
+                    kind: "handler".to_owned(),
+                    error: String::from_utf8_lossy(&data).into_owned(),
+                }),
+            },
+            other => {
+                return Err(WireError::Invalid { name: header::MSGKIND, reason: format!("unknown kind {other:?}") });
+            }
+        };
+        Ok(Self { id, source, time_ms, trace, body })
+    }
+}
+
+/// Headers of one record, looked up by name (last occurrence wins).
+struct HeaderView<'a> {
+    pairs: Vec<(&'a str, &'a [u8])>,
+}
+
+impl<'a> HeaderView<'a> {
+    fn new(headers: Option<&'a impl Headers>) -> Self {
+        let pairs = headers
+            .map(|h| h.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect())
+            .unwrap_or_default();
+        Self { pairs }
+    }
+
+    fn get(&self, name: &str) -> Option<&'a str> {
+        self.pairs.iter().rev().find(|(k, _)| *k == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    fn required(&self, name: &'static str) -> Result<&'a str, WireError> {
+        match self.pairs.iter().rev().find(|(k, _)| *k == name) {
+            None => Err(WireError::Missing(name)),
+            Some((_, v)) => std::str::from_utf8(v)
+                .map_err(|_| WireError::Invalid { name, reason: "not UTF-8".to_owned() }),
+        }
+    }
+}
+
+fn agent_id(found: &HeaderView<'_>, type_header: &'static str, key_header: &'static str) -> Result<Option<AgentId>, WireError> {
+    match (found.get(type_header), found.get(key_header)) {
+        (None, None) => Ok(None),
+        (Some(t), Some(k)) => AgentId::new(t, k)
+            .map(Some)
+            .map_err(|e| WireError::Invalid { name: type_header, reason: e.to_string() }),
+        (Some(_), None) => Err(WireError::Missing(key_header)),
+        (None, Some(_)) => Err(WireError::Missing(type_header)),
+    }
+}
+
+/// Formats Unix ms as RFC 3339 UTC with milliseconds.
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// Parses the RFC 3339 form [`rfc3339`] writes (UTC, optional fraction).
+fn parse_rfc3339(s: &str) -> Option<u64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|p| p.parse::<u64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    let millis: u64 = format!("{frac:0<3}")[..3].parse().ok()?;
+    let days = days_from_civil(y, m, day);
+    Some((days as u64 * 86_400 + hh * 3600 + mm * 60 + ss) * 1000 + millis)
+}
+
+// Howard Hinnant's civil calendar algorithms (public domain), for dates after 1970.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(env: &Envelope) -> Envelope {
+        let (headers, value) = env.encode();
+        Envelope::decode(Some(&headers), Some(&value)).unwrap()
+    }
+
+    fn payload() -> Payload {
+        Payload::json("demo.Ping", &serde_json::json!({"n": 1}))
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        let sender = Some(AgentId::new("caller", "c1").unwrap());
+        let bodies = vec![
+            Body::Event {
+                topic: TopicId::new("alerts", "k1").unwrap(),
+                sender: sender.clone(),
+                recipient_types: vec!["counter".into(), "relay".into()],
+                payload: payload(),
+            },
+            Body::Request {
+                request_id: "r1".into(),
+                recipient: AgentId::new("echo", "a/b").unwrap(),
+                sender,
+                reply_to: "p.reply.x".into(),
+                deadline_ms: 1_700_000_000_000,
+                payload: payload(),
+            },
+            Body::Response { request_id: "r1".into(), payload: Some(payload()) },
+            Body::Response { request_id: "r2".into(), payload: None },
+            Body::Error {
+                request_id: "r3".into(),
+                failure: RpcFailure { kind: "handler".into(), error: "boom".into() },
+            },
+        ];
+        for body in bodies {
+            let source = match &body {
+                Body::Event { topic, .. } => topic.source().to_owned(),
+                _ => "caller/c1".to_owned(),
+            };
+            let env = Envelope::new(source, None, body);
+            assert_eq!(round_trip(&env), env);
+        }
+    }
+
+    #[test]
+    fn missing_and_bad_headers_are_named() {
+        let (headers, value) = Envelope::new("s", None, Body::Response { request_id: "r".into(), payload: None }).encode();
+        let no_headers: Option<&OwnedHeaders> = None;
+        assert_eq!(Envelope::decode(no_headers, Some(&value)), Err(WireError::Missing(header::SPECVERSION)));
+        let bad = headers.insert(Header { key: header::MSGKIND, value: Some("gossip") });
+        let err = Envelope::decode(Some(&bad), Some(&value)).unwrap_err();
+        assert!(err.to_string().contains("ce_agmsgkind"), "{err}");
+    }
+
+    #[test]
+    fn time_formats_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
+        assert_eq!(parse_rfc3339("2026-11-18T11:06:40.123Z"), Some(1_795_000_000_123));
+    }
+}
