@@ -2,17 +2,21 @@
 CARGO ?= cargo
 INFRA := e2e/infra
 
-.PHONY: test fmt clippy unit integration infra-up infra-down crds
+
+.PHONY: test fmt clippy shellcheck unit integration infra-up infra-down crds
 
 ## test: formatting, lints, unit tests, then integration tests against a real
 ## Kafka broker and a real Kubernetes API server (started and stopped here).
-test: fmt clippy unit integration
+test: fmt clippy shellcheck unit integration
 
 fmt:
 	$(CARGO) fmt --all --check
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+shellcheck:
+	shellcheck e2e/infra/*.sh .ci/run
 
 unit:
 	$(CARGO) test --workspace --lib --bins

@@ -1,5 +1,8 @@
 //! `AgentRuntime`: a set of runtime pods hosting agent types over one Kafka prefix.
 
+// kube's repeated `printcolumn(...)` attributes trip this lint by design.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, Container, EnvVar, ResourceRequirements, Toleration};
@@ -29,7 +32,11 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(name = "Lag", type_ = "integer", json_path = ".status.lag"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AgentRuntimeSpec {
@@ -194,7 +201,11 @@ fn default_partitions() -> i32 {
 
 impl Default for TopicsSpec {
     fn default() -> Self {
-        Self { partitions: default_partitions(), replication_factor: None, config: BTreeMap::new() }
+        Self {
+            partitions: default_partitions(),
+            replication_factor: None,
+            config: BTreeMap::new(),
+        }
     }
 }
 

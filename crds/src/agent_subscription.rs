@@ -1,5 +1,8 @@
 //! `AgentSubscription`: routes events of a topic type to an agent type.
 
+// kube's repeated `printcolumn(...)` attributes trip this lint by design.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -18,9 +21,17 @@ use serde::{Deserialize, Serialize};
     status = "AgentSubscriptionStatus",
     derive = "PartialEq",
     doc = "AgentSubscription delivers events of a topic type to an agent type of an AgentRuntime.",
-    printcolumn(name = "Runtime", type_ = "string", json_path = ".spec.runtimeRef.name"),
+    printcolumn(
+        name = "Runtime",
+        type_ = "string",
+        json_path = ".spec.runtimeRef.name"
+    ),
     printcolumn(name = "Agent", type_ = "string", json_path = ".spec.agentType"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AgentSubscriptionSpec {

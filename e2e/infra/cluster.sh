@@ -101,15 +101,16 @@ module_gomod() {
 	go mod download -json "$1" | sed -nE 's/^[[:space:]]*"GoMod": "(.*)",?$/\1/p'
 }
 
-# If the local Go is older than what k8s.io/kubernetes requires, let the go
-# command switch to a newer toolchain (itself a module on the proxy).
+# select_toolchain GOMOD: if the local Go is older than the `go` line of
+# GOMOD, let the go command switch to a newer toolchain (itself a module on
+# the proxy). Needed because GOTOOLCHAIN=local refuses instead of switching.
 select_toolchain() {
 	local need have
 	need=$(sed -nE 's/^go ([0-9.]+)$/\1/p' "$1")
 	have=$(go env GOVERSION)
 	have=${have#go}
 	if [[ $(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1) != "$need" ]]; then
-		log "local go $have < $need required by k8s $K8S_VERSION: using GOTOOLCHAIN=$FALLBACK_GOTOOLCHAIN"
+		log "local go $have < go $need required by $1: using GOTOOLCHAIN=$FALLBACK_GOTOOLCHAIN"
 		export GOTOOLCHAIN=$FALLBACK_GOTOOLCHAIN
 	fi
 }
@@ -206,6 +207,7 @@ build_etcd() {
 	local egomod
 	egomod=$(module_gomod "go.etcd.io/etcd/server/v3@$ETCD_VERSION")
 	[[ -f $egomod ]] || die "could not download go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+	select_toolchain "$egomod"
 	# A separate module from kubernetes' so that etcd is built with its own
 	# pinned dependency versions, not whatever MVS would pick for both.
 	# The etcd server's main package is the module root (main.go).
@@ -391,7 +393,8 @@ launch() {
 		[[ -s $pidfile ]] && return 0
 		sleep 0.1
 	done
-	die "$name did not start (see $STATE_DIR/$name.log)"
+	log "$name did not start (see $STATE_DIR/$name.log)"
+	return 1
 }
 
 stop_component() {
@@ -474,10 +477,10 @@ start_etcd() {
 }
 
 start_apiserver() {
-	# --endpoint-reconciler-type=none: the reconciler refuses a loopback
-	#   advertise address for the `kubernetes` Service endpoints; nothing
-	#   in-cluster needs them (there are no pods running).
-	# --cert-dir: where it would write generated certs; keep it out of /var/run.
+	# --endpoint-reconciler-type=none: the reconciler would publish the
+	#   advertise address as the `kubernetes` Service's endpoints, and
+	#   Endpoints validation rejects loopback IPs; no pod runs to need them.
+	# --cert-dir: where it would write generated certs (default /var/run).
 	# --requestheader-*, --proxy-client-*: the aggregation layer (see ensure_pki).
 	launch kube-apiserver \
 		--advertise-address="$HOST" \
@@ -509,8 +512,8 @@ start_controller_manager() {
 	# --use-service-account-credentials: each controller acts as its own
 	#   service account, so RBAC is exercised as in a real cluster.
 	# --cluster-signing-*: lets the CSR signer controller issue certificates.
-	# --authentication/authorization-kubeconfig: for its own /healthz
-	#   endpoint; without them it logs errors looking for in-cluster config.
+	# --authentication/authorization-kubeconfig: delegated authn/authz of
+	#   requests to its own HTTPS endpoint (/healthz, /metrics).
 	# --flex-volume-plugin-dir: it creates this dir at startup; the default
 	#   is under /usr/libexec, outside our state dir.
 	launch kube-controller-manager \
@@ -580,19 +583,17 @@ cmd_start() {
 	write_kubeconfig "$ADMIN_KUBECONFIG" switchboard-admin admin
 	write_kubeconfig "$CM_KUBECONFIG" system:kube-controller-manager controller-manager
 
-	log "starting etcd $ETCD_VERSION on $HOST:$ETCD_PORT"
-	start_etcd
-	if wait_for "etcd /health" etcd etcd_healthy; then
-		log "starting kube-apiserver $K8S_VERSION on $HOST:$APISERVER_PORT"
-		start_apiserver
-		if wait_for "kube-apiserver /readyz" kube-apiserver apiserver_ready; then
-			log "starting kube-controller-manager"
-			start_controller_manager
-			if wait_for "default ServiceAccount" kube-controller-manager default_sa_exists; then
-				log "cluster ready in $((SECONDS - T0)) s; kubeconfig: $ADMIN_KUBECONFIG"
-				return 0
-			fi
-		fi
+	if log "starting etcd $ETCD_VERSION on $HOST:$ETCD_PORT" &&
+		start_etcd &&
+		wait_for "etcd /health" etcd etcd_healthy &&
+		log "starting kube-apiserver $K8S_VERSION on $HOST:$APISERVER_PORT" &&
+		start_apiserver &&
+		wait_for "kube-apiserver /readyz" kube-apiserver apiserver_ready &&
+		log "starting kube-controller-manager" &&
+		start_controller_manager &&
+		wait_for "default ServiceAccount" kube-controller-manager default_sa_exists; then
+		log "cluster ready in $((SECONDS - T0)) s; kubeconfig: $ADMIN_KUBECONFIG"
+		return 0
 	fi
 	log "start failed; stopping what was started (logs kept in $STATE_DIR)"
 	stop_all

@@ -27,7 +27,10 @@ pub fn kafka_bootstrap() -> String {
 pub fn kubeconfig_path() -> PathBuf {
     match std::env::var_os("KUBECONFIG").map(PathBuf::from) {
         Some(p) if p.is_file() => p,
-        Some(p) => panic!("KUBECONFIG names {} which does not exist: {HOW_TO_START}", p.display()),
+        Some(p) => panic!(
+            "KUBECONFIG names {} which does not exist: {HOW_TO_START}",
+            p.display()
+        ),
         None => panic!("KUBECONFIG is not set: {HOW_TO_START}"),
     }
 }

@@ -1,6 +1,8 @@
 //! Proves the test control plane is a real Kubernetes: the controller-manager turns
 //! a Deployment into a ReplicaSet and Pods, and the garbage collector removes them.
 
+#![allow(clippy::unwrap_used)] // a test's helpers fail loudly, like its body
+
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -23,7 +25,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(start.elapsed() < WAIT, "timed out after {WAIT:?} waiting for {what}");
+        assert!(
+            start.elapsed() < WAIT,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -34,10 +39,16 @@ async fn controller_manager_runs_deployments_and_garbage_collects_them() {
     let ns_name = env::unique_name("smoke");
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns = Namespace {
-        metadata: ObjectMeta { name: Some(ns_name.clone()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(ns_name.clone()),
+            ..Default::default()
+        },
         ..Default::default()
     };
-    namespaces.create(&PostParams::default(), &ns).await.unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns_name);
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns_name);
@@ -54,14 +65,22 @@ async fn controller_manager_runs_deployments_and_garbage_collects_them() {
         }
     }))
     .unwrap();
-    let created = deployments.create(&PostParams::default(), &deployment).await.unwrap();
+    let created = deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
     let deployment_uid = created.metadata.uid.unwrap();
 
     let lp = ListParams::default().labels("app=web");
     let rs_name = wait_for("a ReplicaSet owned by the Deployment", || async {
         let list = replica_sets.list(&lp).await.unwrap();
         list.items.into_iter().find_map(|rs| {
-            let owned = rs.metadata.owner_references.as_ref()?.iter().any(|o| o.uid == deployment_uid);
+            let owned = rs
+                .metadata
+                .owner_references
+                .as_ref()?
+                .iter()
+                .any(|o| o.uid == deployment_uid);
             owned.then(|| rs.metadata.name.clone()).flatten()
         })
     })
@@ -72,7 +91,11 @@ async fn controller_manager_runs_deployments_and_garbage_collects_them() {
             .items
             .iter()
             .filter(|p| {
-                p.metadata.owner_references.iter().flatten().any(|o| o.name == rs_name)
+                p.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.name == rs_name)
             })
             .count();
         (owned == 2).then_some(owned)
@@ -80,13 +103,22 @@ async fn controller_manager_runs_deployments_and_garbage_collects_them() {
     .await;
     assert_eq!(pod_count, 2);
 
-    deployments.delete("web", &DeleteParams::background()).await.unwrap();
-    wait_for("the garbage collector to remove the ReplicaSet and Pods", || async {
-        let rs_left = replica_sets.list(&lp).await.unwrap().items.len();
-        let pods_left = pods.list(&lp).await.unwrap().items.len();
-        (rs_left == 0 && pods_left == 0).then_some(())
-    })
+    deployments
+        .delete("web", &DeleteParams::background())
+        .await
+        .unwrap();
+    wait_for(
+        "the garbage collector to remove the ReplicaSet and Pods",
+        || async {
+            let rs_left = replica_sets.list(&lp).await.unwrap().items.len();
+            let pods_left = pods.list(&lp).await.unwrap().items.len();
+            (rs_left == 0 && pods_left == 0).then_some(())
+        },
+    )
     .await;
 
-    namespaces.delete(&ns_name, &DeleteParams::default()).await.unwrap();
+    namespaces
+        .delete(&ns_name, &DeleteParams::default())
+        .await
+        .unwrap();
 }

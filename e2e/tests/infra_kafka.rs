@@ -1,6 +1,8 @@
 //! Proves the test broker is a real Kafka: topics made through the admin API,
 //! consumer groups that split partitions, per-key order.
 
+#![allow(clippy::unwrap_used)] // a test's helpers fail loudly, like its body
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -26,10 +28,20 @@ async fn two_consumers_in_one_group_share_partitions_and_see_every_record_once()
     let group = env::unique_name("smoke-group");
 
     let admin = TopicAdmin::new(&cfg, Duration::from_secs(10)).unwrap();
-    let changes = admin.ensure_topics(&[TopicSpec::new(&topic, 3, 1)]).await.unwrap();
+    let changes = admin
+        .ensure_topics(&[TopicSpec::new(&topic, 3, 1)])
+        .await
+        .unwrap();
     assert_eq!(changes, vec![(topic.clone(), TopicChange::Created)]);
-    let counts = admin.partition_counts(std::slice::from_ref(&topic)).await.unwrap();
-    assert_eq!(counts.get(&topic), Some(&3), "the admin API must have made 3 partitions");
+    let counts = admin
+        .partition_counts(std::slice::from_ref(&topic))
+        .await
+        .unwrap();
+    assert_eq!(
+        counts.get(&topic),
+        Some(&3),
+        "the admin API must have made 3 partitions"
+    );
 
     // Both consumers must hold partitions before anything is produced, so that no
     // rebalance hands a partition over mid-stream (which could replay records).
@@ -46,7 +58,12 @@ async fn two_consumers_in_one_group_share_partitions_and_see_every_record_once()
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            tokio::spawn(read_until_done(i, Arc::clone(c), Arc::clone(&done), Arc::clone(&received)))
+            tokio::spawn(read_until_done(
+                i,
+                Arc::clone(c),
+                Arc::clone(&done),
+                Arc::clone(&received),
+            ))
         })
         .collect();
     let started = Instant::now();
@@ -55,18 +72,25 @@ async fn two_consumers_in_one_group_share_partitions_and_see_every_record_once()
         if held.iter().all(|&n| n > 0) && held.iter().sum::<usize>() == 3 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "group never split 3 partitions: {held:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "group never split 3 partitions: {held:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     let producer: FutureProducer = cfg.producer_config().create().unwrap();
-    let mut next_seq = vec![0usize; KEYS];
+    let mut next_seq = [0usize; KEYS];
     let mut sends = Vec::with_capacity(RECORDS);
     for i in 0..RECORDS {
         let k = i % KEYS;
         let (key, value) = (format!("key-{k}"), format!("{}", next_seq[k]));
         next_seq[k] += 1;
-        sends.push(producer.send_result(FutureRecord::to(&topic).key(&key).payload(&value)).unwrap());
+        sends.push(
+            producer
+                .send_result(FutureRecord::to(&topic).key(&key).payload(&value))
+                .unwrap(),
+        );
     }
     for send in sends {
         send.await.unwrap().unwrap();
@@ -84,29 +108,46 @@ async fn two_consumers_in_one_group_share_partitions_and_see_every_record_once()
         seen.extend(r.await.unwrap());
     }
 
-    assert_eq!(seen.len(), RECORDS, "every record exactly once across the group");
+    assert_eq!(
+        seen.len(),
+        RECORDS,
+        "every record exactly once across the group"
+    );
     let mut by_key: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
     for (consumer, key, seq) in &seen {
-        by_key.entry(key.clone()).or_default().push((*consumer, *seq));
+        by_key
+            .entry(key.clone())
+            .or_default()
+            .push((*consumer, *seq));
     }
     assert_eq!(by_key.len(), KEYS);
     for (key, seqs) in &by_key {
         let expected: Vec<usize> = (0..RECORDS / KEYS).collect();
         let got: Vec<usize> = seqs.iter().map(|(_, s)| *s).collect();
         assert_eq!(got, expected, "{key}: records out of order or missing");
-        assert!(seqs.iter().all(|(c, _)| *c == seqs[0].0), "{key} was read by both consumers");
+        assert!(
+            seqs.iter().all(|(c, _)| *c == seqs[0].0),
+            "{key} was read by both consumers"
+        );
     }
-    let per_consumer: HashMap<usize, usize> = seen.iter().fold(HashMap::new(), |mut m, (c, _, _)| {
-        *m.entry(*c).or_default() += 1;
-        m
-    });
-    assert_eq!(per_consumer.len(), 2, "both consumers must have received records: {per_consumer:?}");
+    let per_consumer: HashMap<usize, usize> =
+        seen.iter().fold(HashMap::new(), |mut m, (c, _, _)| {
+            *m.entry(*c).or_default() += 1;
+            m
+        });
+    assert_eq!(
+        per_consumer.len(),
+        2,
+        "both consumers must have received records: {per_consumer:?}"
+    );
 
     admin.delete_topics(&[topic]).await.unwrap();
 }
 
 fn assigned(c: &StreamConsumer) -> usize {
-    c.assignment().map(|tpl: TopicPartitionList| tpl.count()).unwrap_or(0)
+    c.assignment()
+        .map(|tpl: TopicPartitionList| tpl.count())
+        .unwrap_or(0)
 }
 
 async fn read_until_done(
@@ -120,7 +161,10 @@ async fn read_until_done(
         match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
             Ok(Ok(msg)) => {
                 let key = String::from_utf8(msg.key().unwrap().to_vec()).unwrap();
-                let seq: usize = std::str::from_utf8(msg.payload().unwrap()).unwrap().parse().unwrap();
+                let seq: usize = std::str::from_utf8(msg.payload().unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 seen.push((index, key, seq));
                 received.fetch_add(1, Ordering::SeqCst);
             }

@@ -33,9 +33,12 @@ pub async fn from_kubeconfig(kubeconfig: Option<&Path>) -> Result<Client, Client
                 path: path.display().to_string(),
                 source,
             })?;
-            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.map_err(
-                |source| ClientError::Kubeconfig { path: path.display().to_string(), source },
-            )?
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|source| ClientError::Kubeconfig {
+                    path: path.display().to_string(),
+                    source,
+                })?
         }
         None => Config::infer().await?,
     };

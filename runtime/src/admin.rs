@@ -30,7 +30,12 @@ pub struct TopicSpec {
 impl TopicSpec {
     /// A topic with `partitions` and replication factor `replication_factor`, no configs.
     pub fn new(name: impl Into<String>, partitions: i32, replication_factor: i32) -> Self {
-        Self { name: name.into(), partitions, replication_factor, config: BTreeMap::new() }
+        Self {
+            name: name.into(),
+            partitions,
+            replication_factor,
+            config: BTreeMap::new(),
+        }
     }
 
     /// Adds one topic config.
@@ -89,20 +94,29 @@ impl TopicAdmin {
     /// Connects with `cfg`; every request waits at most `timeout`.
     pub fn new(cfg: &KafkaConfig, timeout: Duration) -> Result<Self, AdminError> {
         let client = cfg.base_client_config().create()?;
-        Ok(Self { client: Arc::new(client), timeout })
+        Ok(Self {
+            client: Arc::new(client),
+            timeout,
+        })
     }
 
     fn options(&self) -> AdminOptions {
-        AdminOptions::new().operation_timeout(Some(self.timeout)).request_timeout(Some(self.timeout))
+        AdminOptions::new()
+            .operation_timeout(Some(self.timeout))
+            .request_timeout(Some(self.timeout))
     }
 
     /// Partition counts of the named topics that exist (absent ones are left out).
-    pub async fn partition_counts(&self, names: &[String]) -> Result<HashMap<String, i32>, AdminError> {
+    pub async fn partition_counts(
+        &self,
+        names: &[String],
+    ) -> Result<HashMap<String, i32>, AdminError> {
         let client = Arc::clone(&self.client);
         let timeout = self.timeout;
         // librdkafka's metadata call blocks; keep it off the async worker threads.
-        let metadata = tokio::task::spawn_blocking(move || client.inner().fetch_metadata(None, timeout))
-            .await??;
+        let metadata =
+            tokio::task::spawn_blocking(move || client.inner().fetch_metadata(None, timeout))
+                .await??;
         Ok(metadata
             .topics()
             .iter()
@@ -112,7 +126,10 @@ impl TopicAdmin {
     }
 
     /// Creates missing topics and grows those with too few partitions.
-    pub async fn ensure_topics(&self, specs: &[TopicSpec]) -> Result<Vec<(String, TopicChange)>, AdminError> {
+    pub async fn ensure_topics(
+        &self,
+        specs: &[TopicSpec],
+    ) -> Result<Vec<(String, TopicChange)>, AdminError> {
         let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
         let existing = self.partition_counts(&names).await?;
         let mut changes = Vec::with_capacity(specs.len());
@@ -136,24 +153,42 @@ impl TopicAdmin {
                 .iter()
                 .map(|s| {
                     s.config.iter().fold(
-                        NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication_factor)),
+                        NewTopic::new(
+                            &s.name,
+                            s.partitions,
+                            TopicReplication::Fixed(s.replication_factor),
+                        ),
                         |t, (k, v)| t.set(k, v),
                     )
                 })
                 .collect();
-            for result in self.client.create_topics(&new_topics, &self.options()).await? {
+            for result in self
+                .client
+                .create_topics(&new_topics, &self.options())
+                .await?
+            {
                 match result {
                     // Another runtime or the operator created it first: fine.
                     Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                     Err((topic, code)) => return Err(AdminError::Topic { topic, code }),
                 }
             }
-            changes.extend(to_create.iter().map(|s| (s.name.clone(), TopicChange::Created)));
+            changes.extend(
+                to_create
+                    .iter()
+                    .map(|s| (s.name.clone(), TopicChange::Created)),
+            );
         }
         if !to_grow.is_empty() {
-            let grow: Vec<NewPartitions<'_>> =
-                to_grow.iter().map(|s| NewPartitions::new(&s.name, s.partitions as usize)).collect();
-            for result in self.client.create_partitions(&grow, &self.options()).await? {
+            let grow: Vec<NewPartitions<'_>> = to_grow
+                .iter()
+                .map(|s| NewPartitions::new(&s.name, s.partitions as usize))
+                .collect();
+            for result in self
+                .client
+                .create_partitions(&grow, &self.options())
+                .await?
+            {
                 if let Err((topic, code)) = result {
                     return Err(AdminError::Topic { topic, code });
                 }

@@ -69,7 +69,10 @@ pub enum AgentErrorKind {
 impl AgentError {
     /// A handler failure with this message.
     pub fn new(message: impl fmt::Display) -> Self {
-        Self { kind: AgentErrorKind::Handler, message: message.to_string() }
+        Self {
+            kind: AgentErrorKind::Handler,
+            message: message.to_string(),
+        }
     }
 
     /// No handler for `type_name`.
@@ -110,7 +113,10 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for AgentError {
         } else {
             AgentErrorKind::Handler
         };
-        Self { kind, message: e.to_string() }
+        Self {
+            kind,
+            message: e.to_string(),
+        }
     }
 }
 
@@ -139,7 +145,8 @@ pub trait Handler<M: Message>: Agent {
     type Reply: IntoReply;
 
     /// Handles one `M`.
-    async fn handle(&mut self, message: M, ctx: &MessageContext) -> Result<Self::Reply, AgentError>;
+    async fn handle(&mut self, message: M, ctx: &MessageContext)
+    -> Result<Self::Reply, AgentError>;
 }
 
 /// What a typed handler may return.
@@ -166,7 +173,8 @@ impl<M: Message> IntoReply for Option<M> {
     }
 }
 
-type DispatchFn<A> = for<'a> fn(&'a mut A, Payload, &'a MessageContext) -> BoxFuture<'a, HandlerResult>;
+type DispatchFn<A> =
+    for<'a> fn(&'a mut A, Payload, &'a MessageContext) -> BoxFuture<'a, HandlerResult>;
 
 /// Routes messages to an agent's [`Handler`] impls by type name. Build it once (e.g.
 /// in a `LazyLock`) and call [`Routes::dispatch`] from [`Agent::on_message`].
@@ -176,7 +184,9 @@ pub struct Routes<A> {
 
 impl<A: Agent> Default for Routes<A> {
     fn default() -> Self {
-        Self { entries: Vec::new() }
+        Self {
+            entries: Vec::new(),
+        }
     }
 }
 
@@ -202,7 +212,12 @@ impl<A: Agent> Routes<A> {
 
     /// Decodes `message` into its type and runs the matching handler. Unknown types
     /// are an [`AgentErrorKind::UnknownMessageType`] error, never a panic.
-    pub async fn dispatch(&self, agent: &mut A, message: Payload, ctx: &MessageContext) -> HandlerResult {
+    pub async fn dispatch(
+        &self,
+        agent: &mut A,
+        message: Payload,
+        ctx: &MessageContext,
+    ) -> HandlerResult {
         match self.entries.iter().find(|(t, _)| *t == message.type_name) {
             Some((_, f)) => f(agent, message, ctx).await,
             None => Err(AgentError::unknown_message_type(&message.type_name)),
@@ -222,17 +237,22 @@ fn dispatch_to<'a, A: Handler<M>, M: Message>(
     })
 }
 
+type MakeAgent = dyn Fn(&AgentId) -> Box<dyn Agent> + Send + Sync;
+
 /// Makes agents of one type on demand, one per key.
 #[derive(Clone)]
 pub struct AgentFactory {
     class: &'static str,
-    make: Arc<dyn Fn(&AgentId) -> Box<dyn Agent> + Send + Sync>,
+    make: Arc<MakeAgent>,
 }
 
 impl AgentFactory {
     /// A factory of `A`s; the closure gets the new agent's id.
     pub fn new<A: Agent>(make: impl Fn(&AgentId) -> A + Send + Sync + 'static) -> Self {
-        Self { class: std::any::type_name::<A>(), make: Arc::new(move |id| Box::new(make(id))) }
+        Self {
+            class: std::any::type_name::<A>(),
+            make: Arc::new(move |id| Box::new(make(id))),
+        }
     }
 
     /// The Rust type name of the agents made (for conflict checks and metadata).
@@ -248,7 +268,9 @@ impl AgentFactory {
 
 impl fmt::Debug for AgentFactory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AgentFactory").field("class", &self.class).finish()
+        f.debug_struct("AgentFactory")
+            .field("class", &self.class)
+            .finish()
     }
 }
 
@@ -262,10 +284,12 @@ pub async fn downcast_agent<A: Agent>(
     actual_class: &str,
 ) -> Result<tokio::sync::OwnedMappedMutexGuard<Box<dyn Agent>, A>, crate::RuntimeError> {
     let guard = agent.lock_owned().await;
-    tokio::sync::OwnedMutexGuard::try_map(guard, |boxed| (boxed.as_mut() as &mut dyn Any).downcast_mut::<A>())
-        .map_err(|_| crate::RuntimeError::WrongAgentClass {
-            id: id.clone(),
-            expected: std::any::type_name::<A>(),
-            actual: actual_class.to_owned(),
-        })
+    tokio::sync::OwnedMutexGuard::try_map(guard, |boxed| {
+        (boxed.as_mut() as &mut dyn Any).downcast_mut::<A>()
+    })
+    .map_err(|_| crate::RuntimeError::WrongAgentClass {
+        id: id.clone(),
+        expected: std::any::type_name::<A>(),
+        actual: actual_class.to_owned(),
+    })
 }

@@ -41,7 +41,11 @@ pub struct AgentMetadata {
 pub trait AgentRuntime: Send + Sync {
     /// Registers a factory for `agent_type`; agents are made on their first message.
     /// A type is hosted by exactly one runtime of the prefix.
-    async fn register_factory(&self, agent_type: &str, factory: AgentFactory) -> Result<(), RuntimeError>;
+    async fn register_factory(
+        &self,
+        agent_type: &str,
+        factory: AgentFactory,
+    ) -> Result<(), RuntimeError>;
 
     /// Registers one existing agent under `id` (its type is claimed as by a factory).
     async fn register_agent_instance_boxed(
@@ -101,12 +105,18 @@ pub trait AgentRuntimeExt: AgentRuntime {
         A: Agent,
         F: for<'a> Fn(&'a AgentId) -> A + Send + Sync + 'static,
     {
-        self.register_factory(agent_type, AgentFactory::new(make)).await
+        self.register_factory(agent_type, AgentFactory::new(make))
+            .await
     }
 
     /// Registers one existing agent under `id`.
-    async fn register_agent_instance<A: Agent>(&self, agent: A, id: AgentId) -> Result<(), RuntimeError> {
-        self.register_agent_instance_boxed(Box::new(agent), std::any::type_name::<A>(), id).await
+    async fn register_agent_instance<A: Agent>(
+        &self,
+        agent: A,
+        id: AgentId,
+    ) -> Result<(), RuntimeError> {
+        self.register_agent_instance_boxed(Box::new(agent), std::any::type_name::<A>(), id)
+            .await
     }
 
     /// Sends a typed RPC with the default timeout.
@@ -115,12 +125,18 @@ pub trait AgentRuntimeExt: AgentRuntime {
         message: &M,
         recipient: &AgentId,
     ) -> Result<Option<Payload>, RuntimeError> {
-        self.send_payload(Payload::encode(message)?, recipient, SendOptions::default()).await
+        self.send_payload(Payload::encode(message)?, recipient, SendOptions::default())
+            .await
     }
 
     /// Publishes a typed event.
-    async fn publish_message<M: Message>(&self, message: &M, topic: &TopicId) -> Result<(), RuntimeError> {
-        self.publish_payload(Payload::encode(message)?, topic, None).await
+    async fn publish_message<M: Message>(
+        &self,
+        message: &M,
+        topic: &TopicId,
+    ) -> Result<(), RuntimeError> {
+        self.publish_payload(Payload::encode(message)?, topic, None)
+            .await
     }
 
     /// Locks the local agent `id` as an `A` (AutoGen's `try_get_underlying_agent_instance`).

@@ -20,8 +20,16 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// Builds an error for `field` holding `value`.
-    pub fn invalid(field: impl Into<String>, value: impl fmt::Display, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), value: value.to_string(), reason: reason.into() }
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            field: field.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -205,7 +213,11 @@ impl KafkaConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let servers = self.bootstrap_servers.trim();
         if servers.is_empty() {
-            return Err(ConfigError::invalid("kafka.bootstrapServers", servers, "must not be empty"));
+            return Err(ConfigError::invalid(
+                "kafka.bootstrapServers",
+                servers,
+                "must not be empty",
+            ));
         }
         for server in servers.split(',') {
             let server = server.trim();
@@ -219,7 +231,11 @@ impl KafkaConfig {
             }
         }
         if self.client_id.is_empty() {
-            return Err(ConfigError::invalid("kafka.clientId", "", "must not be empty"));
+            return Err(ConfigError::invalid(
+                "kafka.clientId",
+                "",
+                "must not be empty",
+            ));
         }
         match (&self.sasl, self.security_protocol.uses_sasl()) {
             (None, true) => {
@@ -237,7 +253,11 @@ impl KafkaConfig {
                 ));
             }
             (Some(s), true) if s.username.is_empty() => {
-                return Err(ConfigError::invalid("kafka.security.sasl.username", "", "must not be empty"));
+                return Err(ConfigError::invalid(
+                    "kafka.security.sasl.username",
+                    "",
+                    "must not be empty",
+                ));
             }
             _ => {}
         }
@@ -272,7 +292,12 @@ impl KafkaConfig {
     /// then the user's passthrough properties.
     pub fn producer_config(&self) -> ClientConfig {
         let mut c = self.base_client_config();
-        c.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "1");
+        // murmur2_random is the Java client's partitioner: keys land where Java
+        // producers and the runtime's own ownership computation expect them.
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "1")
+            .set("partitioner", "murmur2_random");
         for (k, v) in &self.producer {
             c.set(k, v);
         }
@@ -300,8 +325,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -319,7 +346,10 @@ mod tests {
         let client = cfg.producer_config();
         assert_eq!(client.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
         assert_eq!(client.get("enable.idempotence"), Some("true"));
-        assert!(!format!("{cfg:?}").contains("s3cret"), "password leaked into Debug");
+        assert!(
+            !format!("{cfg:?}").contains("s3cret"),
+            "password leaked into Debug"
+        );
     }
 
     #[test]
@@ -328,7 +358,10 @@ mod tests {
         assert_eq!(err.field, "SWITCHBOARD_BOOTSTRAP_SERVERS");
 
         let err = KafkaConfig::new("localhost").validate().unwrap_err();
-        assert_eq!((err.field.as_str(), err.value.as_str()), ("kafka.bootstrapServers", "localhost"));
+        assert_eq!(
+            (err.field.as_str(), err.value.as_str()),
+            ("kafka.bootstrapServers", "localhost")
+        );
 
         let err = "TLS".parse::<SecurityProtocol>().unwrap_err();
         assert_eq!(err.field, "kafka.security.protocol");
@@ -344,7 +377,13 @@ mod tests {
         cfg.producer.insert("linger.ms".into(), "20".into());
         cfg.consumer.insert("fetch.wait.max.ms".into(), "10".into());
         assert_eq!(cfg.producer_config().get("linger.ms"), Some("20"));
-        assert_eq!(cfg.consumer_config("g").get("fetch.wait.max.ms"), Some("10"));
-        assert_eq!(cfg.consumer_config("g").get("enable.auto.commit"), Some("false"));
+        assert_eq!(
+            cfg.consumer_config("g").get("fetch.wait.max.ms"),
+            Some("10")
+        );
+        assert_eq!(
+            cfg.consumer_config("g").get("enable.auto.commit"),
+            Some("false")
+        );
     }
 }

@@ -101,8 +101,15 @@ pub struct Delivery {
 
 impl MessageContext {
     /// Builds the context a runtime hands to a handler.
-    pub fn new(delivery: Delivery, cancellation: CancellationToken, transport: Arc<dyn Transport>) -> Self {
-        let trace = delivery.trace.map(|t| t.child()).unwrap_or_else(TraceContext::new_root);
+    pub fn new(
+        delivery: Delivery,
+        cancellation: CancellationToken,
+        transport: Arc<dyn Transport>,
+    ) -> Self {
+        let trace = delivery
+            .trace
+            .map(|t| t.child())
+            .unwrap_or_else(TraceContext::new_root);
         Self {
             recipient: delivery.recipient,
             sender: delivery.sender,
@@ -122,7 +129,8 @@ impl MessageContext {
         message: &M,
         recipient: &AgentId,
     ) -> Result<Option<Payload>, RuntimeError> {
-        self.send_payload(Payload::encode(message)?, recipient, None).await
+        self.send_payload(Payload::encode(message)?, recipient, None)
+            .await
     }
 
     /// As [`MessageContext::send_message`] with an encoded payload and optional timeout.
@@ -149,12 +157,20 @@ impl MessageContext {
 
     /// Publishes an event from this agent; returns once Kafka accepted it, so the
     /// message being handled is only committed after its outputs are safe.
-    pub async fn publish_message<M: Message>(&self, message: &M, topic: &TopicId) -> Result<(), RuntimeError> {
+    pub async fn publish_message<M: Message>(
+        &self,
+        message: &M,
+        topic: &TopicId,
+    ) -> Result<(), RuntimeError> {
         self.publish_payload(Payload::encode(message)?, topic).await
     }
 
     /// As [`MessageContext::publish_message`] with an encoded payload.
-    pub async fn publish_payload(&self, payload: Payload, topic: &TopicId) -> Result<(), RuntimeError> {
+    pub async fn publish_payload(
+        &self,
+        payload: Payload,
+        topic: &TopicId,
+    ) -> Result<(), RuntimeError> {
         self.transport
             .publish(OutgoingEvent {
                 payload,

@@ -25,7 +25,9 @@ pub enum RuntimeError {
     DuplicateAgentInstance(AgentId),
     /// A type was registered with two different agent classes, or as a factory
     /// after instances (or the reverse).
-    #[error("agent type {agent_type:?} is registered as {existing}; cannot also register {attempted}")]
+    #[error(
+        "agent type {agent_type:?} is registered as {existing}; cannot also register {attempted}"
+    )]
     AgentTypeConflict {
         /// The type.
         agent_type: String,
@@ -108,7 +110,9 @@ impl RuntimeError {
             | Self::AgentTypeTaken { .. }
             | Self::DuplicateAgentInstance(_)
             | Self::AgentTypeConflict { .. } => "registration",
-            Self::UnknownAgentType(_) | Self::NotLocal(_) | Self::UnknownSubscription(_) => "unknown_target",
+            Self::UnknownAgentType(_) | Self::NotLocal(_) | Self::UnknownSubscription(_) => {
+                "unknown_target"
+            }
             Self::WrongAgentClass { .. } => "wrong_class",
             Self::UnknownMessageType { .. } => "unknown_message_type",
             Self::Handler { .. } => "handler",

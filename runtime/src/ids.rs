@@ -33,7 +33,9 @@ pub enum IdError {
 fn check_agent_type(value: &str) -> Result<(), IdError> {
     if !value.is_empty()
         && value.len() <= 63
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
     {
         Ok(())
     } else {

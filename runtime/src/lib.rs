@@ -13,20 +13,25 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod ids;
+pub mod kafka;
 mod local;
 pub mod memory;
 pub mod message;
+pub mod partitioner;
 pub mod subscription;
 pub mod topics;
 pub mod trace;
 pub mod wire;
 
-pub use agent::{Agent, AgentError, AgentErrorKind, AgentFactory, Handler, HandlerResult, IntoReply, Routes};
+pub use agent::{
+    Agent, AgentError, AgentErrorKind, AgentFactory, Handler, HandlerResult, IntoReply, Routes,
+};
 pub use api::{AgentMetadata, AgentRuntime, AgentRuntimeExt, SendOptions};
 pub use config::{ConfigError, KafkaConfig, SaslMechanism, SecurityProtocol};
 pub use context::MessageContext;
 pub use error::RuntimeError;
 pub use ids::{AgentId, IdError, TopicId};
+pub use kafka::{KafkaAgentRuntime, WorkerConfig};
 pub use memory::InMemoryRuntime;
 pub use message::{Message, Payload};
 pub use subscription::Subscription;

@@ -33,6 +33,8 @@ struct Slot {
     class: &'static str,
     /// The inbox partition that owns it (Kafka runtime), if known.
     partition: Option<i32>,
+    /// Hash of the state last persisted, to skip writing unchanged state.
+    state_hash: Option<u64>,
 }
 
 /// The agent types and agents of this process.
@@ -54,10 +56,16 @@ impl LocalAgents {
     }
 
     /// Checks that a factory may be registered for `agent_type`.
-    pub(crate) fn check_factory(&self, agent_type: &str, factory: &AgentFactory) -> Result<(), RuntimeError> {
+    pub(crate) fn check_factory(
+        &self,
+        agent_type: &str,
+        factory: &AgentFactory,
+    ) -> Result<(), RuntimeError> {
         match self.types.get(agent_type) {
             None => Ok(()),
-            Some(TypeEntry::Factory(_)) => Err(RuntimeError::DuplicateAgentType(agent_type.to_owned())),
+            Some(TypeEntry::Factory(_)) => {
+                Err(RuntimeError::DuplicateAgentType(agent_type.to_owned()))
+            }
             Some(existing) => Err(RuntimeError::AgentTypeConflict {
                 agent_type: agent_type.to_owned(),
                 existing: existing.describe(),
@@ -68,12 +76,17 @@ impl LocalAgents {
 
     /// Registers a factory (after [`LocalAgents::check_factory`]).
     pub(crate) fn add_factory(&mut self, agent_type: &str, factory: AgentFactory) {
-        self.types.insert(agent_type.to_owned(), TypeEntry::Factory(factory));
+        self.types
+            .insert(agent_type.to_owned(), TypeEntry::Factory(factory));
     }
 
     /// Checks that an instance of `class` may be registered as `id`; returns whether
     /// its type is new to this process (and so must be claimed).
-    pub(crate) fn check_instance(&self, id: &AgentId, class: &'static str) -> Result<bool, RuntimeError> {
+    pub(crate) fn check_instance(
+        &self,
+        id: &AgentId,
+        class: &'static str,
+    ) -> Result<bool, RuntimeError> {
         if self.agents.contains_key(id) {
             return Err(RuntimeError::DuplicateAgentInstance(id.clone()));
         }
@@ -90,9 +103,18 @@ impl LocalAgents {
 
     /// Registers an instance (after [`LocalAgents::check_instance`]).
     pub(crate) fn add_instance(&mut self, id: AgentId, agent: Box<dyn Agent>, class: &'static str) {
-        self.types.insert(id.agent_type().to_owned(), TypeEntry::Instances { class });
+        self.types
+            .insert(id.agent_type().to_owned(), TypeEntry::Instances { class });
         let agent = Arc::new(tokio::sync::Mutex::new(agent));
-        self.agents.insert(id, Slot { agent, class, partition: None });
+        self.agents.insert(
+            id,
+            Slot {
+                agent,
+                class,
+                partition: None,
+                state_hash: None,
+            },
+        );
     }
 
     /// Forgets a type (a failed claim) and its instances.
@@ -118,7 +140,15 @@ impl LocalAgents {
             Some(TypeEntry::Factory(factory)) => {
                 let agent = Arc::new(tokio::sync::Mutex::new(factory.make(id)));
                 let class = factory.class();
-                self.agents.insert(id.clone(), Slot { agent: Arc::clone(&agent), class, partition });
+                self.agents.insert(
+                    id.clone(),
+                    Slot {
+                        agent: Arc::clone(&agent),
+                        class,
+                        partition,
+                        state_hash: None,
+                    },
+                );
                 Ok((agent, class, true))
             }
             // Registered instances live where they were registered; another key of an
@@ -129,10 +159,30 @@ impl LocalAgents {
 
     /// The class of an active agent, or of the factory that would make it.
     pub(crate) fn class_of(&self, id: &AgentId) -> Option<&'static str> {
-        self.agents.get(id).map(|s| s.class).or_else(|| match self.types.get(id.agent_type())? {
-            TypeEntry::Factory(f) => Some(f.class()),
-            TypeEntry::Instances { .. } => None,
-        })
+        self.agents
+            .get(id)
+            .map(|s| s.class)
+            .or_else(|| match self.types.get(id.agent_type())? {
+                TypeEntry::Factory(f) => Some(f.class()),
+                TypeEntry::Instances { .. } => None,
+            })
+    }
+
+    /// The inbox partition owning active agent `id`, if known.
+    pub(crate) fn partition_of(&self, id: &AgentId) -> Option<i32> {
+        self.agents.get(id).and_then(|s| s.partition)
+    }
+
+    /// Hash of the state last persisted for `id`.
+    pub(crate) fn state_hash(&self, id: &AgentId) -> Option<u64> {
+        self.agents.get(id).and_then(|s| s.state_hash)
+    }
+
+    /// Records the hash of the state just persisted (or restored) for `id`.
+    pub(crate) fn set_state_hash(&mut self, id: &AgentId, hash: u64) {
+        if let Some(s) = self.agents.get_mut(id) {
+            s.state_hash = Some(hash);
+        }
     }
 
     /// Ids of active agents.
@@ -151,7 +201,10 @@ impl LocalAgents {
         let types = &self.types;
         self.agents.retain(|id, slot| {
             slot.partition != Some(partition)
-                || matches!(types.get(id.agent_type()), Some(TypeEntry::Instances { .. }))
+                || matches!(
+                    types.get(id.agent_type()),
+                    Some(TypeEntry::Instances { .. })
+                )
         });
     }
 }
@@ -221,10 +274,5 @@ impl<W: Send + 'static> Mailboxes<W> {
                 queues.remove(&id);
             }
         }
-    }
-
-    /// Agents with queued or running work.
-    pub(crate) fn busy(&self) -> usize {
-        self.lock().len()
     }
 }

@@ -117,7 +117,11 @@ impl Inner {
     }
 
     async fn run(self: &Arc<Self>, id: AgentId, work: Work) {
-        let Work { payload, delivery, reply } = work;
+        let Work {
+            payload,
+            delivery,
+            reply,
+        } = work;
         let result = self.handle(&id, payload, delivery).await;
         match reply {
             Some(tx) => {
@@ -135,19 +139,30 @@ impl Inner {
         }
     }
 
-    async fn handle(self: &Arc<Self>, id: &AgentId, payload: Payload, delivery: Delivery) -> Result<Option<Payload>, RuntimeError> {
+    async fn handle(
+        self: &Arc<Self>,
+        id: &AgentId,
+        payload: Payload,
+        delivery: Delivery,
+    ) -> Result<Option<Payload>, RuntimeError> {
         let activated = self.agents().activate(id, None);
         let (agent, _, _) = activated?;
         let transport: Arc<dyn Transport> = Arc::clone(self) as Arc<dyn Transport>;
         let ctx = MessageContext::new(delivery, self.shutdown.child_token(), transport);
         let mut agent = agent.lock().await;
-        agent.on_message(payload, &ctx).await.map_err(|e| match e.kind() {
-            AgentErrorKind::UnknownMessageType => RuntimeError::UnknownMessageType {
-                agent: id.to_string(),
-                message_type: e.message().to_owned(),
-            },
-            _ => RuntimeError::Handler { agent: id.to_string(), message: e.message().to_owned() },
-        })
+        agent
+            .on_message(payload, &ctx)
+            .await
+            .map_err(|e| match e.kind() {
+                AgentErrorKind::UnknownMessageType => RuntimeError::UnknownMessageType {
+                    agent: id.to_string(),
+                    message_type: e.message().to_owned(),
+                },
+                _ => RuntimeError::Handler {
+                    agent: id.to_string(),
+                    message: e.message().to_owned(),
+                },
+            })
     }
 }
 
@@ -158,7 +173,9 @@ impl Transport for Inner {
             return Err(RuntimeError::Stopped);
         }
         if !self.agents().hosts(rpc.recipient.agent_type()) {
-            return Err(RuntimeError::UnknownAgentType(rpc.recipient.agent_type().to_owned()));
+            return Err(RuntimeError::UnknownAgentType(
+                rpc.recipient.agent_type().to_owned(),
+            ));
         }
         let (tx, rx) = oneshot::channel();
         let delivery = Delivery {
@@ -169,7 +186,14 @@ impl Transport for Inner {
             message_id: uuid::Uuid::new_v4().to_string(),
             trace: rpc.trace,
         };
-        self.enqueue(rpc.recipient.clone(), Work { payload: rpc.payload, delivery, reply: Some(tx) });
+        self.enqueue(
+            rpc.recipient.clone(),
+            Work {
+                payload: rpc.payload,
+                delivery,
+                reply: Some(tx),
+            },
+        );
         let timeout = rpc.timeout.unwrap_or(self.default_timeout);
         let cancel = rpc.cancellation.unwrap_or_default();
         tokio::select! {
@@ -204,7 +228,14 @@ impl Transport for Inner {
                 message_id: message_id.clone(),
                 trace: event.trace.clone(),
             };
-            self.enqueue(recipient, Work { payload: event.payload.clone(), delivery, reply: None });
+            self.enqueue(
+                recipient,
+                Work {
+                    payload: event.payload.clone(),
+                    delivery,
+                    reply: None,
+                },
+            );
         }
         Ok(())
     }
@@ -212,7 +243,11 @@ impl Transport for Inner {
 
 #[async_trait]
 impl AgentRuntime for InMemoryRuntime {
-    async fn register_factory(&self, agent_type: &str, factory: AgentFactory) -> Result<(), RuntimeError> {
+    async fn register_factory(
+        &self,
+        agent_type: &str,
+        factory: AgentFactory,
+    ) -> Result<(), RuntimeError> {
         crate::ids::validate_agent_type(agent_type)?;
         let mut agents = self.inner.agents();
         agents.check_factory(agent_type, &factory)?;
@@ -278,13 +313,27 @@ impl AgentRuntime for InMemoryRuntime {
         topic: &TopicId,
         sender: Option<AgentId>,
     ) -> Result<(), RuntimeError> {
-        self.inner.publish(OutgoingEvent { payload, topic: topic.clone(), sender, trace: None }).await
+        self.inner
+            .publish(OutgoingEvent {
+                payload,
+                topic: topic.clone(),
+                sender,
+                trace: None,
+            })
+            .await
     }
 
     async fn agent_metadata(&self, id: &AgentId) -> Result<AgentMetadata, RuntimeError> {
         let agents = self.inner.agents();
-        let class = agents.class_of(id).ok_or_else(|| RuntimeError::UnknownAgentType(id.agent_type().to_owned()))?;
-        Ok(AgentMetadata { id: id.clone(), runtime: RUNTIME_NAME.to_owned(), class: class.to_owned(), local: true })
+        let class = agents
+            .class_of(id)
+            .ok_or_else(|| RuntimeError::UnknownAgentType(id.agent_type().to_owned()))?;
+        Ok(AgentMetadata {
+            id: id.clone(),
+            runtime: RUNTIME_NAME.to_owned(),
+            class: class.to_owned(),
+            local: true,
+        })
     }
 
     async fn agent_save_state(&self, id: &AgentId) -> Result<Value, RuntimeError> {
@@ -292,13 +341,19 @@ impl AgentRuntime for InMemoryRuntime {
         let state = agent.lock().await.save_state().await;
         state
             .map(|s| s.unwrap_or(Value::Null))
-            .map_err(|e| RuntimeError::Handler { agent: id.to_string(), message: e.to_string() })
+            .map_err(|e| RuntimeError::Handler {
+                agent: id.to_string(),
+                message: e.to_string(),
+            })
     }
 
     async fn agent_load_state(&self, id: &AgentId, state: Value) -> Result<(), RuntimeError> {
         let (agent, _) = self.local_agent(id).await?;
         let loaded = agent.lock().await.load_state(state).await;
-        loaded.map_err(|e| RuntimeError::Handler { agent: id.to_string(), message: e.to_string() })
+        loaded.map_err(|e| RuntimeError::Handler {
+            agent: id.to_string(),
+            message: e.to_string(),
+        })
     }
 
     async fn local_agent(&self, id: &AgentId) -> Result<(SharedAgent, String), RuntimeError> {

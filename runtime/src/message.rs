@@ -65,7 +65,11 @@ impl Payload {
             type_name: M::TYPE_NAME.to_owned(),
             reason: e.to_string(),
         })?;
-        Ok(Self { type_name: M::TYPE_NAME.to_owned(), content_type: JSON.to_owned(), data: data.into() })
+        Ok(Self {
+            type_name: M::TYPE_NAME.to_owned(),
+            content_type: JSON.to_owned(),
+            data: data.into(),
+        })
     }
 
     /// A JSON payload of a dynamically named type (HTTP agents, the CLI).
@@ -80,7 +84,10 @@ impl Payload {
     /// Decodes into `M`, checking the type name first.
     pub fn decode<M: Message>(&self) -> Result<M, CodecError> {
         if self.type_name != M::TYPE_NAME {
-            return Err(CodecError::WrongType { expected: M::TYPE_NAME, actual: self.type_name.clone() });
+            return Err(CodecError::WrongType {
+                expected: M::TYPE_NAME,
+                actual: self.type_name.clone(),
+            });
         }
         self.decode_json()
     }
@@ -99,7 +106,10 @@ impl Payload {
 
 /// `application/json`, with or without parameters such as `charset`.
 pub fn is_json(content_type: &str) -> bool {
-    content_type.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case(JSON))
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(JSON))
 }
 
 #[cfg(test)]
@@ -121,8 +131,14 @@ mod tests {
         assert_eq!(p.type_name, "test.Ping");
         assert_eq!(p.decode::<Ping>().unwrap(), Ping { n: 7 });
         let other = Payload::json("test.Pong", &serde_json::json!({"n": 1}));
-        assert!(matches!(other.decode::<Ping>(), Err(CodecError::WrongType { .. })));
-        let garbage = Payload { data: Bytes::from_static(b"\xff\x00"), ..p.clone() };
+        assert!(matches!(
+            other.decode::<Ping>(),
+            Err(CodecError::WrongType { .. })
+        ));
+        let garbage = Payload {
+            data: Bytes::from_static(b"\xff\x00"),
+            ..p.clone()
+        };
         let err = garbage.decode::<Ping>().unwrap_err();
         assert!(err.to_string().contains("test.Ping"), "{err}");
         assert!(is_json("application/json; charset=utf-8"));

@@ -33,14 +33,22 @@ impl Subscription {
     pub fn for_type(topic_type: &str, agent_type: &str) -> Result<Self, IdError> {
         validate_agent_type(agent_type)?;
         TopicId::new(topic_type, "_")?;
-        Ok(Self::Type { id: new_id(), topic_type: topic_type.to_owned(), agent_type: agent_type.to_owned() })
+        Ok(Self::Type {
+            id: new_id(),
+            topic_type: topic_type.to_owned(),
+            agent_type: agent_type.to_owned(),
+        })
     }
 
     /// A `TypePrefix` subscription with a fresh id.
     pub fn for_prefix(prefix: &str, agent_type: &str) -> Result<Self, IdError> {
         validate_agent_type(agent_type)?;
         TopicId::new(prefix, "_")?;
-        Ok(Self::TypePrefix { id: new_id(), prefix: prefix.to_owned(), agent_type: agent_type.to_owned() })
+        Ok(Self::TypePrefix {
+            id: new_id(),
+            prefix: prefix.to_owned(),
+            agent_type: agent_type.to_owned(),
+        })
     }
 
     /// AutoGen's `DefaultSubscription`: topic type `default` to `agent_type`.

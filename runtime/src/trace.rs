@@ -20,18 +20,27 @@ impl TraceContext {
     /// A new trace (for a conversation that starts here).
     pub fn new_root() -> Self {
         let id = uuid::Uuid::new_v4().into_bytes();
-        Self { trace_id: id, span_id: random_span_id(), flags: 1, tracestate: None }
+        Self {
+            trace_id: id,
+            span_id: random_span_id(),
+            flags: 1,
+            tracestate: None,
+        }
     }
 
     /// A child span in the same trace.
     pub fn child(&self) -> Self {
-        Self { span_id: random_span_id(), ..self.clone() }
+        Self {
+            span_id: random_span_id(),
+            ..self.clone()
+        }
     }
 
     /// Parses a `traceparent` header (version 00); `None` when malformed or all-zero.
     pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Option<Self> {
         let mut parts = traceparent.trim().split('-');
-        let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let (version, trace, span, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         if version.len() != 2 || version == "ff" || (version == "00" && parts.next().is_some()) {
             return None;
         }
@@ -44,7 +53,12 @@ impl TraceContext {
         if trace_id == [0; 16] || span_id == [0; 8] {
             return None;
         }
-        Some(Self { trace_id, span_id, flags: f[0], tracestate: tracestate.map(str::to_owned) })
+        Some(Self {
+            trace_id,
+            span_id,
+            flags: f[0],
+            tracestate: tracestate.map(str::to_owned),
+        })
     }
 
     /// The `traceparent` header value.
@@ -60,7 +74,13 @@ impl TraceContext {
 
 impl fmt::Display for TraceContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{}-{}-{:02x}", hex(&self.trace_id), hex(&self.span_id), self.flags)
+        write!(
+            f,
+            "00-{}-{}-{:02x}",
+            hex(&self.trace_id),
+            hex(&self.span_id),
+            self.flags
+        )
     }
 }
 
@@ -79,7 +99,11 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn hex_decode(s: &str, out: &mut [u8]) -> Option<()> {
-    if s.len() != out.len() * 2 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if s.len() != out.len() * 2
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     for (i, byte) in out.iter_mut().enumerate() {

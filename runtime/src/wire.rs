@@ -165,7 +165,10 @@ pub struct Envelope {
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
 }
 
 impl Envelope {
@@ -211,7 +214,12 @@ impl Envelope {
             h.push((header::CONTENT_TYPE, p.content_type.clone()));
         };
         let value = match &self.body {
-            Body::Event { topic, sender, recipient_types, payload } => {
+            Body::Event {
+                topic,
+                sender,
+                recipient_types,
+                payload,
+            } => {
                 h.push((header::MSGKIND, kind::PUBLISH.to_owned()));
                 h.push((header::TYPE, topic.topic_type().to_owned()));
                 push_sender(&mut h, sender);
@@ -221,7 +229,14 @@ impl Envelope {
                 push_payload(&mut h, payload);
                 payload.data.clone()
             }
-            Body::Request { request_id, recipient, sender, reply_to, deadline_ms, payload } => {
+            Body::Request {
+                request_id,
+                recipient,
+                sender,
+                reply_to,
+                deadline_ms,
+                payload,
+            } => {
                 h.push((header::MSGKIND, kind::RPC_REQUEST.to_owned()));
                 h.push((header::TYPE, payload.type_name.clone()));
                 h.push((header::RECIPIENT_TYPE, recipient.agent_type().to_owned()));
@@ -233,7 +248,10 @@ impl Envelope {
                 push_payload(&mut h, payload);
                 payload.data.clone()
             }
-            Body::Response { request_id, payload } => {
+            Body::Response {
+                request_id,
+                payload,
+            } => {
                 h.push((header::MSGKIND, kind::RPC_RESPONSE.to_owned()));
                 h.push((header::REQUEST_ID, request_id.clone()));
                 match payload {
@@ -248,7 +266,10 @@ impl Envelope {
                     }
                 }
             }
-            Body::Error { request_id, failure } => {
+            Body::Error {
+                request_id,
+                failure,
+            } => {
                 h.push((header::MSGKIND, kind::ERROR.to_owned()));
                 h.push((header::TYPE, ERROR_TYPE.to_owned()));
                 h.push((header::REQUEST_ID, request_id.clone()));
@@ -257,9 +278,14 @@ impl Envelope {
                 Bytes::from(serde_json::to_vec(failure).unwrap_or_default())
             }
         };
-        let headers = h.iter().fold(OwnedHeaders::new_with_capacity(h.len()), |acc, (k, v)| {
-            acc.insert(Header { key: k, value: Some(v.as_bytes()) })
-        });
+        let headers = h
+            .iter()
+            .fold(OwnedHeaders::new_with_capacity(h.len()), |acc, (k, v)| {
+                acc.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                })
+            });
         (headers, value)
     }
 
@@ -268,7 +294,10 @@ impl Envelope {
         let found = HeaderView::new(headers);
         let spec = found.required(header::SPECVERSION)?;
         if spec != "1.0" {
-            return Err(WireError::Invalid { name: header::SPECVERSION, reason: format!("unsupported version {spec:?}") });
+            return Err(WireError::Invalid {
+                name: header::SPECVERSION,
+                reason: format!("unsupported version {spec:?}"),
+            });
         }
         let id = found.required(header::ID)?.to_owned();
         let source = found.required(header::SOURCE)?.to_owned();
@@ -288,13 +317,26 @@ impl Envelope {
         let body = match found.required(header::MSGKIND)? {
             kind::PUBLISH => {
                 let topic_type = found.required(header::TYPE)?;
-                let topic = TopicId::new(topic_type, source.as_str())
-                    .map_err(|e| WireError::Invalid { name: header::TYPE, reason: e.to_string() })?;
+                let topic =
+                    TopicId::new(topic_type, source.as_str()).map_err(|e| WireError::Invalid {
+                        name: header::TYPE,
+                        reason: e.to_string(),
+                    })?;
                 let recipient_types = found
                     .get(header::RECIPIENT_TYPES)
-                    .map(|t| t.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+                    .map(|t| {
+                        t.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
                     .unwrap_or_default();
-                Body::Event { topic, sender, recipient_types, payload: payload(&found)? }
+                Body::Event {
+                    topic,
+                    sender,
+                    recipient_types,
+                    payload: payload(&found)?,
+                }
             }
             kind::RPC_REQUEST => Body::Request {
                 request_id: found.required(header::REQUEST_ID)?.to_owned(),
@@ -302,9 +344,11 @@ impl Envelope {
                     .ok_or(WireError::Missing(header::RECIPIENT_TYPE))?,
                 sender,
                 reply_to: found.required(header::REPLY_TO)?.to_owned(),
-                deadline_ms: found.required(header::DEADLINE)?.parse().map_err(|e| WireError::Invalid {
-                    name: header::DEADLINE,
-                    reason: format!("not Unix milliseconds: {e}"),
+                deadline_ms: found.required(header::DEADLINE)?.parse().map_err(|e| {
+                    WireError::Invalid {
+                        name: header::DEADLINE,
+                        reason: format!("not Unix milliseconds: {e}"),
+                    }
                 })?,
                 payload: payload(&found)?,
             },
@@ -323,10 +367,19 @@ impl Envelope {
                 }),
             },
             other => {
-                return Err(WireError::Invalid { name: header::MSGKIND, reason: format!("unknown kind {other:?}") });
+                return Err(WireError::Invalid {
+                    name: header::MSGKIND,
+                    reason: format!("unknown kind {other:?}"),
+                });
             }
         };
-        Ok(Self { id, source, time_ms, trace, body })
+        Ok(Self {
+            id,
+            source,
+            time_ms,
+            trace,
+            body,
+        })
     }
 }
 
@@ -338,30 +391,47 @@ struct HeaderView<'a> {
 impl<'a> HeaderView<'a> {
     fn new(headers: Option<&'a impl Headers>) -> Self {
         let pairs = headers
-            .map(|h| h.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect())
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key, h.value.unwrap_or_default()))
+                    .collect()
+            })
             .unwrap_or_default();
         Self { pairs }
     }
 
     fn get(&self, name: &str) -> Option<&'a str> {
-        self.pairs.iter().rev().find(|(k, _)| *k == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
     fn required(&self, name: &'static str) -> Result<&'a str, WireError> {
         match self.pairs.iter().rev().find(|(k, _)| *k == name) {
             None => Err(WireError::Missing(name)),
-            Some((_, v)) => std::str::from_utf8(v)
-                .map_err(|_| WireError::Invalid { name, reason: "not UTF-8".to_owned() }),
+            Some((_, v)) => std::str::from_utf8(v).map_err(|_| WireError::Invalid {
+                name,
+                reason: "not UTF-8".to_owned(),
+            }),
         }
     }
 }
 
-fn agent_id(found: &HeaderView<'_>, type_header: &'static str, key_header: &'static str) -> Result<Option<AgentId>, WireError> {
+fn agent_id(
+    found: &HeaderView<'_>,
+    type_header: &'static str,
+    key_header: &'static str,
+) -> Result<Option<AgentId>, WireError> {
     match (found.get(type_header), found.get(key_header)) {
         (None, None) => Ok(None),
         (Some(t), Some(k)) => AgentId::new(t, k)
             .map(Some)
-            .map_err(|e| WireError::Invalid { name: type_header, reason: e.to_string() }),
+            .map_err(|e| WireError::Invalid {
+                name: type_header,
+                reason: e.to_string(),
+            }),
         (Some(_), None) => Err(WireError::Missing(key_header)),
         (None, Some(_)) => Err(WireError::Missing(type_header)),
     }
@@ -449,11 +519,20 @@ mod tests {
                 deadline_ms: 1_700_000_000_000,
                 payload: payload(),
             },
-            Body::Response { request_id: "r1".into(), payload: Some(payload()) },
-            Body::Response { request_id: "r2".into(), payload: None },
+            Body::Response {
+                request_id: "r1".into(),
+                payload: Some(payload()),
+            },
+            Body::Response {
+                request_id: "r2".into(),
+                payload: None,
+            },
             Body::Error {
                 request_id: "r3".into(),
-                failure: RpcFailure { kind: "handler".into(), error: "boom".into() },
+                failure: RpcFailure {
+                    kind: "handler".into(),
+                    error: "boom".into(),
+                },
             },
         ];
         for body in bodies {
@@ -468,10 +547,24 @@ mod tests {
 
     #[test]
     fn missing_and_bad_headers_are_named() {
-        let (headers, value) = Envelope::new("s", None, Body::Response { request_id: "r".into(), payload: None }).encode();
+        let (headers, value) = Envelope::new(
+            "s",
+            None,
+            Body::Response {
+                request_id: "r".into(),
+                payload: None,
+            },
+        )
+        .encode();
         let no_headers: Option<&OwnedHeaders> = None;
-        assert_eq!(Envelope::decode(no_headers, Some(&value)), Err(WireError::Missing(header::SPECVERSION)));
-        let bad = headers.insert(Header { key: header::MSGKIND, value: Some("gossip") });
+        assert_eq!(
+            Envelope::decode(no_headers, Some(&value)),
+            Err(WireError::Missing(header::SPECVERSION))
+        );
+        let bad = headers.insert(Header {
+            key: header::MSGKIND,
+            value: Some("gossip"),
+        });
         let err = Envelope::decode(Some(&bad), Some(&value)).unwrap_err();
         assert!(err.to_string().contains("ce_agmsgkind"), "{err}");
     }
@@ -480,6 +573,9 @@ mod tests {
     fn time_formats_as_rfc3339() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
-        assert_eq!(parse_rfc3339("2026-11-18T11:06:40.123Z"), Some(1_795_000_000_123));
+        assert_eq!(
+            parse_rfc3339("2026-11-18T11:06:40.123Z"),
+            Some(1_795_000_000_123)
+        );
     }
 }

@@ -64,13 +64,17 @@ impl OffsetTracker {
     }
 
     /// Whether `partition` is tracked.
+    #[cfg(test)]
     pub(crate) fn holds(&self, partition: i32) -> bool {
         self.partitions.contains_key(&partition)
     }
 
     /// See [`PartitionProgress::dispatched`].
     pub(crate) fn dispatched(&mut self, partition: i32, offset: i64) {
-        self.partitions.entry(partition).or_default().dispatched(offset);
+        self.partitions
+            .entry(partition)
+            .or_default()
+            .dispatched(offset);
     }
 
     /// See [`PartitionProgress::done`]; completions of revoked partitions are ignored.
@@ -82,12 +86,9 @@ impl OffsetTracker {
 
     /// In-flight records of `partition`.
     pub(crate) fn in_flight(&self, partition: i32) -> usize {
-        self.partitions.get(&partition).map_or(0, PartitionProgress::in_flight)
-    }
-
-    /// In-flight records of all partitions.
-    pub(crate) fn total_in_flight(&self) -> usize {
-        self.partitions.values().map(PartitionProgress::in_flight).sum()
+        self.partitions
+            .get(&partition)
+            .map_or(0, PartitionProgress::in_flight)
     }
 
     /// Positions to commit now, marking them committed.
@@ -120,13 +121,21 @@ mod tests {
         }
         t.done(0, 11);
         t.done(0, 12);
-        assert_eq!(t.take_commits(), vec![(0, 10)], "10 is unfinished, so commit 10");
+        assert_eq!(
+            t.take_commits(),
+            vec![(0, 10)],
+            "10 is unfinished, so commit 10"
+        );
         t.done(0, 10);
         assert_eq!(t.take_commits(), vec![(0, 13)]);
         assert_eq!(t.take_commits(), vec![], "nothing moved, nothing to commit");
         t.done(0, 14);
         t.done(0, 13);
-        assert_eq!(t.take_commits(), vec![(0, 15)], "all done: commit past the last");
+        assert_eq!(
+            t.take_commits(),
+            vec![(0, 15)],
+            "all done: commit past the last"
+        );
         assert_eq!(t.in_flight(0), 0);
     }
 

@@ -106,7 +106,9 @@ impl RegistryRecord {
         let key = std::str::from_utf8(key).map_err(|_| "registry key is not UTF-8".to_owned())?;
         let json = |what: &str| -> Result<Option<serde_json::Value>, String> {
             value
-                .map(|v| serde_json::from_slice(v).map_err(|e| format!("registry {what} {key:?}: {e}")))
+                .map(|v| {
+                    serde_json::from_slice(v).map_err(|e| format!("registry {what} {key:?}: {e}"))
+                })
                 .transpose()
         };
         let mut parts = key.splitn(3, '/');
@@ -114,16 +116,25 @@ impl RegistryRecord {
             (Some("claim"), Some(t), Some(r)) => Ok(Self::Claim {
                 agent_type: t.to_owned(),
                 runtime: r.to_owned(),
-                claim: json("claim")?.map(serde_json::from_value).transpose().map_err(|e| e.to_string())?,
+                claim: json("claim")?
+                    .map(serde_json::from_value)
+                    .transpose()
+                    .map_err(|e| e.to_string())?,
             }),
             (Some("sub"), Some(id), None) => Ok(Self::Subscription {
                 id: id.to_owned(),
-                record: json("subscription")?.map(serde_json::from_value).transpose().map_err(|e| e.to_string())?,
+                record: json("subscription")?
+                    .map(serde_json::from_value)
+                    .transpose()
+                    .map_err(|e| e.to_string())?,
             }),
             (Some("hb"), Some(r), Some(i)) => Ok(Self::Heartbeat {
                 runtime: r.to_owned(),
                 instance: i.to_owned(),
-                heartbeat: json("heartbeat")?.map(serde_json::from_value).transpose().map_err(|e| e.to_string())?,
+                heartbeat: json("heartbeat")?
+                    .map(serde_json::from_value)
+                    .transpose()
+                    .map_err(|e| e.to_string())?,
             }),
             _ => Err(format!("unknown registry key {key:?}")),
         }
@@ -144,12 +155,19 @@ impl RegistryView {
     /// Applies one record found at `(partition, offset)`.
     pub fn apply(&mut self, position: (i32, i64), record: RegistryRecord) {
         match record {
-            RegistryRecord::Claim { agent_type, runtime, claim } => {
+            RegistryRecord::Claim {
+                agent_type,
+                runtime,
+                claim,
+            } => {
                 let claims = self.claims.entry(agent_type.clone()).or_default();
                 // A runtime has at most one claim per type: the newest record replaces
                 // the older one, but keeps the older position (re-asserting a claim
                 // must not lose it its place in the queue).
-                let old = claims.iter().find(|(_, c)| c.runtime == runtime).map(|(p, _)| *p);
+                let old = claims
+                    .iter()
+                    .find(|(_, c)| c.runtime == runtime)
+                    .map(|(p, _)| *p);
                 match (claim, old) {
                     (Some(c), Some(p)) => {
                         claims.insert(p, c);
@@ -174,9 +192,16 @@ impl RegistryView {
                     self.subscriptions.remove(&id);
                 }
             },
-            RegistryRecord::Heartbeat { runtime, instance, heartbeat } => match heartbeat {
+            RegistryRecord::Heartbeat {
+                runtime,
+                instance,
+                heartbeat,
+            } => match heartbeat {
                 Some(h) => {
-                    self.heartbeats.entry(runtime).or_default().insert(instance, h.at_ms);
+                    self.heartbeats
+                        .entry(runtime)
+                        .or_default()
+                        .insert(instance, h.at_ms);
                 }
                 None => {
                     if let Some(r) = self.heartbeats.get_mut(&runtime) {
@@ -201,7 +226,12 @@ impl RegistryView {
     pub fn live_replicas(&self, runtime: &str, now_ms: u64, liveness_ms: u64) -> Vec<String> {
         self.heartbeats
             .get(runtime)
-            .map(|r| r.iter().filter(|(_, at)| **at + liveness_ms >= now_ms).map(|(i, _)| i.clone()).collect())
+            .map(|r| {
+                r.iter()
+                    .filter(|(_, at)| **at + liveness_ms >= now_ms)
+                    .map(|(i, _)| i.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -217,7 +247,12 @@ impl RegistryView {
     pub fn owners(&self, now_ms: u64, liveness_ms: u64) -> BTreeMap<String, String> {
         self.claims
             .keys()
-            .filter_map(|t| Some((t.clone(), self.owner(t, now_ms, liveness_ms)?.runtime.clone())))
+            .filter_map(|t| {
+                Some((
+                    t.clone(),
+                    self.owner(t, now_ms, liveness_ms)?.runtime.clone(),
+                ))
+            })
             .collect()
     }
 
@@ -240,7 +275,11 @@ impl RegistryView {
 
     /// Ids of subscriptions added by `owner`.
     pub fn subscriptions_of(&self, owner: &str) -> Vec<String> {
-        self.subscriptions.iter().filter(|(_, r)| r.owner == owner).map(|(id, _)| id.clone()).collect()
+        self.subscriptions
+            .iter()
+            .filter(|(_, r)| r.owner == owner)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Whether a subscription with `id` exists (whoever owns it).
@@ -249,13 +288,22 @@ impl RegistryView {
     }
 
     /// Agent types of `runtime` that receive events of `topic_type` (deduplicated).
-    pub fn recipient_types(&self, runtime: &str, topic_type: &str, now_ms: u64, liveness_ms: u64) -> Vec<String> {
+    pub fn recipient_types(
+        &self,
+        runtime: &str,
+        topic_type: &str,
+        now_ms: u64,
+        liveness_ms: u64,
+    ) -> Vec<String> {
         let mut types: Vec<String> = self
             .subscriptions(now_ms, liveness_ms)
             .into_iter()
             .map(|r| &r.subscription)
             .filter(|s| s.matches(topic_type))
-            .filter(|s| self.owner(s.agent_type(), now_ms, liveness_ms).is_some_and(|c| c.runtime == runtime))
+            .filter(|s| {
+                self.owner(s.agent_type(), now_ms, liveness_ms)
+                    .is_some_and(|c| c.runtime == runtime)
+            })
             .map(|s| s.agent_type().to_owned())
             .collect();
         types.sort();
@@ -274,7 +322,12 @@ mod tests {
         RegistryRecord::Claim {
             agent_type: t.into(),
             runtime: r.into(),
-            claim: Some(Claim { agent_type: t.into(), runtime: r.into(), instance: "i".into(), at_ms: 0 }),
+            claim: Some(Claim {
+                agent_type: t.into(),
+                runtime: r.into(),
+                instance: "i".into(),
+                at_ms: 0,
+            }),
         }
     }
 
@@ -282,7 +335,11 @@ mod tests {
         RegistryRecord::Heartbeat {
             runtime: r.into(),
             instance: "i".into(),
-            heartbeat: Some(Heartbeat { runtime: r.into(), instance: "i".into(), at_ms: at }),
+            heartbeat: Some(Heartbeat {
+                runtime: r.into(),
+                instance: "i".into(),
+                at_ms: at,
+            }),
         }
     }
 
@@ -301,7 +358,14 @@ mod tests {
         v.apply((0, 10), beat("rt1", 40_000));
         assert_eq!(v.owner("echo", 40_000, LIVE).unwrap().runtime, "rt1");
         // A tombstone releases.
-        v.apply((0, 11), RegistryRecord::Claim { agent_type: "echo".into(), runtime: "rt1".into(), claim: None });
+        v.apply(
+            (0, 11),
+            RegistryRecord::Claim {
+                agent_type: "echo".into(),
+                runtime: "rt1".into(),
+                claim: None,
+            },
+        );
         assert!(v.owner("echo", 40_000, LIVE).is_none());
     }
 
@@ -311,16 +375,26 @@ mod tests {
         v.apply((0, 1), beat("rt1", 0));
         v.apply((0, 2), claim("counter", "rt1"));
         for (i, id) in ["a", "b"].iter().enumerate() {
-            let sub = Subscription::Type { id: (*id).into(), topic_type: "alerts".into(), agent_type: "counter".into() };
+            let sub = Subscription::Type {
+                id: (*id).into(),
+                topic_type: "alerts".into(),
+                agent_type: "counter".into(),
+            };
             v.apply(
                 (0, 3 + i as i64),
                 RegistryRecord::Subscription {
                     id: (*id).into(),
-                    record: Some(SubscriptionRecord { subscription: sub, owner: "rt1".into() }),
+                    record: Some(SubscriptionRecord {
+                        subscription: sub,
+                        owner: "rt1".into(),
+                    }),
                 },
             );
         }
-        assert_eq!(v.recipient_types("rt1", "alerts", 0, LIVE), vec!["counter".to_owned()]);
+        assert_eq!(
+            v.recipient_types("rt1", "alerts", 0, LIVE),
+            vec!["counter".to_owned()]
+        );
         assert!(v.recipient_types("rt2", "alerts", 0, LIVE).is_empty());
         assert!(v.recipient_types("rt1", "other", 0, LIVE).is_empty());
         // The owner dies: its subscriptions stop counting.
@@ -329,10 +403,27 @@ mod tests {
 
     #[test]
     fn records_decode_from_keys_and_json() {
-        let r = RegistryRecord::decode(b"hb/rt1/abc", Some(br#"{"runtime":"rt1","instance":"abc","atMs":5}"#)).unwrap();
-        assert!(matches!(r, RegistryRecord::Heartbeat { heartbeat: Some(Heartbeat { at_ms: 5, .. }), .. }));
-        assert!(matches!(RegistryRecord::decode(b"sub/x", None).unwrap(), RegistryRecord::Subscription { record: None, .. }));
-        assert!(RegistryRecord::decode(b"bogus", None).unwrap_err().contains("bogus"));
+        let r = RegistryRecord::decode(
+            b"hb/rt1/abc",
+            Some(br#"{"runtime":"rt1","instance":"abc","atMs":5}"#),
+        )
+        .unwrap();
+        assert!(matches!(
+            r,
+            RegistryRecord::Heartbeat {
+                heartbeat: Some(Heartbeat { at_ms: 5, .. }),
+                ..
+            }
+        ));
+        assert!(matches!(
+            RegistryRecord::decode(b"sub/x", None).unwrap(),
+            RegistryRecord::Subscription { record: None, .. }
+        ));
+        assert!(
+            RegistryRecord::decode(b"bogus", None)
+                .unwrap_err()
+                .contains("bogus")
+        );
         assert!(RegistryRecord::decode(b"claim/a/b", Some(b"{")).is_err());
     }
 }

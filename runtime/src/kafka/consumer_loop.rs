@@ -1,0 +1,359 @@
+//! A group consumer on a dedicated thread that commits only what is done.
+//!
+//! librdkafka's rebalance callbacks run inside `poll`, on the polling thread, and
+//! revocation must wait for in-flight work (DESIGN.md §3): so the poll loop gets its
+//! own OS thread, never an async worker thread. Work runs on tokio; each record
+//! reports back through [`DoneSender`] once its outputs are acknowledged.
+//! Per partition the committed offset is the lowest not yet done; a partition with
+//! too much in flight is paused until it drains.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use super::offsets::OffsetTracker;
+
+/// A record finished: `(partition, offset)`.
+pub(crate) type Done = (i32, i64);
+
+/// Reports finished records to the poll thread.
+#[derive(Clone)]
+pub(crate) struct DoneSender(Sender<Done>);
+
+impl DoneSender {
+    /// Marks `(partition, offset)` done. After shutdown the loop is gone; nothing to do.
+    pub(crate) fn done(&self, partition: i32, offset: i64) {
+        let _ = self.0.send((partition, offset));
+    }
+}
+
+/// What dispatching one record did.
+pub(crate) enum Dispatched {
+    /// Finished already (e.g. nothing to do).
+    Done,
+    /// Work was started; it reports through the [`DoneSender`].
+    Pending,
+}
+
+/// What a consumer loop does with records and partitions.
+pub(crate) trait PartitionWorker: Send + Sync + 'static {
+    /// Starts work for one record.
+    fn dispatch(&self, message: &BorrowedMessage<'_>, done: &DoneSender) -> Dispatched;
+    /// Partitions were assigned; called before any of their records is dispatched.
+    fn assigned(&self, _partitions: &[i32]) {}
+    /// Partitions were revoked; their work has finished (or the drain deadline passed).
+    fn revoked(&self, _partitions: &[i32]) {}
+}
+
+/// Limits of a consumer loop.
+#[derive(Debug, Clone)]
+pub(crate) struct LoopSettings {
+    /// Topic consumed.
+    pub(crate) topic: String,
+    /// Pause a partition at this many records in flight.
+    pub(crate) max_in_flight_per_partition: usize,
+    /// How often done offsets are committed.
+    pub(crate) commit_interval: Duration,
+    /// How long revocation and shutdown wait for in-flight work.
+    pub(crate) drain_timeout: Duration,
+    /// Name of the thread (shows in `top -H`, debuggers).
+    pub(crate) thread_name: String,
+}
+
+struct Shared<W> {
+    worker: Arc<W>,
+    settings: LoopSettings,
+    tracker: Mutex<OffsetTracker>,
+    done_rx: Mutex<Receiver<Done>>,
+    paused: Mutex<HashSet<i32>>,
+    assignments: watch::Sender<u64>,
+}
+
+impl<W> Shared<W> {
+    fn tracker(&self) -> MutexGuard<'_, OffsetTracker> {
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies completions that arrived, waiting up to `wait` for the first.
+    fn collect_done(&self, wait: Duration) {
+        let rx = self.done_rx.lock().unwrap_or_else(|e| e.into_inner());
+        let first = if wait.is_zero() {
+            rx.try_recv().ok()
+        } else {
+            rx.recv_timeout(wait).ok()
+        };
+        let mut tracker = self.tracker();
+        for (p, o) in first.into_iter().chain(rx.try_iter()) {
+            tracker.done(p, o);
+        }
+    }
+
+    /// Waits until `partitions` have nothing in flight, or the drain deadline.
+    fn drain(&self, partitions: &[i32]) -> usize {
+        let deadline = Instant::now() + self.settings.drain_timeout;
+        loop {
+            let left: usize = {
+                let t = self.tracker();
+                partitions.iter().map(|p| t.in_flight(*p)).sum()
+            };
+            let now = Instant::now();
+            if left == 0 || now >= deadline {
+                return left;
+            }
+            self.collect_done((deadline - now).min(Duration::from_millis(50)));
+        }
+    }
+
+    fn commit<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, mode: CommitMode) {
+        let commits = self.tracker().take_commits();
+        if commits.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::with_capacity(commits.len());
+        for (p, o) in &commits {
+            if tpl
+                .add_partition_offset(&self.settings.topic, *p, Offset::Offset(*o))
+                .is_err()
+            {
+                tracing::warn!(partition = p, offset = o, "invalid commit offset");
+            }
+        }
+        if let Err(e) = consumer.commit(&tpl, mode) {
+            tracing::warn!(topic = %self.settings.topic, error = %e, "offset commit failed; it is retried with the next commit");
+        }
+    }
+}
+
+/// The rdkafka context: rebalance hooks with access to the loop's state.
+pub(crate) struct LoopContext<W> {
+    shared: Arc<Shared<W>>,
+}
+
+impl<W: PartitionWorker> ClientContext for LoopContext<W> {}
+
+impl<W: PartitionWorker> ConsumerContext for LoopContext<W> {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let shared = &self.shared;
+        let partitions: Vec<i32> = tpl
+            .elements_for_topic(&shared.settings.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        if partitions.is_empty() {
+            return;
+        }
+        if consumer.assignment_lost() {
+            // Another member may own these already: committing would be wrong.
+            tracing::warn!(topic = %shared.settings.topic, ?partitions, "partitions lost; dropping their work uncommitted");
+        } else {
+            let left = shared.drain(&partitions);
+            if left > 0 {
+                tracing::warn!(topic = %shared.settings.topic, ?partitions, left, "drain deadline passed during revocation");
+            }
+            shared.commit(consumer, CommitMode::Sync);
+        }
+        {
+            let mut t = shared.tracker();
+            for p in &partitions {
+                t.revoke(*p);
+            }
+        }
+        shared
+            .paused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| !partitions.contains(p));
+        shared.worker.revoked(&partitions);
+        tracing::info!(topic = %shared.settings.topic, ?partitions, "partitions revoked");
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let shared = &self.shared;
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let partitions: Vec<i32> = tpl
+                    .elements_for_topic(&shared.settings.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                {
+                    let mut t = shared.tracker();
+                    for p in &partitions {
+                        t.assign(*p);
+                    }
+                }
+                shared.worker.assigned(&partitions);
+                tracing::info!(topic = %shared.settings.topic, ?partitions, "partitions assigned");
+                shared.assignments.send_modify(|n| *n += 1);
+            }
+            Rebalance::Revoke(_) => shared.assignments.send_modify(|n| *n += 1),
+            Rebalance::Error(e) => {
+                tracing::warn!(topic = %shared.settings.topic, error = %e, "rebalance error")
+            }
+        }
+    }
+}
+
+/// A running consumer loop.
+pub(crate) struct ConsumerLoop {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    assignments: watch::Receiver<u64>,
+}
+
+impl ConsumerLoop {
+    /// Subscribes to `settings.topic` with `config` and starts polling on a new thread.
+    pub(crate) fn start<W: PartitionWorker>(
+        config: &ClientConfig,
+        settings: LoopSettings,
+        worker: Arc<W>,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
+        let (done_tx, done_rx) = channel();
+        let (assign_tx, assign_rx) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            worker,
+            settings: settings.clone(),
+            tracker: Mutex::default(),
+            done_rx: Mutex::new(done_rx),
+            paused: Mutex::default(),
+            assignments: assign_tx,
+        });
+        let consumer: BaseConsumer<LoopContext<W>> = config.create_with_context(LoopContext {
+            shared: Arc::clone(&shared),
+        })?;
+        consumer.subscribe(&[&settings.topic])?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name(settings.thread_name.clone())
+            .spawn(move || poll_loop(consumer, shared, DoneSender(done_tx), stop_flag))
+            .map_err(|e| {
+                rdkafka::error::KafkaError::Subscription(format!(
+                    "cannot start consumer thread: {e}"
+                ))
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+            assignments: assign_rx,
+        })
+    }
+
+    /// Waits until the group has handed this member its first assignment (possibly
+    /// empty when there are more members than partitions).
+    pub(crate) async fn joined(&self, timeout: Duration) -> bool {
+        let mut rx = self.assignments.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|n| *n > 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Stops dispatching, lets in-flight work finish (bounded), commits, leaves the
+    /// group. Blocks: call from a blocking context.
+    pub(crate) fn stop_blocking(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("consumer thread panicked");
+        }
+    }
+}
+
+impl Drop for ConsumerLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn poll_loop<W: PartitionWorker>(
+    consumer: BaseConsumer<LoopContext<W>>,
+    shared: Arc<Shared<W>>,
+    done: DoneSender,
+    stop: Arc<AtomicBool>,
+) {
+    let topic = shared.settings.topic.clone();
+    let mut last_commit = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        shared.collect_done(Duration::ZERO);
+        if last_commit.elapsed() >= shared.settings.commit_interval {
+            shared.commit(&consumer, CommitMode::Async);
+            last_commit = Instant::now();
+        }
+        apply_backpressure(&consumer, &shared);
+        match consumer.poll(Duration::from_millis(20)) {
+            None => {}
+            Some(Err(e)) => tracing::warn!(%topic, error = %e, "consumer error"),
+            Some(Ok(message)) => {
+                let (p, o) = (
+                    rdkafka::Message::partition(&message),
+                    rdkafka::Message::offset(&message),
+                );
+                shared.tracker().dispatched(p, o);
+                if let Dispatched::Done = shared.worker.dispatch(&message, &done) {
+                    shared.tracker().done(p, o);
+                }
+            }
+        }
+    }
+    // Graceful stop: nothing new is dispatched; finish, commit, leave the group.
+    let partitions = shared.tracker().partitions();
+    let left = shared.drain(&partitions);
+    if left > 0 {
+        tracing::warn!(%topic, left, "shutdown deadline passed with work in flight; it will be redelivered");
+    }
+    shared.commit(&consumer, CommitMode::Sync);
+    // Dropping closes the consumer, which leaves the group at once (no session timeout).
+    drop(consumer);
+    tracing::info!(%topic, "consumer stopped");
+}
+
+fn apply_backpressure<W: PartitionWorker>(
+    consumer: &BaseConsumer<LoopContext<W>>,
+    shared: &Shared<W>,
+) {
+    let max = shared.settings.max_in_flight_per_partition;
+    let (to_pause, to_resume): (Vec<i32>, Vec<i32>) = {
+        let t = shared.tracker();
+        let paused = shared.paused.lock().unwrap_or_else(|e| e.into_inner());
+        let pause = t
+            .partitions()
+            .into_iter()
+            .filter(|p| !paused.contains(p) && t.in_flight(*p) >= max)
+            .collect();
+        let resume = paused
+            .iter()
+            .copied()
+            .filter(|p| t.in_flight(*p) <= max / 2)
+            .collect();
+        (pause, resume)
+    };
+    let list = |ps: &[i32]| {
+        let mut tpl = TopicPartitionList::new();
+        for p in ps {
+            tpl.add_partition(&shared.settings.topic, *p);
+        }
+        tpl
+    };
+    let mut paused = shared.paused.lock().unwrap_or_else(|e| e.into_inner());
+    if !to_pause.is_empty() && consumer.pause(&list(&to_pause)).is_ok() {
+        paused.extend(&to_pause);
+    }
+    if !to_resume.is_empty() && consumer.resume(&list(&to_resume)).is_ok() {
+        for p in &to_resume {
+            paused.remove(p);
+        }
+    }
+}

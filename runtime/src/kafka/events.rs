@@ -1,0 +1,153 @@
+//! The events topic, as seen by one runtime: every replica consumes it in the
+//! runtime's own consumer group, finds the runtime's agent types subscribed to each
+//! event's topic type, and forwards one delivery into the runtime's inbox keyed by
+//! the topic source — so the agent's owner handles it (one owner, in order).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use super::Inner;
+use super::consumer_loop::{Dispatched, DoneSender, PartitionWorker};
+use super::outputs;
+use crate::config::KafkaConfig;
+use crate::error::RuntimeError;
+use crate::wire::{Body, Envelope};
+
+/// Forwards events to the inbox.
+pub(crate) struct EventsWorker {
+    inner: Arc<Inner>,
+    tokio: tokio::runtime::Handle,
+}
+
+impl EventsWorker {
+    /// A worker for `inner`; must be created inside the tokio runtime.
+    pub(crate) fn new(inner: Arc<Inner>) -> Self {
+        Self {
+            inner,
+            tokio: tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl PartitionWorker for EventsWorker {
+    fn dispatch(&self, message: &BorrowedMessage<'_>, done: &DoneSender) -> Dispatched {
+        let (p, o) = (message.partition(), message.offset());
+        let inner = Arc::clone(&self.inner);
+        let done = done.clone();
+        let envelope = match Envelope::decode(message.headers(), message.payload()) {
+            Ok(e) => e,
+            Err(e) => {
+                let original = message.detach();
+                self.tokio.spawn(async move {
+                    let dlq = inner.names.dlq(&inner.config.runtime_name);
+                    let reason = format!("undecodable event: {e}");
+                    if outputs::dead_letter(&inner.producer, &dlq, &original, &reason)
+                        .await
+                        .is_ok()
+                    {
+                        inner.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                        done.done(p, o);
+                    }
+                });
+                return Dispatched::Pending;
+            }
+        };
+        let Envelope {
+            id,
+            source,
+            time_ms,
+            trace,
+            body,
+        } = envelope;
+        let Body::Event {
+            topic,
+            sender,
+            payload,
+            ..
+        } = body
+        else {
+            // Only events belong here; other kinds are ignored rather than forwarded.
+            tracing::warn!(
+                partition = p,
+                offset = o,
+                "non-event record on the events topic"
+            );
+            return Dispatched::Done;
+        };
+        let recipient_types = inner.recipient_types(topic.topic_type());
+        if recipient_types.is_empty() {
+            return Dispatched::Done;
+        }
+        let key = topic.source().as_bytes().to_vec();
+        let delivery = Envelope {
+            id,
+            source,
+            time_ms,
+            trace,
+            body: Body::Event {
+                topic,
+                sender,
+                recipient_types,
+                payload,
+            },
+        };
+        self.tokio.spawn(async move {
+            let inbox = inner.names.inbox(&inner.config.runtime_name);
+            match outputs::produce_envelope(&inner.producer, &inbox, &key, &delivery).await {
+                Ok(_) => done.done(p, o),
+                Err(e) => {
+                    tracing::error!(error = %e, "forwarding an event failed; it stays uncommitted")
+                }
+            }
+        });
+        Dispatched::Pending
+    }
+}
+
+/// A runtime sees events published after it first joined, not the topic's history:
+/// when its group has no committed offsets yet, commit the current end offsets.
+/// (A group that already exists keeps its position.)
+pub(crate) async fn start_at_end_if_new(
+    kafka: &KafkaConfig,
+    topic: &str,
+    group: &str,
+    timeout: Duration,
+) -> Result<(), RuntimeError> {
+    let consumer: BaseConsumer = kafka.consumer_config(group).create()?;
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || -> Result<(), RuntimeError> {
+        let md = consumer.fetch_metadata(Some(&topic), timeout)?;
+        let partitions: Vec<i32> = md
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        let mut tpl = TopicPartitionList::new();
+        for p in &partitions {
+            tpl.add_partition(&topic, *p);
+        }
+        let committed = consumer.committed_offsets(tpl, timeout)?;
+        let mut to_commit = TopicPartitionList::new();
+        for e in committed.elements() {
+            if matches!(e.offset(), Offset::Invalid) {
+                let (_, high) = consumer.fetch_watermarks(&topic, e.partition(), timeout)?;
+                to_commit.add_partition_offset(&topic, e.partition(), Offset::Offset(high))?;
+            }
+        }
+        if to_commit.count() > 0
+            && let Err(e) = consumer.commit(&to_commit, CommitMode::Sync)
+        {
+            // Another replica is in the group already and will have committed.
+            tracing::debug!(error = %e, "initial events offset commit refused");
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| RuntimeError::Kafka(e.to_string()))?
+}

@@ -1,0 +1,154 @@
+//! Reading the registry topic: loaded to its end before the runtime is ready, then
+//! tailed, so registrations and subscriptions change without restarts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::registry::{RegistryRecord, RegistryView};
+use crate::config::KafkaConfig;
+use crate::error::RuntimeError;
+
+/// The registry as this process has read it, kept current by a tail task.
+pub(crate) struct RegistryLog {
+    view: Arc<RwLock<RegistryView>>,
+    /// Per partition: the next offset to apply.
+    applied: watch::Receiver<HashMap<i32, i64>>,
+    task: JoinHandle<()>,
+}
+
+impl RegistryLog {
+    /// Reads `topic` from the beginning to its current end, then keeps tailing it
+    /// until `shutdown`.
+    pub(crate) async fn load(
+        kafka: &KafkaConfig,
+        topic: &str,
+        group_id: &str,
+        timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<Self, RuntimeError> {
+        let consumer: StreamConsumer = kafka.consumer_config(group_id).create()?;
+        let consumer = Arc::new(consumer);
+        let (partitions, ends) = {
+            let c = Arc::clone(&consumer);
+            let topic = topic.to_owned();
+            // Metadata and watermark calls block: keep them off the async threads.
+            tokio::task::spawn_blocking(
+                move || -> Result<(Vec<i32>, HashMap<i32, i64>), RuntimeError> {
+                    let md = c.fetch_metadata(Some(&topic), timeout)?;
+                    let t = md
+                        .topics()
+                        .iter()
+                        .find(|t| t.name() == topic && t.error().is_none())
+                        .ok_or_else(|| {
+                            RuntimeError::Kafka(format!("registry topic {topic} does not exist"))
+                        })?;
+                    let parts: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+                    let mut ends = HashMap::new();
+                    for p in &parts {
+                        let (_, high) = c.fetch_watermarks(&topic, *p, timeout)?;
+                        ends.insert(*p, high);
+                    }
+                    Ok((parts, ends))
+                },
+            )
+            .await
+            .map_err(|e| RuntimeError::Kafka(e.to_string()))??
+        };
+        let mut tpl = TopicPartitionList::new();
+        for p in &partitions {
+            tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+
+        let view = Arc::new(RwLock::new(RegistryView::default()));
+        let (applied_tx, applied_rx) = watch::channel(HashMap::new());
+        let task = tokio::spawn(tail(
+            Arc::clone(&consumer),
+            Arc::clone(&view),
+            applied_tx,
+            shutdown,
+        ));
+        let log = Self {
+            view,
+            applied: applied_rx,
+            task,
+        };
+        for (p, end) in ends {
+            if end > 0 && !log.wait_applied(p, end - 1, timeout).await {
+                return Err(RuntimeError::Kafka(format!(
+                    "registry topic {topic} partition {p} not read to its end ({end}) within {timeout:?}"
+                )));
+            }
+        }
+        Ok(log)
+    }
+
+    /// The current view.
+    pub(crate) fn view(&self) -> RwLockReadGuard<'_, RegistryView> {
+        self.view.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until the record at `(partition, offset)` has been applied.
+    pub(crate) async fn wait_applied(
+        &self,
+        partition: i32,
+        offset: i64,
+        timeout: Duration,
+    ) -> bool {
+        let mut rx = self.applied.clone();
+        let reached = rx.wait_for(|m| m.get(&partition).is_some_and(|next| *next > offset));
+        tokio::time::timeout(timeout, reached)
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Stops tailing.
+    pub(crate) fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+async fn tail(
+    consumer: Arc<StreamConsumer>,
+    view: Arc<RwLock<RegistryView>>,
+    applied: watch::Sender<HashMap<i32, i64>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let message = tokio::select! {
+            () = shutdown.cancelled() => return,
+            m = consumer.recv() => m,
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "registry consumer error");
+                continue;
+            }
+        };
+        let position = (message.partition(), message.offset());
+        match message
+            .key()
+            .map(|k| RegistryRecord::decode(k, message.payload()))
+        {
+            Some(Ok(record)) => view
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .apply(position, record),
+            Some(Err(e)) => {
+                tracing::warn!(offset = position.1, error = %e, "skipping bad registry record")
+            }
+            None => tracing::warn!(offset = position.1, "skipping registry record without key"),
+        }
+        applied.send_modify(|m| {
+            m.insert(position.0, position.1 + 1);
+        });
+    }
+}
