@@ -4,4 +4,6 @@
 //! sets after starting it (`e2e/infra/with-infra.sh`). When it is missing a test
 //! fails with instructions: a test that skips would pass without testing anything.
 
+pub mod agents;
 pub mod env;
+pub mod net;

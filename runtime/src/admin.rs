@@ -125,7 +125,47 @@ impl TopicAdmin {
             .collect())
     }
 
-    /// Creates missing topics and grows those with too few partitions.
+    /// Waits until every named topic exists and each partition has a leader: a topic
+    /// just created is not usable at once (metadata propagates asynchronously).
+    pub async fn wait_usable(&self, names: &[String]) -> Result<(), AdminError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let client = Arc::clone(&self.client);
+            let timeout = self.timeout;
+            let metadata =
+                tokio::task::spawn_blocking(move || client.inner().fetch_metadata(None, timeout))
+                    .await?;
+            let missing = match &metadata {
+                Ok(md) => names
+                    .iter()
+                    .find(|n| {
+                        !md.topics().iter().any(|t| {
+                            t.name() == n.as_str()
+                                && t.error().is_none()
+                                && !t.partitions().is_empty()
+                                && t.partitions()
+                                    .iter()
+                                    .all(|p| p.error().is_none() && p.leader() >= 0)
+                        })
+                    })
+                    .cloned(),
+                Err(e) => Some(e.to_string()),
+            };
+            match missing {
+                None => return Ok(()),
+                Some(what) if tokio::time::Instant::now() >= deadline => {
+                    return Err(AdminError::Topic {
+                        topic: what,
+                        code: RDKafkaErrorCode::LeaderNotAvailable,
+                    });
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Creates missing topics and grows those with too few partitions, then waits
+    /// until they are usable.
     pub async fn ensure_topics(
         &self,
         specs: &[TopicSpec],

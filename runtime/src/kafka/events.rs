@@ -120,8 +120,20 @@ pub(crate) async fn start_at_end_if_new(
 ) -> Result<(), RuntimeError> {
     let consumer: BaseConsumer = kafka.consumer_config(group).create()?;
     let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || -> Result<(), RuntimeError> {
-        let md = consumer.fetch_metadata(Some(&topic), timeout)?;
+    tokio::task::spawn_blocking(move || {
+        super::retry_blocking(timeout, || start_at_end(&consumer, &topic, timeout))
+    })
+    .await
+    .map_err(|e| RuntimeError::Kafka(e.to_string()))?
+}
+
+fn start_at_end(
+    consumer: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<(), RuntimeError> {
+    {
+        let md = consumer.fetch_metadata(Some(topic), timeout)?;
         let partitions: Vec<i32> = md
             .topics()
             .iter()
@@ -130,14 +142,14 @@ pub(crate) async fn start_at_end_if_new(
             .collect();
         let mut tpl = TopicPartitionList::new();
         for p in &partitions {
-            tpl.add_partition(&topic, *p);
+            tpl.add_partition(topic, *p);
         }
         let committed = consumer.committed_offsets(tpl, timeout)?;
         let mut to_commit = TopicPartitionList::new();
         for e in committed.elements() {
             if matches!(e.offset(), Offset::Invalid) {
-                let (_, high) = consumer.fetch_watermarks(&topic, e.partition(), timeout)?;
-                to_commit.add_partition_offset(&topic, e.partition(), Offset::Offset(high))?;
+                let (_, high) = consumer.fetch_watermarks(topic, e.partition(), timeout)?;
+                to_commit.add_partition_offset(topic, e.partition(), Offset::Offset(high))?;
             }
         }
         if to_commit.count() > 0
@@ -147,7 +159,5 @@ pub(crate) async fn start_at_end_if_new(
             tracing::debug!(error = %e, "initial events offset commit refused");
         }
         Ok(())
-    })
-    .await
-    .map_err(|e| RuntimeError::Kafka(e.to_string()))?
+    }
 }

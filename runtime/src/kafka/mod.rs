@@ -406,6 +406,25 @@ impl Inner {
     }
 }
 
+/// Runs a blocking Kafka call until it succeeds or `timeout` passes. A topic created
+/// a moment ago can answer "unknown topic" or "not leader" for a short while.
+pub(crate) fn retry_blocking<T>(
+    timeout: Duration,
+    mut call: impl FnMut() -> Result<T, RuntimeError>,
+) -> Result<T, RuntimeError> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match call() {
+            Ok(v) => return Ok(v),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "retrying a Kafka call");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
 async fn heartbeats(inner: std::sync::Weak<Inner>) {
     loop {
         let Some(strong) = inner.upgrade() else {

@@ -39,16 +39,14 @@ impl RegistryLog {
             let c = Arc::clone(&consumer);
             let topic = topic.to_owned();
             // Metadata and watermark calls block: keep them off the async threads.
-            tokio::task::spawn_blocking(
-                move || -> Result<(Vec<i32>, HashMap<i32, i64>), RuntimeError> {
+            tokio::task::spawn_blocking(move || {
+                super::retry_blocking(timeout, || -> Result<(Vec<i32>, HashMap<i32, i64>), RuntimeError> {
                     let md = c.fetch_metadata(Some(&topic), timeout)?;
-                    let t = md
-                        .topics()
-                        .iter()
-                        .find(|t| t.name() == topic && t.error().is_none())
-                        .ok_or_else(|| {
-                            RuntimeError::Kafka(format!("registry topic {topic} does not exist"))
-                        })?;
+                    let t = md.topics().iter().find(|t| t.name() == topic && t.error().is_none()).ok_or_else(|| {
+                        RuntimeError::Kafka(format!(
+                            "registry topic {topic} does not exist (create it, or start a runtime with createTopics)"
+                        ))
+                    })?;
                     let parts: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
                     let mut ends = HashMap::new();
                     for p in &parts {
@@ -56,8 +54,8 @@ impl RegistryLog {
                         ends.insert(*p, high);
                     }
                     Ok((parts, ends))
-                },
-            )
+                })
+            })
             .await
             .map_err(|e| RuntimeError::Kafka(e.to_string()))??
         };

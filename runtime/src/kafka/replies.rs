@@ -44,10 +44,12 @@ impl ReplyChannel {
         let end = {
             let c = Arc::clone(&consumer);
             let t = topic.to_owned();
-            tokio::task::spawn_blocking(move || c.fetch_watermarks(&t, 0, timeout))
-                .await
-                .map_err(|e| RuntimeError::Kafka(e.to_string()))??
-                .1
+            tokio::task::spawn_blocking(move || {
+                super::retry_blocking(timeout, || Ok(c.fetch_watermarks(&t, 0, timeout)?))
+            })
+            .await
+            .map_err(|e| RuntimeError::Kafka(e.to_string()))??
+            .1
         };
         // An explicit offset, not Offset::End: End is resolved lazily and a reply
         // arriving before that would be skipped.

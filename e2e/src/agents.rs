@@ -1,0 +1,273 @@
+//! Agents and messages used by the runtime's integration tests and benchmarks.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use switchboard_runtime::Agent;
+use switchboard_runtime::{
+    AgentError, AgentId, Handler, HandlerResult, Message, MessageContext, Payload, Routes, TopicId,
+};
+
+/// A request carrying a number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ping {
+    /// The number.
+    pub n: u64,
+}
+impl Message for Ping {
+    const TYPE_NAME: &'static str = "test.Ping";
+}
+
+/// The answer to a [`Ping`]: the same number, and who answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pong {
+    /// The number pinged.
+    pub n: u64,
+    /// `type/key` of the answering agent.
+    pub by: String,
+}
+impl Message for Pong {
+    const TYPE_NAME: &'static str = "test.Pong";
+}
+
+/// What a [`Recorder`] saw of one message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    /// The handling agent.
+    pub recipient: AgentId,
+    /// `ctx.sender`.
+    pub sender: Option<AgentId>,
+    /// `ctx.topic`.
+    pub topic: Option<TopicId>,
+    /// `ctx.is_rpc`.
+    pub is_rpc: bool,
+    /// `ctx.message_id`.
+    pub message_id: String,
+    /// The message's type name.
+    pub type_name: String,
+    /// The message as JSON.
+    pub data: Value,
+}
+
+/// A shared log of what recorders saw.
+pub type SeenLog = Arc<Mutex<Vec<Seen>>>;
+
+/// Records every message with its context, then answers `Ping` with `Pong` and
+/// anything else with nothing.
+pub struct Recorder {
+    id: AgentId,
+    log: SeenLog,
+}
+
+impl Recorder {
+    /// A recorder writing to `log`.
+    pub fn new(id: &AgentId, log: SeenLog) -> Self {
+        Self {
+            id: id.clone(),
+            log,
+        }
+    }
+}
+
+#[async_trait]
+impl Agent for Recorder {
+    async fn on_message(&mut self, msg: Payload, ctx: &MessageContext) -> HandlerResult {
+        let data = msg.decode_json::<Value>().unwrap_or(Value::Null);
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Seen {
+                recipient: ctx.recipient.clone(),
+                sender: ctx.sender.clone(),
+                topic: ctx.topic.clone(),
+                is_rpc: ctx.is_rpc,
+                message_id: ctx.message_id.clone(),
+                type_name: msg.type_name.clone(),
+                data,
+            });
+        if msg.type_name == Ping::TYPE_NAME {
+            let ping: Ping = msg.decode()?;
+            return Ok(Some(Payload::encode(&Pong {
+                n: ping.n,
+                by: self.id.to_string(),
+            })?));
+        }
+        Ok(None)
+    }
+}
+
+/// Answers `Ping` with `Pong` (typed routes); fails on `Fail`; replies nothing to `Quiet`;
+/// sleeps on `Sleep`.
+pub struct Responder {
+    id: AgentId,
+}
+
+impl Responder {
+    /// A responder for `id`.
+    pub fn new(id: &AgentId) -> Self {
+        Self { id: id.clone() }
+    }
+}
+
+/// Makes the handler fail with `reason`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fail {
+    /// The error text.
+    pub reason: String,
+}
+impl Message for Fail {
+    const TYPE_NAME: &'static str = "test.Fail";
+}
+
+/// Handled without a reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Quiet;
+impl Message for Quiet {
+    const TYPE_NAME: &'static str = "test.Quiet";
+}
+
+/// Makes the handler sleep.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sleep {
+    /// Milliseconds.
+    pub ms: u64,
+}
+impl Message for Sleep {
+    const TYPE_NAME: &'static str = "test.Sleep";
+}
+
+#[async_trait]
+impl Handler<Ping> for Responder {
+    type Reply = Pong;
+    async fn handle(&mut self, ping: Ping, _ctx: &MessageContext) -> Result<Pong, AgentError> {
+        Ok(Pong {
+            n: ping.n,
+            by: self.id.to_string(),
+        })
+    }
+}
+
+#[async_trait]
+impl Handler<Fail> for Responder {
+    type Reply = ();
+    async fn handle(&mut self, fail: Fail, _ctx: &MessageContext) -> Result<(), AgentError> {
+        Err(AgentError::new(fail.reason))
+    }
+}
+
+#[async_trait]
+impl Handler<Quiet> for Responder {
+    type Reply = ();
+    async fn handle(&mut self, _: Quiet, _ctx: &MessageContext) -> Result<(), AgentError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Handler<Sleep> for Responder {
+    type Reply = ();
+    async fn handle(&mut self, s: Sleep, _ctx: &MessageContext) -> Result<(), AgentError> {
+        tokio::time::sleep(Duration::from_millis(s.ms)).await;
+        Ok(())
+    }
+}
+
+static RESPONDER_ROUTES: LazyLock<Routes<Responder>> = LazyLock::new(|| {
+    Routes::new()
+        .handle::<Ping>()
+        .handle::<Fail>()
+        .handle::<Quiet>()
+        .handle::<Sleep>()
+});
+
+#[async_trait]
+impl Agent for Responder {
+    async fn on_message(&mut self, msg: Payload, ctx: &MessageContext) -> HandlerResult {
+        RESPONDER_ROUTES.dispatch(self, msg, ctx).await
+    }
+}
+
+/// One round of a cascade.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cascade {
+    /// Round number, from 1.
+    pub round: u32,
+}
+impl Message for Cascade {
+    const TYPE_NAME: &'static str = "test.Cascade";
+}
+
+/// Counts the rounds it handles; when `republish_to` is set, publishes the next
+/// round there until `max_rounds`.
+pub struct CascadingAgent {
+    /// Rounds handled, shared so the test can read it.
+    pub calls: Arc<AtomicUsize>,
+    max_rounds: u32,
+    republish_to: Option<String>,
+}
+
+impl CascadingAgent {
+    /// A cascading agent.
+    pub fn new(calls: Arc<AtomicUsize>, max_rounds: u32, republish_to: Option<&str>) -> Self {
+        Self {
+            calls,
+            max_rounds,
+            republish_to: republish_to.map(str::to_owned),
+        }
+    }
+}
+
+#[async_trait]
+impl Handler<Cascade> for CascadingAgent {
+    type Reply = ();
+    async fn handle(&mut self, c: Cascade, ctx: &MessageContext) -> Result<(), AgentError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(topic_type) = &self.republish_to
+            && c.round < self.max_rounds
+        {
+            let topic = TopicId::new(topic_type.as_str(), ctx.recipient.key())?;
+            ctx.publish_message(&Cascade { round: c.round + 1 }, &topic)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+static CASCADE_ROUTES: LazyLock<Routes<CascadingAgent>> =
+    LazyLock::new(|| Routes::new().handle::<Cascade>());
+
+#[async_trait]
+impl Agent for CascadingAgent {
+    async fn on_message(&mut self, msg: Payload, ctx: &MessageContext) -> HandlerResult {
+        CASCADE_ROUTES.dispatch(self, msg, ctx).await
+    }
+}
+
+/// Counts every message in its state; answers RPCs with `{"count": n}`.
+#[derive(Default)]
+pub struct Counter {
+    count: u64,
+}
+
+#[async_trait]
+impl Agent for Counter {
+    async fn on_message(&mut self, _msg: Payload, ctx: &MessageContext) -> HandlerResult {
+        self.count += 1;
+        Ok(ctx
+            .is_rpc
+            .then(|| Payload::json("test.Count", &json!({ "count": self.count }))))
+    }
+
+    async fn save_state(&mut self) -> Result<Option<Value>, AgentError> {
+        Ok(Some(json!({ "count": self.count })))
+    }
+
+    async fn load_state(&mut self, state: Value) -> Result<(), AgentError> {
+        self.count = state.get("count").and_then(Value::as_u64).unwrap_or(0);
+        Ok(())
+    }
+}
