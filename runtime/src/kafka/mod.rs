@@ -452,9 +452,16 @@ impl Transport for Inner {
             return Err(RuntimeError::Stopped);
         }
         let recipient = rpc.recipient;
-        let owner = self
-            .owner_of(recipient.agent_type())
-            .ok_or_else(|| RuntimeError::UnknownAgentType(recipient.agent_type().to_owned()))?;
+        let owner = match self.owner_of(recipient.agent_type()) {
+            Some(owner) => owner,
+            None => {
+                // Maybe registered a moment ago: read the registry to its end once.
+                self.registry()?.catch_up().await?;
+                self.owner_of(recipient.agent_type()).ok_or_else(|| {
+                    RuntimeError::UnknownAgentType(recipient.agent_type().to_owned())
+                })?
+            }
+        };
         let replies = self.replies()?;
         let timeout = rpc.timeout.unwrap_or(self.config.rpc_timeout);
         let request_id = uuid::Uuid::new_v4().to_string();
@@ -579,7 +586,9 @@ impl AgentRuntime for KafkaAgentRuntime {
     }
 
     async fn remove_subscription(&self, id: &str) -> Result<(), RuntimeError> {
-        if !self.inner.registry()?.view().has_subscription(id) {
+        let registry = self.inner.registry()?;
+        registry.catch_up().await?;
+        if !registry.view().has_subscription(id) {
             return Err(RuntimeError::UnknownSubscription(id.to_owned()));
         }
         self.inner.write_registry(&subscription_key(id), None).await
@@ -589,6 +598,9 @@ impl AgentRuntime for KafkaAgentRuntime {
         let Ok(registry) = self.inner.registry() else {
             return Vec::new();
         };
+        if let Err(e) = registry.catch_up().await {
+            tracing::warn!(error = %e, "listing subscriptions from a registry view that may lag");
+        }
         let view = registry.view();
         view.subscriptions(now_ms(), self.inner.liveness_ms())
             .into_iter()

@@ -17,6 +17,9 @@ use crate::error::RuntimeError;
 
 /// The registry as this process has read it, kept current by a tail task.
 pub(crate) struct RegistryLog {
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    timeout: Duration,
     view: Arc<RwLock<RegistryView>>,
     /// Per partition: the next offset to apply.
     applied: watch::Receiver<HashMap<i32, i64>>,
@@ -74,6 +77,9 @@ impl RegistryLog {
             shutdown,
         ));
         let log = Self {
+            consumer,
+            topic: topic.to_owned(),
+            timeout,
             view,
             applied: applied_rx,
             task,
@@ -105,6 +111,33 @@ impl RegistryLog {
         tokio::time::timeout(timeout, reached)
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits until everything written to the registry before this call has been
+    /// applied: read-your-writes across processes, for lookups that miss.
+    pub(crate) async fn catch_up(&self) -> Result<(), RuntimeError> {
+        let consumer = Arc::clone(&self.consumer);
+        let (topic, timeout) = (self.topic.clone(), self.timeout);
+        let ends = tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64)>, RuntimeError> {
+            let assignment = consumer.assignment()?;
+            let mut ends = Vec::new();
+            for e in assignment.elements_for_topic(&topic) {
+                let (_, high) = consumer.fetch_watermarks(&topic, e.partition(), timeout)?;
+                ends.push((e.partition(), high));
+            }
+            Ok(ends)
+        })
+        .await
+        .map_err(|e| RuntimeError::Kafka(e.to_string()))??;
+        for (p, end) in ends {
+            if end > 0 && !self.wait_applied(p, end - 1, self.timeout).await {
+                return Err(RuntimeError::Kafka(format!(
+                    "registry not caught up within {:?}",
+                    self.timeout
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Stops tailing.
