@@ -271,3 +271,103 @@ impl Agent for Counter {
         Ok(())
     }
 }
+
+/// The `n`-th message sent to one key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Seq {
+    /// Position in the key's send order, from 0.
+    pub n: u64,
+}
+impl Message for Seq {
+    const TYPE_NAME: &'static str = "test.Seq";
+}
+
+/// What [`TurnChecker`]s observed, shared across replicas in one process.
+#[derive(Default)]
+pub struct TurnLog {
+    running: Mutex<std::collections::HashSet<String>>,
+    last: Mutex<std::collections::HashMap<String, u64>>,
+    /// Broken promises: overlapping turns, out-of-order or repeated messages.
+    pub violations: Mutex<Vec<String>>,
+    /// Messages handled.
+    pub handled: AtomicUsize,
+    /// Per replica, messages handled.
+    pub by_replica: Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// Checks the turn-based promise: per key, never two handlers at once (on any
+/// replica), and messages in send order, each once.
+pub struct TurnChecker {
+    key: String,
+    replica: String,
+    log: Arc<TurnLog>,
+}
+
+impl TurnChecker {
+    /// A checker for `id` on `replica`.
+    pub fn new(id: &AgentId, replica: &str, log: Arc<TurnLog>) -> Self {
+        Self {
+            key: id.key().to_owned(),
+            replica: replica.to_owned(),
+            log,
+        }
+    }
+}
+
+#[async_trait]
+impl Handler<Seq> for TurnChecker {
+    type Reply = ();
+    async fn handle(&mut self, seq: Seq, _ctx: &MessageContext) -> Result<(), AgentError> {
+        let log = &self.log;
+        let violation = |v: String| {
+            log.violations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(v)
+        };
+        if !log
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.key.clone())
+        {
+            violation(format!(
+                "{}: two handlers at once (one on {})",
+                self.key, self.replica
+            ));
+        }
+        {
+            let mut last = log.last.lock().unwrap_or_else(|e| e.into_inner());
+            let expected = last.get(&self.key).map_or(0, |l| l + 1);
+            if seq.n != expected {
+                violation(format!(
+                    "{}: got #{} expected #{expected} (on {})",
+                    self.key, seq.n, self.replica
+                ));
+            }
+            last.insert(self.key.clone(), seq.n);
+        }
+        // Hold the turn a little so overlaps would show.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        log.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+        log.handled.fetch_add(1, Ordering::SeqCst);
+        *log.by_replica
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(self.replica.clone())
+            .or_default() += 1;
+        Ok(())
+    }
+}
+
+static TURN_ROUTES: LazyLock<Routes<TurnChecker>> = LazyLock::new(|| Routes::new().handle::<Seq>());
+
+#[async_trait]
+impl Agent for TurnChecker {
+    async fn on_message(&mut self, msg: Payload, ctx: &MessageContext) -> HandlerResult {
+        TURN_ROUTES.dispatch(self, msg, ctx).await
+    }
+}

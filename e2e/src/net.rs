@@ -22,8 +22,16 @@ impl Default for TestNet {
 }
 
 impl TestNet {
-    /// A new network with a unique prefix.
+    /// A new network with a unique prefix. Logs go to the test output, filtered
+    /// by `RUST_LOG` (default: warnings).
     pub fn new() -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
         Self {
             bootstrap: env::kafka_bootstrap(),
             prefix: env::unique_name("t"),

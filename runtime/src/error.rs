@@ -60,6 +60,14 @@ pub enum RuntimeError {
         /// The unhandled type.
         message_type: String,
     },
+    /// The runtime refused the message before any handler saw it (e.g. too large).
+    #[error("message to agent {agent} was rejected: {reason}")]
+    Rejected {
+        /// The recipient.
+        agent: String,
+        /// Why.
+        reason: String,
+    },
     /// The handler returned an error; `message` is its text.
     #[error("handler of agent {agent} failed: {message}")]
     Handler {
@@ -116,6 +124,7 @@ impl RuntimeError {
             Self::WrongAgentClass { .. } => "wrong_class",
             Self::UnknownMessageType { .. } => "unknown_message_type",
             Self::Handler { .. } => "handler",
+            Self::Rejected { .. } => "rejected",
             Self::Timeout { .. } => "timeout",
             Self::Cancelled(_) => "cancelled",
             Self::SelfRpc(_) => "self_rpc",

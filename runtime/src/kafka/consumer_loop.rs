@@ -30,6 +30,12 @@ pub(crate) type Done = (i32, i64);
 pub(crate) struct DoneSender(Sender<Done>);
 
 impl DoneSender {
+    /// A sender whose reports go nowhere (for side outputs of a record that is
+    /// reported done elsewhere).
+    pub(crate) fn discard() -> Self {
+        Self(channel().0)
+    }
+
     /// Marks `(partition, offset)` done. After shutdown the loop is gone; nothing to do.
     pub(crate) fn done(&self, partition: i32, offset: i64) {
         let _ = self.0.send((partition, offset));
@@ -113,13 +119,30 @@ impl<W> Shared<W> {
         }
     }
 
+    /// Commits what moved since the last commit.
     fn commit<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, mode: CommitMode) {
         let commits = self.tracker().take_commits();
+        self.send_commits(consumer, &commits, mode);
+    }
+
+    /// Commits the positions of `partitions` synchronously, moved or not: an earlier
+    /// asynchronous commit may have failed, and after this the partitions are gone.
+    fn commit_final<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, partitions: &[i32]) {
+        let commits = self.tracker().positions(partitions);
+        self.send_commits(consumer, &commits, CommitMode::Sync);
+    }
+
+    fn send_commits<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        commits: &[(i32, i64)],
+        mode: CommitMode,
+    ) {
         if commits.is_empty() {
             return;
         }
         let mut tpl = TopicPartitionList::with_capacity(commits.len());
-        for (p, o) in &commits {
+        for (p, o) in commits {
             if tpl
                 .add_partition_offset(&self.settings.topic, *p, Offset::Offset(*o))
                 .is_err()
@@ -128,7 +151,15 @@ impl<W> Shared<W> {
             }
         }
         if let Err(e) = consumer.commit(&tpl, mode) {
-            tracing::warn!(topic = %self.settings.topic, error = %e, "offset commit failed; it is retried with the next commit");
+            self.commit_failed(&tpl, &e);
+        }
+    }
+
+    fn commit_failed(&self, tpl: &TopicPartitionList, error: &rdkafka::error::KafkaError) {
+        tracing::warn!(topic = %self.settings.topic, %error, "offset commit failed; it is retried with the next commit");
+        let mut tracker = self.tracker();
+        for e in tpl.elements_for_topic(&self.settings.topic) {
+            tracker.commit_failed(e.partition());
         }
     }
 }
@@ -162,7 +193,7 @@ impl<W: PartitionWorker> ConsumerContext for LoopContext<W> {
             if left > 0 {
                 tracing::warn!(topic = %shared.settings.topic, ?partitions, left, "drain deadline passed during revocation");
             }
-            shared.commit(consumer, CommitMode::Sync);
+            shared.commit_final(consumer, &partitions);
         }
         {
             let mut t = shared.tracker();
@@ -177,6 +208,17 @@ impl<W: PartitionWorker> ConsumerContext for LoopContext<W> {
             .retain(|p| !partitions.contains(p));
         shared.worker.revoked(&partitions);
         tracing::info!(topic = %shared.settings.topic, ?partitions, "partitions revoked");
+    }
+
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        // Asynchronous commits report here; a failed one is sent again.
+        if let Err(e) = result {
+            self.shared.commit_failed(offsets, &e);
+        }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -251,13 +293,9 @@ impl ConsumerLoop {
         })
     }
 
-    /// Waits until the group has handed this member its first assignment (possibly
-    /// empty when there are more members than partitions).
-    pub(crate) async fn joined(&self, timeout: Duration) -> bool {
-        let mut rx = self.assignments.clone();
-        tokio::time::timeout(timeout, rx.wait_for(|n| *n > 0))
-            .await
-            .is_ok_and(|r| r.is_ok())
+    /// Whether the group has handed this member an assignment yet.
+    pub(crate) fn has_joined(&self) -> bool {
+        *self.assignments.borrow() > 0
     }
 
     /// Stops dispatching, lets in-flight work finish (bounded), commits, leaves the
@@ -314,7 +352,7 @@ fn poll_loop<W: PartitionWorker>(
     if left > 0 {
         tracing::warn!(%topic, left, "shutdown deadline passed with work in flight; it will be redelivered");
     }
-    shared.commit(&consumer, CommitMode::Sync);
+    shared.commit_final(&consumer, &partitions);
     // Dropping closes the consumer, which leaves the group at once (no session timeout).
     drop(consumer);
     tracing::info!(%topic, "consumer stopped");

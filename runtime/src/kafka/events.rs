@@ -96,9 +96,12 @@ impl PartitionWorker for EventsWorker {
                 payload,
             },
         };
+        // Enqueue now, on the poll thread, so deliveries of one key keep their order
+        // (the idempotent producer keeps it from here on); only the ack is awaited.
+        let inbox = inner.names.inbox(&inner.config.runtime_name);
+        let queued = outputs::enqueue_envelope(&inner.producer, &inbox, &key, &delivery);
         self.tokio.spawn(async move {
-            let inbox = inner.names.inbox(&inner.config.runtime_name);
-            match outputs::produce_envelope(&inner.producer, &inbox, &key, &delivery).await {
+            match outputs::acknowledged(&inbox, queued).await {
                 Ok(_) => done.done(p, o),
                 Err(e) => {
                     tracing::error!(error = %e, "forwarding an event failed; it stays uncommitted")

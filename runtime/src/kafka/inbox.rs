@@ -117,18 +117,39 @@ impl PartitionWorker for InboxWorker {
         let _entered = self.tokio.enter();
         let original = Arc::new(message.detach());
         let (partition, offset) = (message.partition(), message.offset());
+        let envelope = match Envelope::decode(message.headers(), message.payload()) {
+            Ok(e) => e,
+            Err(e) => return self.dead_letter(original, format!("undecodable record: {e}"), done),
+        };
         let size = message.payload_len();
         if size > self.inner.config.max_message_bytes {
             let reason = format!(
                 "record of {size} bytes exceeds maxMessageBytes ({})",
                 self.inner.config.max_message_bytes
             );
+            // A caller waiting for this request hears why instead of timing out.
+            if let Body::Request {
+                request_id,
+                recipient,
+                reply_to,
+                ..
+            } = &envelope.body
+            {
+                let err = RuntimeError::Rejected {
+                    agent: recipient.to_string(),
+                    reason: reason.clone(),
+                };
+                self.reject_request(
+                    &envelope,
+                    reply_to,
+                    request_id,
+                    err,
+                    &original,
+                    &DoneSender::discard(),
+                );
+            }
             return self.dead_letter(original, reason, done);
         }
-        let envelope = match Envelope::decode(message.headers(), message.payload()) {
-            Ok(e) => e,
-            Err(e) => return self.dead_letter(original, format!("undecodable record: {e}"), done),
-        };
         let Envelope {
             id: message_id,
             trace,
@@ -243,6 +264,11 @@ impl PartitionWorker for InboxWorker {
     }
 
     fn assigned(&self, partitions: &[i32]) {
+        self.inner
+            .owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(partitions);
         let topic = self.inner.names.state(&self.inner.config.runtime_name);
         match read_state(&self.inner, &topic, partitions) {
             Ok(restored) => {
@@ -262,6 +288,11 @@ impl PartitionWorker for InboxWorker {
     }
 
     fn revoked(&self, partitions: &[i32]) {
+        self.inner
+            .owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| !partitions.contains(p));
         let mut agents = self.inner.agents();
         let mut restored = self
             .inner

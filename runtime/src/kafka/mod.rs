@@ -82,6 +82,8 @@ pub(crate) struct Inner {
     /// Saved state of agents not active yet, by inbox partition (restored on assign).
     pub(crate) restored: Mutex<HashMap<i32, HashMap<AgentId, Value>>>,
     pub(crate) mailboxes: OnceLock<Mailboxes<inbox::Work>>,
+    /// Inbox partitions this replica owns now.
+    pub(crate) owned: Mutex<std::collections::BTreeSet<i32>>,
     registry: OnceLock<RegistryLog>,
     replies: OnceLock<ReplyChannel>,
     loops: Mutex<Vec<ConsumerLoop>>,
@@ -111,6 +113,7 @@ impl KafkaAgentRuntime {
             counters: Counters::default(),
             restored: Mutex::default(),
             mailboxes: OnceLock::new(),
+            owned: Mutex::default(),
             registry: OnceLock::new(),
             replies: OnceLock::new(),
             loops: Mutex::default(),
@@ -221,15 +224,41 @@ impl KafkaAgentRuntime {
             settings(names.events(), "events"),
             Arc::new(events::EventsWorker::new(Arc::clone(inner))),
         )?;
-        let joined = inbox.joined(STARTUP_TIMEOUT).await && events.joined(STARTUP_TIMEOUT).await;
+        // Not waiting for the group joins here: records wait in Kafka, and the events
+        // group's start position is committed above. `wait_ready` waits for them.
         inner.loops().extend([inbox, events]);
-        if !joined {
-            return Err(RuntimeError::Kafka(format!(
-                "consumer groups not joined within {STARTUP_TIMEOUT:?}"
-            )));
-        }
         tracing::info!(runtime = %cfg.runtime_name, instance = %cfg.instance_id, prefix = %names.prefix(), "runtime started");
         Ok(())
+    }
+
+    /// Whether this replica has joined its inbox and events consumer groups (it has
+    /// read the registry and opened its reply channel once `start` returned).
+    pub fn is_ready(&self) -> bool {
+        let loops = self.inner.loops();
+        !loops.is_empty() && loops.iter().all(ConsumerLoop::has_joined)
+    }
+
+    /// The inbox partitions this replica owns (so the agents it hosts).
+    pub fn inbox_partitions(&self) -> Vec<i32> {
+        self.inner
+            .owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Waits up to `timeout` for [`KafkaAgentRuntime::is_ready`].
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.is_ready() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
     }
 
     /// This runtime's configuration.

@@ -91,6 +91,27 @@ impl OffsetTracker {
             .map_or(0, PartitionProgress::in_flight)
     }
 
+    /// Current commit positions of `partitions`, whether or not they moved (for the
+    /// synchronous commit before a partition is given up).
+    pub(crate) fn positions(&mut self, partitions: &[i32]) -> Vec<(i32, i64)> {
+        partitions
+            .iter()
+            .filter_map(|p| {
+                let prog = self.partitions.get_mut(p)?;
+                let pos = prog.pending.first().copied().or(prog.next)?;
+                prog.mark_committed(pos);
+                Some((*p, pos))
+            })
+            .collect()
+    }
+
+    /// A commit of `partition` failed: the next commit must send it again.
+    pub(crate) fn commit_failed(&mut self, partition: i32) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.committed = None;
+        }
+    }
+
     /// Positions to commit now, marking them committed.
     pub(crate) fn take_commits(&mut self) -> Vec<(i32, i64)> {
         self.partitions

@@ -95,3 +95,35 @@ pub(crate) async fn dead_letter(
     .await
     .map(|_| ())
 }
+
+/// A record handed to the producer, not yet acknowledged.
+pub(crate) type Queued = Result<rdkafka::producer::DeliveryFuture, RuntimeError>;
+
+/// Hands an envelope to the producer at once (keeping call order per partition);
+/// await [`acknowledged`] for the broker's answer.
+pub(crate) fn enqueue_envelope(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &[u8],
+    envelope: &Envelope,
+) -> Queued {
+    let (headers, value) = envelope.encode();
+    let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+        .key(key)
+        .payload(value.as_ref())
+        .headers(headers);
+    producer
+        .send_result(record)
+        .map_err(|(e, _)| RuntimeError::Kafka(format!("producing to {topic}: {e}")))
+}
+
+/// Waits for the broker to acknowledge a record from [`enqueue_envelope`].
+pub(crate) async fn acknowledged(topic: &str, queued: Queued) -> Result<(i32, i64), RuntimeError> {
+    match queued?.await {
+        Ok(Ok(d)) => Ok((d.partition, d.offset)),
+        Ok(Err((e, _))) => Err(RuntimeError::Kafka(format!("producing to {topic}: {e}"))),
+        Err(_) => Err(RuntimeError::Kafka(format!(
+            "producing to {topic}: producer dropped"
+        ))),
+    }
+}

@@ -175,6 +175,10 @@ pub(crate) fn failure_to_error(failure: RpcFailure, agent: AgentId) -> RuntimeEr
             after: Duration::ZERO,
         },
         "stopped" => RuntimeError::Stopped,
+        "rejected" => RuntimeError::Rejected {
+            agent: agent.to_string(),
+            reason: failure.error,
+        },
         _ => RuntimeError::Handler {
             agent: agent.to_string(),
             message: failure.error,
@@ -192,6 +196,7 @@ pub(crate) fn error_to_failure(error: &RuntimeError) -> RpcFailure {
         RuntimeError::NotLocal(_) => ("not_local", error.to_string()),
         RuntimeError::Timeout { .. } => ("expired", error.to_string()),
         RuntimeError::Stopped => ("stopped", error.to_string()),
+        RuntimeError::Rejected { reason, .. } => ("rejected", reason.clone()),
         RuntimeError::Handler { message, .. } => ("handler", message.clone()),
         other => ("handler", other.to_string()),
     };
