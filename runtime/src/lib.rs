@@ -10,6 +10,7 @@ pub mod admin;
 pub mod agent;
 pub mod api;
 pub mod config;
+pub mod config_file;
 pub mod context;
 pub mod error;
 pub mod ids;

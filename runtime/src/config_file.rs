@@ -1,0 +1,507 @@
+//! The runtime's configuration file (DESIGN.md §5): what `switchboard-runtime run
+//! --config FILE` reads, and what the operator writes into the runtime's ConfigMap.
+//! One definition, used by both. Field names are camelCase, as in Kubernetes.
+//!
+//! ```yaml
+//! kafka: { bootstrapServers: "127.0.0.1:9092", topicPrefix: demo }
+//! runtime: { name: rt1, createTopics: true, maxConcurrency: 256 }
+//! agents:
+//!   - { type: echo,    builtin: echo }
+//!   - { type: counter, builtin: counter }
+//!   - { type: relay,   builtin: relay, relay: { publish: { topicType: out } } }
+//!   - { type: py,      http: { url: "http://127.0.0.1:8081/agents/py" } }
+//! subscriptions:
+//!   - { topicType: alerts, agentType: counter }
+//!   - { topicTypePrefix: "team.", agentType: relay }
+//! http: { listen: "0.0.0.0:8080" }
+//! ```
+//!
+//! Environment variables override the file: `SWITCHBOARD_BOOTSTRAP_SERVERS`,
+//! `SWITCHBOARD_TOPIC_PREFIX`, `SWITCHBOARD_RUNTIME_NAME`, `SWITCHBOARD_CREATE_TOPICS`,
+//! `SWITCHBOARD_HTTP_LISTEN`, `SWITCHBOARD_HTTP_TOKEN`, and the Kafka credentials
+//! `SWITCHBOARD_SASL_USERNAME` / `SWITCHBOARD_SASL_PASSWORD` (which belong in a
+//! Secret, never in the file).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, KafkaConfig, SaslCredentials};
+use crate::ids::validate_agent_type;
+use crate::kafka::WorkerConfig;
+use crate::subscription::Subscription;
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuntimeConfigFile {
+    /// Kafka connection.
+    pub kafka: KafkaSection,
+    /// The runtime's identity and limits.
+    pub runtime: RuntimeSection,
+    /// Hosted agent types.
+    #[serde(default)]
+    pub agents: Vec<AgentEntry>,
+    /// Subscriptions this runtime adds at start.
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionEntry>,
+    /// The HTTP API (health, metrics, gateway).
+    #[serde(default)]
+    pub http: HttpSection,
+}
+
+/// `kafka:`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KafkaSection {
+    /// `HOST:PORT[,HOST:PORT...]`.
+    #[serde(default)]
+    pub bootstrap_servers: String,
+    /// Topic prefix of the agent network.
+    #[serde(default)]
+    pub topic_prefix: String,
+    /// Kafka `client.id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// TLS/SASL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecuritySection>,
+    /// librdkafka producer properties (e.g. `linger.ms`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub producer: BTreeMap<String, String>,
+    /// librdkafka consumer properties (e.g. `fetch.wait.max.ms`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub consumer: BTreeMap<String, String>,
+}
+
+/// `kafka.security:`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecuritySection {
+    /// `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`.
+    pub protocol: String,
+    /// SASL mechanism (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`); credentials come
+    /// from `SWITCHBOARD_SASL_USERNAME` / `SWITCHBOARD_SASL_PASSWORD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl_mechanism: Option<String>,
+    /// PEM file of the CA for TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_location: Option<String>,
+}
+
+/// `runtime:`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// Runtime name (a DNS label); replicas share it.
+    #[serde(default)]
+    pub name: String,
+    /// Create missing topics at start.
+    #[serde(default = "yes")]
+    pub create_topics: bool,
+    /// Handlers running at once.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrency: usize,
+    /// Partitions of topics created at start.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Replication factor of topics created at start (broker default when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_factor: Option<i32>,
+    /// Default RPC timeout, milliseconds.
+    #[serde(default = "default_rpc_timeout_ms")]
+    pub rpc_timeout_ms: u64,
+    /// Larger records are dead-lettered.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_concurrency() -> usize {
+    256
+}
+fn default_partitions() -> i32 {
+    3
+}
+fn default_rpc_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_message_bytes() -> usize {
+    1024 * 1024
+}
+
+/// One entry of `agents:`: exactly one of `builtin` and `http`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentEntry {
+    /// Agent type name.
+    #[serde(rename = "type")]
+    pub agent_type: String,
+    /// A built-in agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<Builtin>,
+    /// Settings of the `relay` builtin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelaySettings>,
+    /// An agent behind HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpAgentSettings>,
+}
+
+/// Built-in agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Builtin {
+    /// Replies with the message it got (same type, same data).
+    Echo,
+    /// Counts every message per key in its state; RPCs reply `{"count": n}`.
+    Counter,
+    /// Publishes every message it gets to `relay.publish.topicType`, source = its key.
+    Relay,
+}
+
+/// `relay:` of a relay agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RelaySettings {
+    /// Where to publish.
+    pub publish: RelayPublish,
+}
+
+/// `relay.publish:`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RelayPublish {
+    /// Topic type to publish to.
+    pub topic_type: String,
+}
+
+/// `http:` of an HTTP agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpAgentSettings {
+    /// URL each message is POSTed to.
+    pub url: String,
+    /// Per-request timeout, milliseconds.
+    #[serde(default = "default_http_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Retries of a failed request (connection errors and 5xx), with backoff.
+    #[serde(default = "default_http_retries")]
+    pub retries: u32,
+}
+
+fn default_http_timeout_ms() -> u64 {
+    30_000
+}
+fn default_http_retries() -> u32 {
+    2
+}
+
+/// One entry of `subscriptions:`: exactly one of `topicType` and `topicTypePrefix`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubscriptionEntry {
+    /// Exact topic type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_type: Option<String>,
+    /// Topic type prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_type_prefix: Option<String>,
+    /// Receiving agent type.
+    pub agent_type: String,
+}
+
+/// `http:` of the runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpSection {
+    /// Listen address of the HTTP API.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Bearer token required on `/v1` routes (prefer `SWITCHBOARD_HTTP_TOKEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<String>,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:8080".to_owned()
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            bearer_token: None,
+        }
+    }
+}
+
+impl RuntimeConfigFile {
+    /// Parses YAML; errors name the offending field path.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        serde_yaml::from_str(text).map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
+                .unwrap_or_default();
+            ConfigError::invalid("config", "", format!("{e}{at}"))
+        })
+    }
+
+    /// Serialises to YAML (what the operator writes into the ConfigMap).
+    pub fn to_yaml(&self) -> Result<String, ConfigError> {
+        serde_yaml::to_string(self).map_err(|e| ConfigError::invalid("config", "", e.to_string()))
+    }
+
+    /// Applies `SWITCHBOARD_*` overrides read through `get`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("SWITCHBOARD_BOOTSTRAP_SERVERS") {
+            self.kafka.bootstrap_servers = v;
+        }
+        if let Some(v) = get("SWITCHBOARD_TOPIC_PREFIX") {
+            self.kafka.topic_prefix = v;
+        }
+        if let Some(v) = get("SWITCHBOARD_RUNTIME_NAME") {
+            self.runtime.name = v;
+        }
+        if let Some(v) = get("SWITCHBOARD_CREATE_TOPICS") {
+            self.runtime.create_topics = v.parse().map_err(|_| {
+                ConfigError::invalid("SWITCHBOARD_CREATE_TOPICS", &v, "must be true or false")
+            })?;
+        }
+        if let Some(v) = get("SWITCHBOARD_HTTP_LISTEN") {
+            self.http.listen = v;
+        }
+        if let Some(v) = get("SWITCHBOARD_HTTP_TOKEN") {
+            self.http.bearer_token = Some(v);
+        }
+        Ok(())
+    }
+
+    /// Checks what serde cannot: names, exactly-one-of rules, references. Errors
+    /// name the field by its path, e.g. `agents[2].http.url`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.kafka.bootstrap_servers.is_empty() {
+            return Err(ConfigError::invalid(
+                "kafka.bootstrapServers",
+                "",
+                "is required",
+            ));
+        }
+        crate::topics::validate_prefix(&self.kafka.topic_prefix).map_err(|e| ConfigError {
+            field: "kafka.topicPrefix".into(),
+            ..e
+        })?;
+        crate::topics::validate_runtime_name(&self.runtime.name)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, a) in self.agents.iter().enumerate() {
+            let at = |f: &str| format!("agents[{i}].{f}");
+            validate_agent_type(&a.agent_type)
+                .map_err(|e| ConfigError::invalid(at("type"), &a.agent_type, e.to_string()))?;
+            if !seen.insert(a.agent_type.as_str()) {
+                return Err(ConfigError::invalid(
+                    at("type"),
+                    &a.agent_type,
+                    "is declared twice",
+                ));
+            }
+            match (&a.builtin, &a.http) {
+                (None, None) => {
+                    return Err(ConfigError::invalid(
+                        at("builtin"),
+                        "",
+                        "one of builtin or http is required",
+                    ));
+                }
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::invalid(
+                        at("http"),
+                        &a.agent_type,
+                        "builtin and http are exclusive",
+                    ));
+                }
+                (Some(Builtin::Relay), None) if a.relay.is_none() => {
+                    return Err(ConfigError::invalid(
+                        at("relay.publish.topicType"),
+                        "",
+                        "is required for the relay builtin",
+                    ));
+                }
+                (_, Some(h)) => {
+                    let ok = (h.url.starts_with("http://") || h.url.starts_with("https://"))
+                        && h.url
+                            .split("://")
+                            .nth(1)
+                            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+                    if !ok {
+                        return Err(ConfigError::invalid(
+                            at("http.url"),
+                            &h.url,
+                            "must be an absolute http(s) URL",
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (i, s) in self.subscriptions.iter().enumerate() {
+            self.subscription(i, s)?;
+        }
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::invalid(
+                "http.listen",
+                &self.http.listen,
+                "must be IP:PORT",
+            ));
+        }
+        Ok(())
+    }
+
+    fn subscription(&self, i: usize, s: &SubscriptionEntry) -> Result<Subscription, ConfigError> {
+        let at = |f: &str| format!("subscriptions[{i}].{f}");
+        if !self.agents.iter().any(|a| a.agent_type == s.agent_type) {
+            return Err(ConfigError::invalid(
+                at("agentType"),
+                &s.agent_type,
+                "is not one of this runtime's agents",
+            ));
+        }
+        match (&s.topic_type, &s.topic_type_prefix) {
+            (Some(t), None) => Subscription::for_type(t, &s.agent_type)
+                .map_err(|e| ConfigError::invalid(at("topicType"), t, e.to_string())),
+            (None, Some(p)) => Subscription::for_prefix(p, &s.agent_type)
+                .map_err(|e| ConfigError::invalid(at("topicTypePrefix"), p, e.to_string())),
+            _ => Err(ConfigError::invalid(
+                at("topicType"),
+                "",
+                "exactly one of topicType and topicTypePrefix is required",
+            )),
+        }
+    }
+
+    /// The subscriptions declared, with fresh ids.
+    pub fn subscriptions(&self) -> Result<Vec<Subscription>, ConfigError> {
+        self.subscriptions
+            .iter()
+            .enumerate()
+            .map(|(i, s)| self.subscription(i, s))
+            .collect()
+    }
+
+    /// The runtime settings, reading SASL credentials through `get`.
+    pub fn worker_config(
+        &self,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<WorkerConfig, ConfigError> {
+        let mut kafka = KafkaConfig::new(&self.kafka.bootstrap_servers);
+        if let Some(id) = &self.kafka.client_id {
+            kafka.client_id = id.clone();
+        }
+        if let Some(sec) = &self.kafka.security {
+            kafka.security_protocol = sec.protocol.parse()?;
+            kafka.ssl_ca_location = sec.ca_location.clone();
+            if let Some(m) = &sec.sasl_mechanism {
+                kafka.sasl = Some(SaslCredentials {
+                    mechanism: m.parse().map_err(|e: ConfigError| ConfigError {
+                        field: "kafka.security.saslMechanism".into(),
+                        ..e
+                    })?,
+                    username: get("SWITCHBOARD_SASL_USERNAME").unwrap_or_default(),
+                    password: get("SWITCHBOARD_SASL_PASSWORD").unwrap_or_default(),
+                });
+            }
+        }
+        kafka.producer = self.kafka.producer.clone();
+        kafka.consumer = self.kafka.consumer.clone();
+        let mut cfg = WorkerConfig::new(kafka, &self.kafka.topic_prefix, &self.runtime.name);
+        cfg.create_topics = self.runtime.create_topics;
+        cfg.max_concurrency = self.runtime.max_concurrency;
+        cfg.partitions = self.runtime.partitions;
+        cfg.replication_factor = self.runtime.replication_factor;
+        cfg.rpc_timeout = Duration::from_millis(self.runtime.rpc_timeout_ms);
+        cfg.max_message_bytes = self.runtime.max_message_bytes;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+kafka: { bootstrapServers: "127.0.0.1:9092", topicPrefix: demo }
+runtime: { name: rt1, createTopics: true, maxConcurrency: 256 }
+agents:
+  - { type: echo,    builtin: echo }
+  - { type: counter, builtin: counter }
+  - { type: relay,   builtin: relay, relay: { publish: { topicType: out } } }
+  - { type: py,      http: { url: "http://127.0.0.1:8081/agents/py" } }
+subscriptions:
+  - { topicType: alerts, agentType: counter }
+  - { topicTypePrefix: "team.", agentType: relay }
+http: { listen: "0.0.0.0:8080" }
+"#;
+
+    fn err(yaml: &str) -> ConfigError {
+        let parsed = RuntimeConfigFile::from_yaml(yaml);
+        match parsed {
+            Err(e) => e,
+            Ok(c) => c.validate().unwrap_err(),
+        }
+    }
+
+    #[test]
+    fn the_documented_example_parses_and_round_trips() {
+        let cfg = RuntimeConfigFile::from_yaml(EXAMPLE).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.agents.len(), 4);
+        assert_eq!(cfg.subscriptions().unwrap().len(), 2);
+        let again = RuntimeConfigFile::from_yaml(&cfg.to_yaml().unwrap()).unwrap();
+        assert_eq!(again, cfg);
+        let worker = cfg.worker_config(|_| None).unwrap();
+        assert_eq!(
+            (worker.runtime_name.as_str(), worker.topic_prefix.as_str()),
+            ("rt1", "demo")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field_and_value() {
+        let e = err(&EXAMPLE.replace("builtin: echo", "builtin: ech0"));
+        assert!(
+            e.to_string().contains("agents[0]") && e.to_string().contains("ech0"),
+            "{e}"
+        );
+        let e = err(&EXAMPLE.replace("http://127.0.0.1:8081/agents/py", "127.0.0.1:8081"));
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("agents[3].http.url", "127.0.0.1:8081")
+        );
+        let e = err(&EXAMPLE.replace("runtime: { name: rt1, ", "runtime: { "));
+        assert_eq!(e.field, "runtime.name");
+        let e = err(&EXAMPLE.replace("agentType: counter", "agentType: nobody"));
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("subscriptions[0].agentType", "nobody")
+        );
+        let e = err(&EXAMPLE.replace("maxConcurrency", "maxConcurency"));
+        assert!(e.to_string().contains("maxConcurency"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut cfg = RuntimeConfigFile::from_yaml(EXAMPLE).unwrap();
+        cfg.apply_env(|k| match k {
+            "SWITCHBOARD_BOOTSTRAP_SERVERS" => Some("k1:9093".into()),
+            "SWITCHBOARD_TOPIC_PREFIX" => Some("other".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(cfg.kafka.bootstrap_servers, "k1:9093");
+        assert_eq!(cfg.kafka.topic_prefix, "other");
+    }
+}
