@@ -58,6 +58,8 @@ pub(crate) trait PartitionWorker: Send + Sync + 'static {
     fn assigned(&self, _partitions: &[i32]) {}
     /// Partitions were revoked; their work has finished (or the drain deadline passed).
     fn revoked(&self, _partitions: &[i32]) {}
+    /// Consumer lag per partition of `topic`, from librdkafka's periodic statistics.
+    fn report_lag(&self, _topic: &str, _lags: Vec<(i32, i64)>) {}
 }
 
 /// Limits of a consumer loop.
@@ -169,7 +171,21 @@ pub(crate) struct LoopContext<W> {
     shared: Arc<Shared<W>>,
 }
 
-impl<W: PartitionWorker> ClientContext for LoopContext<W> {}
+impl<W: PartitionWorker> ClientContext for LoopContext<W> {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let topic = &self.shared.settings.topic;
+        if let Some(t) = statistics.topics.get(topic) {
+            // -1 means unknown (no committed offset or watermark yet).
+            let lags = t
+                .partitions
+                .iter()
+                .filter(|(p, s)| **p >= 0 && s.consumer_lag >= 0);
+            self.shared
+                .worker
+                .report_lag(topic, lags.map(|(p, s)| (*p, s.consumer_lag)).collect());
+        }
+    }
+}
 
 impl<W: PartitionWorker> ConsumerContext for LoopContext<W> {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

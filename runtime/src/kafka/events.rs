@@ -50,7 +50,7 @@ impl PartitionWorker for EventsWorker {
                         .await
                         .is_ok()
                     {
-                        inner.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                        inner.metrics.dead_lettered.fetch_add(1, Ordering::Relaxed);
                         done.done(p, o);
                     }
                 });

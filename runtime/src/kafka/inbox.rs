@@ -71,7 +71,7 @@ impl InboxWorker {
             let dlq = inner.names.dlq(&inner.config.runtime_name);
             match outputs::dead_letter(&inner.producer, &dlq, &original, &reason).await {
                 Ok(()) => {
-                    inner.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    inner.metrics.dead_lettered.fetch_add(1, Ordering::Relaxed);
                     done.done(original.partition(), original.offset());
                 }
                 Err(e) => tracing::error!(error = %e, "dead-lettering failed; the record stays uncommitted"),
@@ -287,6 +287,10 @@ impl PartitionWorker for InboxWorker {
         }
     }
 
+    fn report_lag(&self, topic: &str, lags: Vec<(i32, i64)>) {
+        self.inner.metrics.set_lag(topic, lags);
+    }
+
     fn revoked(&self, partitions: &[i32]) {
         self.inner
             .owned
@@ -309,6 +313,7 @@ impl PartitionWorker for InboxWorker {
 impl InboxWorker {
     fn push(&self, recipient: AgentId, work: Work) {
         if let Some(m) = self.inner.mailboxes.get() {
+            self.inner.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
             m.push(recipient, work);
         }
     }
@@ -451,12 +456,8 @@ pub(crate) async fn persist_state(
 /// Runs one message to completion: handler, state, reply, dead letter, then done.
 pub(crate) async fn run_work(inner: Arc<Inner>, id: AgentId, work: Work) {
     let (result, mut outputs_ok) = handle(&inner, &id, &work).await;
-    let counter = if result.is_ok() {
-        &inner.counters.handled
-    } else {
-        &inner.counters.failed
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
+    inner.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+    inner.metrics.handled(id.agent_type(), result.is_ok());
     if let Some((reply_to, request_id)) = &work.reply {
         let body = match &result {
             Ok(payload) => Body::Response {
@@ -489,7 +490,7 @@ pub(crate) async fn run_work(inner: Arc<Inner>, id: AgentId, work: Work) {
             match outputs::dead_letter(&inner.producer, &dlq, &work.original, &e.to_string()).await
             {
                 Ok(()) => {
-                    inner.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    inner.metrics.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
                     tracing::error!(agent = %id, error = %e, "dead-lettering failed");

@@ -7,6 +7,7 @@
 mod consumer_loop;
 mod events;
 mod inbox;
+mod metrics;
 mod offsets;
 mod outputs;
 pub mod registry;
@@ -14,10 +15,11 @@ mod registry_log;
 mod replies;
 mod worker_config;
 
+pub use metrics::{MetricsSnapshot, RPC_LATENCY_BUCKETS};
 pub use worker_config::WorkerConfig;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -39,6 +41,7 @@ use crate::subscription::Subscription;
 use crate::topics::TopicNames;
 use crate::wire::{Body, Envelope, now_ms};
 use consumer_loop::{ConsumerLoop, LoopSettings};
+use metrics::Metrics;
 use registry::{
     Claim, Heartbeat, OPERATOR_OWNER, SubscriptionRecord, claim_key, heartbeat_key,
     subscription_key,
@@ -48,14 +51,6 @@ use replies::ReplyChannel;
 
 /// How long start-up steps (metadata, registry load, group join) may take.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Counters exposed by [`KafkaAgentRuntime::stats`].
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) handled: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) dead_lettered: AtomicU64,
-}
 
 /// A snapshot of the runtime's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +73,7 @@ pub(crate) struct Inner {
     pub(crate) producer: FutureProducer,
     pub(crate) agents: Mutex<LocalAgents>,
     pub(crate) shutdown: CancellationToken,
-    pub(crate) counters: Counters,
+    pub(crate) metrics: Metrics,
     /// Saved state of agents not active yet, by inbox partition (restored on assign).
     pub(crate) restored: Mutex<HashMap<i32, HashMap<AgentId, Value>>>,
     pub(crate) mailboxes: OnceLock<Mailboxes<inbox::Work>>,
@@ -110,7 +105,7 @@ impl KafkaAgentRuntime {
             producer,
             agents: Mutex::default(),
             shutdown: CancellationToken::new(),
-            counters: Counters::default(),
+            metrics: Metrics::default(),
             restored: Mutex::default(),
             mailboxes: OnceLock::new(),
             owned: Mutex::default(),
@@ -208,7 +203,9 @@ impl KafkaAgentRuntime {
             thread_name: format!("sb-{what}"),
         };
         let mut inbox_cfg = cfg.kafka.consumer_config(&group("inbox"));
-        inbox_cfg.set("partition.assignment.strategy", "cooperative-sticky");
+        inbox_cfg
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("statistics.interval.ms", "5000");
         let inbox = ConsumerLoop::start(
             &inbox_cfg,
             settings(names.inbox(&cfg.runtime_name), "inbox"),
@@ -218,7 +215,9 @@ impl KafkaAgentRuntime {
         events::start_at_end_if_new(&cfg.kafka, &names.events(), &events_group, STARTUP_TIMEOUT)
             .await?;
         let mut events_cfg = cfg.kafka.consumer_config(&events_group);
-        events_cfg.set("partition.assignment.strategy", "cooperative-sticky");
+        events_cfg
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("statistics.interval.ms", "5000");
         let events = ConsumerLoop::start(
             &events_cfg,
             settings(names.events(), "events"),
@@ -268,14 +267,19 @@ impl KafkaAgentRuntime {
 
     /// Counters and gauges of this process.
     pub fn stats(&self) -> RuntimeStats {
-        let c = &self.inner.counters;
+        let m = self.inner.metrics.snapshot();
         RuntimeStats {
-            handled: c.handled.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
-            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+            handled: m.handled.values().sum(),
+            failed: m.failed.values().sum(),
+            dead_lettered: m.dead_lettered,
             active_agents: self.inner.agents().active_count(),
             waiting_rpcs: self.inner.replies.get().map_or(0, ReplyChannel::waiting),
         }
+    }
+
+    /// Everything counted, for `/metrics`.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.metrics.snapshot()
     }
 
     /// Agent types with their hosting runtime, as the registry says now.
@@ -511,7 +515,8 @@ impl Transport for Inner {
             },
         );
         let reply = replies.expect(&request_id, &recipient);
-        let deadline = tokio::time::Instant::now() + timeout;
+        let started = tokio::time::Instant::now();
+        let deadline = started + timeout;
         let inbox = self.names.inbox(&owner.runtime);
         let cancel = rpc.cancellation.unwrap_or_default();
         let outcome = tokio::select! {
@@ -529,6 +534,7 @@ impl Transport for Inner {
         if outcome.is_err() {
             replies.forget(&request_id);
         }
+        self.metrics.rpc(started.elapsed(), outcome.is_ok());
         match outcome {
             Err(RuntimeError::Timeout { agent, .. }) => Err(RuntimeError::Timeout {
                 agent,
