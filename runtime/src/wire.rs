@@ -579,3 +579,178 @@ mod tests {
         );
     }
 }
+
+/// Renders a record as `docs/protocol.md` shows it: the key, each header on its own
+/// line (`name: value`), then the value.
+pub fn render_record(key: &str, envelope: &Envelope) -> String {
+    let (headers, value) = envelope.encode();
+    let mut out = format!("key: {key}\n");
+    for h in headers.iter() {
+        let v = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+        out.push_str(&format!("{}: {v}\n", h.key));
+    }
+    let value = if value.is_empty() {
+        "(empty)".into()
+    } else {
+        String::from_utf8_lossy(&value)
+    };
+    out.push_str(&format!("value: {value}\n"));
+    out
+}
+
+#[cfg(test)]
+mod protocol_doc {
+    use super::*;
+
+    /// The records `docs/protocol.md` shows, with fixed ids, times and trace ids.
+    fn golden() -> Vec<(&'static str, String, Envelope)> {
+        let trace = TraceContext::parse(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            None,
+        );
+        let at = Some(1_795_000_000_123);
+        let payload = Payload::json("demo.Ping", &serde_json::json!({"n": 1}));
+        let env = |id: &str, source: &str, body: Body| Envelope {
+            id: id.to_owned(),
+            source: source.to_owned(),
+            time_ms: at,
+            trace: trace.clone(),
+            body,
+        };
+        let caller = AgentId::new("planner", "p1").ok();
+        let echo = AgentId::new("echo", "a").expect("valid id");
+        let topic = TopicId::new("alerts", "k1").expect("valid topic");
+        vec![
+            (
+                "publish",
+                "k1".into(),
+                env(
+                    "6f1c",
+                    "k1",
+                    Body::Event {
+                        topic: topic.clone(),
+                        sender: caller.clone(),
+                        recipient_types: vec![],
+                        payload: payload.clone(),
+                    },
+                ),
+            ),
+            (
+                "delivery",
+                "k1".into(),
+                env(
+                    "6f1c",
+                    "k1",
+                    Body::Event {
+                        topic,
+                        sender: caller.clone(),
+                        recipient_types: vec!["counter".into(), "relay".into()],
+                        payload: payload.clone(),
+                    },
+                ),
+            ),
+            (
+                "rpc_request",
+                "a".into(),
+                env(
+                    "9a7e",
+                    "planner/p1",
+                    Body::Request {
+                        request_id: "0d9b2c1e-5d3a-4a86-9a0e-6a1f4d2c8b11".into(),
+                        recipient: echo,
+                        sender: caller,
+                        reply_to: "demo.reply.rt1-3f2a9c0d1e".into(),
+                        deadline_ms: 1_795_000_030_123,
+                        payload: payload.clone(),
+                    },
+                ),
+            ),
+            (
+                "rpc_response",
+                "0d9b2c1e-5d3a-4a86-9a0e-6a1f4d2c8b11".into(),
+                env(
+                    "b3c4",
+                    "echo/a",
+                    Body::Response {
+                        request_id: "0d9b2c1e-5d3a-4a86-9a0e-6a1f4d2c8b11".into(),
+                        payload: Some(payload),
+                    },
+                ),
+            ),
+            (
+                "rpc_response_empty",
+                "0d9b2c1e-5d3a-4a86-9a0e-6a1f4d2c8b11".into(),
+                env(
+                    "b3c5",
+                    "echo/a",
+                    Body::Response {
+                        request_id: "0d9b2c1e-5d3a-4a86-9a0e-6a1f4d2c8b11".into(),
+                        payload: None,
+                    },
+                ),
+            ),
+            (
+                "error",
+                "0d9b2c1e-5d3a-4a86-9a0e-6a1f4d2c8b11".into(),
+                env(
+                    "b3c6",
+                    "echo/a",
+                    Body::Error {
+                        request_id: "0d9b2c1e-5d3a-4a86-9a0e-6a1f4d2c8b11".into(),
+                        failure: RpcFailure {
+                            kind: "handler".into(),
+                            error: "boom".into(),
+                        },
+                    },
+                ),
+            ),
+        ]
+    }
+
+    /// Blocks of the form ```` ```record NAME ```` ... ```` ``` ```` in the doc.
+    fn doc_blocks(doc: &str) -> Vec<(String, String)> {
+        let mut blocks = Vec::new();
+        let mut lines = doc.lines();
+        while let Some(line) = lines.next() {
+            if let Some(name) = line.strip_prefix("```record ") {
+                let body: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+                blocks.push((name.trim().to_owned(), body.join("\n") + "\n"));
+            }
+        }
+        blocks
+    }
+
+    #[test]
+    fn docs_protocol_md_shows_exactly_what_the_encoder_writes() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md");
+        let doc = std::fs::read_to_string(path).expect("docs/protocol.md exists");
+        let blocks = doc_blocks(&doc);
+        let golden = golden();
+        let rendered: Vec<(String, String)> = golden
+            .iter()
+            .map(|(name, key, env)| ((*name).to_owned(), render_record(key, env)))
+            .collect();
+        if std::env::var_os("SWITCHBOARD_PRINT_GOLDEN").is_some() {
+            for (name, text) in &rendered {
+                println!("```record {name}\n{text}```\n");
+            }
+        }
+        assert_eq!(
+            blocks.len(),
+            rendered.len(),
+            "docs/protocol.md must show every record kind"
+        );
+        for ((doc_name, doc_text), (name, text)) in blocks.iter().zip(&rendered) {
+            assert_eq!(doc_name, name);
+            assert_eq!(
+                doc_text, text,
+                "docs/protocol.md block `{name}` differs from the encoder"
+            );
+            // And the documented record decodes back to the same envelope.
+        }
+        for (_, _, env) in &golden {
+            let (h, v) = env.encode();
+            assert_eq!(&Envelope::decode(Some(&h), Some(&v)).expect("decodes"), env);
+        }
+    }
+}
