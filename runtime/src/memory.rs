@@ -368,3 +368,179 @@ impl AgentRuntime for InMemoryRuntime {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::LazyLock;
+
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::agent::{AgentError, Handler, HandlerResult, Routes};
+    use crate::api::AgentRuntimeExt;
+    use crate::message::Message;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Add {
+        n: u64,
+    }
+    impl Message for Add {
+        const TYPE_NAME: &'static str = "test.Add";
+    }
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Total {
+        total: u64,
+        seen: Vec<u64>,
+    }
+    impl Message for Total {
+        const TYPE_NAME: &'static str = "test.Total";
+    }
+    #[derive(Debug, Serialize, Deserialize)]
+    struct CallSelf;
+    impl Message for CallSelf {
+        const TYPE_NAME: &'static str = "test.CallSelf";
+    }
+
+    /// Sums what it is sent, remembering the order.
+    #[derive(Default)]
+    struct Adder {
+        seen: Vec<u64>,
+    }
+
+    #[async_trait]
+    impl Handler<Add> for Adder {
+        type Reply = Total;
+        async fn handle(&mut self, add: Add, _ctx: &MessageContext) -> Result<Total, AgentError> {
+            if add.n == 13 {
+                return Err(AgentError::new("unlucky"));
+            }
+            // Yield so that concurrent deliveries would interleave if allowed to.
+            tokio::task::yield_now().await;
+            self.seen.push(add.n);
+            Ok(Total {
+                total: self.seen.iter().sum(),
+                seen: self.seen.clone(),
+            })
+        }
+    }
+
+    #[async_trait]
+    impl Handler<CallSelf> for Adder {
+        type Reply = ();
+        async fn handle(&mut self, _: CallSelf, ctx: &MessageContext) -> Result<(), AgentError> {
+            ctx.send_message(&Add { n: 1 }, &ctx.recipient).await?;
+            Ok(())
+        }
+    }
+
+    static ROUTES: LazyLock<Routes<Adder>> =
+        LazyLock::new(|| Routes::new().handle::<Add>().handle::<CallSelf>());
+
+    #[async_trait]
+    impl Agent for Adder {
+        async fn on_message(&mut self, msg: Payload, ctx: &MessageContext) -> HandlerResult {
+            ROUTES.dispatch(self, msg, ctx).await
+        }
+    }
+
+    fn id(key: &str) -> AgentId {
+        AgentId::new("adder", key).unwrap()
+    }
+
+    #[tokio::test]
+    async fn typed_rpc_errors_and_unknown_types() {
+        let rt = InMemoryRuntime::default();
+        rt.register("adder", |_: &AgentId| Adder::default())
+            .await
+            .unwrap();
+        let total = rt
+            .send_message(&Add { n: 2 }, &id("a"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            total.decode::<Total>().unwrap(),
+            Total {
+                total: 2,
+                seen: vec![2]
+            }
+        );
+        let err = rt.send_message(&Add { n: 13 }, &id("a")).await.unwrap_err();
+        assert_eq!(
+            err,
+            RuntimeError::Handler {
+                agent: "adder/a".into(),
+                message: "unlucky".into()
+            }
+        );
+        let unknown = Payload::json("test.Nope", &serde_json::json!({}));
+        let err = rt
+            .send_payload(unknown, &id("a"), SendOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RuntimeError::UnknownMessageType { .. }),
+            "{err:?}"
+        );
+        let err = rt
+            .send_message(&Add { n: 1 }, &AgentId::new("nobody", "x").unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(err, RuntimeError::UnknownAgentType("nobody".into()));
+        let err = rt.send_message(&CallSelf, &id("a")).await.unwrap_err();
+        assert!(
+            err.to_string().contains("cannot send an RPC to itself"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn published_events_arrive_in_order_one_at_a_time() {
+        let rt = InMemoryRuntime::default();
+        rt.register("adder", |_: &AgentId| Adder::default())
+            .await
+            .unwrap();
+        rt.add_subscription(Subscription::for_type("numbers", "adder").unwrap())
+            .await
+            .unwrap();
+        let topic = TopicId::new("numbers", "k").unwrap();
+        for n in 0..50 {
+            rt.publish_message(&Add { n }, &topic).await.unwrap();
+        }
+        rt.run_until_idle().await;
+        let adder = rt
+            .try_get_underlying_agent_instance::<Adder>(&id("k"))
+            .await
+            .unwrap();
+        // 13 fails (the Kafka runtime would dead-letter it); the rest arrive in order.
+        assert_eq!(adder.seen, (0..50).filter(|n| *n != 13).collect::<Vec<_>>());
+        assert_eq!(rt.failed_events(), 1);
+    }
+
+    #[tokio::test]
+    async fn rpcs_time_out_and_can_be_cancelled() {
+        struct Stuck;
+        #[async_trait]
+        impl Agent for Stuck {
+            async fn on_message(&mut self, _: Payload, _: &MessageContext) -> HandlerResult {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(None)
+            }
+        }
+        let rt = InMemoryRuntime::new(Duration::from_millis(50));
+        rt.register("stuck", |_: &AgentId| Stuck).await.unwrap();
+        let to = AgentId::new("stuck", "s").unwrap();
+        let err = rt.send_message(&Add { n: 1 }, &to).await.unwrap_err();
+        assert!(matches!(err, RuntimeError::Timeout { .. }), "{err:?}");
+        let cancel = CancellationToken::new();
+        let opts = SendOptions {
+            timeout: Some(Duration::from_secs(10)),
+            cancellation: Some(cancel.clone()),
+            sender: None,
+        };
+        let other = AgentId::new("stuck", "t").unwrap();
+        let call = rt.send_payload(Payload::encode(&Add { n: 1 }).unwrap(), &other, opts);
+        cancel.cancel();
+        assert!(matches!(call.await, Err(RuntimeError::Cancelled(_))));
+    }
+}
