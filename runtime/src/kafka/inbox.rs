@@ -393,10 +393,10 @@ fn state_hash(bytes: &[u8]) -> u64 {
 }
 
 fn partition_of(inner: &Inner, id: &AgentId) -> i32 {
-    inner
-        .agents()
-        .partition_of(id)
-        .unwrap_or_else(|| partition_for(id.key().as_bytes(), inner.config.partitions))
+    inner.agents().partition_of(id).unwrap_or_else(|| {
+        let partitions = inner.inbox_partitions.load(Ordering::SeqCst);
+        partition_for(id.key().as_bytes(), partitions)
+    })
 }
 
 /// Loads the restored state of a just-activated agent, if any was saved.

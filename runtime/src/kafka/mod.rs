@@ -77,6 +77,8 @@ pub(crate) struct Inner {
     /// Saved state of agents not active yet, by inbox partition (restored on assign).
     pub(crate) restored: Mutex<HashMap<i32, HashMap<AgentId, Value>>>,
     pub(crate) mailboxes: OnceLock<Mailboxes<inbox::Work>>,
+    /// Partition count of this runtime's inbox (read from Kafka at start).
+    pub(crate) inbox_partitions: std::sync::atomic::AtomicI32,
     /// Inbox partitions this replica owns now.
     pub(crate) owned: Mutex<std::collections::BTreeSet<i32>>,
     registry: OnceLock<RegistryLog>,
@@ -109,6 +111,7 @@ impl KafkaAgentRuntime {
             restored: Mutex::default(),
             mailboxes: OnceLock::new(),
             owned: Mutex::default(),
+            inbox_partitions: std::sync::atomic::AtomicI32::new(1),
             registry: OnceLock::new(),
             replies: OnceLock::new(),
             loops: Mutex::default(),
@@ -163,6 +166,21 @@ impl KafkaAgentRuntime {
             .ensure_topics(&topics)
             .await
             .map_err(|e| RuntimeError::Kafka(e.to_string()))?;
+        // Ownership of an agent follows its key's inbox partition; the count comes
+        // from Kafka, not from config, since the operator may have grown it.
+        let inbox_topic = names.inbox(&cfg.runtime_name);
+        let counts = admin
+            .partition_counts(std::slice::from_ref(&inbox_topic))
+            .await
+            .map_err(|e| RuntimeError::Kafka(e.to_string()))?;
+        let inbox_partitions = counts.get(&inbox_topic).copied().ok_or_else(|| {
+            RuntimeError::Kafka(format!(
+                "inbox topic {inbox_topic} does not exist (createTopics is off)"
+            ))
+        })?;
+        inner
+            .inbox_partitions
+            .store(inbox_partitions, Ordering::SeqCst);
 
         let group = |what: &str| format!("{}.{}.{what}", names.prefix(), cfg.runtime_name);
         let registry = RegistryLog::load(
@@ -360,7 +378,10 @@ pub fn topic_specs(cfg: &WorkerConfig, names: &TopicNames) -> Vec<TopicSpec> {
     let runtime = &cfg.runtime_name;
     vec![
         // One partition: a total order decides concurrent claims.
-        TopicSpec::new(names.registry(), 1, rf).with_config("cleanup.policy", "compact"),
+        // Hourly segments let compaction drop old heartbeats, keeping start-up reads short.
+        TopicSpec::new(names.registry(), 1, rf)
+            .with_config("cleanup.policy", "compact")
+            .with_config("segment.ms", "3600000"),
         TopicSpec::new(names.events(), n, rf),
         TopicSpec::new(names.inbox(runtime), n, rf),
         // Co-partitioned with the inbox: state of partition p lives in partition p.
