@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, Container, EnvVar, ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Desired state of an AgentRuntime: which agents to host, on how many pods, over
 /// which Kafka cluster and topic prefix.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "switchboard.dev",
     version = "v1alpha1",
@@ -38,6 +38,13 @@ use serde::{Deserialize, Serialize};
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(
+    validation = Rule::new("!(has(self.replicas) && has(self.autoscaling))")
+        .message("replicas and autoscaling are mutually exclusive"),
+    validation = Rule::new("self.agents.all(a, self.agents.exists_one(b, b.type == a.type))")
+        .message("agent types must be unique within an AgentRuntime")
+        .field_path(".agents")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentRuntimeSpec {
     /// Container image of the runtime. Defaults to the operator's --runtime-image.
@@ -46,6 +53,7 @@ pub struct AgentRuntimeSpec {
     /// Number of runtime pods. Leave unset when autoscaling is used; an HPA may also
     /// write it through the scale subresource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub replicas: Option<i32>,
     /// Scale on consumer lag instead of a fixed replica count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,6 +64,7 @@ pub struct AgentRuntimeSpec {
     #[serde(default)]
     pub topics: TopicsSpec,
     /// The agent types this runtime hosts. A type belongs to exactly one runtime per prefix.
+    #[schemars(length(min = 1, max = 64))]
     pub agents: Vec<AgentSpec>,
     /// Overrides for the runtime pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,12 +75,16 @@ pub struct AgentRuntimeSpec {
 }
 
 /// Lag-based autoscaling bounds.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas")
+    .message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"))]
 #[serde(rename_all = "camelCase")]
 pub struct AutoscalingSpec {
     /// Fewest runtime pods.
+    #[schemars(range(min = 1))]
     pub min_replicas: i32,
     /// Most runtime pods (never more than the inbox partition count is useful).
+    #[schemars(range(min = 1))]
     pub max_replicas: i32,
     /// Target consumer lag (records) per pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,14 +92,19 @@ pub struct AutoscalingSpec {
 }
 
 /// Kafka connection for the runtime.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaSpec {
     /// Comma-separated HOST:PORT list of brokers.
+    #[schemars(length(min = 1))]
     pub bootstrap_servers: String,
     /// Prefix of every topic; runtimes sharing a prefix form one agent network.
-    /// Defaults to `switchboard.<namespace>`.
+    /// Defaults to `switchboard.<namespace>`. Characters `[A-Za-z0-9._-]`, not starting
+    /// or ending with `.`, at most 179 characters (room for the runtime suffixes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 179))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_-]([A-Za-z0-9._-]*[A-Za-z0-9_-])?$')")
+        .message("topicPrefix must be a Kafka topic name: characters [A-Za-z0-9._-], not starting or ending with '.'"))]
     pub topic_prefix: Option<String>,
     /// TLS and SASL settings. Plaintext when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,15 +198,19 @@ pub struct SecretKeyRef {
 
 /// Topic settings applied to the runtime's inbox, state and dlq topics and to the
 /// prefix's shared registry and events topics.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TopicsSpec {
     /// Partitions of the inbox and state topics (and of events when created here).
     /// Bounds useful replicas. May grow, never shrink.
     #[serde(default = "default_partitions")]
+    #[schemars(range(min = 1, max = 10000))]
+    #[x_kube(validation = Rule::new("self >= oldSelf")
+        .message("topics.partitions may grow but never shrink (Kafka cannot remove partitions)"))]
     pub partitions: i32,
     /// Replication factor when creating topics. Unset: the broker's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub replication_factor: Option<i32>,
     /// Extra topic configs (e.g. `retention.ms`) applied to the runtime's topics.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -210,11 +232,16 @@ impl Default for TopicsSpec {
 }
 
 /// One hosted agent type: a built-in agent or an HTTP agent.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.builtin) != has(self.http)")
+    .message("exactly one of builtin and http is required"))]
 #[serde(rename_all = "camelCase")]
 pub struct AgentSpec {
-    /// Agent type name, unique within the prefix.
+    /// Agent type name, unique within the prefix: 1-63 characters of `[A-Za-z0-9_.-]`.
     #[serde(rename = "type")]
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_.-]+$')")
+        .message("agent type must be 1-63 characters of [A-Za-z0-9_.-]"))]
     pub agent_type: String,
     /// A built-in agent implementation.
     #[serde(default, skip_serializing_if = "Option::is_none")]

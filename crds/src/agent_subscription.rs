@@ -4,13 +4,13 @@
 #![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Delivers events published to a topic type (or type prefix) to an agent type hosted
 /// by an AgentRuntime; the event's topic source becomes the recipient agent's key.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "switchboard.dev",
     version = "v1alpha1",
@@ -33,11 +33,14 @@ use serde::{Deserialize, Serialize};
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = Rule::new("has(self.topicType) != has(self.topicTypePrefix)")
+    .message("exactly one of topicType and topicTypePrefix is required"))]
 #[serde(rename_all = "camelCase")]
 pub struct AgentSubscriptionSpec {
     /// The AgentRuntime (same namespace) hosting the agent type.
     pub runtime_ref: RuntimeRef,
-    /// The agent type receiving the events.
+    /// The agent type receiving the events (hosted by the referenced runtime).
+    #[schemars(length(min = 1, max = 63))]
     pub agent_type: String,
     /// Exact topic type to match. Exactly one of topicType and topicTypePrefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]

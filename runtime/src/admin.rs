@@ -8,7 +8,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic,
+    ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
@@ -93,11 +97,73 @@ pub struct TopicAdmin {
 impl TopicAdmin {
     /// Connects with `cfg`; every request waits at most `timeout`.
     pub fn new(cfg: &KafkaConfig, timeout: Duration) -> Result<Self, AdminError> {
-        let client = cfg.base_client_config().create()?;
+        Self::from_client_config(&cfg.base_client_config(), timeout)
+    }
+
+    /// Connects with librdkafka properties built by the caller (e.g. the operator adds
+    /// `ssl.ca.pem` read from a Secret); every request waits at most `timeout`.
+    pub fn from_client_config(
+        config: &ClientConfig,
+        timeout: Duration,
+    ) -> Result<Self, AdminError> {
+        let client = config.create()?;
         Ok(Self {
             client: Arc::new(client),
             timeout,
         })
+    }
+
+    /// The configs set on each named topic (dynamic topic configs only: values the
+    /// topic has because someone set them, not broker defaults).
+    pub async fn topic_configs(
+        &self,
+        names: &[String],
+    ) -> Result<HashMap<String, BTreeMap<String, String>>, AdminError> {
+        let specifiers: Vec<ResourceSpecifier<'_>> = names
+            .iter()
+            .map(|n| ResourceSpecifier::Topic(n.as_str()))
+            .collect();
+        let mut out = HashMap::with_capacity(names.len());
+        let results = self
+            .client
+            .describe_configs(&specifiers, &self.options())
+            .await?;
+        for (name, result) in names.iter().zip(results) {
+            let resource = result.map_err(|code| AdminError::Topic {
+                topic: name.clone(),
+                code,
+            })?;
+            let set = resource
+                .entries
+                .iter()
+                .filter(|e| matches!(e.source, ConfigSource::DynamicTopic))
+                .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+                .collect();
+            out.insert(name.clone(), set);
+        }
+        Ok(out)
+    }
+
+    /// Replaces the dynamic configs of `topic` with exactly `config` (Kafka's
+    /// AlterConfigs: configs not listed return to the broker default).
+    pub async fn set_topic_config(
+        &self,
+        topic: &str,
+        config: &BTreeMap<String, String>,
+    ) -> Result<(), AdminError> {
+        let alter = config.iter().fold(
+            AlterConfig::new(ResourceSpecifier::Topic(topic)),
+            |a, (k, v)| a.set(k, v),
+        );
+        for result in self.client.alter_configs([&alter], &self.options()).await? {
+            if let Err((_, code)) = result {
+                return Err(AdminError::Topic {
+                    topic: topic.to_owned(),
+                    code,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn options(&self) -> AdminOptions {

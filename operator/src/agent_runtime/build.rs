@@ -1,0 +1,492 @@
+//! The pure part of reconciling an AgentRuntime: validate the spec and build every
+//! desired object (topics, ConfigMap, ServiceAccount, Service, Deployment, PDB).
+//! No I/O here; this is where most tests live.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use switchboard_crds::agent_runtime::{
+    AgentRuntime, BuiltinAgent, SaslMechanism, SecurityProtocol,
+};
+use switchboard_runtime::TopicNames;
+use switchboard_runtime::admin::TopicSpec;
+use switchboard_runtime::config_file::{
+    AgentEntry, Builtin, HttpAgentSettings, HttpSection, KafkaSection, RelayPublish, RelaySettings,
+    RuntimeConfigFile, RuntimeSection, SecuritySection,
+};
+use switchboard_runtime::kafka::topic_specs;
+use switchboard_runtime::{KafkaConfig, WorkerConfig};
+
+/// Field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "switchboard-operator";
+/// Pod annotation holding the digest of the runtime config: a change rolls the pods.
+pub const CONFIG_HASH_ANNOTATION: &str = "switchboard.dev/config-hash";
+/// Annotation holding the digest of what the operator applied to an owned object.
+pub const APPLIED_HASH_ANNOTATION: &str = "switchboard.dev/applied-hash";
+/// Where the runtime config is mounted in the pod.
+pub const CONFIG_DIR: &str = "/etc/switchboard";
+/// Key of the config file in the ConfigMap.
+pub const CONFIG_KEY: &str = "runtime.yaml";
+/// Where the CA bundle is mounted (TLS only).
+pub const CA_DIR: &str = "/etc/switchboard/tls";
+/// The runtime's HTTP port (API, /healthz, /readyz, /metrics).
+pub const HTTP_PORT: i32 = 8080;
+/// Name of the runtime container.
+pub const CONTAINER: &str = "runtime";
+
+/// A spec the operator cannot act on; names the field and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("spec.{field}: {reason}")]
+pub struct SpecError {
+    /// Path under `spec`.
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl SpecError {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Operator-wide defaults the build step needs.
+#[derive(Debug, Clone)]
+pub struct BuildSettings {
+    /// Image used when `spec.image` is unset.
+    pub default_image: String,
+}
+
+/// Everything an AgentRuntime should produce.
+#[derive(Debug, Clone)]
+pub struct DesiredRuntime {
+    /// Topic names of the runtime's prefix.
+    pub names: TopicNames,
+    /// Every topic the runtime uses, with partitions and configs.
+    pub topics: Vec<TopicSpec>,
+    /// The runtime's own topics (deleted with `deletionPolicy: Delete`).
+    pub owned_topics: Vec<String>,
+    /// Agent types the runtime claims in the registry.
+    pub agent_types: Vec<String>,
+    /// The runtime config file, as mounted.
+    pub config_yaml: String,
+    /// ServiceAccount of the pods.
+    pub service_account: ServiceAccount,
+    /// ConfigMap with the runtime config.
+    pub config_map: ConfigMap,
+    /// Service for the HTTP API and metrics.
+    pub service: Service,
+    /// The runtime Deployment.
+    pub deployment: Deployment,
+    /// PDB when more than one replica is wanted.
+    pub pdb: Option<PodDisruptionBudget>,
+    /// Label selector of the pods, as a string (status and /scale).
+    pub selector: String,
+    /// Replicas the Deployment gets.
+    pub replicas: i32,
+}
+
+/// Labels of every owned object.
+pub fn labels(name: &str) -> BTreeMap<String, String> {
+    let mut l = selector_labels(name);
+    l.insert("app.kubernetes.io/managed-by".into(), FIELD_MANAGER.into());
+    l
+}
+
+/// Labels selecting the runtime's pods.
+pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "switchboard-runtime".to_owned(),
+        ),
+        ("app.kubernetes.io/instance".to_owned(), name.to_owned()),
+    ])
+}
+
+/// The topic prefix: `spec.kafka.topicPrefix`, else `switchboard.<namespace>`.
+pub fn topic_prefix(ar: &AgentRuntime) -> String {
+    ar.spec
+        .kafka
+        .topic_prefix
+        .clone()
+        .unwrap_or_else(|| format!("switchboard.{}", ar.namespace().unwrap_or_default()))
+}
+
+/// Replicas the Deployment should run: `spec.replicas` (also what /scale writes),
+/// else the autoscaling minimum, else 1.
+pub fn desired_replicas(ar: &AgentRuntime) -> i32 {
+    ar.spec
+        .replicas
+        .or(ar.spec.autoscaling.as_ref().map(|a| a.min_replicas))
+        .unwrap_or(1)
+}
+
+/// Topic specs of a runtime: the runtime library's own list (so names, partition
+/// rules and compaction never diverge), with the spec's partitions, replication factor
+/// and extra configs. Compaction of registry and state cannot be overridden.
+pub fn topics_for(ar: &AgentRuntime, names: &TopicNames) -> Vec<TopicSpec> {
+    let mut worker = WorkerConfig::new(
+        KafkaConfig::new(ar.spec.kafka.bootstrap_servers.clone()),
+        names.prefix(),
+        ar.name_any(),
+    );
+    worker.partitions = ar.spec.topics.partitions;
+    worker.replication_factor = ar.spec.topics.replication_factor;
+    topic_specs(&worker, names)
+        .into_iter()
+        .map(|mut t| {
+            for (k, v) in &ar.spec.topics.config {
+                if !(k == "cleanup.policy" && t.config.contains_key(k)) {
+                    t.config.insert(k.clone(), v.clone());
+                }
+            }
+            t
+        })
+        .collect()
+}
+
+/// The runtime config file for `ar` (`createTopics: false`: the operator owns topics).
+pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
+    let security = ar.spec.kafka.security.as_ref().map(|s| SecuritySection {
+        protocol: match s.protocol {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+        .to_owned(),
+        sasl_mechanism: s.sasl.as_ref().map(|sasl| {
+            match sasl.mechanism {
+                SaslMechanism::Plain => "PLAIN",
+                SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+                SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            }
+            .to_owned()
+        }),
+        ca_location: s.tls.as_ref().map(|_| format!("{CA_DIR}/ca.crt")),
+    });
+    RuntimeConfigFile {
+        kafka: KafkaSection {
+            bootstrap_servers: ar.spec.kafka.bootstrap_servers.clone(),
+            topic_prefix: prefix.to_owned(),
+            client_id: Some(format!("switchboard-{}", ar.name_any())),
+            security,
+            producer: BTreeMap::new(),
+            consumer: BTreeMap::new(),
+        },
+        runtime: RuntimeSection {
+            name: ar.name_any(),
+            create_topics: false,
+            max_concurrency: 256,
+            partitions: ar.spec.topics.partitions,
+            replication_factor: ar.spec.topics.replication_factor,
+            rpc_timeout_ms: 30_000,
+            max_message_bytes: 1024 * 1024,
+        },
+        agents: ar
+            .spec
+            .agents
+            .iter()
+            .map(|a| AgentEntry {
+                agent_type: a.agent_type.clone(),
+                builtin: a.builtin.map(|b| match b {
+                    BuiltinAgent::Echo => Builtin::Echo,
+                    BuiltinAgent::Counter => Builtin::Counter,
+                    BuiltinAgent::Relay => Builtin::Relay,
+                }),
+                relay: a.relay.as_ref().map(|r| RelaySettings {
+                    publish: RelayPublish {
+                        topic_type: r.publish.topic_type.clone(),
+                    },
+                }),
+                http: a.http.as_ref().map(|h| HttpAgentSettings {
+                    url: h.url.clone(),
+                    timeout_ms: u64::from(h.timeout_seconds.unwrap_or(30)) * 1000,
+                    retries: 2,
+                }),
+            })
+            .collect(),
+        subscriptions: Vec::new(),
+        http: HttpSection {
+            listen: format!("0.0.0.0:{HTTP_PORT}"),
+            bearer_token: None,
+        },
+    }
+}
+
+fn digest(text: &str) -> String {
+    format!("{:x}", Sha256::digest(text.as_bytes()))
+}
+
+fn typed<T: serde::de::DeserializeOwned>(what: &'static str, v: Value) -> Result<T, SpecError> {
+    serde_json::from_value(v).map_err(|e| SpecError::new(what, format!("cannot be built: {e}")))
+}
+
+/// Validates `ar` and builds what it should produce. Pure.
+pub fn build(ar: &AgentRuntime, settings: &BuildSettings) -> Result<DesiredRuntime, SpecError> {
+    let name = ar.name_any();
+    let namespace = ar.namespace().unwrap_or_default();
+    switchboard_runtime::topics::validate_runtime_name(&name)
+        .map_err(|e| SpecError::new("metadata.name", e.reason))?;
+    let prefix = topic_prefix(ar);
+    let names =
+        TopicNames::new(&prefix).map_err(|e| SpecError::new("kafka.topicPrefix", e.reason))?;
+    if let (Some(_), Some(_)) = (ar.spec.replicas, ar.spec.autoscaling.as_ref()) {
+        return Err(SpecError::new(
+            "replicas",
+            "replicas and autoscaling are mutually exclusive",
+        ));
+    }
+    if let Some(sec) = &ar.spec.kafka.security {
+        let sasl_protocol = matches!(
+            sec.protocol,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        );
+        let tls_protocol = matches!(
+            sec.protocol,
+            SecurityProtocol::Ssl | SecurityProtocol::SaslSsl
+        );
+        if sasl_protocol != sec.sasl.is_some() {
+            return Err(SpecError::new(
+                "kafka.security.sasl",
+                "is required with SASL_PLAINTEXT/SASL_SSL and forbidden otherwise",
+            ));
+        }
+        if sec.tls.is_some() && !tls_protocol {
+            return Err(SpecError::new(
+                "kafka.security.tls",
+                "is only allowed with SSL or SASL_SSL",
+            ));
+        }
+    }
+    let config = runtime_config(ar, &prefix);
+    config
+        .validate()
+        .map_err(|e| SpecError::new(e.field, format!("{} (got {:?})", e.reason, e.value)))?;
+    let config_yaml = config
+        .to_yaml()
+        .map_err(|e| SpecError::new("agents", e.reason))?;
+    let owner: OwnerReference = ar
+        .controller_owner_ref(&())
+        .ok_or_else(|| SpecError::new("metadata.uid", "is not set (object not stored yet)"))?;
+    let replicas = desired_replicas(ar);
+    let labels = labels(&name);
+    let selector = selector_labels(&name);
+    let selector_string = selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let meta = |obj_name: &str| {
+        json!({
+            "name": obj_name,
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [owner],
+        })
+    };
+
+    let service_account = typed(
+        "serviceAccount",
+        json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": meta(&name),
+            "automountServiceAccountToken": false,
+        }),
+    )?;
+    let config_map = typed(
+        "configMap",
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": meta(&format!("{name}-config")),
+            "data": { CONFIG_KEY: config_yaml },
+        }),
+    )?;
+    let service = typed(
+        "service",
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": meta(&name),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": selector,
+                "ports": [{ "name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP" }],
+            },
+        }),
+    )?;
+
+    let template = ar.spec.template.clone().unwrap_or_default();
+    let mut env = Vec::new();
+    if let Some(sasl) = ar
+        .spec
+        .kafka
+        .security
+        .as_ref()
+        .and_then(|s| s.sasl.as_ref())
+    {
+        let r = &sasl.secret_ref;
+        for (var, key) in [
+            (
+                "SWITCHBOARD_SASL_USERNAME",
+                r.username_key.as_deref().unwrap_or("username"),
+            ),
+            (
+                "SWITCHBOARD_SASL_PASSWORD",
+                r.password_key.as_deref().unwrap_or("password"),
+            ),
+        ] {
+            env.push(json!({ "name": var, "valueFrom": { "secretKeyRef": { "name": r.name, "key": key } } }));
+        }
+    }
+    for e in &template.env {
+        env.push(
+            serde_json::to_value(e).map_err(|e| SpecError::new("template.env", e.to_string()))?,
+        );
+    }
+    let mut volumes = vec![
+        json!({ "name": "config", "configMap": { "name": format!("{name}-config") } }),
+        json!({ "name": "tmp", "emptyDir": {} }),
+    ];
+    let mut mounts = vec![
+        json!({ "name": "config", "mountPath": CONFIG_DIR, "readOnly": true }),
+        json!({ "name": "tmp", "mountPath": "/tmp" }),
+    ];
+    if let Some(tls) = ar.spec.kafka.security.as_ref().and_then(|s| s.tls.as_ref()) {
+        let key = tls.ca_secret_ref.key.as_deref().unwrap_or("ca.crt");
+        volumes.push(json!({ "name": "kafka-ca", "secret": {
+            "secretName": tls.ca_secret_ref.name,
+            "items": [{ "key": key, "path": "ca.crt" }],
+        }}));
+        mounts.push(json!({ "name": "kafka-ca", "mountPath": CA_DIR, "readOnly": true }));
+    }
+    let probe = |path: &str| {
+        json!({
+            "httpGet": { "path": path, "port": "http" },
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        })
+    };
+    let mut container = json!({
+        "name": CONTAINER,
+        "image": ar.spec.image.clone().unwrap_or_else(|| settings.default_image.clone()),
+        "command": ["switchboard-runtime"],
+        "args": ["run", "--config", format!("{CONFIG_DIR}/{CONFIG_KEY}")],
+        "ports": [{ "name": "http", "containerPort": HTTP_PORT, "protocol": "TCP" }],
+        "env": env,
+        "volumeMounts": mounts,
+        "livenessProbe": probe("/healthz"),
+        "readinessProbe": probe("/readyz"),
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "runAsNonRoot": true,
+            "capabilities": { "drop": ["ALL"] },
+            "seccompProfile": { "type": "RuntimeDefault" },
+        },
+    });
+    if let Some(res) = &template.resources {
+        container["resources"] = serde_json::to_value(res)
+            .map_err(|e| SpecError::new("template.resources", e.to_string()))?;
+    }
+    let mut containers = vec![container];
+    for s in &template.sidecars {
+        containers.push(
+            serde_json::to_value(s)
+                .map_err(|e| SpecError::new("template.sidecars", e.to_string()))?,
+        );
+    }
+    let mut pod_annotations = template.annotations.clone();
+    pod_annotations.insert(CONFIG_HASH_ANNOTATION.into(), digest(&config_yaml));
+    let mut pod_spec = json!({
+        "serviceAccountName": name,
+        "automountServiceAccountToken": false,
+        "securityContext": {
+            "runAsNonRoot": true,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "fsGroup": 65532,
+            "seccompProfile": { "type": "RuntimeDefault" },
+        },
+        "containers": containers,
+        "volumes": volumes,
+    });
+    if !template.node_selector.is_empty() {
+        pod_spec["nodeSelector"] = json!(template.node_selector);
+    }
+    if !template.tolerations.is_empty() {
+        pod_spec["tolerations"] = serde_json::to_value(&template.tolerations)
+            .map_err(|e| SpecError::new("template.tolerations", e.to_string()))?;
+    }
+    if let Some(a) = &template.affinity {
+        pod_spec["affinity"] = serde_json::to_value(a)
+            .map_err(|e| SpecError::new("template.affinity", e.to_string()))?;
+    }
+    let deployment = typed(
+        "deployment",
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": meta(&name),
+            "spec": {
+                "replicas": replicas,
+                "selector": { "matchLabels": selector },
+                "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
+                "template": {
+                    "metadata": { "labels": labels, "annotations": pod_annotations },
+                    "spec": pod_spec,
+                },
+            },
+        }),
+    )?;
+    let pdb = if replicas > 1 {
+        Some(typed(
+            "podDisruptionBudget",
+            json!({
+                "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                "metadata": meta(&name),
+                "spec": { "maxUnavailable": 1, "selector": { "matchLabels": selector } },
+            }),
+        )?)
+    } else {
+        None
+    };
+    let topics = topics_for(ar, &names);
+    Ok(DesiredRuntime {
+        owned_topics: names.per_runtime(&name).to_vec(),
+        agent_types: ar
+            .spec
+            .agents
+            .iter()
+            .map(|a| a.agent_type.clone())
+            .collect(),
+        names,
+        topics,
+        config_yaml,
+        service_account,
+        config_map,
+        service,
+        deployment,
+        pdb,
+        selector: selector_string,
+        replicas,
+    })
+}
+
+/// Digest of an object as the operator applies it (stored in
+/// [`APPLIED_HASH_ANNOTATION`] to recognise objects that need no write).
+pub fn applied_hash<T: serde::Serialize>(obj: &T) -> String {
+    digest(&serde_json::to_string(obj).unwrap_or_default())
+}
+
+#[cfg(test)]
+#[path = "build_tests.rs"]
+mod tests;

@@ -1,0 +1,217 @@
+use super::*;
+use serde_json::json;
+use switchboard_runtime::config_file::RuntimeConfigFile;
+
+fn runtime(spec: serde_json::Value) -> AgentRuntime {
+    serde_json::from_value(json!({
+        "apiVersion": "switchboard.dev/v1alpha1",
+        "kind": "AgentRuntime",
+        "metadata": { "name": "rt1", "namespace": "team-a", "uid": "u-1", "generation": 1 },
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn basic() -> serde_json::Value {
+    json!({
+        "kafka": { "bootstrapServers": "kafka:9092" },
+        "agents": [{ "type": "echo", "builtin": "echo" }, { "type": "counter", "builtin": "counter" }],
+    })
+}
+
+fn settings() -> BuildSettings {
+    BuildSettings {
+        default_image: "img:1".into(),
+    }
+}
+
+#[test]
+fn topics_are_the_runtime_librarys_with_spec_partitions_and_configs() {
+    let mut spec = basic();
+    spec["topics"] = json!({ "partitions": 6, "replicationFactor": 1, "config": { "retention.ms": "60000", "cleanup.policy": "delete" } });
+    let d = build(&runtime(spec), &settings()).unwrap();
+    let by_name = |n: &str| d.topics.iter().find(|t| t.name == n).unwrap().clone();
+    let reg = by_name("switchboard.team-a.registry");
+    assert_eq!(
+        reg.partitions, 1,
+        "registry keeps one partition (log order decides claims)"
+    );
+    assert_eq!(
+        reg.config["cleanup.policy"], "compact",
+        "compaction cannot be overridden"
+    );
+    let inbox = by_name("switchboard.team-a.rt1.inbox");
+    assert_eq!((inbox.partitions, inbox.replication_factor), (6, 1));
+    assert_eq!(inbox.config["retention.ms"], "60000");
+    assert_eq!(
+        by_name("switchboard.team-a.rt1.state").config["cleanup.policy"],
+        "compact"
+    );
+    assert_eq!(d.topics.len(), 5);
+    assert_eq!(
+        d.owned_topics,
+        vec![
+            "switchboard.team-a.rt1.inbox".to_owned(),
+            "switchboard.team-a.rt1.state".to_owned(),
+            "switchboard.team-a.rt1.dlq".to_owned(),
+        ]
+    );
+}
+
+#[test]
+fn config_map_holds_a_valid_runtime_config_without_topic_creation() {
+    let d = build(&runtime(basic()), &settings()).unwrap();
+    let text = &d.config_map.data.as_ref().unwrap()[CONFIG_KEY];
+    let cfg = RuntimeConfigFile::from_yaml(text).unwrap();
+    cfg.validate().unwrap();
+    assert!(!cfg.runtime.create_topics);
+    assert_eq!(cfg.runtime.name, "rt1");
+    assert_eq!(cfg.kafka.topic_prefix, "switchboard.team-a");
+    assert_eq!(cfg.agents.len(), 2);
+}
+
+#[test]
+fn sasl_credentials_come_from_the_secret_into_env_never_into_the_config_map() {
+    let mut spec = basic();
+    spec["kafka"]["security"] = json!({ "protocol": "SASL_SSL",
+        "sasl": { "mechanism": "SCRAM-SHA-512", "secretRef": { "name": "kafka-creds", "passwordKey": "pw" } } });
+    let d = build(&runtime(spec), &settings()).unwrap();
+    let text = &d.config_map.data.as_ref().unwrap()[CONFIG_KEY];
+    assert!(
+        text.contains("SCRAM-SHA-512") && !text.contains("kafka-creds"),
+        "{text}"
+    );
+    let c = &d
+        .deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let env = c.env.as_ref().unwrap();
+    let pw = env
+        .iter()
+        .find(|e| e.name == "SWITCHBOARD_SASL_PASSWORD")
+        .unwrap();
+    let key = pw
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!((key.name.as_str(), key.key.as_str()), ("kafka-creds", "pw"));
+    assert!(pw.value.is_none());
+}
+
+#[test]
+fn deployment_is_restricted_probed_owned_and_sized_from_spec_replicas() {
+    let mut spec = basic();
+    spec["replicas"] = json!(3);
+    let d = build(&runtime(spec), &settings()).unwrap();
+    let dep = &d.deployment;
+    let owner = &dep.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("AgentRuntime", "u-1", Some(true))
+    );
+    let ds = dep.spec.as_ref().unwrap();
+    assert_eq!(ds.replicas, Some(3));
+    let pod = ds.template.spec.as_ref().unwrap();
+    let psc = pod.security_context.as_ref().unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(
+        psc.seccomp_profile.as_ref().unwrap().type_,
+        "RuntimeDefault"
+    );
+    let c = &pod.containers[0];
+    assert_eq!(c.image.as_deref(), Some("img:1"));
+    assert_eq!(
+        c.args.as_ref().unwrap(),
+        &["run", "--config", "/etc/switchboard/runtime.yaml"]
+    );
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(),
+        &["ALL"]
+    );
+    let live = c
+        .liveness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    let ready = c
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (live.path.as_deref(), ready.path.as_deref()),
+        (Some("/healthz"), Some("/readyz"))
+    );
+    assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 8080);
+    assert!(d.pdb.is_some(), "3 replicas get a PodDisruptionBudget");
+    assert_eq!(
+        d.selector,
+        "app.kubernetes.io/instance=rt1,app.kubernetes.io/name=switchboard-runtime"
+    );
+}
+
+#[test]
+fn one_replica_has_no_pdb_and_autoscaling_starts_at_its_minimum() {
+    assert!(build(&runtime(basic()), &settings()).unwrap().pdb.is_none());
+    let mut spec = basic();
+    spec["autoscaling"] = json!({ "minReplicas": 2, "maxReplicas": 5 });
+    assert_eq!(build(&runtime(spec), &settings()).unwrap().replicas, 2);
+}
+
+#[test]
+fn a_config_change_changes_the_pod_annotation_hash() {
+    let hash = |spec| {
+        build(&runtime(spec), &settings())
+            .unwrap()
+            .deployment
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[CONFIG_HASH_ANNOTATION]
+            .clone()
+    };
+    let mut more = basic();
+    more["agents"].as_array_mut().unwrap().push(json!({ "type": "relay", "builtin": "relay", "relay": { "publish": { "topicType": "out" } } }));
+    assert_eq!(hash(basic()), hash(basic()));
+    assert_ne!(hash(basic()), hash(more));
+}
+
+#[test]
+fn invalid_specs_name_the_field() {
+    let mut spec = basic();
+    spec["agents"] =
+        json!([{ "type": "echo", "builtin": "echo" }, { "type": "echo", "builtin": "counter" }]);
+    let e = build(&runtime(spec), &settings()).unwrap_err();
+    assert_eq!(e.field, "agents[1].type", "{e}");
+    let mut spec = basic();
+    spec["kafka"]["topicPrefix"] = json!("bad/prefix");
+    assert_eq!(
+        build(&runtime(spec), &settings()).unwrap_err().field,
+        "kafka.topicPrefix"
+    );
+    let mut spec = basic();
+    spec["kafka"]["security"] = json!({ "protocol": "SASL_SSL" });
+    assert_eq!(
+        build(&runtime(spec), &settings()).unwrap_err().field,
+        "kafka.security.sasl"
+    );
+}

@@ -1,0 +1,201 @@
+//! The AgentRuntime status as a pure function of what the reconcile observed.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use switchboard_crds::AgentRuntime;
+use switchboard_crds::agent_runtime::{AgentRuntimeStatus, TopicStatus};
+
+use crate::conditions::{self, Desired, reason};
+use crate::kafka::TopicReport;
+
+/// What the reconcile got to.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The spec is invalid (message names the field).
+    Invalid(String),
+    /// A referenced Secret is missing.
+    SecretMissing(String),
+    /// Kafka did not answer or refused.
+    KafkaUnavailable(String),
+    /// Topics reconciled.
+    Topics(Vec<TopicReport>),
+    /// Topics reconciled except some that have more partitions than asked for.
+    CannotShrink(Vec<TopicReport>, String),
+}
+
+/// The status for `ar`, keeping transition times of conditions that did not flip.
+/// Fields the reconcile could not observe this time keep their previous values.
+pub fn compute_status(
+    ar: &AgentRuntime,
+    outcome: &Outcome,
+    deployment: Option<(&String, &Deployment)>,
+    now: Timestamp,
+) -> AgentRuntimeStatus {
+    let before = ar.status.clone().unwrap_or_default();
+    let generation = ar.metadata.generation;
+    let (topics_cond, problem) = match outcome {
+        Outcome::Invalid(m) => (
+            Desired::new(
+                conditions::TOPICS_READY,
+                false,
+                reason::INVALID_SPEC,
+                m.clone(),
+            ),
+            Some((reason::INVALID_SPEC, m.clone())),
+        ),
+        Outcome::SecretMissing(m) => (
+            Desired::new(
+                conditions::TOPICS_READY,
+                false,
+                reason::SECRET_NOT_FOUND,
+                m.clone(),
+            ),
+            Some((reason::SECRET_NOT_FOUND, m.clone())),
+        ),
+        Outcome::KafkaUnavailable(m) => (
+            Desired::new(
+                conditions::TOPICS_READY,
+                false,
+                reason::KAFKA_UNAVAILABLE,
+                m.clone(),
+            ),
+            Some((reason::KAFKA_UNAVAILABLE, m.clone())),
+        ),
+        Outcome::CannotShrink(_, m) => {
+            let m = format!(
+                "Kafka cannot remove partitions: {m}; raise spec.topics.partitions to match"
+            );
+            (
+                Desired::new(
+                    conditions::TOPICS_READY,
+                    false,
+                    reason::PARTITIONS_CANNOT_SHRINK,
+                    m.clone(),
+                ),
+                Some((reason::PARTITIONS_CANNOT_SHRINK, m)),
+            )
+        }
+        Outcome::Topics(r) => (
+            Desired::new(
+                conditions::TOPICS_READY,
+                true,
+                reason::TOPICS_READY,
+                format!("{} topics match the spec", r.len()),
+            ),
+            None,
+        ),
+    };
+    let topics = match outcome {
+        Outcome::Topics(r) | Outcome::CannotShrink(r, _) => r
+            .iter()
+            .map(|t| TopicStatus {
+                name: t.name.clone(),
+                partitions: t.partitions,
+            })
+            .collect(),
+        _ => before.topics.clone(),
+    };
+    let (replicas, ready, selector, available, progressing) = match deployment {
+        Some((selector, d)) => {
+            let st = d.status.clone().unwrap_or_default();
+            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let ready = st.ready_replicas.unwrap_or(0);
+            let available = st
+                .conditions
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Available" && c.status == "True");
+            let rolled_out = d.metadata.generation.is_some()
+                && st.observed_generation == d.metadata.generation
+                && st.updated_replicas.unwrap_or(0) >= want
+                && st.replicas.unwrap_or(0) == want;
+            let available = Desired::new(
+                conditions::AVAILABLE,
+                available,
+                if available {
+                    reason::REPLICAS_READY
+                } else {
+                    reason::REPLICAS_UNAVAILABLE
+                },
+                format!("{ready}/{want} runtime pods ready"),
+            );
+            let progressing = Desired::new(
+                conditions::PROGRESSING,
+                !rolled_out,
+                if rolled_out {
+                    reason::ROLLED_OUT
+                } else {
+                    reason::ROLLING_OUT
+                },
+                format!(
+                    "Deployment {}: {} of {want} pods updated",
+                    d.name_any(),
+                    st.updated_replicas.unwrap_or(0)
+                ),
+            );
+            (
+                st.replicas.unwrap_or(0),
+                ready,
+                Some(selector.clone()),
+                available,
+                progressing,
+            )
+        }
+        None => {
+            let why = problem.as_ref().map(|p| p.1.clone()).unwrap_or_default();
+            (
+                before.replicas,
+                before.ready_replicas,
+                before.selector.clone(),
+                Desired::new(
+                    conditions::AVAILABLE,
+                    false,
+                    problem
+                        .as_ref()
+                        .map_or(reason::REPLICAS_UNAVAILABLE, |p| p.0),
+                    why.clone(),
+                ),
+                Desired::new(
+                    conditions::PROGRESSING,
+                    false,
+                    problem.as_ref().map_or(reason::ROLLED_OUT, |p| p.0),
+                    why,
+                ),
+            )
+        }
+    };
+    let degraded = match &problem {
+        Some((r, m)) => Desired::new(conditions::DEGRADED, true, r, m.clone()),
+        None => Desired::new(conditions::DEGRADED, false, reason::AS_EXPECTED, ""),
+    };
+    let is_ready = topics_cond.status && available.status;
+    let ready_cond = Desired::new(
+        conditions::READY,
+        is_ready,
+        if !topics_cond.status {
+            topics_cond.reason
+        } else if is_ready {
+            reason::REPLICAS_READY
+        } else {
+            available.reason
+        },
+        if is_ready {
+            "topics and runtime pods are ready".to_owned()
+        } else if !topics_cond.status {
+            topics_cond.message.clone()
+        } else {
+            available.message.clone()
+        },
+    );
+    let desired = [ready_cond, topics_cond, available, progressing, degraded];
+    AgentRuntimeStatus {
+        observed_generation: generation,
+        replicas,
+        ready_replicas: ready,
+        selector,
+        topics,
+        lag: before.lag,
+        conditions: conditions::merge(&before.conditions, &desired, generation, now),
+    }
+}

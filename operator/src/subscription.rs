@@ -1,0 +1,262 @@
+//! Reconciling an AgentSubscription: check the runtime and agent type (pure), write
+//! the subscription to the registry topic, tombstone it on delete (finalizer).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use switchboard_crds::agent_subscription::AgentSubscriptionStatus;
+use switchboard_crds::{AgentRuntime, AgentSubscription};
+use switchboard_runtime::kafka::registry::{OPERATOR_OWNER, SubscriptionRecord, subscription_key};
+use switchboard_runtime::{Subscription, TopicNames};
+use tracing::{info, instrument, warn};
+
+use crate::agent_runtime::build::{FIELD_MANAGER, topic_prefix};
+use crate::agent_runtime::{connection, set_finalizer};
+use crate::apply::{Writer, with_timeout};
+use crate::conditions::{self, Desired, reason};
+use crate::context::Context;
+use crate::error::{Error, Result};
+
+/// Controller name (metrics label).
+pub const CONTROLLER: &str = "agentsubscription";
+/// Tombstones the registry record before the object goes.
+pub const FINALIZER: &str = "switchboard.dev/registry";
+
+/// Why a subscription is not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// Detail for humans.
+    pub message: String,
+}
+
+/// Checks `sub` against its runtime (None: not found) and builds the registry
+/// subscription, whose id is the object's uid. Pure.
+pub fn validate(
+    sub: &AgentSubscription,
+    runtime: Option<&AgentRuntime>,
+) -> Result<Subscription, Rejection> {
+    let reject = |reason, message: String| Rejection { reason, message };
+    let name = &sub.spec.runtime_ref.name;
+    let runtime = runtime.ok_or_else(|| {
+        reject(
+            reason::RUNTIME_NOT_FOUND,
+            format!("AgentRuntime {name:?} does not exist in this namespace"),
+        )
+    })?;
+    let agent_type = &sub.spec.agent_type;
+    if !runtime
+        .spec
+        .agents
+        .iter()
+        .any(|a| &a.agent_type == agent_type)
+    {
+        return Err(reject(
+            reason::UNKNOWN_AGENT_TYPE,
+            format!("AgentRuntime {name:?} does not host agent type {agent_type:?}"),
+        ));
+    }
+    let id = sub
+        .uid()
+        .ok_or_else(|| reject(reason::INVALID_SPEC, "object has no uid".into()))?;
+    let invalid = |e: switchboard_runtime::IdError| reject(reason::INVALID_SPEC, e.to_string());
+    match (&sub.spec.topic_type, &sub.spec.topic_type_prefix) {
+        (Some(t), None) => {
+            Subscription::for_type(t, agent_type).map_err(invalid)?;
+            Ok(Subscription::Type {
+                id,
+                topic_type: t.clone(),
+                agent_type: agent_type.clone(),
+            })
+        }
+        (None, Some(p)) => {
+            Subscription::for_prefix(p, agent_type).map_err(invalid)?;
+            Ok(Subscription::TypePrefix {
+                id,
+                prefix: p.clone(),
+                agent_type: agent_type.clone(),
+            })
+        }
+        _ => Err(reject(
+            reason::INVALID_SPEC,
+            "exactly one of topicType and topicTypePrefix is required".into(),
+        )),
+    }
+}
+
+/// Reconciles one AgentSubscription.
+#[instrument(skip_all, fields(namespace = sub.namespace().unwrap_or_default(), name = sub.name_any()))]
+pub async fn reconcile(sub: Arc<AgentSubscription>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let result = reconcile_inner(&sub, &ctx).await;
+    if let Err(e) = &result {
+        ctx.metrics.failure(CONTROLLER, e);
+        warn!(error = %e, class = e.metric_label(), "reconcile failed");
+    }
+    result
+}
+
+/// Requeues by error class.
+pub fn error_policy(_sub: Arc<AgentSubscription>, error: &Error, _ctx: Arc<Context>) -> Action {
+    Action::requeue(error.backoff())
+}
+
+fn writer(ctx: &Context) -> Writer<'_> {
+    Writer {
+        metrics: &ctx.metrics,
+        controller: CONTROLLER,
+    }
+}
+
+fn is_registered(sub: &AgentSubscription) -> bool {
+    sub.status.as_ref().is_some_and(|s| {
+        s.observed_generation == sub.metadata.generation
+            && s.subscription_id.is_some()
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == conditions::ACCEPTED && c.status == "True")
+    })
+}
+
+async fn reconcile_inner(sub: &AgentSubscription, ctx: &Context) -> Result<Action> {
+    let ns = sub.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let api: Api<AgentSubscription> = Api::namespaced(ctx.client.clone(), &ns);
+    let runtimes: Api<AgentRuntime> = Api::namespaced(ctx.client.clone(), &ns);
+    let runtime = runtimes.get_opt(&sub.spec.runtime_ref.name).await?;
+    let uid = sub.uid().ok_or(Error::MissingMetadata("uid"))?;
+
+    if sub.metadata.deletion_timestamp.is_some() {
+        if sub.finalizers().iter().any(|f| f == FINALIZER) {
+            match &runtime {
+                Some(rt) => tombstone(rt, &uid, ctx).await?,
+                // The runtime (and its Kafka settings) went first: nothing to write to.
+                None => {
+                    warn!("runtime gone; registry record sub/{uid} left for the runtime to ignore")
+                }
+            }
+            set_finalizer(sub, &api, FINALIZER, false, writer(ctx)).await?;
+        }
+        return Ok(Action::await_change());
+    }
+
+    let checked = validate(sub, runtime.as_ref());
+    let (accepted, ready) = match (&checked, &runtime) {
+        (Ok(subscription), Some(rt)) => {
+            set_finalizer(sub, &api, FINALIZER, true, writer(ctx)).await?;
+            if !is_registered(sub) {
+                let conn = connection(rt, ctx).await?;
+                let names =
+                    TopicNames::new(topic_prefix(rt)).map_err(|e| Error::Kafka(e.to_string()))?;
+                let record = SubscriptionRecord {
+                    subscription: subscription.clone(),
+                    owner: OPERATOR_OWNER.to_owned(),
+                };
+                let value = serde_json::to_vec(&record).map_err(|source| Error::Serialize {
+                    what: "subscription record",
+                    source,
+                })?;
+                ctx.kafka
+                    .write_record(
+                        &conn,
+                        &names.registry(),
+                        &subscription_key(&uid),
+                        Some(&value),
+                    )
+                    .await?;
+                info!(id = %uid, "subscription written to the registry");
+            }
+            let accepted = Desired::new(
+                conditions::ACCEPTED,
+                true,
+                reason::ACCEPTED,
+                "runtime and agent type exist",
+            );
+            let ready = if sub.spec.source.is_some() {
+                Desired::new(
+                    conditions::READY,
+                    false,
+                    reason::SOURCE_NOT_SUPPORTED,
+                    "registered for events of the prefix; spec.source (binding a Kafka topic) is not implemented by the runtime yet",
+                )
+            } else {
+                Desired::new(
+                    conditions::READY,
+                    true,
+                    reason::REGISTERED,
+                    format!("in the registry as sub/{uid}"),
+                )
+            };
+            (accepted, ready)
+        }
+        _ => {
+            let rej = match &checked {
+                Err(r) => r.clone(),
+                Ok(_) => Rejection {
+                    reason: reason::RUNTIME_NOT_FOUND,
+                    message: "runtime not found".into(),
+                },
+            };
+            // It was registered before (type removed from the runtime): take it back.
+            let was_registered = sub
+                .status
+                .as_ref()
+                .is_some_and(|s| s.subscription_id.is_some());
+            if let (Some(rt), true) = (&runtime, was_registered) {
+                tombstone(rt, &uid, ctx).await?;
+            }
+            (
+                Desired::new(conditions::ACCEPTED, false, rej.reason, rej.message.clone()),
+                Desired::new(conditions::READY, false, rej.reason, rej.message),
+            )
+        }
+    };
+    let registered = accepted.status;
+    let before = sub.status.clone().unwrap_or_default();
+    let after = AgentSubscriptionStatus {
+        observed_generation: sub.metadata.generation,
+        subscription_id: registered.then(|| uid.clone()),
+        conditions: conditions::merge(
+            &before.conditions,
+            &[accepted, ready],
+            sub.metadata.generation,
+            Timestamp::now(),
+        ),
+    };
+    if after != before {
+        let patch = json!({
+            "apiVersion": "switchboard.dev/v1alpha1",
+            "kind": "AgentSubscription",
+            "status": after,
+        });
+        ctx.metrics
+            .write(CONTROLLER, "AgentSubscription/status", "apply");
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        with_timeout(
+            "status apply",
+            api.patch_status(&sub.name_any(), &params, &Patch::Apply(&patch)),
+        )
+        .await?;
+    }
+    Ok(if registered {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        // The runtime may appear or gain the type; runtimes are also watched.
+        Action::requeue(Duration::from_secs(60))
+    })
+}
+
+async fn tombstone(runtime: &AgentRuntime, uid: &str, ctx: &Context) -> Result<()> {
+    let conn = connection(runtime, ctx).await?;
+    let names = TopicNames::new(topic_prefix(runtime)).map_err(|e| Error::Kafka(e.to_string()))?;
+    ctx.kafka
+        .write_record(&conn, &names.registry(), &subscription_key(uid), None)
+        .await?;
+    info!(id = %uid, "subscription tombstoned in the registry");
+    Ok(())
+}
