@@ -3,7 +3,7 @@ CARGO ?= cargo
 INFRA := e2e/infra
 
 
-.PHONY: test fmt clippy shellcheck unit integration infra-up infra-down crds
+.PHONY: test fmt clippy shellcheck unit integration bench infra-up infra-down crds
 
 ## test: formatting, lints, unit tests, then integration tests against a real
 ## Kafka broker and a real Kubernetes API server (started and stopped here).
@@ -27,6 +27,15 @@ unit:
 integration:
 	$(CARGO) test --workspace --test '*' --no-run
 	$(INFRA)/with-infra.sh $(CARGO) test --workspace --test '*'
+
+## bench: the runtime benchmarks against a local broker (started and stopped here),
+## with raw rdkafka baselines measured in the same run; writes bench/results/latest.json.
+bench:
+	$(CARGO) build --release -p switchboard-e2e --bin bench --bin bench_host
+	mkdir -p bench/results
+	$(INFRA)/with-infra.sh --kafka-only sh -c 'target_dir=$${CARGO_TARGET_DIR:-target}; "$$target_dir/release/bench" all --bootstrap "$$SWITCHBOARD_TEST_KAFKA" > bench/results/latest.json.tmp'
+	mv bench/results/latest.json.tmp bench/results/latest.json
+	@echo "bench: wrote bench/results/latest.json"
 
 ## infra-up / infra-down: keep Kafka and the control plane running while you work.
 infra-up:

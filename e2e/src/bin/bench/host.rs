@@ -1,0 +1,88 @@
+//! Runtime processes hosting the benchmark agents (`bench_host`), watched through
+//! their stdout.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// One `bench_host` process.
+pub struct Host {
+    child: Child,
+    handled: Arc<AtomicU64>,
+}
+
+impl Host {
+    /// Starts a host of runtime `runtime` and waits until it serves.
+    pub async fn start(bootstrap: &str, prefix: &str, runtime: &str) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?.with_file_name("bench_host");
+        let mut child = Command::new(&exe)
+            .args([bootstrap, prefix, runtime])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {} (build it: cargo build --release -p switchboard-e2e)",
+                    exe.display()
+                )
+            })?;
+        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        match tokio::time::timeout(Duration::from_secs(90), lines.next_line()).await {
+            Ok(Ok(Some(l))) if l == "ready" => {}
+            other => bail!("bench_host did not become ready: {other:?}"),
+        }
+        let handled = Arc::new(AtomicU64::new(0));
+        let h = handled.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(n) = line.split_whitespace().nth(1).and_then(|n| n.parse().ok()) {
+                    h.store(n, Ordering::Relaxed);
+                }
+            }
+        });
+        Ok(Self { child, handled })
+    }
+
+    /// Messages the host reported handled.
+    pub fn handled(&self) -> u64 {
+        self.handled.load(Ordering::Relaxed)
+    }
+
+    /// Resident memory of the host process, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.id().unwrap_or(0);
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .map(str::to_owned)
+            })
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            .unwrap_or(0)
+    }
+
+    /// SIGTERM, then wait (bounded) for a graceful exit.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id() {
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()?;
+        }
+        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+            Ok(status) => {
+                status?;
+                Ok(())
+            }
+            Err(_) => {
+                self.child.start_kill()?;
+                bail!("bench_host ignored SIGTERM for 30 s")
+            }
+        }
+    }
+}

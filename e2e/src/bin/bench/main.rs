@@ -1,0 +1,87 @@
+//! Switchboard benchmarks, with Kafka's own ceiling measured in the same run.
+//!
+//! `bench SCENARIO [--bootstrap HOST:PORT]` prints one JSON object with the figures,
+//! the configuration used and, where one applies, `baseline`: the same figures for
+//! raw rdkafka on the same broker with the same client settings. `bench all` prints a
+//! JSON array of every runtime scenario. It starts no broker: pass its address (or set
+//! SWITCHBOARD_BOOTSTRAP_SERVERS). Figures are read by people, not asserted.
+
+mod host;
+mod raw;
+mod scenarios;
+mod stats;
+
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+const SCENARIOS: [&str; 5] = [
+    "rpc-latency",
+    "rpc-throughput",
+    "publish-throughput",
+    "fanout",
+    "agents-memory",
+];
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut scenario = None;
+    let mut bootstrap = std::env::var("SWITCHBOARD_BOOTSTRAP_SERVERS").ok();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--bootstrap" => bootstrap = it.next().cloned(),
+            "--json" => {}
+            "-h" | "--help" => {
+                println!(
+                    "usage: bench [{}|all] [--bootstrap HOST:PORT] [--json]",
+                    SCENARIOS.join("|")
+                );
+                return ExitCode::SUCCESS;
+            }
+            s if scenario.is_none() => scenario = Some(s.to_owned()),
+            other => {
+                eprintln!("bench: unexpected argument {other:?}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(bootstrap) = bootstrap else {
+        eprintln!("bench: pass --bootstrap HOST:PORT or set SWITCHBOARD_BOOTSTRAP_SERVERS");
+        return ExitCode::from(2);
+    };
+    let scenario = scenario.unwrap_or_else(|| "all".to_owned());
+    let names: Vec<&str> = if scenario == "all" {
+        SCENARIOS.to_vec()
+    } else if SCENARIOS.contains(&scenario.as_str()) {
+        vec![scenario.as_str()]
+    } else {
+        eprintln!(
+            "bench: unknown scenario {scenario:?}; one of {} or all",
+            SCENARIOS.join(", ")
+        );
+        return ExitCode::from(2);
+    };
+    let mut results = Vec::new();
+    for name in &names {
+        eprintln!("bench: running {name}");
+        match scenarios::run(name, &bootstrap).await {
+            Ok(v) => {
+                eprintln!("bench: {name}: {v}");
+                results.push(v);
+            }
+            Err(e) => {
+                eprintln!("bench: {name} failed: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let out = if scenario == "all" {
+        Value::Array(results)
+    } else {
+        results.remove(0)
+    };
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,320 @@
+//! The scenarios. Each returns one JSON object: figures under snake_case names with
+//! units, `config`, and `baseline` (raw rdkafka) where one applies.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use switchboard_runtime::{
+    Agent, AgentId, AgentRuntime, AgentRuntimeExt, HandlerResult, KafkaAgentRuntime, KafkaConfig,
+    MessageContext, Payload, SendOptions, Subscription, TopicId, WorkerConfig,
+};
+
+use crate::host::Host;
+use crate::raw;
+use crate::stats::{latency_ms, round3};
+
+/// Runs scenario `name` against the broker at `bootstrap`.
+pub async fn run(name: &str, bootstrap: &str) -> anyhow::Result<Value> {
+    let prefix = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let kafka = KafkaConfig::new(bootstrap);
+    let mut result = match name {
+        "rpc-latency" => rpc_latency(&kafka, &prefix).await?,
+        "rpc-throughput" => rpc_throughput(&kafka, &prefix).await?,
+        "publish-throughput" => publish_throughput(&kafka, &prefix).await?,
+        "fanout" => fanout(&kafka, &prefix).await?,
+        "agents-memory" => agents_memory(&kafka, &prefix).await?,
+        other => bail!("unknown scenario {other}"),
+    };
+    result["scenario"] = json!(name);
+    result["config"]["bootstrap"] = json!(bootstrap);
+    result["config"]["producer"] =
+        json!({ "acks": "all", "enable.idempotence": true, "linger.ms": 1 });
+    Ok(result)
+}
+
+async fn runtime(
+    kafka: &KafkaConfig,
+    prefix: &str,
+    name: &str,
+) -> anyhow::Result<KafkaAgentRuntime> {
+    let rt = KafkaAgentRuntime::start_with(WorkerConfig::new(kafka.clone(), prefix, name)).await?;
+    rt.wait_ready(Duration::from_secs(60)).await;
+    Ok(rt)
+}
+
+fn ping(n: u64) -> Payload {
+    Payload::json("bench.Ping", &json!({ "n": n }))
+}
+
+async fn rpc_latency(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<Value> {
+    const WARMUP: usize = 100;
+    const CALLS: usize = 2_000;
+    let host = Host::start(&kafka.bootstrap_servers, prefix, "host").await?;
+    let caller = runtime(kafka, prefix, "caller").await?;
+    let to = AgentId::new("echo", "k1")?;
+    let mut samples = Vec::with_capacity(CALLS);
+    for i in 0..WARMUP + CALLS {
+        let started = Instant::now();
+        caller
+            .send_payload(ping(i as u64), &to, SendOptions::default())
+            .await?;
+        if i >= WARMUP {
+            samples.push(started.elapsed());
+        }
+    }
+    let mut raw = raw::ping_pong(kafka, prefix, WARMUP, CALLS).await?;
+    caller.stop().await?;
+    host.stop().await?;
+    let mut result = latency_ms(&mut samples);
+    result["baseline"] = latency_ms(&mut raw);
+    result["config"] = json!({ "calls": CALLS, "warmup": WARMUP, "callee": "echo agent in another runtime process" });
+    Ok(result)
+}
+
+async fn rpc_throughput(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<Value> {
+    const CALLERS: usize = 64;
+    const KEYS: u64 = 256;
+    const CALLS: usize = 20_000;
+    let hosts = [
+        Host::start(&kafka.bootstrap_servers, prefix, "host").await?,
+        Host::start(&kafka.bootstrap_servers, prefix, "host").await?,
+    ];
+    // Let the two replicas settle their partitions.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let caller = runtime(kafka, prefix, "caller").await?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers = (0..CALLERS).map(|_| {
+        let (caller, next) = (caller.clone(), next.clone());
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= CALLS {
+                    return Ok::<_, switchboard_runtime::RuntimeError>(samples);
+                }
+                let to = AgentId::new("echo", format!("k{}", i as u64 % KEYS))?;
+                let t = Instant::now();
+                caller
+                    .send_payload(ping(i as u64), &to, SendOptions::default())
+                    .await?;
+                samples.push(t.elapsed());
+            }
+        })
+    });
+    let mut samples = Vec::with_capacity(CALLS);
+    for w in futures::future::join_all(workers).await {
+        samples.extend(w??);
+    }
+    let elapsed = started.elapsed();
+    caller.stop().await?;
+    for h in hosts {
+        h.stop().await?;
+    }
+    let lat = latency_ms(&mut samples);
+    Ok(json!({
+        "calls_per_s": round3(CALLS as f64 / elapsed.as_secs_f64()),
+        "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"],
+        "config": { "calls": CALLS, "callers": CALLERS, "keys": KEYS, "replicas": 2 },
+    }))
+}
+
+/// Counts deliveries and records publish-to-handler latency from the event's `t`.
+struct Subscriber {
+    start: Instant,
+    delivered: Arc<AtomicUsize>,
+    latencies: Arc<Mutex<Vec<Duration>>>,
+}
+
+#[async_trait]
+impl Agent for Subscriber {
+    async fn on_message(&mut self, msg: Payload, _ctx: &MessageContext) -> HandlerResult {
+        let t = msg.decode_json::<Value>()?["t"].as_u64().unwrap_or(0);
+        let latency = self
+            .start
+            .elapsed()
+            .saturating_sub(Duration::from_micros(t));
+        self.latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(latency);
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        Ok(None)
+    }
+}
+
+async fn publish_throughput(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<Value> {
+    const EVENTS: usize = 200_000;
+    const SIZE: usize = 200;
+    const IN_FLIGHT: usize = 256;
+    let start = Instant::now();
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(EVENTS * 2)));
+    let subs = KafkaAgentRuntime::new(WorkerConfig::new(kafka.clone(), prefix, "subscribers"))?;
+    for t in ["sub_a", "sub_b"] {
+        let (d, l) = (delivered.clone(), latencies.clone());
+        subs.register(t, move |_: &AgentId| Subscriber {
+            start,
+            delivered: d.clone(),
+            latencies: l.clone(),
+        })
+        .await?;
+    }
+    subs.start().await?;
+    subs.wait_ready(Duration::from_secs(60)).await;
+    for t in ["sub_a", "sub_b"] {
+        subs.add_subscription(Subscription::for_type("load", t)?)
+            .await?;
+    }
+    let publisher = runtime(kafka, prefix, "publisher").await?;
+    let pad = "x".repeat(SIZE - 30);
+    let started = Instant::now();
+    let results: Vec<Result<(), switchboard_runtime::RuntimeError>> =
+        futures::stream::iter(0..EVENTS)
+            .map(|i| {
+                let (publisher, pad) = (publisher.clone(), pad.clone());
+                async move {
+                    let topic = TopicId::new("load", format!("s{}", i % 64))?;
+                    let event = Payload::json(
+                        "bench.Load",
+                        &json!({ "t": start.elapsed().as_micros() as u64, "pad": pad }),
+                    );
+                    publisher.publish_payload(event, &topic, None).await
+                }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
+    let published = started.elapsed();
+    for r in results {
+        r?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while delivered.load(Ordering::Relaxed) < EVENTS * 2 {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {} deliveries after 300 s",
+                delivered.load(Ordering::Relaxed),
+                EVENTS * 2
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let handled = started.elapsed();
+    publisher.stop().await?;
+    subs.stop().await?;
+    let mut lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut raw = raw::produce_consume(kafka, prefix, 3, EVENTS, SIZE).await?;
+    Ok(json!({
+        "events_per_s": round3(EVENTS as f64 / published.as_secs_f64()),
+        "deliveries_per_s": round3((EVENTS * 2) as f64 / handled.as_secs_f64()),
+        "delivered_events_per_s": round3(EVENTS as f64 / handled.as_secs_f64()),
+        "delivery_p99_ms": latency_ms(&mut lat)["p99_ms"],
+        "baseline": {
+            "events_per_s": round3(raw.produced_per_s),
+            "delivered_events_per_s": round3(raw.consumed_per_s),
+            "delivery_p99_ms": latency_ms(&mut raw.latencies)["p99_ms"],
+        },
+        "config": { "events": EVENTS, "event_bytes": SIZE, "subscribed_agent_types": 2, "in_flight": IN_FLIGHT, "partitions": 3 },
+    }))
+}
+
+/// Counts its deliveries into a shared counter.
+struct Tally(Arc<AtomicUsize>);
+
+#[async_trait]
+impl Agent for Tally {
+    async fn on_message(&mut self, _msg: Payload, _ctx: &MessageContext) -> HandlerResult {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(None)
+    }
+}
+
+async fn fanout(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<Value> {
+    const TYPES: usize = 50;
+    const ROUNDS: usize = 20;
+    let count = Arc::new(AtomicUsize::new(0));
+    let rt = KafkaAgentRuntime::new(WorkerConfig::new(kafka.clone(), prefix, "fan"))?;
+    for i in 0..TYPES {
+        let c = count.clone();
+        rt.register(&format!("t{i}"), move |_: &AgentId| Tally(c.clone()))
+            .await?;
+    }
+    rt.start().await?;
+    rt.wait_ready(Duration::from_secs(60)).await;
+    for i in 0..TYPES {
+        rt.add_subscription(Subscription::for_type("fan", &format!("t{i}"))?)
+            .await?;
+    }
+    let mut samples = Vec::with_capacity(ROUNDS);
+    for round in 0..ROUNDS {
+        let before = count.load(Ordering::Relaxed);
+        let started = Instant::now();
+        rt.publish_payload(ping(round as u64), &TopicId::new("fan", "s")?, None)
+            .await?;
+        while count.load(Ordering::Relaxed) < before + TYPES {
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("fan-out round {round} incomplete after 30 s");
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        samples.push(started.elapsed());
+    }
+    rt.stop().await?;
+    let lat = latency_ms(&mut samples);
+    Ok(json!({
+        "all_handled_p50_ms": lat["p50_ms"], "all_handled_max_ms": lat["max_ms"],
+        "config": { "subscribed_agent_types": TYPES, "rounds": ROUNDS },
+    }))
+}
+
+async fn agents_memory(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<Value> {
+    const AGENTS: usize = 100_000;
+    let host = Host::start(&kafka.bootstrap_servers, prefix, "host").await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_kib = host.rss_kib();
+    let driver = runtime(kafka, prefix, "driver").await?;
+    driver
+        .add_subscription(Subscription::for_type("mem", "small")?)
+        .await?;
+    let results: Vec<Result<(), switchboard_runtime::RuntimeError>> =
+        futures::stream::iter(0..AGENTS)
+            .map(|i| {
+                let driver = driver.clone();
+                async move {
+                    let topic = TopicId::new("mem", format!("agent-{i}"))?;
+                    driver
+                        .publish_payload(Payload::json("bench.Touch", &json!({})), &topic, None)
+                        .await
+                }
+            })
+            .buffer_unordered(256)
+            .collect()
+            .await;
+    for r in results {
+        r?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while host.handled() < AGENTS as u64 {
+        if Instant::now() > deadline {
+            bail!("host handled {} of {AGENTS} after 300 s", host.handled());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let producer and fetch buffers drain before reading memory.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let loaded_kib = host.rss_kib();
+    driver.stop().await?;
+    host.stop().await.context("stopping the host")?;
+    Ok(json!({
+        "idle_rss_mib": round3(idle_kib as f64 / 1024.0),
+        "loaded_rss_mib": round3(loaded_kib as f64 / 1024.0),
+        "bytes_per_agent": round3(loaded_kib.saturating_sub(idle_kib) as f64 * 1024.0 / AGENTS as f64),
+        "config": { "agents": AGENTS, "state": "{\"n\":1} per agent" },
+    }))
+}
