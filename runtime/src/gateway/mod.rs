@@ -1,0 +1,376 @@
+//! The runtime's HTTP surface (DESIGN.md §5): health, readiness, Prometheus metrics,
+//! and a small JSON API over the agent network.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /healthz` | 200 while the process runs |
+//! | `GET /readyz` | 200 when the runtime serves, 503 before and while stopping |
+//! | `GET /metrics` | Prometheus text |
+//! | `POST /v1/agents/{type}/{key}` | RPC: body = JSON data, header `ce-type` = message type, optional `?timeoutMs=`; 200 with the reply (its type in `ce-type`), 204 for an empty reply, 400 bad input, 404 unknown agent type, 502 handler error, 503 stopping, 504 timeout |
+//! | `POST /v1/topics/{type}/{source}` | publish; 202 |
+//! | `GET /v1/registry` | agent types with their runtime, and subscriptions |
+//! | `GET /v1/agents` | agent ids active in this process |
+//!
+//! The body is JSON (`Content-Type` absent, JSON, or curl's default form type);
+//! another explicit content type is passed through as is. Errors are JSON: `{"error": "...", "kind": "..."}`. With a bearer token configured,
+//! `/v1` routes need `Authorization: Bearer <token>`.
+
+pub mod prometheus;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{AgentRuntime, SendOptions};
+use crate::error::RuntimeError;
+use crate::ids::{AgentId, TopicId};
+use crate::kafka::KafkaAgentRuntime;
+use crate::message::{JSON, Payload, is_json};
+use crate::subscription::Subscription;
+
+/// What the routes share.
+#[derive(Clone)]
+pub struct Gateway {
+    runtime: KafkaAgentRuntime,
+    bearer_token: Option<String>,
+    stopping: CancellationToken,
+    rpcs: TaskTracker,
+}
+
+impl Gateway {
+    /// A gateway over `runtime`; `stopping` turns readiness off and refuses new work.
+    pub fn new(
+        runtime: KafkaAgentRuntime,
+        bearer_token: Option<String>,
+        stopping: CancellationToken,
+    ) -> Self {
+        Self {
+            runtime,
+            bearer_token: bearer_token.filter(|t| !t.is_empty()),
+            stopping,
+            rpcs: TaskTracker::new(),
+        }
+    }
+
+    /// The routes; request bodies are limited to the runtime's largest message.
+    pub fn router(&self) -> Router {
+        let max_body = self.runtime.config().max_message_bytes;
+        let v1 = Router::new()
+            .route("/v1/agents/{agent_type}/{key}", post(rpc))
+            .route("/v1/topics/{topic_type}/{source}", post(publish))
+            .route("/v1/registry", get(registry))
+            .route("/v1/agents", get(active_agents))
+            .route_layer(middleware::from_fn_with_state(self.clone(), authorize));
+        Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .merge(v1)
+            .layer(DefaultBodyLimit::max(max_body))
+            .with_state(self.clone())
+    }
+
+    /// Waits (up to `limit`) for RPCs started by the gateway to end. They end by
+    /// themselves at their deadline, so this only bounds how long stopping waits.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        self.rpcs.close();
+        tokio::time::timeout(limit, self.rpcs.wait()).await.is_ok()
+    }
+
+    fn ready(&self) -> bool {
+        !self.stopping.is_cancelled() && self.runtime.is_ready()
+    }
+}
+
+/// An error answer: status plus `{"error", "kind"}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(e: RuntimeError) -> Self {
+        let status = match &e {
+            RuntimeError::Handler { .. } | RuntimeError::UnknownMessageType { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            RuntimeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            RuntimeError::UnknownAgentType(_) | RuntimeError::NotLocal(_) => StatusCode::NOT_FOUND,
+            RuntimeError::Id(_)
+            | RuntimeError::Codec(_)
+            | RuntimeError::Config(_)
+            | RuntimeError::SelfRpc(_) => StatusCode::BAD_REQUEST,
+            RuntimeError::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, e.metric_label(), e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.message, "kind": self.kind });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+async fn authorize(
+    State(gw): State<Gateway>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if let Some(expected) = &gw.bearer_token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong bearer token",
+            ));
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+/// Compares without leaking where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn readyz(State(gw): State<Gateway>) -> Response {
+    if gw.ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else if gw.stopping.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn metrics(State(gw): State<Gateway>) -> Response {
+    let text = prometheus::render(
+        &gw.runtime.metrics(),
+        prometheus::ProcessGauges {
+            active_agents: gw.runtime.active_agents().len(),
+            ready: gw.ready(),
+        },
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// Query of an RPC.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RpcQuery {
+    /// Overrides the runtime's default RPC timeout.
+    timeout_ms: Option<u64>,
+}
+
+/// The message in a request: type from `ce-type`, content type, body.
+fn payload_from(headers: &HeaderMap, body: Bytes) -> Result<Payload, ApiError> {
+    let type_name = headers
+        .get("ce-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request("the ce-type header (the message type) is required")
+        })?;
+    // The body is JSON unless a client says otherwise; curl's default form type
+    // counts as "did not say".
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|c| !c.starts_with("application/x-www-form-urlencoded"))
+        .unwrap_or(JSON);
+    if is_json(content_type)
+        && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+    {
+        return Err(ApiError::bad_request(format!(
+            "the body is not valid JSON: {e}"
+        )));
+    }
+    Ok(Payload {
+        type_name: type_name.to_owned(),
+        content_type: content_type.to_owned(),
+        data: body,
+    })
+}
+
+async fn rpc(
+    State(gw): State<Gateway>,
+    Path((agent_type, key)): Path<(String, String)>,
+    Query(query): Query<RpcQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if gw.stopping.is_cancelled() {
+        return Err(RuntimeError::Stopped.into());
+    }
+    let recipient =
+        AgentId::new(agent_type, key).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let payload = payload_from(&headers, body)?;
+    let options = SendOptions {
+        timeout: query.timeout_ms.map(Duration::from_millis),
+        ..SendOptions::default()
+    };
+    // The RPC runs in its own task, so a client that hangs up does not abandon it
+    // half-way (it still ends at its deadline); the gateway's tracker owns it.
+    let runtime = gw.runtime.clone();
+    let call = gw
+        .rpcs
+        .spawn(async move { runtime.send_payload(payload, &recipient, options).await });
+    let reply = call.await.map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    })??;
+    Ok(match reply {
+        None => StatusCode::NO_CONTENT.into_response(),
+        Some(reply) => {
+            let mut response = (StatusCode::OK, reply.data).into_response();
+            let h = response.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&reply.type_name) {
+                h.insert("ce-type", v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&reply.content_type) {
+                h.insert(header::CONTENT_TYPE, v);
+            }
+            response
+        }
+    })
+}
+
+async fn publish(
+    State(gw): State<Gateway>,
+    Path((topic_type, source)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if gw.stopping.is_cancelled() {
+        return Err(RuntimeError::Stopped.into());
+    }
+    let topic =
+        TopicId::new(topic_type, source).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let payload = payload_from(&headers, body)?;
+    gw.runtime.publish_payload(payload, &topic, None).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "topic": topic.to_string() })),
+    )
+        .into_response())
+}
+
+/// One agent type in `GET /v1/registry`.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentTypeView {
+    /// The agent type.
+    #[serde(rename = "type")]
+    pub agent_type: String,
+    /// The runtime hosting it.
+    pub runtime: String,
+}
+
+/// One subscription in `GET /v1/registry`, in the config file's field names.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionView {
+    /// Its id.
+    pub id: String,
+    /// Exact topic type matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic_type: Option<String>,
+    /// Topic type prefix matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic_type_prefix: Option<String>,
+    /// The receiving agent type.
+    pub agent_type: String,
+}
+
+impl From<&Subscription> for SubscriptionView {
+    fn from(s: &Subscription) -> Self {
+        let (topic_type, topic_type_prefix) = match s {
+            Subscription::Type { topic_type, .. } => (Some(topic_type.clone()), None),
+            Subscription::TypePrefix { prefix, .. } => (None, Some(prefix.clone())),
+        };
+        Self {
+            id: s.id().to_owned(),
+            topic_type,
+            topic_type_prefix,
+            agent_type: s.agent_type().to_owned(),
+        }
+    }
+}
+
+/// `GET /v1/registry`.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryView {
+    /// Agent types and their runtimes.
+    pub agent_types: Vec<AgentTypeView>,
+    /// Subscriptions of the network.
+    pub subscriptions: Vec<SubscriptionView>,
+}
+
+async fn registry(State(gw): State<Gateway>) -> axum::Json<RegistryView> {
+    let subscriptions = gw.runtime.subscriptions().await;
+    axum::Json(RegistryView {
+        agent_types: gw
+            .runtime
+            .agent_types()
+            .into_iter()
+            .map(|(agent_type, runtime)| AgentTypeView {
+                agent_type,
+                runtime,
+            })
+            .collect(),
+        subscriptions: subscriptions.iter().map(SubscriptionView::from).collect(),
+    })
+}
+
+async fn active_agents(State(gw): State<Gateway>) -> axum::Json<serde_json::Value> {
+    let mut ids: Vec<String> = gw
+        .runtime
+        .active_agents()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    ids.sort();
+    axum::Json(json!({ "agents": ids }))
+}

@@ -1,0 +1,261 @@
+//! `switchboard-runtime run`: host the agents a config file declares, serve the HTTP
+//! API, and stop gracefully on a signal.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::AgentFactory;
+use crate::api::AgentRuntime;
+use crate::config::ConfigError;
+use crate::config_file::RuntimeConfigFile;
+use crate::error::RuntimeError;
+use crate::gateway::Gateway;
+use crate::kafka::KafkaAgentRuntime;
+use crate::subscription::Subscription;
+use crate::{builtins, http_agent};
+
+/// How long stopping waits for HTTP requests in flight (RPCs end at their deadline).
+const HTTP_DRAIN: Duration = Duration::from_secs(15);
+/// Added to the runtime's drain timeout to bound `stop` as a whole (registry
+/// release, producer flush, reply channel deletion).
+const STOP_SLACK: Duration = Duration::from_secs(20);
+
+/// Why `run` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is invalid; names the field and value.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The runtime could not start or serve.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// A signal arrived before the runtime finished starting.
+    #[error("interrupted while starting")]
+    Interrupted,
+    /// The HTTP API could not bind or serve.
+    #[error("http api on {listen}: {reason}")]
+    Http {
+        /// The listen address.
+        listen: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Loads `path`, applies `SWITCHBOARD_*` overrides read through `env`, validates.
+pub fn load_config(
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<RuntimeConfigFile, ConfigError> {
+    let mut file = RuntimeConfigFile::from_yaml(text)?;
+    file.apply_env(env)?;
+    file.validate()?;
+    Ok(file)
+}
+
+/// The agent factories the file declares, by type, in file order.
+pub fn factories(file: &RuntimeConfigFile) -> Result<Vec<(String, AgentFactory)>, ConfigError> {
+    let client = http_agent::client()
+        .map_err(|e| ConfigError::invalid("agents", "", format!("http client: {e}")))?;
+    file.agents
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let factory = match (&a.builtin, &a.http) {
+                (Some(b), _) => {
+                    builtins::factory(*b, a.relay.as_ref().map(|r| r.publish.topic_type.as_str()))
+                        .map_err(|e| {
+                        ConfigError::invalid(format!("agents[{i}].builtin"), format!("{b:?}"), e)
+                    })?
+                }
+                (None, Some(h)) => http_agent::factory(client.clone(), h.clone()),
+                (None, None) => {
+                    return Err(ConfigError::invalid(
+                        format!("agents[{i}].builtin"),
+                        "",
+                        "one of builtin or http is required",
+                    ));
+                }
+            };
+            Ok((a.agent_type.clone(), factory))
+        })
+        .collect()
+}
+
+/// Adds the subscriptions that the network does not have yet (same topic matcher and
+/// agent type, whatever the id), so restarts and replicas do not pile up copies.
+pub async fn ensure_subscriptions(
+    runtime: &impl AgentRuntime,
+    wanted: Vec<Subscription>,
+) -> Result<usize, RuntimeError> {
+    let existing = runtime.subscriptions().await;
+    let mut added = 0;
+    for s in wanted {
+        if !existing.iter().any(|e| same_route(e, &s)) {
+            runtime.add_subscription(s).await?;
+            added += 1;
+        }
+    }
+    Ok(added)
+}
+
+fn same_route(a: &Subscription, b: &Subscription) -> bool {
+    match (a, b) {
+        (
+            Subscription::Type {
+                topic_type: t1,
+                agent_type: a1,
+                ..
+            },
+            Subscription::Type {
+                topic_type: t2,
+                agent_type: a2,
+                ..
+            },
+        ) => t1 == t2 && a1 == a2,
+        (
+            Subscription::TypePrefix {
+                prefix: p1,
+                agent_type: a1,
+                ..
+            },
+            Subscription::TypePrefix {
+                prefix: p2,
+                agent_type: a2,
+                ..
+            },
+        ) => p1 == p2 && a1 == a2,
+        _ => false,
+    }
+}
+
+/// Runs the runtime `file` describes until `shutdown` resolves, then stops: readiness
+/// off and new API work refused, HTTP requests in flight finish (bounded), the
+/// runtime drains, commits, leaves its groups and deletes its reply channel.
+pub async fn run(
+    file: RuntimeConfigFile,
+    env: impl Fn(&str) -> Option<String>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let worker = file.worker_config(env)?;
+    let stop_limit = worker.drain_timeout + STOP_SLACK;
+    let runtime = KafkaAgentRuntime::new(worker)?;
+    for (agent_type, factory) in factories(&file)? {
+        runtime.register_factory(&agent_type, factory).await?;
+    }
+    // Bound before starting, so a taken port fails before anything touches Kafka.
+    let listen = file.http.listen.clone();
+    let http_error = |reason: String| ServeError::Http {
+        listen: listen.clone(),
+        reason,
+    };
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| http_error(e.to_string()))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| http_error(e.to_string()))?;
+
+    let stopping = CancellationToken::new();
+    let gateway = Gateway::new(
+        runtime.clone(),
+        file.http.bearer_token.clone(),
+        stopping.clone(),
+    );
+    let server = {
+        let stopping = stopping.clone();
+        tokio::spawn(
+            axum::serve(listener, gateway.router())
+                .with_graceful_shutdown(async move { stopping.cancelled().await })
+                .into_future(),
+        )
+    };
+    // Health and readiness answer while the runtime starts.
+    tracing::info!(listen = %local, "http api listening");
+    let started = async {
+        runtime.start().await?;
+        let added = ensure_subscriptions(&runtime, file.subscriptions()?).await?;
+        tracing::info!(
+            agents = file.agents.len(),
+            subscriptions_added = added,
+            "serving"
+        );
+        Ok::<(), ServeError>(())
+    };
+    let server_failed = |r: Result<std::io::Result<()>, tokio::task::JoinError>| {
+        http_error(match r {
+            Ok(Ok(())) => "stopped unexpectedly".to_owned(),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        })
+    };
+    tokio::pin!(shutdown);
+    tokio::pin!(server);
+    let outcome = tokio::select! {
+        r = started => r,
+        () = &mut shutdown => Err(ServeError::Interrupted),
+        r = &mut server => Err(server_failed(r)),
+    };
+    let outcome = match outcome {
+        Ok(()) => tokio::select! {
+            () = &mut shutdown => Ok(()),
+            r = &mut server => Err(server_failed(r)),
+        },
+        Err(ServeError::Interrupted) => Ok(()),
+        Err(e) => Err(e),
+    };
+    tracing::info!("stopping");
+    stopping.cancel();
+    if !server.is_finished() && tokio::time::timeout(HTTP_DRAIN, &mut server).await.is_err() {
+        tracing::warn!(after = ?HTTP_DRAIN, "http requests still open; closing them");
+        server.abort();
+    }
+    if !gateway.drain(HTTP_DRAIN).await {
+        tracing::warn!("gateway RPCs still waiting; they end at their deadline");
+    }
+    match tokio::time::timeout(stop_limit, runtime.stop()).await {
+        Ok(Ok(())) => tracing::info!("stopped"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "runtime stopped with an error"),
+        Err(_) => tracing::warn!(after = ?stop_limit, "runtime stop timed out"),
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::InMemoryRuntime;
+
+    #[tokio::test]
+    async fn subscriptions_are_added_once() {
+        let rt = InMemoryRuntime::default();
+        let wanted = || {
+            vec![
+                Subscription::for_type("alerts", "counter").unwrap(),
+                Subscription::for_prefix("team.", "relay").unwrap(),
+            ]
+        };
+        assert_eq!(ensure_subscriptions(&rt, wanted()).await.unwrap(), 2);
+        assert_eq!(ensure_subscriptions(&rt, wanted()).await.unwrap(), 0);
+        let other = vec![Subscription::for_type("alerts", "relay").unwrap()];
+        assert_eq!(ensure_subscriptions(&rt, other).await.unwrap(), 1);
+        assert_eq!(rt.subscriptions().await.len(), 3);
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let base = "kafka: { bootstrapServers: \"127.0.0.1:9\", topicPrefix: demo }\n\
+                    runtime: { name: rt1 }\n\
+                    agents:\n  - { type: py, http: { url: \"http://127.0.0.1:1/a\" } }\n";
+        load_config(base, |_| None).unwrap();
+        let e = load_config(&base.replace("http://", "ftp://"), |_| None).unwrap_err();
+        assert_eq!(e.field, "agents[0].http.url");
+        let e = load_config(base, |k| {
+            (k == "SWITCHBOARD_TOPIC_PREFIX").then(|| "bad prefix".to_owned())
+        })
+        .unwrap_err();
+        assert_eq!(e.field, "kafka.topicPrefix");
+    }
+}
