@@ -7,6 +7,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Agent, AgentFactory, SharedAgent, downcast_agent};
+use crate::context::{OutgoingEvent, OutgoingRpc, Transport};
 use crate::error::RuntimeError;
 use crate::ids::{AgentId, TopicId};
 use crate::message::{Message, Payload};
@@ -64,13 +65,26 @@ pub trait AgentRuntime: Send + Sync {
     /// The subscriptions currently known.
     async fn subscriptions(&self) -> Vec<Subscription>;
 
+    /// How messages leave this runtime (what handlers' contexts use too).
+    fn transport(&self) -> &dyn Transport;
+
     /// Sends an RPC and waits for the reply (`None`: the handler returned nothing).
     async fn send_payload(
         &self,
         payload: Payload,
         recipient: &AgentId,
         options: SendOptions,
-    ) -> Result<Option<Payload>, RuntimeError>;
+    ) -> Result<Option<Payload>, RuntimeError> {
+        let rpc = OutgoingRpc {
+            payload,
+            recipient: recipient.clone(),
+            sender: options.sender,
+            timeout: options.timeout,
+            cancellation: options.cancellation,
+            trace: None,
+        };
+        self.transport().send(rpc).await
+    }
 
     /// Publishes an event to `topic`.
     async fn publish_payload(
@@ -78,13 +92,22 @@ pub trait AgentRuntime: Send + Sync {
         payload: Payload,
         topic: &TopicId,
         sender: Option<AgentId>,
-    ) -> Result<(), RuntimeError>;
+    ) -> Result<(), RuntimeError> {
+        let event = OutgoingEvent { payload, topic: topic.clone(), sender, trace: None };
+        self.transport().publish(event).await
+    }
 
     /// Metadata of an agent.
     async fn agent_metadata(&self, id: &AgentId) -> Result<AgentMetadata, RuntimeError>;
 
     /// The agent's saved state (`Null` when stateless). Local agents only.
-    async fn agent_save_state(&self, id: &AgentId) -> Result<Value, RuntimeError>;
+    async fn agent_save_state(&self, id: &AgentId) -> Result<Value, RuntimeError> {
+        let (agent, _) = self.local_agent(id).await?;
+        let state = agent.lock().await.save_state().await;
+        state
+            .map(|s| s.unwrap_or(Value::Null))
+            .map_err(|e| RuntimeError::Handler { agent: id.to_string(), message: e.to_string() })
+    }
 
     /// Loads state into the agent (and persists it). Local agents only.
     async fn agent_load_state(&self, id: &AgentId, state: Value) -> Result<(), RuntimeError>;

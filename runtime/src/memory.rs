@@ -12,10 +12,10 @@ use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Agent, AgentErrorKind, AgentFactory, SharedAgent};
-use crate::api::{AgentMetadata, AgentRuntime, SendOptions};
+use crate::api::{AgentMetadata, AgentRuntime};
 use crate::context::{Delivery, MessageContext, OutgoingEvent, OutgoingRpc, Transport};
 use crate::error::RuntimeError;
-use crate::ids::{AgentId, TopicId};
+use crate::ids::AgentId;
 use crate::local::{LocalAgents, Mailboxes};
 use crate::message::Payload;
 use crate::subscription::Subscription;
@@ -289,38 +289,8 @@ impl AgentRuntime for InMemoryRuntime {
         self.inner.subscriptions().clone()
     }
 
-    async fn send_payload(
-        &self,
-        payload: Payload,
-        recipient: &AgentId,
-        options: SendOptions,
-    ) -> Result<Option<Payload>, RuntimeError> {
-        self.inner
-            .send(OutgoingRpc {
-                payload,
-                recipient: recipient.clone(),
-                sender: options.sender,
-                timeout: options.timeout,
-                cancellation: options.cancellation,
-                trace: None,
-            })
-            .await
-    }
-
-    async fn publish_payload(
-        &self,
-        payload: Payload,
-        topic: &TopicId,
-        sender: Option<AgentId>,
-    ) -> Result<(), RuntimeError> {
-        self.inner
-            .publish(OutgoingEvent {
-                payload,
-                topic: topic.clone(),
-                sender,
-                trace: None,
-            })
-            .await
+    fn transport(&self) -> &dyn Transport {
+        &*self.inner
     }
 
     async fn agent_metadata(&self, id: &AgentId) -> Result<AgentMetadata, RuntimeError> {
@@ -334,17 +304,6 @@ impl AgentRuntime for InMemoryRuntime {
             class: class.to_owned(),
             local: true,
         })
-    }
-
-    async fn agent_save_state(&self, id: &AgentId) -> Result<Value, RuntimeError> {
-        let (agent, _) = self.local_agent(id).await?;
-        let state = agent.lock().await.save_state().await;
-        state
-            .map(|s| s.unwrap_or(Value::Null))
-            .map_err(|e| RuntimeError::Handler {
-                agent: id.to_string(),
-                message: e.to_string(),
-            })
     }
 
     async fn agent_load_state(&self, id: &AgentId, state: Value) -> Result<(), RuntimeError> {
@@ -377,7 +336,8 @@ mod tests {
 
     use super::*;
     use crate::agent::{AgentError, Handler, HandlerResult, Routes};
-    use crate::api::AgentRuntimeExt;
+    use crate::api::{AgentRuntimeExt, SendOptions};
+    use crate::ids::TopicId;
     use crate::message::Message;
 
     #[derive(Debug, Serialize, Deserialize)]

@@ -31,10 +31,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{TopicAdmin, TopicSpec};
 use crate::agent::{Agent, AgentFactory, SharedAgent};
-use crate::api::{AgentMetadata, AgentRuntime, SendOptions};
+use crate::api::{AgentMetadata, AgentRuntime};
 use crate::context::{OutgoingEvent, OutgoingRpc, Transport};
 use crate::error::RuntimeError;
-use crate::ids::{AgentId, TopicId};
+use crate::ids::AgentId;
 use crate::local::{LocalAgents, Mailboxes};
 use crate::message::Payload;
 use crate::subscription::Subscription;
@@ -664,38 +664,8 @@ impl AgentRuntime for KafkaAgentRuntime {
             .collect()
     }
 
-    async fn send_payload(
-        &self,
-        payload: Payload,
-        recipient: &AgentId,
-        options: SendOptions,
-    ) -> Result<Option<Payload>, RuntimeError> {
-        self.inner
-            .send(OutgoingRpc {
-                payload,
-                recipient: recipient.clone(),
-                sender: options.sender,
-                timeout: options.timeout,
-                cancellation: options.cancellation,
-                trace: None,
-            })
-            .await
-    }
-
-    async fn publish_payload(
-        &self,
-        payload: Payload,
-        topic: &TopicId,
-        sender: Option<AgentId>,
-    ) -> Result<(), RuntimeError> {
-        self.inner
-            .publish(OutgoingEvent {
-                payload,
-                topic: topic.clone(),
-                sender,
-                trace: None,
-            })
-            .await
+    fn transport(&self) -> &dyn Transport {
+        &*self.inner
     }
 
     async fn agent_metadata(&self, id: &AgentId) -> Result<AgentMetadata, RuntimeError> {
@@ -710,17 +680,6 @@ impl AgentRuntime for KafkaAgentRuntime {
             class: agents.class_of(id).unwrap_or_default().to_owned(),
             runtime: owner.runtime,
         })
-    }
-
-    async fn agent_save_state(&self, id: &AgentId) -> Result<Value, RuntimeError> {
-        let (agent, _) = self.local_agent(id).await?;
-        let state = agent.lock().await.save_state().await;
-        state
-            .map(|s| s.unwrap_or(Value::Null))
-            .map_err(|e| RuntimeError::Handler {
-                agent: id.to_string(),
-                message: e.to_string(),
-            })
     }
 
     async fn agent_load_state(&self, id: &AgentId, state: Value) -> Result<(), RuntimeError> {
