@@ -16,15 +16,25 @@ async fn computed_partitions_match_the_producer() {
     let cfg = KafkaConfig::new(env::kafka_bootstrap());
     let topic = env::unique_name("partitioner");
     let admin = TopicAdmin::new(&cfg, Duration::from_secs(10)).unwrap();
-    admin.ensure_topics(&[TopicSpec::new(&topic, 7, 1)]).await.unwrap();
+    admin
+        .ensure_topics(&[TopicSpec::new(&topic, 7, 1)])
+        .await
+        .unwrap();
     let producer: FutureProducer = cfg.producer_config().create().unwrap();
     for i in 0..200 {
         let key = format!("agent-key-{i}");
         let delivery = producer
-            .send(FutureRecord::to(&topic).key(&key).payload("x"), Duration::from_secs(10))
+            .send(
+                FutureRecord::to(&topic).key(&key).payload("x"),
+                Duration::from_secs(10),
+            )
             .await
             .unwrap();
-        assert_eq!(delivery.partition, partition_for(key.as_bytes(), 7), "key {key}");
+        assert_eq!(
+            delivery.partition,
+            partition_for(key.as_bytes(), 7),
+            "key {key}"
+        );
     }
     admin.delete_topics(&[topic]).await.unwrap();
 }
