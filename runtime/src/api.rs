@@ -93,7 +93,12 @@ pub trait AgentRuntime: Send + Sync {
         topic: &TopicId,
         sender: Option<AgentId>,
     ) -> Result<(), RuntimeError> {
-        let event = OutgoingEvent { payload, topic: topic.clone(), sender, trace: None };
+        let event = OutgoingEvent {
+            payload,
+            topic: topic.clone(),
+            sender,
+            trace: None,
+        };
         self.transport().publish(event).await
     }
 
@@ -106,7 +111,10 @@ pub trait AgentRuntime: Send + Sync {
         let state = agent.lock().await.save_state().await;
         state
             .map(|s| s.unwrap_or(Value::Null))
-            .map_err(|e| RuntimeError::Handler { agent: id.to_string(), message: e.to_string() })
+            .map_err(|e| RuntimeError::Handler {
+                agent: id.to_string(),
+                message: e.to_string(),
+            })
     }
 
     /// Loads state into the agent (and persists it). Local agents only.
