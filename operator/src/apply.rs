@@ -34,14 +34,25 @@ pub async fn with_timeout<T>(
 /// (defaults, status, managedFields) are ignored.
 pub fn is_subset(desired: &Value, actual: &Value) -> bool {
     match (desired, actual) {
-        (Value::Object(d), Value::Object(a)) => d
-            .iter()
-            .all(|(k, dv)| a.get(k).is_some_and(|av| is_subset(dv, av))),
+        (Value::Object(d), Value::Object(a)) => d.iter().all(|(k, dv)| match a.get(k) {
+            Some(av) => is_subset(dv, av),
+            // The server drops empty lists and maps: absent equals empty.
+            None => is_empty(dv),
+        }),
         (Value::Array(d), Value::Array(a)) => {
             d.len() == a.len() && d.iter().zip(a).all(|(dv, av)| is_subset(dv, av))
         }
         (Value::Number(d), Value::Number(a)) => d.as_f64() == a.as_f64(),
         _ => desired == actual,
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
     }
 }
 
@@ -121,6 +132,11 @@ mod tests {
         let desired = json!({"spec": {"replicas": 2, "ports": [{"port": 8080}]}});
         let actual = json!({"spec": {"replicas": 2, "ports": [{"port": 8080, "protocol": "TCP"}], "x": 1}, "status": {}});
         assert!(is_subset(&desired, &actual));
+        let empty_env = json!({"env": [], "x": {}});
+        assert!(
+            is_subset(&empty_env, &json!({})),
+            "the server drops empty lists"
+        );
     }
 
     #[test]

@@ -382,7 +382,6 @@ pub fn build(ar: &AgentRuntime, settings: &BuildSettings) -> Result<DesiredRunti
         "command": ["switchboard-runtime"],
         "args": ["run", "--config", format!("{CONFIG_DIR}/{CONFIG_KEY}")],
         "ports": [{ "name": "http", "containerPort": HTTP_PORT, "protocol": "TCP" }],
-        "env": env,
         "volumeMounts": mounts,
         "livenessProbe": probe("/healthz"),
         "readinessProbe": probe("/readyz"),
@@ -394,6 +393,9 @@ pub fn build(ar: &AgentRuntime, settings: &BuildSettings) -> Result<DesiredRunti
             "seccompProfile": { "type": "RuntimeDefault" },
         },
     });
+    if !env.is_empty() {
+        container["env"] = Value::Array(env);
+    }
     if let Some(res) = &template.resources {
         container["resources"] = serde_json::to_value(res)
             .map_err(|e| SpecError::new("template.resources", e.to_string()))?;

@@ -419,3 +419,6 @@ async fn write_status(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod fake_api_tests;

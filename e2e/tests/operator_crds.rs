@@ -1,0 +1,185 @@
+//! The CRDs install on the real API server and its CEL rules reject invalid objects
+//! with our messages (one test per rule).
+
+#![allow(clippy::unwrap_used)] // a test's helpers fail loudly, like its body
+
+mod operator_support;
+
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use switchboard_crds::{AgentRuntime, AgentSubscription};
+use switchboard_e2e::env;
+
+fn runtime(spec: Value) -> AgentRuntime {
+    serde_json::from_value(json!({
+        "apiVersion": "switchboard.dev/v1alpha1", "kind": "AgentRuntime",
+        "metadata": { "name": "rt" }, "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn spec() -> Value {
+    json!({ "kafka": { "bootstrapServers": "kafka:9092" }, "agents": [{ "type": "echo", "builtin": "echo" }] })
+}
+
+/// Creates (dry run) and returns the API server's rejection message.
+async fn rejected(ar: AgentRuntime) -> String {
+    let client = env::kube_client().await;
+    operator_support::install_crds(&client).await;
+    let api: Api<AgentRuntime> = Api::namespaced(client, "default");
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    match api.create(&pp, &ar).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422, "{s:?}");
+            s.message
+        }
+        other => panic!("expected a 422 rejection, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_valid_runtime_is_accepted() {
+    let client = env::kube_client().await;
+    operator_support::install_crds(&client).await;
+    let api: Api<AgentRuntime> = Api::namespaced(client, "default");
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    api.create(&pp, &runtime(spec())).await.unwrap();
+}
+
+#[tokio::test]
+async fn replicas_and_autoscaling_are_mutually_exclusive() {
+    let mut s = spec();
+    s["replicas"] = json!(2);
+    s["autoscaling"] = json!({ "minReplicas": 1, "maxReplicas": 3 });
+    let msg = rejected(runtime(s)).await;
+    assert!(
+        msg.contains("replicas and autoscaling are mutually exclusive"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn min_replicas_must_not_exceed_max_replicas() {
+    let mut s = spec();
+    s["autoscaling"] = json!({ "minReplicas": 4, "maxReplicas": 3 });
+    let msg = rejected(runtime(s)).await;
+    assert!(
+        msg.contains("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn topic_prefix_must_be_a_kafka_topic_name() {
+    let mut s = spec();
+    s["kafka"]["topicPrefix"] = json!("team/a.");
+    let msg = rejected(runtime(s)).await;
+    assert!(
+        msg.contains("topicPrefix must be a Kafka topic name"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn agent_type_names_are_validated() {
+    let mut s = spec();
+    s["agents"] = json!([{ "type": "no spaces", "builtin": "echo" }]);
+    let msg = rejected(runtime(s)).await;
+    assert!(
+        msg.contains("agent type must be 1-63 characters of [A-Za-z0-9_.-]"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn agent_types_are_unique() {
+    let mut s = spec();
+    s["agents"] =
+        json!([{ "type": "echo", "builtin": "echo" }, { "type": "echo", "builtin": "counter" }]);
+    let msg = rejected(runtime(s)).await;
+    assert!(
+        msg.contains("agent types must be unique within an AgentRuntime"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_is_builtin_or_http_not_both() {
+    let mut s = spec();
+    s["agents"] =
+        json!([{ "type": "echo", "builtin": "echo", "http": { "url": "http://127.0.0.1:1/x" } }]);
+    let msg = rejected(runtime(s)).await;
+    assert!(
+        msg.contains("exactly one of builtin and http is required"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn partitions_never_decrease() {
+    let client = env::kube_client().await;
+    operator_support::install_crds(&client).await;
+    let ns = operator_support::namespace(&client, "cel-part").await;
+    let api: Api<AgentRuntime> = Api::namespaced(client, &ns);
+    let mut s = spec();
+    s["topics"] = json!({ "partitions": 6 });
+    api.create(&PostParams::default(), &runtime(s))
+        .await
+        .unwrap();
+    let shrink = json!({ "spec": { "topics": { "partitions": 3 } } });
+    let err = api
+        .patch("rt", &PatchParams::default(), &Patch::Merge(&shrink))
+        .await
+        .unwrap_err();
+    let kube::Error::Api(s) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(s.code, 422, "{s:?}");
+    assert!(
+        s.message
+            .contains("topics.partitions may grow but never shrink"),
+        "{}",
+        s.message
+    );
+    let grow = json!({ "spec": { "topics": { "partitions": 8 } } });
+    api.patch("rt", &PatchParams::default(), &Patch::Merge(&grow))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_subscription_has_exactly_one_of_topic_type_and_prefix() {
+    let client = env::kube_client().await;
+    operator_support::install_crds(&client).await;
+    let api: Api<AgentSubscription> = Api::namespaced(client, "default");
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    for spec in [
+        json!({ "runtimeRef": { "name": "rt" }, "agentType": "echo" }),
+        json!({ "runtimeRef": { "name": "rt" }, "agentType": "echo", "topicType": "a", "topicTypePrefix": "b" }),
+    ] {
+        let sub: AgentSubscription = serde_json::from_value(json!({
+            "apiVersion": "switchboard.dev/v1alpha1", "kind": "AgentSubscription",
+            "metadata": { "name": "s" }, "spec": spec,
+        }))
+        .unwrap();
+        let Err(kube::Error::Api(s)) = api.create(&pp, &sub).await else {
+            panic!("accepted {sub:?}")
+        };
+        assert!(
+            s.message
+                .contains("exactly one of topicType and topicTypePrefix is required"),
+            "{}",
+            s.message
+        );
+    }
+}
