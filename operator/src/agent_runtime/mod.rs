@@ -124,7 +124,7 @@ async fn reconcile_inner(ar: &AgentRuntime, ctx: &Context) -> Result<Action> {
 
 /// Only the runtime's own topics must match exactly; the shared events topic may
 /// have more partitions (another runtime of the prefix asked for more).
-fn topics_outcome(owned: &[String], reports: Vec<TopicReport>) -> Outcome {
+pub(crate) fn topics_outcome(owned: &[String], reports: Vec<TopicReport>) -> Outcome {
     let shrink: Vec<String> = reports
         .iter()
         .filter_map(|r| match r.change {

@@ -199,3 +199,74 @@ pub fn compute_status(
         conditions: conditions::merge(&before.conditions, &desired, generation, now),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent_runtime::topics_outcome;
+    use serde_json::json;
+    use switchboard_runtime::admin::TopicChange;
+
+    fn ar() -> AgentRuntime {
+        serde_json::from_value(json!({
+            "apiVersion": "switchboard.dev/v1alpha1", "kind": "AgentRuntime",
+            "metadata": { "name": "rt1", "namespace": "ns", "uid": "u", "generation": 4 },
+            "spec": { "kafka": { "bootstrapServers": "k:9092" }, "agents": [{ "type": "echo", "builtin": "echo" }] },
+        }))
+        .unwrap()
+    }
+
+    fn report(name: &str, change: TopicChange) -> TopicReport {
+        TopicReport {
+            name: name.into(),
+            partitions: 6,
+            change,
+            config_changed: false,
+        }
+    }
+
+    fn cond(st: &AgentRuntimeStatus, t: &str) -> (String, String) {
+        let c = st.conditions.iter().find(|c| c.type_ == t).unwrap();
+        (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn an_own_topic_with_too_many_partitions_is_reported_not_a_shared_one() {
+        let owned = vec!["p.rt1.inbox".to_owned()];
+        let shrink = TopicChange::CannotShrink { existing: 6 };
+        let shared_only = topics_outcome(&owned, vec![report("p.events", shrink)]);
+        let st = compute_status(&ar(), &shared_only, None, Timestamp::now());
+        assert_eq!(
+            cond(&st, "TopicsReady"),
+            ("True".into(), "TopicsReady".into())
+        );
+
+        let own = topics_outcome(&owned, vec![report("p.rt1.inbox", shrink)]);
+        let st = compute_status(&ar(), &own, None, Timestamp::now());
+        assert_eq!(
+            cond(&st, "TopicsReady"),
+            ("False".into(), "PartitionsCannotShrink".into())
+        );
+        assert_eq!(
+            cond(&st, "Degraded"),
+            ("True".into(), "PartitionsCannotShrink".into())
+        );
+        assert_eq!(cond(&st, "Ready").0, "False");
+        assert_eq!(st.observed_generation, Some(4));
+        assert!(
+            st.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(4))
+        );
+    }
+
+    #[test]
+    fn the_same_observation_gives_the_same_status_so_nothing_is_written() {
+        let outcome = Outcome::Topics(vec![report("p.rt1.inbox", TopicChange::Unchanged)]);
+        let mut obj = ar();
+        let first = compute_status(&obj, &outcome, None, Timestamp::from_second(10).unwrap());
+        obj.status = Some(first.clone());
+        let second = compute_status(&obj, &outcome, None, Timestamp::from_second(99).unwrap());
+        assert_eq!(first, second);
+    }
+}
