@@ -5,5 +5,6 @@
 //! fails with instructions: a test that skips would pass without testing anything.
 
 pub mod agents;
+pub mod binary;
 pub mod env;
 pub mod net;

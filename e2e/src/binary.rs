@@ -1,0 +1,266 @@
+//! The `switchboard-runtime` binary as a subprocess, for tests of the program itself.
+//!
+//! Finding the binary: `SWITCHBOARD_RUNTIME_BIN` when set (CI may build once and point
+//! at it); otherwise the test asks the same cargo that built it to build the binary
+//! (`cargo build -p switchboard-e2e -p switchboard-runtime --bin switchboard-runtime
+//! --message-format=json`) and takes the executable path from cargo's own report. That
+//! follows `CARGO_TARGET_DIR`, `build.target-dir` and the workspace layout without
+//! guessing paths, and never runs a stale binary. (`CARGO_BIN_EXE_*` exists only for
+//! tests of the crate that owns the binary.)
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+/// Variable naming a prebuilt binary.
+pub const BIN_VAR: &str = "SWITCHBOARD_RUNTIME_BIN";
+
+/// The path of the `switchboard-runtime` binary, built on first use.
+///
+/// # Panics
+/// When the build fails.
+pub fn runtime_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os(BIN_VAR) {
+            return PathBuf::from(p);
+        }
+        let out = std::process::Command::new(env!("CARGO"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "build",
+                // With this package selected too, features unify as in `cargo test
+                // -p switchboard-e2e`, so the binary is not rebuilt on every run.
+                "-p",
+                "switchboard-e2e",
+                "-p",
+                "switchboard-runtime",
+                "--bin",
+                "switchboard-runtime",
+                "--message-format=json-render-diagnostics",
+            ])
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run cargo to build switchboard-runtime: {e}"));
+        assert!(
+            out.status.success(),
+            "building switchboard-runtime failed (or set {BIN_VAR})"
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|m| m["target"]["name"] == "switchboard-runtime")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .unwrap_or_else(|| panic!("cargo reported no switchboard-runtime executable"))
+    })
+}
+
+/// A free loopback port (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A file in the temp dir, unique to this run.
+pub fn temp_file(stem: &str, contents: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(crate::env::unique_name(stem));
+    std::fs::write(&path, contents).expect("write a temp file");
+    path
+}
+
+/// A `switchboard-runtime run` process. Killed when dropped (tests that want a
+/// graceful end call [`RuntimeProcess::terminate`]).
+pub struct RuntimeProcess {
+    child: Child,
+    /// Where its HTTP API listens.
+    pub http: SocketAddr,
+    /// Its stderr (logs), for failure messages.
+    pub log: PathBuf,
+    /// The config file it runs with.
+    pub config: PathBuf,
+}
+
+impl RuntimeProcess {
+    /// Starts `run --config` with `yaml`, logs as JSON to a temp file; does not wait.
+    pub fn spawn(name: &str, yaml: &str, http: SocketAddr) -> Self {
+        let config = temp_file(&format!("{name}-config.yaml"), yaml);
+        let log = std::env::temp_dir().join(crate::env::unique_name(&format!("{name}-log")));
+        let stderr = std::fs::File::create(&log).expect("create a log file");
+        let child = Command::new(runtime_binary())
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn switchboard-runtime run");
+        Self {
+            child,
+            http,
+            log,
+            config,
+        }
+    }
+
+    /// Starts it and waits until `/readyz` answers 200.
+    ///
+    /// # Panics
+    /// When it exits or is not ready within `limit`, with its log.
+    pub async fn start(name: &str, yaml: &str, http: SocketAddr, limit: Duration) -> Self {
+        let mut p = Self::spawn(name, yaml, http);
+        p.wait_ready(limit).await;
+        p
+    }
+
+    /// Waits for `/readyz` to answer 200.
+    ///
+    /// # Panics
+    /// When the process exits or `limit` passes first, with its log.
+    pub async fn wait_ready(&mut self, limit: Duration) {
+        let client = reqwest::Client::new();
+        let url = format!("{}/readyz", self.url());
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("runtime exited early ({status}); log:\n{}", self.log_text());
+            }
+            if let Ok(r) = client.get(&url).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "runtime not ready after {limit:?}; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `http://IP:PORT` of its API.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM (by pid).
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("the process is running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits for the exit, up to `limit`.
+    ///
+    /// # Panics
+    /// When it does not exit in time, with its log.
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => panic!("waiting for the runtime: {e}"),
+            Err(_) => panic!(
+                "runtime still running {limit:?} after SIGTERM; log:\n{}",
+                self.log_text()
+            ),
+        }
+    }
+}
+
+/// What a CLI invocation did.
+#[derive(Debug)]
+pub struct CliOutput {
+    /// Exit code (`None`: killed by a signal).
+    pub code: Option<i32>,
+    /// Stdout.
+    pub stdout: String,
+    /// Stderr.
+    pub stderr: String,
+    /// How long it ran.
+    pub took: Duration,
+}
+
+/// Runs `switchboard-runtime ARGS`; a run longer than `limit` is a hang and panics.
+pub async fn cli(args: &[&str], limit: Duration) -> CliOutput {
+    let start = Instant::now();
+    let child = Command::new(runtime_binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn switchboard-runtime");
+    let out = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("switchboard-runtime {args:?} hung for {limit:?}"))
+        .expect("wait for switchboard-runtime");
+    CliOutput {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        took: start.elapsed(),
+    }
+}
+
+/// The example Python HTTP agent (`examples/http-agent/agent.py`) on a free port.
+pub struct PythonAgent {
+    child: Child,
+    /// Its base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl PythonAgent {
+    /// Starts it and reads the address from its first line.
+    ///
+    /// # Panics
+    /// When python3 is missing or the agent does not start.
+    pub async fn start() -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/http-agent/agent.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .args(["--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn python3 examples/http-agent/agent.py");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut first = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::BufReader::new(stdout).read_line(&mut first),
+        )
+        .await
+        .expect("agent.py printed its address in time")
+        .expect("read agent.py's stdout");
+        let url = first
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from agent.py: {first:?}"))
+            .to_owned();
+        Self { child, url }
+    }
+
+    /// Whether it still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
