@@ -168,14 +168,25 @@ impl KafkaAgentRuntime {
             .map_err(|e| RuntimeError::Kafka(e.to_string()))?;
         // Ownership of an agent follows its key's inbox partition; the count comes
         // from Kafka, not from config, since the operator may have grown it.
+        // Metadata right after creation can briefly omit a topic: wait until usable.
         let inbox_topic = names.inbox(&cfg.runtime_name);
-        let counts = admin
-            .partition_counts(std::slice::from_ref(&inbox_topic))
-            .await
-            .map_err(|e| RuntimeError::Kafka(e.to_string()))?;
-        let inbox_partitions = counts.get(&inbox_topic).copied().ok_or_else(|| {
+        let inbox = std::slice::from_ref(&inbox_topic);
+        let mut inbox_partitions = None;
+        for _ in 0..50 {
+            if admin.wait_usable(inbox).await.is_ok()
+                && let Ok(counts) = admin.partition_counts(inbox).await
+            {
+                inbox_partitions = counts.get(&inbox_topic).copied();
+            }
+            if inbox_partitions.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let inbox_partitions = inbox_partitions.ok_or_else(|| {
             RuntimeError::Kafka(format!(
-                "inbox topic {inbox_topic} does not exist (createTopics is off)"
+                "inbox topic {inbox_topic} is not usable (does it exist? createTopics is {})",
+                cfg.create_topics
             ))
         })?;
         inner
