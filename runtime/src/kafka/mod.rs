@@ -173,9 +173,11 @@ impl KafkaAgentRuntime {
         let inbox = std::slice::from_ref(&inbox_topic);
         let mut inbox_partitions = None;
         for _ in 0..50 {
-            if admin.wait_usable(inbox).await.is_ok()
-                && let Ok(counts) = admin.partition_counts(inbox).await
-            {
+            // wait_usable itself waits up to the start-up timeout: give up if it does.
+            if admin.wait_usable(inbox).await.is_err() {
+                break;
+            }
+            if let Ok(counts) = admin.partition_counts(inbox).await {
                 inbox_partitions = counts.get(&inbox_topic).copied();
             }
             if inbox_partitions.is_some() {
