@@ -319,14 +319,24 @@ async fn two_runtimes_serve_echo_counter_and_the_python_agent() {
         took[45].as_secs_f64() * 1e3,
         took[49].as_secs_f64() * 1e3
     );
-    let metrics = http
-        .get(format!("{}/metrics", p1.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // Consumer lag comes from librdkafka's statistics, reported every 5 s.
+    let start = Instant::now();
+    let metrics = loop {
+        let metrics = http
+            .get(format!("{}/metrics", p1.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("switchboard_consumer_lag{topic=")
+            || start.elapsed() > Duration::from_secs(15)
+        {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     assert!(
         metrics.contains("switchboard_rpc_latency_seconds_bucket{le=\"+Inf\"}"),
         "{metrics}"
