@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use tracing::Instrument;
 
 use crate::agent::{Agent, AgentError, AgentFactory, HandlerResult};
 use crate::config_file::HttpAgentSettings;
@@ -164,11 +165,26 @@ impl HttpAgent {
 #[async_trait]
 impl Agent for HttpAgent {
     async fn on_message(&mut self, message: Payload, ctx: &MessageContext) -> HandlerResult {
+        // One span per message, carrying the trace id, so the agent's logs and the
+        // runtime's correlate with the trace the message belongs to.
+        let span = tracing::debug_span!(
+            "http_agent",
+            agent = %ctx.recipient,
+            message_type = %message.type_name,
+            trace_id = %ctx.trace.trace_id_hex(),
+        );
+        self.deliver(&message, ctx).instrument(span).await
+    }
+}
+
+impl HttpAgent {
+    /// Posts `message`, retrying as configured, until an answer or cancellation.
+    async fn deliver(&self, message: &Payload, ctx: &MessageContext) -> HandlerResult {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
         loop {
             let outcome = tokio::select! {
-                r = self.attempt(&message, ctx) => r,
+                r = self.attempt(message, ctx) => r,
                 () = ctx.cancellation.cancelled() => {
                     return Err(AgentError::new(format!("HTTP agent {}: cancelled", self.settings.url)));
                 }
