@@ -165,30 +165,22 @@ impl PartitionWorker for InboxWorker {
                 deadline_ms,
                 payload,
             } => {
-                if deadline_ms < now_ms() {
-                    let err = RuntimeError::Timeout {
-                        agent: recipient,
+                let rejection = if deadline_ms < now_ms() {
+                    Some(RuntimeError::Timeout {
+                        agent: recipient.clone(),
                         after: Duration::ZERO,
-                    };
-                    return self.reject_request(
-                        &envelope,
-                        &reply_to,
-                        &request_id,
-                        err,
-                        &original,
-                        done,
-                    );
-                }
-                if !self.inner.agents().hosts(recipient.agent_type()) {
-                    let err = RuntimeError::UnknownAgentType(recipient.agent_type().to_owned());
-                    return self.reject_request(
-                        &envelope,
-                        &reply_to,
-                        &request_id,
-                        err,
-                        &original,
-                        done,
-                    );
+                    })
+                } else if !self.inner.agents().hosts(recipient.agent_type()) {
+                    Some(RuntimeError::UnknownAgentType(
+                        recipient.agent_type().to_owned(),
+                    ))
+                } else {
+                    None
+                };
+                if let Some(err) = rejection {
+                    let (reply_to, request_id) = (&reply_to, &request_id);
+                    return self
+                        .reject_request(&envelope, reply_to, request_id, err, &original, done);
                 }
                 let delivery = Delivery {
                     recipient: recipient.clone(),

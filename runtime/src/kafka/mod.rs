@@ -473,6 +473,24 @@ impl Inner {
     }
 }
 
+/// The next record of a tailing consumer, or `None` once `shutdown` fires. Consumer
+/// errors (broker restarts, rebalances) are logged and waited out.
+pub(crate) async fn next_record<'a>(
+    consumer: &'a rdkafka::consumer::StreamConsumer,
+    shutdown: &CancellationToken,
+    what: &str,
+) -> Option<rdkafka::message::BorrowedMessage<'a>> {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            m = consumer.recv() => match m {
+                Ok(m) => return Some(m),
+                Err(e) => tracing::warn!(error = %e, "{what} consumer error"),
+            },
+        }
+    }
+}
+
 /// Runs a blocking Kafka call until it succeeds or `timeout` passes. A topic created
 /// a moment ago can answer "unknown topic" or "not leader" for a short while.
 pub(crate) fn retry_blocking<T>(

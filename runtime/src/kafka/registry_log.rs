@@ -152,18 +152,7 @@ async fn tail(
     applied: watch::Sender<HashMap<i32, i64>>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let message = tokio::select! {
-            () = shutdown.cancelled() => return,
-            m = consumer.recv() => m,
-        };
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "registry consumer error");
-                continue;
-            }
-        };
+    while let Some(message) = super::next_record(&consumer, &shutdown, "registry").await {
         let position = (message.partition(), message.offset());
         match message
             .key()

@@ -110,18 +110,7 @@ async fn read_replies(
     pending: Arc<Mutex<Pending>>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let message = tokio::select! {
-            () = shutdown.cancelled() => return,
-            m = consumer.recv() => m,
-        };
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "reply channel consumer error");
-                continue;
-            }
-        };
+    while let Some(message) = super::next_record(&consumer, &shutdown, "reply channel").await {
         let envelope = match Envelope::decode(message.headers(), message.payload()) {
             Ok(e) => e,
             Err(e) => {
