@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::admin::{TopicAdmin, TopicSpec};
 use crate::api::{AgentRuntime, SendOptions};
 use crate::config::KafkaConfig;
 use crate::error::RuntimeError;
@@ -14,7 +13,6 @@ use crate::ids::{AgentId, TopicId};
 use crate::kafka::{KafkaAgentRuntime, WorkerConfig};
 use crate::message::{Payload, is_json};
 use crate::serve::{self, ServeError};
-use crate::topics::TopicNames;
 
 /// Exit code of a handler error, a rejected message or any other failure.
 pub const EXIT_FAILURE: u8 = 1;
@@ -258,11 +256,9 @@ fn json_payload(message_type: &str, data: &str) -> Result<Payload, CliError> {
     Ok(payload)
 }
 
-/// A runtime that hosts nothing, under a throwaway name, to send and publish with.
-/// The library wants a runtime's own topics to exist, so the client creates its
-/// inbox, state and dead-letter topics (one partition each) and deletes them again in
-/// [`stop_client`]. The network's shared topics must exist already: the client never
-/// creates them (a typo in `--prefix` fails instead of making a new network).
+/// A client runtime (hosts nothing) under a throwaway name, to send and publish
+/// with. It never creates the network's topics: a typo in `--prefix` fails instead of
+/// making a new network.
 async fn client_runtime(
     network: &Network,
     rpc_timeout: Duration,
@@ -274,54 +270,18 @@ async fn client_runtime(
         format!("cli-{}", &suffix[..8]),
     );
     cfg.create_topics = false;
-    cfg.partitions = 1;
     cfg.rpc_timeout = rpc_timeout;
     cfg.validate()
         .map_err(|e| CliError::Usage(format!("invalid arguments: {e}")))?;
-    let names = TopicNames::new(&cfg.topic_prefix)
-        .map_err(|e| CliError::Usage(format!("--prefix: {e}")))?;
-    let admin = admin(&cfg)?;
-    let [inbox, state, dlq] = names.per_runtime(&cfg.runtime_name);
-    admin
-        .ensure_topics(&[
-            TopicSpec::new(inbox, 1, -1),
-            TopicSpec::new(state, 1, -1).with_config("cleanup.policy", "compact"),
-            TopicSpec::new(dlq, 1, -1),
-        ])
-        .await
-        .map_err(|e| RuntimeError::Kafka(e.to_string()))?;
-    let runtime = KafkaAgentRuntime::new(cfg)?;
-    if let Err(e) = runtime.start().await {
-        stop_client(&runtime).await;
-        return Err(e.into());
-    }
-    Ok(runtime)
+    Ok(KafkaAgentRuntime::start_client(cfg).await?)
 }
 
-fn admin(cfg: &WorkerConfig) -> Result<TopicAdmin, CliError> {
-    TopicAdmin::new(&cfg.kafka, Duration::from_secs(30))
-        .map_err(|e| CliError::Runtime(RuntimeError::Kafka(e.to_string())))
-}
-
-/// Stops the client runtime (bounded) and deletes the topics it created.
+/// Stops the client runtime (bounded); it deletes its reply channel.
 async fn stop_client(runtime: &KafkaAgentRuntime) {
     match tokio::time::timeout(CLIENT_STOP_LIMIT, runtime.stop()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "client runtime stopped with an error"),
         Err(_) => tracing::warn!("client runtime did not stop in time"),
-    }
-    let cfg = runtime.config();
-    let Ok(names) = TopicNames::new(&cfg.topic_prefix) else {
-        return;
-    };
-    let topics = names.per_runtime(&cfg.runtime_name);
-    match admin(cfg) {
-        Ok(admin) => {
-            if let Err(e) = admin.delete_topics(&topics).await {
-                tracing::warn!(error = %e, ?topics, "could not delete the client's topics");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "could not delete the client's topics"),
     }
 }
 

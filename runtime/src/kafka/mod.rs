@@ -87,6 +87,8 @@ pub(crate) struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     started: AtomicBool,
     stopped: AtomicBool,
+    /// Sends and publishes only: no inbox, no heartbeats, no agent types.
+    client_only: bool,
 }
 
 /// An agent runtime over Kafka. Cheap to clone; clones share the process's runtime.
@@ -99,6 +101,19 @@ impl KafkaAgentRuntime {
     /// Validates `config` and prepares a runtime; nothing touches Kafka until
     /// [`KafkaAgentRuntime::start`]. Factories may be registered before starting.
     pub fn new(config: WorkerConfig) -> Result<Self, RuntimeError> {
+        Self::build(config, false)
+    }
+
+    /// A started runtime that only sends RPCs and publishes (CLIs, gateways, tests):
+    /// it reads the registry and opens a reply channel, but joins no consumer group,
+    /// owns no topics besides its reply channel and hosts no agents.
+    pub async fn start_client(config: WorkerConfig) -> Result<Self, RuntimeError> {
+        let rt = Self::build(config, true)?;
+        rt.start().await?;
+        Ok(rt)
+    }
+
+    fn build(config: WorkerConfig, client_only: bool) -> Result<Self, RuntimeError> {
         config.validate()?;
         let names = TopicNames::new(&config.topic_prefix)?;
         let producer: FutureProducer = config.kafka.producer_config().create()?;
@@ -118,6 +133,7 @@ impl KafkaAgentRuntime {
             tasks: Mutex::default(),
             started: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            client_only,
             config,
         });
         let weak = Arc::downgrade(&inner);
@@ -159,41 +175,16 @@ impl KafkaAgentRuntime {
             TopicSpec::new(reply_topic.clone(), 1, cfg.replication_factor.unwrap_or(-1))
                 .with_config("retention.ms", "3600000"),
         ];
-        if cfg.create_topics {
+        if cfg.create_topics && !inner.client_only {
             topics.extend(topic_specs(cfg, names));
         }
         admin
             .ensure_topics(&topics)
             .await
             .map_err(|e| RuntimeError::Kafka(e.to_string()))?;
-        // Ownership of an agent follows its key's inbox partition; the count comes
-        // from Kafka, not from config, since the operator may have grown it.
-        // Metadata right after creation can briefly omit a topic: wait until usable.
-        let inbox_topic = names.inbox(&cfg.runtime_name);
-        let inbox = std::slice::from_ref(&inbox_topic);
-        let mut inbox_partitions = None;
-        for _ in 0..50 {
-            // wait_usable itself waits up to the start-up timeout: give up if it does.
-            if admin.wait_usable(inbox).await.is_err() {
-                break;
-            }
-            if let Ok(counts) = admin.partition_counts(inbox).await {
-                inbox_partitions = counts.get(&inbox_topic).copied();
-            }
-            if inbox_partitions.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if !inner.client_only {
+            self.read_inbox_partitions(&admin).await?;
         }
-        let inbox_partitions = inbox_partitions.ok_or_else(|| {
-            RuntimeError::Kafka(format!(
-                "inbox topic {inbox_topic} is not usable (does it exist? createTopics is {})",
-                cfg.create_topics
-            ))
-        })?;
-        inner
-            .inbox_partitions
-            .store(inbox_partitions, Ordering::SeqCst);
 
         let group = |what: &str| format!("{}.{}.{what}", names.prefix(), cfg.runtime_name);
         let registry = RegistryLog::load(
@@ -205,14 +196,15 @@ impl KafkaAgentRuntime {
         )
         .await?;
         let _ = inner.registry.set(registry);
-        self.beat().await?;
-        self.spawn(heartbeats(Arc::downgrade(&self.inner)));
-
-        let types = inner.agents().types();
-        for t in types {
-            if let Err(e) = self.claim(&t).await {
-                inner.agents().remove_type(&t);
-                return Err(e);
+        if !inner.client_only {
+            self.beat().await?;
+            self.spawn(heartbeats(Arc::downgrade(&self.inner)));
+            let types = inner.agents().types();
+            for t in types {
+                if let Err(e) = self.claim(&t).await {
+                    inner.agents().remove_type(&t);
+                    return Err(e);
+                }
             }
         }
 
@@ -225,6 +217,10 @@ impl KafkaAgentRuntime {
         )
         .await?;
         let _ = inner.replies.set(replies);
+        if inner.client_only {
+            tracing::info!(instance = %cfg.instance_id, prefix = %names.prefix(), "client connected");
+            return Ok(());
+        }
 
         let settings = |topic: String, what: &str| LoopSettings {
             topic,
@@ -264,6 +260,9 @@ impl KafkaAgentRuntime {
     /// Whether this replica has joined its inbox and events consumer groups (it has
     /// read the registry and opened its reply channel once `start` returned).
     pub fn is_ready(&self) -> bool {
+        if self.inner.client_only {
+            return self.inner.replies.get().is_some();
+        }
         let loops = self.inner.loops();
         !loops.is_empty() && loops.iter().all(ConsumerLoop::has_joined)
     }
@@ -289,6 +288,42 @@ impl KafkaAgentRuntime {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         true
+    }
+
+    /// Reads the inbox partition count: ownership of an agent follows its key's inbox
+    /// partition, and the count comes from Kafka, not from config (the operator may
+    /// have grown it).
+    async fn read_inbox_partitions(&self, admin: &TopicAdmin) -> Result<(), RuntimeError> {
+        let (inner, cfg, names) = (&self.inner, &self.inner.config, &self.inner.names);
+        // Ownership of an agent follows its key's inbox partition; the count comes
+        // from Kafka, not from config, since the operator may have grown it.
+        // Metadata right after creation can briefly omit a topic: wait until usable.
+        let inbox_topic = names.inbox(&cfg.runtime_name);
+        let inbox = std::slice::from_ref(&inbox_topic);
+        let mut inbox_partitions = None;
+        for _ in 0..50 {
+            // wait_usable itself waits up to the start-up timeout: give up if it does.
+            if admin.wait_usable(inbox).await.is_err() {
+                break;
+            }
+            if let Ok(counts) = admin.partition_counts(inbox).await {
+                inbox_partitions = counts.get(&inbox_topic).copied();
+            }
+            if inbox_partitions.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let inbox_partitions = inbox_partitions.ok_or_else(|| {
+            RuntimeError::Kafka(format!(
+                "inbox topic {inbox_topic} is not usable (does it exist? createTopics is {})",
+                cfg.create_topics
+            ))
+        })?;
+        inner
+            .inbox_partitions
+            .store(inbox_partitions, Ordering::SeqCst);
+        Ok(())
     }
 
     /// This runtime's configuration.
@@ -410,6 +445,18 @@ impl Inner {
 
     fn loops(&self) -> MutexGuard<'_, Vec<ConsumerLoop>> {
         self.loops.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Clients host no agents: registering one is a usage error.
+    fn hosts_agents(&self, agent_type: &str) -> Result<(), RuntimeError> {
+        if self.client_only {
+            return Err(RuntimeError::Config(crate::config::ConfigError::invalid(
+                "agentType",
+                agent_type,
+                "a client runtime (start_client) hosts no agents",
+            )));
+        }
+        Ok(())
     }
 
     fn liveness_ms(&self) -> u64 {
@@ -624,6 +671,7 @@ impl AgentRuntime for KafkaAgentRuntime {
         agent_type: &str,
         factory: AgentFactory,
     ) -> Result<(), RuntimeError> {
+        self.inner.hosts_agents(agent_type)?;
         crate::ids::validate_agent_type(agent_type)?;
         {
             let mut agents = self.inner.agents();
@@ -645,6 +693,7 @@ impl AgentRuntime for KafkaAgentRuntime {
         class: &'static str,
         id: AgentId,
     ) -> Result<(), RuntimeError> {
+        self.inner.hosts_agents(id.agent_type())?;
         let new_type = {
             let mut agents = self.inner.agents();
             let new_type = agents.check_instance(&id, class)?;
@@ -752,7 +801,7 @@ impl AgentRuntime for KafkaAgentRuntime {
         .await
         .map_err(|e| RuntimeError::Kafka(e.to_string()))?;
         let cfg = &inner.config;
-        if let Ok(registry) = inner.registry() {
+        if let (false, Ok(registry)) = (inner.client_only, inner.registry()) {
             // The last live replica releases the runtime's types and subscriptions, so
             // a stopped runtime leaves nothing behind (others keep serving them).
             let (others, types, subs) = {
