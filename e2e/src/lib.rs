@@ -8,3 +8,4 @@ pub mod agents;
 pub mod binary;
 pub mod env;
 pub mod net;
+pub mod wait;

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // a test's helpers fail loudly, like its body
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -15,22 +15,12 @@ use switchboard_e2e::env;
 const WAIT: Duration = Duration::from_secs(90);
 
 /// Polls `check` every 250 ms until it returns `Some`, failing after `WAIT` with `what`.
-async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+async fn wait_for<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    switchboard_e2e::wait::wait_for(what, WAIT, check).await
 }
 
 #[tokio::test]

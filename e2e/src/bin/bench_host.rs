@@ -51,18 +51,6 @@ impl Agent for Small {
     }
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -98,7 +86,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if now != last {
             last = now;
             let mut out = std::io::stdout().lock();
-            writeln!(out, "handled {now} rss_kib {}", rss_kib())?;
+            writeln!(
+                out,
+                "handled {now} rss_kib {}",
+                switchboard_e2e::wait::rss_kib(None)
+            )?;
             out.flush()?;
         }
     }

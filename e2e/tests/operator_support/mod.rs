@@ -25,22 +25,12 @@ use tokio::sync::watch;
 pub const WAIT: Duration = Duration::from_secs(60);
 
 /// Polls `check` every 250 ms until it returns `Some`, failing after `WAIT`.
-pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn wait_for<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    switchboard_e2e::wait::wait_for(what, WAIT, check).await
 }
 
 /// Installs (server-side applies) the CRDs and waits until they are established.

@@ -55,16 +55,7 @@ impl Host {
 
     /// Resident memory of the host process, KiB.
     pub fn rss_kib(&self) -> u64 {
-        let pid = self.child.id().unwrap_or(0);
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .map(str::to_owned)
-            })
-            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-            .unwrap_or(0)
+        switchboard_e2e::wait::rss_kib(self.child.id())
     }
 
     /// SIGTERM, then wait (bounded) for a graceful exit.
