@@ -3,7 +3,7 @@ CARGO ?= cargo
 INFRA := e2e/infra
 
 
-.PHONY: test fmt clippy shellcheck unit integration bench infra-up infra-down crds
+.PHONY: test fmt clippy shellcheck unit integration bench infra-up infra-down crds demo demo-down
 
 ## test: formatting, lints, unit tests, then integration tests against a real
 ## Kafka broker and a real Kubernetes API server (started and stopped here).
@@ -16,7 +16,7 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 shellcheck:
-	shellcheck e2e/infra/*.sh .ci/run
+	shellcheck e2e/infra/*.sh e2e/*.sh .ci/run
 
 unit:
 	$(CARGO) test --workspace --lib --bins
@@ -36,6 +36,14 @@ bench:
 	$(INFRA)/with-infra.sh --kafka-only sh -c 'target_dir=$${CARGO_TARGET_DIR:-target}; "$$target_dir/release/bench" all --bootstrap "$$SWITCHBOARD_TEST_KAFKA" > bench/results/latest.json.tmp'
 	mv bench/results/latest.json.tmp bench/results/latest.json
 	@echo "bench: wrote bench/results/latest.json"
+
+## demo: Kafka + control plane + operator + node agent, applies examples/demo/ and
+## runs a scripted conversation; leaves it all running. demo-down stops it.
+demo:
+	e2e/demo.sh up
+
+demo-down:
+	e2e/demo.sh down
 
 ## infra-up / infra-down: keep Kafka and the control plane running while you work.
 infra-up:
