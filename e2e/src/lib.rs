@@ -8,4 +8,5 @@ pub mod agents;
 pub mod binary;
 pub mod env;
 pub mod net;
+pub mod node;
 pub mod wait;
