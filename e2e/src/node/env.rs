@@ -7,13 +7,18 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Pod, Secret, ServiceAccount, ServiceAccountTokenProjection,
+};
+use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 
 /// Reads ConfigMaps and Secrets of one namespace, each at most once per container start.
 pub struct Sources {
     config_maps: Api<ConfigMap>,
     secrets: Api<Secret>,
+    accounts: Api<ServiceAccount>,
     cm_cache: BTreeMap<String, Option<BTreeMap<String, String>>>,
     secret_cache: BTreeMap<String, Option<BTreeMap<String, String>>>,
 }
@@ -23,7 +28,8 @@ impl Sources {
     pub fn new(client: Client, namespace: &str) -> Self {
         Self {
             config_maps: Api::namespaced(client.clone(), namespace),
-            secrets: Api::namespaced(client, namespace),
+            secrets: Api::namespaced(client.clone(), namespace),
+            accounts: Api::namespaced(client, namespace),
             cm_cache: BTreeMap::new(),
             secret_cache: BTreeMap::new(),
         }
@@ -70,6 +76,34 @@ impl Sources {
             self.secret_cache.insert(name.to_owned(), data);
         }
         Ok(self.secret_cache.get(name).cloned().flatten())
+    }
+}
+
+impl Sources {
+    /// A token of the pod's ServiceAccount for a projected volume, bound to the pod.
+    pub async fn token(
+        &self,
+        pod: &Pod,
+        projection: &ServiceAccountTokenProjection,
+    ) -> anyhow::Result<String> {
+        let account = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_else(|| "default".into());
+        let request: TokenRequest = serde_json::from_value(serde_json::json!({
+            "spec": {
+                "audiences": projection.audience.iter().collect::<Vec<_>>(),
+                "expirationSeconds": projection.expiration_seconds.unwrap_or(3600),
+                "boundObjectRef": { "apiVersion": "v1", "kind": "Pod", "name": pod.name_any(), "uid": pod.uid() },
+            },
+        }))?;
+        let issued = self
+            .accounts
+            .create_token_request(&account, &PostParams::default(), &request)
+            .await
+            .with_context(|| format!("requesting a token of ServiceAccount {account:?}"))?;
+        Ok(issued.status.and_then(|s| s.token).unwrap_or_default())
     }
 }
 
@@ -163,7 +197,8 @@ fn key_of(
     }
 }
 
-fn field(pod: &Pod, path: &str, pod_ip: &str) -> anyhow::Result<String> {
+/// The value of a `fieldRef` path of `pod`.
+pub fn field(pod: &Pod, path: &str, pod_ip: &str) -> anyhow::Result<String> {
     let spec = pod.spec.as_ref();
     Ok(match path {
         "metadata.name" => pod.name_any(),

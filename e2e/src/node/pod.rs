@@ -264,7 +264,7 @@ async fn prepare(
 ) -> anyhow::Result<Vec<ProcessSpec>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut sources = Sources::new(ctx.client.clone(), &pod.namespace().unwrap_or_default());
-    materialise(pod, dir, &mut sources).await?;
+    materialise(pod, &ip.addr().to_string(), dir, &mut sources).await?;
     let containers = pod
         .spec
         .as_ref()
