@@ -12,6 +12,7 @@ use crate::error::RuntimeError;
 use crate::ids::{AgentId, TopicId};
 use crate::message::{Message, Payload};
 use crate::subscription::Subscription;
+use crate::trace::TraceContext;
 
 /// Options of one `send_message` call.
 #[derive(Debug, Clone, Default)]
@@ -22,6 +23,9 @@ pub struct SendOptions {
     pub cancellation: Option<CancellationToken>,
     /// Sends on behalf of this agent (sets the handler's `ctx.sender`).
     pub sender: Option<AgentId>,
+    /// The trace the RPC belongs to (its `traceparent` is this span); default: the
+    /// current tracing span when OpenTelemetry records it, else a new trace.
+    pub trace: Option<TraceContext>,
 }
 
 /// What the runtime knows about one agent.
@@ -81,7 +85,7 @@ pub trait AgentRuntime: Send + Sync {
             sender: options.sender,
             timeout: options.timeout,
             cancellation: options.cancellation,
-            trace: None,
+            trace: options.trace.or_else(crate::trace::current),
         };
         self.transport().send(rpc).await
     }
@@ -97,7 +101,7 @@ pub trait AgentRuntime: Send + Sync {
             payload,
             topic: topic.clone(),
             sender,
-            trace: None,
+            trace: crate::trace::current(),
         };
         self.transport().publish(event).await
     }

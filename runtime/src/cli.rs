@@ -13,6 +13,7 @@ use crate::ids::{AgentId, TopicId};
 use crate::kafka::{KafkaAgentRuntime, WorkerConfig};
 use crate::message::{Payload, is_json};
 use crate::serve::{self, ServeError};
+use crate::telemetry::{self, LogOutput};
 
 /// Exit code of a handler error, a rejected message or any other failure.
 pub const EXIT_FAILURE: u8 = 1;
@@ -132,19 +133,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Sets up logs on stderr; `RUST_LOG` filters (default `info`).
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
-
 /// A failed command, with its exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -174,15 +162,21 @@ impl CliError {
 pub async fn main(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Run { config, log_format } => {
-            init_logging(log_format);
             let text = std::fs::read_to_string(&config)
                 .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", config.display())))?;
             let env = |k: &str| std::env::var(k).ok();
             let file = serve::load_config(&text, env).map_err(|e| {
                 CliError::Usage(format!("invalid configuration {}: {e}", config.display()))
             })?;
-            serve::run(file, env, termination()).await?;
-            Ok(())
+            let output = match log_format {
+                LogFormat::Json => LogOutput::Json,
+                LogFormat::Text => LogOutput::Text,
+            };
+            let telemetry = telemetry::init(output, "info", Some(&file.runtime.name));
+            let served = serve::run(file, env, termination()).await;
+            // After the runtime stopped: the spans of the last messages are exported too.
+            telemetry.shutdown().await;
+            Ok(served?)
         }
         Command::Send {
             network,

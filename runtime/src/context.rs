@@ -108,8 +108,18 @@ impl MessageContext {
     ) -> Self {
         let trace = delivery
             .trace
-            .map(|t| t.child())
-            .unwrap_or_else(TraceContext::new_root);
+            .as_ref()
+            .map_or_else(TraceContext::new_root, TraceContext::child);
+        Self::with_trace(delivery, cancellation, transport, trace)
+    }
+
+    /// As [`MessageContext::new`], with the trace context of the handling span.
+    pub(crate) fn with_trace(
+        delivery: Delivery,
+        cancellation: CancellationToken,
+        transport: Arc<dyn Transport>,
+        trace: TraceContext,
+    ) -> Self {
         Self {
             recipient: delivery.recipient,
             sender: delivery.sender,

@@ -25,6 +25,7 @@ pub mod message;
 pub mod partitioner;
 pub mod serve;
 pub mod subscription;
+pub mod telemetry;
 pub mod topics;
 pub mod trace;
 pub mod wire;

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::agent::{Agent, AgentErrorKind, AgentFactory, SharedAgent};
 use crate::api::{AgentMetadata, AgentRuntime};
@@ -19,6 +20,7 @@ use crate::ids::AgentId;
 use crate::local::{LocalAgents, Mailboxes};
 use crate::message::Payload;
 use crate::subscription::Subscription;
+use crate::trace::TraceContext;
 
 /// Name reported as the hosting runtime of in-memory agents.
 const RUNTIME_NAME: &str = "in-memory";
@@ -122,7 +124,15 @@ impl Inner {
             delivery,
             reply,
         } = work;
-        let result = self.handle(&id, payload, delivery).await;
+        let span = crate::trace::handling_span(&delivery, &payload.type_name);
+        let trace = crate::trace::start_span(&span, delivery.trace.as_ref());
+        let result = self
+            .handle(&id, payload, delivery, trace)
+            .instrument(span.clone())
+            .await;
+        crate::trace::record_outcome(&span, result.as_ref().err(), true);
+        // Closed before the caller hears back, so the span precedes the reply.
+        drop(span);
         match reply {
             Some(tx) => {
                 let _ = tx.send(result);
@@ -144,11 +154,13 @@ impl Inner {
         id: &AgentId,
         payload: Payload,
         delivery: Delivery,
+        trace: TraceContext,
     ) -> Result<Option<Payload>, RuntimeError> {
         let activated = self.agents().activate(id, None);
         let (agent, _, _) = activated?;
         let transport: Arc<dyn Transport> = Arc::clone(self) as Arc<dyn Transport>;
-        let ctx = MessageContext::new(delivery, self.shutdown.child_token(), transport);
+        let ctx =
+            MessageContext::with_trace(delivery, self.shutdown.child_token(), transport, trace);
         let mut agent = agent.lock().await;
         agent
             .on_message(payload, &ctx)
@@ -496,11 +508,98 @@ mod tests {
         let opts = SendOptions {
             timeout: Some(Duration::from_secs(10)),
             cancellation: Some(cancel.clone()),
-            sender: None,
+            ..SendOptions::default()
         };
         let other = AgentId::new("stuck", "t").unwrap();
         let call = rt.send_payload(Payload::encode(&Add { n: 1 }).unwrap(), &other, opts);
         cancel.cancel();
         assert!(matches!(call.await, Err(RuntimeError::Cancelled(_))));
+    }
+
+    /// Collects finished spans.
+    #[derive(Debug, Clone, Default)]
+    struct Collect(Arc<Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+    impl opentelemetry_sdk::trace::SpanExporter for Collect {
+        async fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    /// `front/k` forwards what it gets to `back/k`, which echoes it.
+    struct Forward;
+
+    #[async_trait]
+    impl Agent for Forward {
+        async fn on_message(&mut self, msg: Payload, ctx: &MessageContext) -> HandlerResult {
+            if ctx.recipient.agent_type() == "back" {
+                return Ok(Some(msg));
+            }
+            let back = AgentId::new("back", ctx.recipient.key()).unwrap();
+            ctx.send_payload(msg, &back, None)
+                .await
+                .map_err(AgentError::new)
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_sent_by_a_handler_continue_its_span() {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        let spans = Collect::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(spans.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        // The test runtime is single-threaded: the mailbox tasks see this subscriber.
+        let _default = tracing::subscriber::set_default(subscriber);
+
+        let rt = InMemoryRuntime::default();
+        rt.register("front", |_: &AgentId| Forward).await.unwrap();
+        rt.register("back", |_: &AgentId| Forward).await.unwrap();
+        let caller = TraceContext::parse(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            None,
+        )
+        .unwrap();
+        let opts = SendOptions {
+            trace: Some(caller.clone()),
+            ..SendOptions::default()
+        };
+        let to = AgentId::new("front", "k").unwrap();
+        let reply = rt
+            .send_payload(Payload::encode(&Add { n: 7 }).unwrap(), &to, opts)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply.decode::<Add>().unwrap().n, 7);
+
+        let spans = spans.0.lock().unwrap().clone();
+        let handled = |agent_type: &str| {
+            spans
+                .iter()
+                .find(|s| {
+                    s.name == "switchboard.handle"
+                        && s.attributes.iter().any(|kv| {
+                            kv.key.as_str() == "switchboard.agent.type"
+                                && kv.value.as_str() == agent_type
+                        })
+                })
+                .unwrap_or_else(|| panic!("no span for {agent_type} in {spans:#?}"))
+        };
+        let (front, back) = (handled("front"), handled("back"));
+        let trace_id = opentelemetry::trace::TraceId::from_bytes(caller.trace_id);
+        assert_eq!(front.span_context.trace_id(), trace_id);
+        assert_eq!(back.span_context.trace_id(), trace_id);
+        // caller -> front's handler -> the RPC it sent -> back's handler.
+        assert_eq!(front.parent_span_id.to_bytes(), caller.span_id);
+        assert!(front.parent_span_is_remote);
+        assert_eq!(back.parent_span_id, front.span_context.span_id());
     }
 }

@@ -3,6 +3,15 @@
 
 use std::fmt;
 
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+};
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::context::Delivery;
+use crate::error::RuntimeError;
+
 /// One span's W3C trace context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceContext {
@@ -72,6 +81,122 @@ impl TraceContext {
     }
 }
 
+impl TraceContext {
+    /// This context as the (remote) parent of an OpenTelemetry span.
+    pub fn to_otel(&self) -> opentelemetry::Context {
+        let state = self
+            .tracestate
+            .as_deref()
+            .and_then(|s| s.parse::<TraceState>().ok())
+            .unwrap_or_default();
+        let span = SpanContext::new(
+            TraceId::from_bytes(self.trace_id),
+            SpanId::from_bytes(self.span_id),
+            TraceFlags::new(self.flags),
+            true,
+            state,
+        );
+        opentelemetry::Context::new().with_remote_span_context(span)
+    }
+
+    /// The context of an OpenTelemetry span, if it has valid ids.
+    pub fn from_otel(span: &SpanContext) -> Option<Self> {
+        if !span.is_valid() {
+            return None;
+        }
+        let state = span.trace_state().header();
+        Some(Self {
+            trace_id: span.trace_id().to_bytes(),
+            span_id: span.span_id().to_bytes(),
+            flags: span.trace_flags().to_u8(),
+            tracestate: (!state.is_empty()).then_some(state),
+        })
+    }
+}
+
+/// Starts `span` as the child of `parent` (the context a record or request came
+/// with) and returns the context of the work done inside it, which the messages it
+/// sends carry: the span's own ids when OpenTelemetry records the span, else a new
+/// span id in `parent`'s trace (or a new trace), so propagation works either way.
+pub fn start_span(span: &tracing::Span, parent: Option<&TraceContext>) -> TraceContext {
+    if !span.is_disabled() {
+        if let Some(parent) = parent {
+            // Fails only when the span is not recorded by OpenTelemetry; the
+            // fallback below then keeps the trace.
+            let _ = span.set_parent(parent.to_otel());
+        }
+        let otel = span.context();
+        if let Some(own) = TraceContext::from_otel(otel.span().span_context()) {
+            return TraceContext {
+                tracestate: own
+                    .tracestate
+                    .or_else(|| parent.and_then(|p| p.tracestate.clone())),
+                ..own
+            };
+        }
+    }
+    parent.map_or_else(TraceContext::new_root, TraceContext::child)
+}
+
+/// The context of the current tracing span when OpenTelemetry records it: what a
+/// message sent from application code (outside a handler) carries as its parent.
+pub fn current() -> Option<TraceContext> {
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return None;
+    }
+    TraceContext::from_otel(span.context().span().span_context())
+}
+
+/// The span of one handled message (RPC request or event delivery): the runtime's
+/// unit of work in a trace. Debug level, so it costs nothing unless a subscriber (the
+/// binary's OpenTelemetry layer, `RUST_LOG=debug`) wants it. Where the record came
+/// from (`messaging.*`) and the outcome are recorded by the runtime that handles it.
+pub(crate) fn handling_span(delivery: &Delivery, message_type: &str) -> tracing::Span {
+    let (kind, otel_kind) = if delivery.is_rpc {
+        ("rpc", "server")
+    } else {
+        ("event", "consumer")
+    };
+    tracing::debug_span!(
+        "switchboard.handle",
+        otel.kind = otel_kind,
+        otel.status_code = Empty,
+        otel.status_message = Empty,
+        messaging.system = Empty,
+        messaging.operation.type = "process",
+        messaging.destination.name = Empty,
+        messaging.destination.partition.id = Empty,
+        messaging.kafka.offset = Empty,
+        messaging.message.id = %delivery.message_id,
+        switchboard.agent.type = delivery.recipient.agent_type(),
+        switchboard.agent.key = delivery.recipient.key(),
+        switchboard.message.type = message_type,
+        switchboard.message.kind = kind,
+        switchboard.topic = delivery.topic.as_ref().map(tracing::field::display),
+        switchboard.outcome = Empty,
+    )
+}
+
+/// Records how handling ended on a [`handling_span`]: `ok`, `error` (the handler or
+/// its outputs failed; the span's status is then an error) or `retry` (not done: the
+/// record stays uncommitted and is delivered again).
+pub(crate) fn record_outcome(span: &tracing::Span, error: Option<&RuntimeError>, done: bool) {
+    if span.is_disabled() {
+        return;
+    }
+    let outcome = match (error, done) {
+        (_, false) => "retry",
+        (Some(_), true) => "error",
+        (None, true) => "ok",
+    };
+    span.record("switchboard.outcome", outcome);
+    if let Some(e) = error {
+        span.record("otel.status_code", "ERROR");
+        span.record("otel.status_message", e.to_string());
+    }
+}
+
 impl fmt::Display for TraceContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -125,6 +250,36 @@ mod tests {
         assert_eq!(child.trace_id, ctx.trace_id);
         assert_ne!(child.span_id, ctx.span_id);
         assert_eq!(child.tracestate.as_deref(), Some("k=v"));
+    }
+
+    #[test]
+    fn without_opentelemetry_a_span_still_continues_the_trace() {
+        let parent = TraceContext::parse(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            None,
+        )
+        .unwrap();
+        let span = tracing::debug_span!("test");
+        let own = start_span(&span, Some(&parent));
+        assert_eq!(own.trace_id, parent.trace_id);
+        assert_ne!(own.span_id, parent.span_id);
+        let root = start_span(&span, None);
+        assert_ne!(root.trace_id, parent.trace_id);
+        assert_eq!(current(), None);
+    }
+
+    #[test]
+    fn otel_contexts_round_trip() {
+        let ctx = TraceContext::parse(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            Some("k=v"),
+        )
+        .unwrap();
+        let otel = ctx.to_otel();
+        assert_eq!(
+            TraceContext::from_otel(otel.span().span_context()),
+            Some(ctx)
+        );
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //!
 //! The body is JSON (`Content-Type` absent, JSON, or curl's default form type);
 //! another explicit content type is passed through as is. Errors are JSON: `{"error": "...", "kind": "..."}`. With a bearer token configured,
-//! `/v1` routes need `Authorization: Bearer <token>`.
+//! `/v1` routes need `Authorization: Bearer <token>`. A `traceparent` (and `tracestate`)
+//! header on `POST /v1/...` makes the message part of the caller's trace.
 
 pub mod prometheus;
 
@@ -30,13 +31,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::api::{AgentRuntime, SendOptions};
+use crate::context::OutgoingEvent;
 use crate::error::RuntimeError;
 use crate::ids::{AgentId, TopicId};
 use crate::kafka::KafkaAgentRuntime;
 use crate::message::{JSON, Payload, is_json};
 use crate::subscription::Subscription;
+use crate::trace::{self, TraceContext};
+use crate::wire;
 
 /// What the routes share.
 #[derive(Clone)]
@@ -234,6 +239,16 @@ fn payload_from(headers: &HeaderMap, body: Bytes) -> Result<Payload, ApiError> {
     })
 }
 
+/// The W3C trace context a client sent (`traceparent`, `tracestate`); malformed
+/// values are ignored, as the W3C spec asks.
+fn incoming_trace(headers: &HeaderMap) -> Option<TraceContext> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    TraceContext::parse(
+        text(wire::header::TRACEPARENT)?,
+        text(wire::header::TRACESTATE),
+    )
+}
+
 async fn rpc(
     State(gw): State<Gateway>,
     Path((agent_type, key)): Path<(String, String)>,
@@ -247,16 +262,27 @@ async fn rpc(
     let recipient =
         AgentId::new(agent_type, key).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let payload = payload_from(&headers, body)?;
+    let span = tracing::debug_span!(
+        "switchboard.gateway.rpc",
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = "/v1/agents/{type}/{key}",
+        switchboard.agent.type = recipient.agent_type(),
+        switchboard.agent.key = recipient.key(),
+        switchboard.message.type = %payload.type_name,
+    );
+    let trace = trace::start_span(&span, incoming_trace(&headers).as_ref());
     let options = SendOptions {
         timeout: query.timeout_ms.map(Duration::from_millis),
+        trace: Some(trace),
         ..SendOptions::default()
     };
     // The RPC runs in its own task, so a client that hangs up does not abandon it
     // half-way (it still ends at its deadline); the gateway's tracker owns it.
     let runtime = gw.runtime.clone();
-    let call = gw
-        .rpcs
-        .spawn(async move { runtime.send_payload(payload, &recipient, options).await });
+    let call = gw.rpcs.spawn(
+        async move { runtime.send_payload(payload, &recipient, options).await }.instrument(span),
+    );
     let reply = call.await.map_err(|e| {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
     })??;
@@ -288,7 +314,26 @@ async fn publish(
     let topic =
         TopicId::new(topic_type, source).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let payload = payload_from(&headers, body)?;
-    gw.runtime.publish_payload(payload, &topic, None).await?;
+    let span = tracing::debug_span!(
+        "switchboard.gateway.publish",
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = "/v1/topics/{type}/{source}",
+        switchboard.topic = %topic,
+        switchboard.message.type = %payload.type_name,
+    );
+    let trace = trace::start_span(&span, incoming_trace(&headers).as_ref());
+    let event = OutgoingEvent {
+        payload,
+        topic: topic.clone(),
+        sender: None,
+        trace: Some(trace),
+    };
+    gw.runtime
+        .transport()
+        .publish(event)
+        .instrument(span)
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(json!({ "topic": topic.to_string() })),

@@ -16,6 +16,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, OwnedMessage};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::Value;
+use tracing::Instrument as _;
 
 use super::Inner;
 use super::consumer_loop::{Dispatched, DoneSender, PartitionWorker};
@@ -27,6 +28,7 @@ use crate::error::RuntimeError;
 use crate::ids::AgentId;
 use crate::message::Payload;
 use crate::partitioner::partition_for;
+use crate::trace::{self, TraceContext};
 use crate::wire::{Body, Envelope, now_ms};
 
 /// One message for one agent.
@@ -445,9 +447,41 @@ pub(crate) async fn persist_state(
     Ok(())
 }
 
-/// Runs one message to completion: handler, state, reply, dead letter, then done.
+/// Runs one message to completion: handler, state, reply, dead letter, then done;
+/// inside a span whose parent is the record's `traceparent`.
 pub(crate) async fn run_work(inner: Arc<Inner>, id: AgentId, work: Work) {
-    let (result, mut outputs_ok) = handle(&inner, &id, &work).await;
+    let span = trace::handling_span(&work.delivery, &work.payload.type_name);
+    if !span.is_disabled() {
+        span.record("messaging.system", "kafka");
+        span.record("messaging.destination.name", work.original.topic());
+        span.record("messaging.destination.partition.id", work.partition);
+        span.record("messaging.kafka.offset", work.offset);
+    }
+    let trace = trace::start_span(&span, work.delivery.trace.as_ref());
+    let (error, done) = run_traced(&inner, &id, &work, trace)
+        .instrument(span.clone())
+        .await;
+    trace::record_outcome(&span, error.as_ref(), done);
+    if done {
+        let last = work
+            .fanout
+            .as_ref()
+            .is_none_or(|n| n.fetch_sub(1, Ordering::AcqRel) == 1);
+        if last {
+            work.done.done(work.partition, work.offset);
+        }
+    }
+}
+
+/// Handles `work` with `trace` as the handler's context; returns the error it ended
+/// with and whether the record is done (everything it produced was acknowledged).
+async fn run_traced(
+    inner: &Arc<Inner>,
+    id: &AgentId,
+    work: &Work,
+    trace: TraceContext,
+) -> (Option<RuntimeError>, bool) {
+    let (result, mut outputs_ok) = handle(inner, id, work, trace.clone()).await;
     inner.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
     inner.metrics.handled(id.agent_type(), result.is_ok());
     if let Some((reply_to, request_id)) = &work.reply {
@@ -461,7 +495,7 @@ pub(crate) async fn run_work(inner: Arc<Inner>, id: AgentId, work: Work) {
                 failure: error_to_failure(e),
             },
         };
-        let reply = Envelope::new(id.to_string(), work.delivery.trace.clone(), body);
+        let reply = Envelope::new(id.to_string(), Some(trace), body);
         if let Err(e) =
             outputs::produce_envelope(&inner.producer, reply_to, request_id.as_bytes(), &reply)
                 .await
@@ -491,18 +525,9 @@ pub(crate) async fn run_work(inner: Arc<Inner>, id: AgentId, work: Work) {
             }
         }
     }
-    if !outputs_ok {
-        // Not done: the offset stays uncommitted and the record is redelivered after
-        // the next rebalance or restart (at-least-once).
-        return;
-    }
-    let last = work
-        .fanout
-        .as_ref()
-        .is_none_or(|n| n.fetch_sub(1, Ordering::AcqRel) == 1);
-    if last {
-        work.done.done(work.partition, work.offset);
-    }
+    // Not done when an output failed: the offset stays uncommitted and the record is
+    // redelivered after the next rebalance or restart (at-least-once).
+    (result.err(), outputs_ok)
 }
 
 /// Runs the handler and persists changed state; the flag is false when the state
@@ -511,6 +536,7 @@ async fn handle(
     inner: &Arc<Inner>,
     id: &AgentId,
     work: &Work,
+    trace: TraceContext,
 ) -> (Result<Option<Payload>, RuntimeError>, bool) {
     let activated = inner.agents().activate(id, Some(work.partition));
     let (agent, _, created) = match activated {
@@ -522,7 +548,8 @@ async fn handle(
     }
     let cancel = inner.shutdown.child_token();
     let transport: Arc<dyn Transport> = Arc::clone(inner) as Arc<dyn Transport>;
-    let ctx = MessageContext::new(work.delivery.clone(), cancel.clone(), transport);
+    // What the handler sends or publishes is a child of this message's span.
+    let ctx = MessageContext::with_trace(work.delivery.clone(), cancel.clone(), transport, trace);
     let mut guard = agent.lock().await;
     let result = {
         let handler = guard.on_message(work.payload.clone(), &ctx);

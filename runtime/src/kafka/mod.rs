@@ -603,7 +603,7 @@ impl Transport for Inner {
         );
         let envelope = Envelope::new(
             source,
-            rpc.trace.map(|t| t.child()),
+            rpc.trace,
             Body::Request {
                 request_id: request_id.clone(),
                 recipient: recipient.clone(),
@@ -650,7 +650,7 @@ impl Transport for Inner {
         let key = event.topic.source().as_bytes().to_vec();
         let envelope = Envelope::new(
             event.topic.source().to_owned(),
-            event.trace.map(|t| t.child()),
+            event.trace,
             Body::Event {
                 topic: event.topic,
                 sender: event.sender,

@@ -16,6 +16,7 @@ use crate::config::KafkaConfig;
 use crate::error::RuntimeError;
 use crate::ids::AgentId;
 use crate::message::Payload;
+use crate::trace;
 use crate::wire::{Body, Envelope, RpcFailure};
 
 /// What an RPC ends with.
@@ -135,6 +136,20 @@ async fn read_replies(
                 continue;
             }
         };
+        // The reply's own span, a child of the handler's: the trace shows when the
+        // caller got the answer.
+        let span = tracing::debug_span!(
+            "switchboard.reply",
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.operation.type = "process",
+            messaging.destination.name = message.topic(),
+            messaging.kafka.offset = message.offset(),
+            switchboard.request.id = %request_id,
+            switchboard.outcome = if outcome.is_ok() { "ok" } else { "error" },
+        );
+        trace::start_span(&span, envelope.trace.as_ref());
+        let _entered = span.enter();
         let waiter = pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
