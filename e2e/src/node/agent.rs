@@ -60,15 +60,11 @@ impl NodeAgent {
     /// When the node cannot be registered or the pod watch ends.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut node = NodeHandle::register(self.client.clone(), &self.config).await?;
-        let pods_stop = CancellationToken::new();
-        let result = {
-            let keep_alive = node.keep_alive(&self.config, pods_stop.clone());
-            let pods = self.watch_pods(shutdown, pods_stop.clone());
-            tokio::pin!(pods);
-            tokio::select! {
-                result = &mut pods => { pods_stop.cancel(); result }
-                () = keep_alive => unreachable_keep_alive(),
-            }
+        // The node is kept alive until every pod task has ended, so pods are never
+        // seen on an unreachable node while they stop.
+        let result = tokio::select! {
+            result = self.watch_pods(shutdown) => result,
+            never = node.keep_alive(&self.config) => match never {},
         };
         if let Err(e) = node.mark_not_ready().await {
             tracing::warn!(error = format!("{e:#}"), "cannot mark the node NotReady");
@@ -81,11 +77,8 @@ impl NodeAgent {
         result
     }
 
-    async fn watch_pods(
-        &self,
-        shutdown: CancellationToken,
-        pods_stop: CancellationToken,
-    ) -> anyhow::Result<()> {
+    async fn watch_pods(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let pods_stop = CancellationToken::new();
         let api: Api<Pod> = match self.config.namespaces.as_slice() {
             [one] => Api::namespaced(self.client.clone(), one),
             _ => Api::all(self.client.clone()),
@@ -124,13 +117,16 @@ impl NodeAgent {
         };
         pods_stop.cancel();
         let limit = self.config.shutdown_grace + SHUTDOWN_SLACK;
-        let tasks = pods.into_values().map(|s| s.task);
+        // The senders stay alive until the tasks end: a closed channel means "pod gone".
+        let (senders, tasks): (Vec<_>, Vec<_>) =
+            pods.into_values().map(|s| (s.updates, s.task)).unzip();
         if tokio::time::timeout(limit, futures::future::join_all(tasks))
             .await
             .is_err()
         {
             tracing::warn!(?limit, "pods still stopping after the shutdown limit");
         }
+        drop(senders);
         result
     }
 
@@ -212,14 +208,6 @@ impl NodeAgent {
             }
         }
     }
-}
-
-fn unreachable_keep_alive() -> anyhow::Result<()> {
-    // keep_alive returns only once pods_stop is cancelled, which happens after the pod
-    // watch finished: the other branch always wins.
-    Err(anyhow::anyhow!(
-        "node keep-alive ended before the pod watch"
-    ))
 }
 
 /// The pod left the API: its task stops the processes.

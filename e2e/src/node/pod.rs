@@ -17,7 +17,7 @@ use super::env::{Sources, container_env, expand, rewrite_mount_path};
 use super::ipam::{PodIp, PodIps};
 use super::probe::HttpProbe;
 use super::process::ProcessSpec;
-use super::status::{ContainerView, PodView, StatusWriter, now, scheduled_at};
+use super::status::{ContainerState, ContainerView, PodView, StatusWriter, now, scheduled_at};
 use super::volumes::{materialise, mounts};
 use super::{NodeAgentConfig, Stats};
 
@@ -137,6 +137,7 @@ async fn wait_for_end(
             Some(_) => {}
         }
         tokio::select! {
+            biased;
             () = shutdown.cancelled() => return End::Shutdown(config.shutdown_grace),
             changed = updates.changed() => if changed.is_err() {
                 return End::Gone(DEFAULT_GRACE);
@@ -157,15 +158,28 @@ async fn run_containers(
     let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
     let spec = pod.spec.clone().unwrap_or_default();
     let image_id = format!("process://{}", ctx.config.runtime_bin.display());
+    // A pod that ran before (the agent restarted) keeps counting its restarts.
+    let previous = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.clone())
+        .unwrap_or_default();
     let views = spec
         .containers
         .iter()
         .map(|c| {
-            ContainerView::new(
+            let mut view = ContainerView::new(
                 &c.name,
                 c.image.as_deref().unwrap_or_default(),
                 image_id.clone(),
-            )
+            );
+            if let Some(p) = previous
+                .iter()
+                .find(|p| p.name == c.name && p.container_id.is_some())
+            {
+                view.restart_count = p.restart_count + 1;
+            }
+            view
         })
         .collect();
     let view = Arc::new(Mutex::new(PodView::new(
@@ -193,7 +207,7 @@ async fn run_containers(
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                     for c in &mut v.containers {
-                        c.state = super::status::ContainerState::Waiting {
+                        c.state = ContainerState::Waiting {
                             reason: "CreateContainerConfigError",
                             message: Some(format!("{e:#}")),
                         };
@@ -250,7 +264,27 @@ async fn run_containers(
     stop_tx.send_replace(Some(grace));
     while tasks.join_next().await.is_some() {}
     if matches!(end, End::Shutdown(_)) {
-        writer.write(render(&view)).await;
+        // Not a terminal phase: a restarted agent runs the pod again (as kubelet does
+        // after a reboot) instead of the ReplicaSet replacing a "completed" pod.
+        let status = {
+            let mut v = view
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for c in &mut v.containers {
+                if let ContainerState::Terminated(t) = &c.state {
+                    c.last_terminated = Some(t.clone());
+                }
+                c.state = ContainerState::Waiting {
+                    reason: "NodeAgentStopped",
+                    message: Some(
+                        "the node agent stopped; the pod runs again when it starts".into(),
+                    ),
+                };
+                c.ready = false;
+            }
+            v.render()
+        };
+        writer.write(status).await;
     }
     end
 }

@@ -10,7 +10,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use super::NodeAgentConfig;
 use super::status::now;
@@ -79,14 +78,13 @@ impl NodeHandle {
         Ok(handle)
     }
 
-    /// Renews the Lease and refreshes the heartbeat until `stop` is cancelled; API
-    /// errors are logged and retried at the next tick.
-    pub async fn keep_alive(&mut self, config: &NodeAgentConfig, stop: CancellationToken) {
+    /// Renews the Lease and refreshes the heartbeat, forever (the caller drops it);
+    /// API errors are logged and retried at the next tick.
+    pub async fn keep_alive(&mut self, config: &NodeAgentConfig) -> std::convert::Infallible {
         let mut lease = tokio::time::interval(config.lease_interval);
         let mut heartbeat = tokio::time::interval(config.heartbeat_interval);
         loop {
             tokio::select! {
-                () = stop.cancelled() => return,
                 _ = lease.tick() => if let Err(e) = self.renew_lease().await {
                     tracing::warn!(node = %self.name, error = format!("{e:#}"), "cannot renew the node lease");
                 },
@@ -191,7 +189,7 @@ fn node_info() -> Value {
         "architecture": arch(),
         "operatingSystem": "linux",
         "osImage": "local processes",
-        "kernelVersion": "",
+        "kernelVersion": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
         "containerRuntimeVersion": "process://switchboard-node-agent",
         "kubeletVersion": format!("v{}-switchboard-node-agent", env!("CARGO_PKG_VERSION")),
         "kubeProxyVersion": "",
