@@ -173,11 +173,12 @@ async fn run_containers(
                 c.image.as_deref().unwrap_or_default(),
                 image_id.clone(),
             );
-            if let Some(p) = previous
-                .iter()
-                .find(|p| p.name == c.name && p.container_id.is_some())
-            {
-                view.restart_count = p.restart_count + 1;
+            if let Some(p) = previous.iter().find(|p| p.name == c.name) {
+                let ran = p.container_id.is_some()
+                    || p.last_state
+                        .as_ref()
+                        .is_some_and(|l| l.terminated.is_some());
+                view.restart_count = p.restart_count + i32::from(ran);
             }
             view
         })
