@@ -50,12 +50,17 @@ pub struct AgentRuntimeSpec {
     /// Container image of the runtime. Defaults to the operator's --runtime-image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Number of runtime pods. Leave unset when autoscaling is used; an HPA may also
-    /// write it through the scale subresource.
+    /// Number of runtime pods (default 1). Mutually exclusive with autoscaling. For
+    /// CPU or custom-metric scaling, set replicas and point a HorizontalPodAutoscaler
+    /// at this AgentRuntime: it writes replicas through the scale subresource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub replicas: Option<i32>,
-    /// Scale on consumer lag instead of a fixed replica count.
+    /// Let the operator size the Deployment from the inbox consumer lag:
+    /// ceil(lag / lagPerReplica) within [minReplicas, maxReplicas] and never above the
+    /// inbox partition count; up at once, down after the lower figure held for the
+    /// operator's stabilization window (5 minutes by default). Mutually exclusive with
+    /// replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
     /// The Kafka cluster and topic prefix this runtime joins.
@@ -74,20 +79,22 @@ pub struct AgentRuntimeSpec {
     pub deletion_policy: DeletionPolicy,
 }
 
-/// Lag-based autoscaling bounds.
+/// Lag-based autoscaling, done by the operator itself (no HPA involved).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas")
     .message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"))]
 #[serde(rename_all = "camelCase")]
 pub struct AutoscalingSpec {
-    /// Fewest runtime pods.
+    /// Fewest runtime pods, also with no lag at all.
     #[schemars(range(min = 1))]
     pub min_replicas: i32,
-    /// Most runtime pods (never more than the inbox partition count is useful).
+    /// Most runtime pods; the inbox partition count caps it further (a pod without a
+    /// partition would have nothing to consume).
     #[schemars(range(min = 1))]
     pub max_replicas: i32,
-    /// Target consumer lag (records) per pod.
+    /// Target consumer lag (records not yet processed) per pod. Default 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub lag_per_replica: Option<i64>,
 }
 
@@ -349,7 +356,9 @@ pub struct AgentRuntimeStatus {
     /// The Kafka topics and their partition counts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topics: Vec<TopicStatus>,
-    /// Total consumer lag of the inbox, in records.
+    /// Inbox records the runtime has not processed yet, summed over partitions: end
+    /// offset minus the runtime's committed offset, or minus the earliest retained
+    /// offset where its consumer group never committed. Refreshed at every resync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<i64>,
     /// Ready, TopicsReady, Available, Progressing, Degraded.

@@ -1,6 +1,8 @@
 //! What every reconcile gets: the client, the event recorder, metrics, Kafka, settings.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
@@ -8,6 +10,29 @@ use kube::runtime::events::{Recorder, Reporter};
 use crate::agent_runtime::build::{BuildSettings, FIELD_MANAGER};
 use crate::kafka::KafkaBackend;
 use crate::metrics::Metrics;
+
+/// How often the operator looks again without being told (lag, Kafka-side drift).
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Requeue interval of every AgentRuntime: refreshes `status.lag` and repairs
+    /// Kafka-side drift (reads only; a steady state writes nothing).
+    pub resync: Duration,
+    /// Requeue interval of AgentRuntimes with `spec.autoscaling` (lag is sampled this
+    /// often).
+    pub autoscale_interval: Duration,
+    /// How long a lower replica recommendation must hold before scaling down.
+    pub scale_down_window: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            resync: Duration::from_secs(60),
+            autoscale_interval: Duration::from_secs(15),
+            scale_down_window: Duration::from_secs(300),
+        }
+    }
+}
 
 /// Shared state of the reconcilers.
 pub struct Context {
@@ -21,6 +46,11 @@ pub struct Context {
     pub kafka: Arc<dyn KafkaBackend>,
     /// Defaults for the build step.
     pub settings: BuildSettings,
+    /// Resync and autoscaling intervals.
+    pub timing: Timing,
+    /// Pending scale-downs of autoscaled runtimes, by `namespace/name` (in memory: a
+    /// restarted operator starts the stabilization window again, which only delays).
+    pub scale_downs: Mutex<HashMap<String, crate::agent_runtime::autoscale::ScaleDown>>,
 }
 
 impl Context {
@@ -41,6 +71,15 @@ impl Context {
             metrics,
             kafka,
             settings,
+            timing: Timing::default(),
+            scale_downs: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same context with other intervals (tests shorten them).
+    #[must_use]
+    pub fn with_timing(mut self, timing: Timing) -> Self {
+        self.timing = timing;
+        self
     }
 }

@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
 use switchboard_runtime::KafkaConfig;
 use switchboard_runtime::admin::{TopicAdmin, TopicChange, TopicSpec};
@@ -97,6 +98,15 @@ pub trait KafkaBackend: Send + Sync {
     ) -> Result<Vec<TopicReport>>;
     /// Deletes topics; missing ones count as deleted.
     async fn delete_topics(&self, conn: &KafkaConnection, names: &[String]) -> Result<()>;
+    /// Consumer lag of `group` on `topic` (partitions `0..partitions`), as defined by
+    /// [`lag_of`].
+    async fn consumer_lag(
+        &self,
+        conn: &KafkaConnection,
+        group: &str,
+        topic: &str,
+        partitions: i32,
+    ) -> Result<i64>;
     /// Writes one registry record (`None`: a tombstone) and waits for the broker's ack.
     async fn write_record(
         &self,
@@ -107,11 +117,52 @@ pub trait KafkaBackend: Send + Sync {
     ) -> Result<()>;
 }
 
+/// Offsets of one partition, as read for a lag measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    /// Earliest retained offset.
+    pub low: i64,
+    /// End offset (next offset to be written).
+    pub high: i64,
+    /// The group's committed offset, if it has one.
+    pub committed: Option<i64>,
+}
+
+/// Records the group has yet to process, summed over partitions. A partition the
+/// group never committed counts from its earliest retained offset (the runtime's
+/// consumers start there: `auto.offset.reset=earliest`), so records waiting for a
+/// runtime that has not run yet count as lag. A committed offset below the earliest
+/// retained one (retention deleted unread records) counts from the earliest, too.
+pub fn lag_of(partitions: &[PartitionOffsets]) -> i64 {
+    partitions
+        .iter()
+        .map(|p| {
+            let from = p.committed.map_or(p.low, |c| c.max(p.low));
+            (p.high - from).max(0)
+        })
+        .sum()
+}
+
+/// Lag reads running at once: each creates a short-lived librdkafka client (threads,
+/// connections), so a burst of reconciles (hundreds of runtimes applied at once) must
+/// not create hundreds of them together.
+const CONCURRENT_LAG_READS: usize = 4;
+
 /// The real backend: librdkafka clients cached per connection.
-#[derive(Default)]
 pub struct RdKafka {
     admins: Mutex<HashMap<String, TopicAdmin>>,
     producers: Mutex<HashMap<String, FutureProducer>>,
+    lag_reads: tokio::sync::Semaphore,
+}
+
+impl Default for RdKafka {
+    fn default() -> Self {
+        Self {
+            admins: Mutex::default(),
+            producers: Mutex::default(),
+            lag_reads: tokio::sync::Semaphore::new(CONCURRENT_LAG_READS),
+        }
+    }
 }
 
 impl RdKafka {
@@ -200,6 +251,55 @@ impl KafkaBackend for RdKafka {
         Ok(self.admin(conn)?.delete_topics(names).await?)
     }
 
+    async fn consumer_lag(
+        &self,
+        conn: &KafkaConnection,
+        group: &str,
+        topic: &str,
+        partitions: i32,
+    ) -> Result<i64> {
+        // Committed offsets are read per group, so this consumer is the group's; it
+        // never subscribes (does not join the group) and is dropped after one read.
+        let mut cfg = conn.client_config();
+        cfg.set("group.id", group)
+            .set("enable.auto.commit", "false");
+        let topic = topic.to_owned();
+        let kafka = |e: rdkafka::error::KafkaError| Error::Kafka(format!("reading lag: {e}"));
+        let _permit = self
+            .lag_reads
+            .acquire()
+            .await
+            .map_err(|e| Error::Kafka(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = cfg.create().map_err(kafka)?;
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..partitions {
+                tpl.add_partition(&topic, p);
+            }
+            let committed = consumer
+                .committed_offsets(tpl, KAFKA_TIMEOUT)
+                .map_err(kafka)?;
+            let mut offsets = Vec::with_capacity(usize::try_from(partitions).unwrap_or(0));
+            for p in 0..partitions {
+                let (low, high) = consumer
+                    .fetch_watermarks(&topic, p, KAFKA_TIMEOUT)
+                    .map_err(kafka)?;
+                let committed = match committed.find_partition(&topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                };
+                offsets.push(PartitionOffsets {
+                    low,
+                    high,
+                    committed,
+                });
+            }
+            Ok(lag_of(&offsets))
+        })
+        .await
+        .map_err(|e| Error::Kafka(format!("lag task: {e}")))?
+    }
+
     async fn write_record(
         &self,
         conn: &KafkaConnection,
@@ -217,5 +317,29 @@ impl KafkaBackend for RdKafka {
             .await
             .map_err(|(e, _)| Error::Kafka(format!("writing {key} to {topic}: {e}")))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(low: i64, high: i64, committed: Option<i64>) -> PartitionOffsets {
+        PartitionOffsets {
+            low,
+            high,
+            committed,
+        }
+    }
+
+    #[test]
+    fn lag_counts_from_the_commit_or_the_earliest_retained_record() {
+        assert_eq!(lag_of(&[]), 0);
+        // Never committed: everything retained is still to be read.
+        assert_eq!(lag_of(&[p(0, 7, None), p(3, 5, None)]), 9);
+        // Committed: what follows the commit.
+        assert_eq!(lag_of(&[p(0, 7, Some(4)), p(0, 5, Some(5))]), 3);
+        // Retention removed records below the commit point: count from the earliest.
+        assert_eq!(lag_of(&[p(10, 12, Some(2))]), 2);
     }
 }

@@ -18,6 +18,7 @@ use serde_json::json;
 use switchboard_e2e::env;
 use switchboard_operator::Context;
 use switchboard_operator::agent_runtime::build::BuildSettings;
+use switchboard_operator::context::Timing;
 use switchboard_operator::kafka::RdKafka;
 use switchboard_operator::metrics::Metrics;
 use tokio::sync::watch;
@@ -81,15 +82,23 @@ pub struct Operator {
 
 impl Operator {
     pub async fn start(client: &Client, ns: &str) -> Self {
+        Self::start_with(client, ns, Timing::default()).await
+    }
+
+    /// An operator with other resync/autoscaling intervals.
+    pub async fn start_with(client: &Client, ns: &str, timing: Timing) -> Self {
         let metrics = Arc::new(Metrics::default());
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            Arc::new(RdKafka::default()),
-            Arc::clone(&metrics),
-            BuildSettings {
-                default_image: "switchboard-runtime:test".into(),
-            },
-        ));
+        let ctx = Arc::new(
+            Context::new(
+                client.clone(),
+                Arc::new(RdKafka::default()),
+                Arc::clone(&metrics),
+                BuildSettings {
+                    default_image: "switchboard-runtime:test".into(),
+                },
+            )
+            .with_timing(timing),
+        );
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(switchboard_operator::controller::run(
             ctx,
@@ -143,4 +152,89 @@ pub fn read_all(topic: &str) -> Vec<(String, Option<Vec<u8>>)> {
         }
     }
     out
+}
+
+/// Produces `count` records with distinct keys to `topic` and waits for the acks.
+pub async fn produce(topic: &str, count: usize) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", env::kafka_bootstrap())
+        .create()
+        .unwrap();
+    for i in 0..count {
+        let key = format!("k{i}");
+        producer
+            .send(
+                FutureRecord::to(topic).key(&key).payload("{}"),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Commits `group`'s offsets on `topic` at the end of every partition (as if the
+/// runtime had processed everything).
+pub fn commit_to_end(group: &str, topic: &str) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", env::kafka_bootstrap())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+            .unwrap();
+        tpl.add_partition_offset(topic, p.id(), Offset::Offset(high))
+            .unwrap();
+    }
+    consumer
+        .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+}
+
+/// An AgentRuntime on the test broker with one echo agent; `extra` overrides spec keys.
+pub fn runtime(
+    name: &str,
+    prefix: &str,
+    extra: serde_json::Value,
+) -> switchboard_crds::AgentRuntime {
+    let mut spec = json!({
+        "kafka": { "bootstrapServers": env::kafka_bootstrap(), "topicPrefix": prefix },
+        "agents": [{ "type": format!("{prefix}-echo"), "builtin": "echo" }],
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "switchboard.dev/v1alpha1", "kind": "AgentRuntime",
+        "metadata": { "name": name }, "spec": spec,
+    }))
+    .unwrap()
+}
+
+/// Status and reason of condition `type_` of a stored AgentRuntime.
+pub async fn runtime_condition(
+    api: &Api<switchboard_crds::AgentRuntime>,
+    name: &str,
+    type_: &str,
+) -> Option<(String, String)> {
+    let st = api.get(name).await.ok()?.status?;
+    st.conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// Waits until `name` reports TopicsReady=True.
+pub async fn wait_topics_ready(api: &Api<switchboard_crds::AgentRuntime>, name: &str) {
+    wait_for(&format!("{name} TopicsReady=True"), || async {
+        (runtime_condition(api, name, "TopicsReady").await?.0 == "True").then_some(())
+    })
+    .await;
 }

@@ -122,6 +122,12 @@ pub fn topic_prefix(ar: &AgentRuntime) -> String {
         .unwrap_or_else(|| format!("switchboard.{}", ar.namespace().unwrap_or_default()))
 }
 
+/// Consumer group of the runtime's inbox consumers: `<prefix>.<runtime>.inbox`, as
+/// the runtime names it (`switchboard_runtime::kafka::Runtime::start`).
+pub fn inbox_group(prefix: &str, runtime: &str) -> String {
+    format!("{prefix}.{runtime}.inbox")
+}
+
 /// Replicas the Deployment should run: `spec.replicas` (also what /scale writes),
 /// else the autoscaling minimum, else 1.
 pub fn desired_replicas(ar: &AgentRuntime) -> i32 {
@@ -234,6 +240,16 @@ fn typed<T: serde::de::DeserializeOwned>(what: &'static str, v: Value) -> Result
 
 /// Validates `ar` and builds what it should produce. Pure.
 pub fn build(ar: &AgentRuntime, settings: &BuildSettings) -> Result<DesiredRuntime, SpecError> {
+    build_with_replicas(ar, settings, None)
+}
+
+/// [`build`] with the Deployment's replicas decided by the caller (the autoscaler);
+/// `None`: [`desired_replicas`]. Pure.
+pub fn build_with_replicas(
+    ar: &AgentRuntime,
+    settings: &BuildSettings,
+    replicas: Option<i32>,
+) -> Result<DesiredRuntime, SpecError> {
     let name = ar.name_any();
     let namespace = ar.namespace().unwrap_or_default();
     switchboard_runtime::topics::validate_runtime_name(&name)
@@ -279,7 +295,7 @@ pub fn build(ar: &AgentRuntime, settings: &BuildSettings) -> Result<DesiredRunti
     let owner: OwnerReference = ar
         .controller_owner_ref(&())
         .ok_or_else(|| SpecError::new("metadata.uid", "is not set (object not stored yet)"))?;
-    let replicas = desired_replicas(ar);
+    let replicas = replicas.unwrap_or_else(|| desired_replicas(ar));
     let labels = labels(&name);
     let selector = selector_labels(&name);
     let selector_string = selector

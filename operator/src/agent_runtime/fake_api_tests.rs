@@ -44,6 +44,9 @@ impl KafkaBackend for FakeKafka {
     async fn delete_topics(&self, _: &KafkaConnection, _: &[String]) -> Result<()> {
         Ok(())
     }
+    async fn consumer_lag(&self, _: &KafkaConnection, _: &str, _: &str, _: i32) -> Result<i64> {
+        Ok(0)
+    }
     async fn write_record(
         &self,
         _: &KafkaConnection,

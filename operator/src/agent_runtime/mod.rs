@@ -1,11 +1,11 @@
 //! Reconciling an AgentRuntime: dereference (Secrets) -> validate + build (pure, in
 //! [`build`]) -> Kafka topics -> apply owned objects -> status, written once.
 
+pub mod autoscale;
 pub mod build;
 mod status;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
@@ -27,7 +27,7 @@ use crate::conditions;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kafka::{KafkaConnection, TopicReport};
-use build::{FIELD_MANAGER, build, topic_prefix};
+use build::{FIELD_MANAGER, build, build_with_replicas, inbox_group, topic_prefix};
 pub use status::{Outcome, compute_status};
 
 /// Controller name (metrics label).
@@ -35,8 +35,6 @@ pub const CONTROLLER: &str = "agentruntime";
 /// Finalizer present only with `deletionPolicy: Delete`: deletes the topics and
 /// releases the registry claims before the object goes.
 pub const FINALIZER: &str = "switchboard.dev/delete-topics";
-/// Periodic resync for Kafka-side drift (topics deleted or altered by hand).
-pub const RESYNC: Duration = Duration::from_secs(300);
 
 /// Reconciles one AgentRuntime.
 #[instrument(skip_all, fields(namespace = ar.namespace().unwrap_or_default(), name = ar.name_any()))]
@@ -76,7 +74,7 @@ async fn reconcile_inner(ar: &AgentRuntime, ctx: &Context) -> Result<Action> {
     let desired = match build(ar, &ctx.settings) {
         Ok(d) => d,
         Err(e) => {
-            write_status(ar, &api, ctx, Outcome::Invalid(e.to_string()), None).await?;
+            write_status(ar, &api, ctx, Outcome::Invalid(e.to_string()), None, None).await?;
             return Ok(Action::await_change());
         }
     };
@@ -84,7 +82,15 @@ async fn reconcile_inner(ar: &AgentRuntime, ctx: &Context) -> Result<Action> {
     let conn = match connection(ar, ctx).await {
         Ok(c) => c,
         Err(e @ Error::Secret { .. }) => {
-            write_status(ar, &api, ctx, Outcome::SecretMissing(e.to_string()), None).await?;
+            write_status(
+                ar,
+                &api,
+                ctx,
+                Outcome::SecretMissing(e.to_string()),
+                None,
+                None,
+            )
+            .await?;
             return Err(e);
         }
         Err(e) => return Err(e),
@@ -99,6 +105,7 @@ async fn reconcile_inner(ar: &AgentRuntime, ctx: &Context) -> Result<Action> {
                 ctx,
                 Outcome::KafkaUnavailable(e.to_string()),
                 None,
+                None,
             )
             .await?;
             return Err(e);
@@ -109,6 +116,20 @@ async fn reconcile_inner(ar: &AgentRuntime, ctx: &Context) -> Result<Action> {
             info!(topic = %r.name, change = ?r.change, config_changed = r.config_changed, "topic reconciled");
         }
     }
+    let lag = inbox_lag(ar, &desired, &conn, &reports, ctx).await;
+    let desired = match &ar.spec.autoscaling {
+        Some(spec) => {
+            let replicas = autoscaled_replicas(ar, spec, lag, &desired, &reports, ctx).await?;
+            match build_with_replicas(ar, &ctx.settings, Some(replicas)) {
+                Ok(d) => d,
+                Err(e) => {
+                    write_status(ar, &api, ctx, Outcome::Invalid(e.to_string()), None, lag).await?;
+                    return Ok(Action::await_change());
+                }
+            }
+        }
+        None => desired,
+    };
     let deployment = apply_objects(&ns, &desired, ctx).await?;
     let outcome = topics_outcome(&desired.owned_topics, reports);
     write_status(
@@ -117,9 +138,90 @@ async fn reconcile_inner(ar: &AgentRuntime, ctx: &Context) -> Result<Action> {
         ctx,
         outcome,
         Some((&desired.selector, &deployment)),
+        lag,
     )
     .await?;
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(if ar.spec.autoscaling.is_some() {
+        ctx.timing.autoscale_interval
+    } else {
+        ctx.timing.resync
+    }))
+}
+
+/// The Deployment's replicas under `spec.autoscaling`: the lag's recommendation
+/// ([`autoscale::recommend`]), applied now when higher and after the stabilization
+/// window when lower ([`autoscale::decide`]). An unread lag keeps the current size.
+async fn autoscaled_replicas(
+    ar: &AgentRuntime,
+    spec: &switchboard_crds::agent_runtime::AutoscalingSpec,
+    lag: Option<i64>,
+    desired: &build::DesiredRuntime,
+    reports: &[TopicReport],
+    ctx: &Context,
+) -> Result<i32> {
+    let ns = ar.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let name = ar.name_any();
+    let current = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&name)
+        .await?
+        .and_then(|d| d.spec.and_then(|s| s.replicas));
+    let inbox = desired.names.inbox(&name);
+    let partitions = reports
+        .iter()
+        .find(|r| r.name == inbox)
+        .map_or(ar.spec.topics.partitions, |r| r.partitions);
+    let Some(lag) = lag else {
+        return Ok(current.unwrap_or(desired.replicas));
+    };
+    let recommended = autoscale::recommend(spec, lag, partitions);
+    let key = format!("{ns}/{name}");
+    let mut pending = ctx.scale_downs.lock().unwrap_or_else(|e| e.into_inner());
+    let (replicas, still) = autoscale::decide(
+        current,
+        recommended,
+        pending.get(&key).copied(),
+        std::time::Instant::now(),
+        ctx.timing.scale_down_window,
+    );
+    match still {
+        Some(p) => pending.insert(key, p),
+        None => pending.remove(&key),
+    };
+    if current.is_some_and(|c| c != replicas) {
+        info!(
+            lag,
+            from = current,
+            to = replicas,
+            "autoscaling the runtime"
+        );
+    }
+    Ok(replicas)
+}
+
+/// The runtime's consumer lag on its inbox, or `None` when Kafka did not answer (the
+/// status keeps the last figure; the reconcile goes on: lag is informational).
+async fn inbox_lag(
+    ar: &AgentRuntime,
+    desired: &build::DesiredRuntime,
+    conn: &KafkaConnection,
+    reports: &[TopicReport],
+    ctx: &Context,
+) -> Option<i64> {
+    let name = ar.name_any();
+    let inbox = desired.names.inbox(&name);
+    let partitions = reports.iter().find(|r| r.name == inbox)?.partitions;
+    let group = inbox_group(desired.names.prefix(), &name);
+    match ctx
+        .kafka
+        .consumer_lag(conn, &group, &inbox, partitions)
+        .await
+    {
+        Ok(lag) => Some(lag),
+        Err(e) => {
+            warn!(error = %e, "reading the inbox lag failed");
+            None
+        }
+    }
 }
 
 /// Only the runtime's own topics must match exactly; the shared events topic may
@@ -196,9 +298,19 @@ async fn apply_objects(
 
 /// Reads the SASL and CA Secrets the operator's own Kafka client needs.
 pub async fn connection(ar: &AgentRuntime, ctx: &Context) -> Result<KafkaConnection> {
-    let mut config = KafkaConfig::new(ar.spec.kafka.bootstrap_servers.clone());
+    let ns = ar.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    connection_for(&ns, &ar.spec.kafka, ctx).await
+}
+
+/// [`connection`] for Kafka settings `kafka` whose Secrets live in `ns`.
+pub async fn connection_for(
+    ns: &str,
+    kafka: &switchboard_crds::agent_runtime::KafkaSpec,
+    ctx: &Context,
+) -> Result<KafkaConnection> {
+    let mut config = KafkaConfig::new(kafka.bootstrap_servers.clone());
     let mut ca_pem = None;
-    if let Some(sec) = &ar.spec.kafka.security {
+    if let Some(sec) = &kafka.security {
         use switchboard_crds::agent_runtime::SecurityProtocol as P;
         config.security_protocol = match sec.protocol {
             P::Plaintext => RtProtocol::Plaintext,
@@ -206,8 +318,7 @@ pub async fn connection(ar: &AgentRuntime, ctx: &Context) -> Result<KafkaConnect
             P::SaslPlaintext => RtProtocol::SaslPlaintext,
             P::SaslSsl => RtProtocol::SaslSsl,
         };
-        let ns = ar.namespace().ok_or(Error::MissingMetadata("namespace"))?;
-        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
         if let Some(sasl) = &sec.sasl {
             let r = &sasl.secret_ref;
             let username = secret_value(
@@ -368,12 +479,14 @@ async fn write_status(
     ctx: &Context,
     outcome: Outcome,
     deployment: Option<(&String, &Deployment)>,
+    lag: Option<i64>,
 ) -> Result<()> {
     let before = ar.status.clone().unwrap_or_default();
     let after = compute_status(
         ar,
         &outcome,
         deployment,
+        lag,
         k8s_openapi::jiff::Timestamp::now(),
     );
     if after == before {

@@ -25,11 +25,13 @@ pub enum Outcome {
 }
 
 /// The status for `ar`, keeping transition times of conditions that did not flip.
-/// Fields the reconcile could not observe this time keep their previous values.
+/// Fields the reconcile could not observe this time (deployment, lag: `None`) keep
+/// their previous values.
 pub fn compute_status(
     ar: &AgentRuntime,
     outcome: &Outcome,
     deployment: Option<(&String, &Deployment)>,
+    lag: Option<i64>,
     now: Timestamp,
 ) -> AgentRuntimeStatus {
     let before = ar.status.clone().unwrap_or_default();
@@ -195,7 +197,7 @@ pub fn compute_status(
         ready_replicas: ready,
         selector,
         topics,
-        lag: before.lag,
+        lag: lag.or(before.lag),
         conditions: conditions::merge(&before.conditions, &desired, generation, now),
     }
 }
@@ -235,14 +237,14 @@ mod tests {
         let owned = vec!["p.rt1.inbox".to_owned()];
         let shrink = TopicChange::CannotShrink { existing: 6 };
         let shared_only = topics_outcome(&owned, vec![report("p.events", shrink)]);
-        let st = compute_status(&ar(), &shared_only, None, Timestamp::now());
+        let st = compute_status(&ar(), &shared_only, None, None, Timestamp::now());
         assert_eq!(
             cond(&st, "TopicsReady"),
             ("True".into(), "TopicsReady".into())
         );
 
         let own = topics_outcome(&owned, vec![report("p.rt1.inbox", shrink)]);
-        let st = compute_status(&ar(), &own, None, Timestamp::now());
+        let st = compute_status(&ar(), &own, None, None, Timestamp::now());
         assert_eq!(
             cond(&st, "TopicsReady"),
             ("False".into(), "PartitionsCannotShrink".into())
@@ -264,9 +266,34 @@ mod tests {
     fn the_same_observation_gives_the_same_status_so_nothing_is_written() {
         let outcome = Outcome::Topics(vec![report("p.rt1.inbox", TopicChange::Unchanged)]);
         let mut obj = ar();
-        let first = compute_status(&obj, &outcome, None, Timestamp::from_second(10).unwrap());
+        let first = compute_status(
+            &obj,
+            &outcome,
+            None,
+            Some(5),
+            Timestamp::from_second(10).unwrap(),
+        );
         obj.status = Some(first.clone());
-        let second = compute_status(&obj, &outcome, None, Timestamp::from_second(99).unwrap());
+        let second = compute_status(
+            &obj,
+            &outcome,
+            None,
+            Some(5),
+            Timestamp::from_second(99).unwrap(),
+        );
         assert_eq!(first, second);
+    }
+
+    #[test]
+    fn lag_is_reported_and_kept_when_it_could_not_be_read() {
+        let outcome = Outcome::Topics(vec![report("p.rt1.inbox", TopicChange::Unchanged)]);
+        let mut obj = ar();
+        let st = compute_status(&obj, &outcome, None, Some(42), Timestamp::now());
+        assert_eq!(st.lag, Some(42));
+        obj.status = Some(st);
+        let unread = compute_status(&obj, &outcome, None, None, Timestamp::now());
+        assert_eq!(unread.lag, Some(42), "an unread lag keeps the last figure");
+        let drained = compute_status(&obj, &outcome, None, Some(0), Timestamp::now());
+        assert_eq!(drained.lag, Some(0));
     }
 }
