@@ -32,6 +32,9 @@ pub enum Error {
     /// An API write did not finish in time.
     #[error("{0} timed out")]
     Timeout(&'static str),
+    /// A watched object does not deserialize into the operator's types.
+    #[error("object does not match the schema: {0}")]
+    InvalidObject(String),
     /// The object lacks metadata the API server always sets (name, namespace, uid).
     #[error("object has no {0}")]
     MissingMetadata(&'static str),
@@ -56,6 +59,7 @@ impl Error {
             Self::Serialize { .. } => "serialize",
             Self::Timeout(_) => "timeout",
             Self::MissingMetadata(_) => "missing_metadata",
+            Self::InvalidObject(_) => "invalid_object",
         }
     }
 
