@@ -8,6 +8,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::agent_runtime::KafkaSpec;
+
 /// Delivers events published to a topic type (or type prefix) to an agent type hosted
 /// by an AgentRuntime; the event's topic source becomes the recipient agent's key.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -83,7 +85,21 @@ pub struct AgentSubscriptionStatus {
     /// Id of the subscription record in the registry topic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription_id: Option<String>,
+    /// Where the record was written (copied from the runtime at accept time), so it
+    /// can be tombstoned even after the AgentRuntime is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryLocation>,
     /// Accepted, Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// The registry topic a subscription record was written to, and how to reach it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryLocation {
+    /// Registry topic name.
+    pub topic: String,
+    /// The runtime's Kafka settings at accept time (Secret names, never secrets).
+    pub kafka: KafkaSpec,
 }

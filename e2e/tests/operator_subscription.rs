@@ -123,3 +123,67 @@ async fn subscriptions_are_registered_tombstoned_and_bad_references_reported() {
     assert!(last.1.is_none(), "the last record of {key} is a tombstone");
     op.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_outliving_its_runtime_still_tombstones_its_record() {
+    let client = env::kube_client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "op-sub-orphaned").await;
+    let op = Operator::start(&client, &ns).await;
+    let prefix = env::unique_name("opsuborph");
+    let agent = format!("{prefix}-counter");
+    let runtimes: Api<AgentRuntime> = Api::namespaced(client.clone(), &ns);
+    let rt: AgentRuntime = serde_json::from_value(json!({
+        "apiVersion": "switchboard.dev/v1alpha1", "kind": "AgentRuntime",
+        "metadata": { "name": "host" },
+        "spec": {
+            "kafka": { "bootstrapServers": env::kafka_bootstrap(), "topicPrefix": prefix },
+            "agents": [{ "type": agent, "builtin": "counter" }],
+            "deletionPolicy": "Retain",
+        },
+    }))
+    .unwrap();
+    runtimes.create(&PostParams::default(), &rt).await.unwrap();
+    let subs: Api<AgentSubscription> = Api::namespaced(client.clone(), &ns);
+    let sub = subs
+        .create(&PostParams::default(), &subscription("s", "host", &agent))
+        .await
+        .unwrap();
+    let key = format!("sub/{}", sub.uid().unwrap());
+    let registry = format!("{prefix}.registry");
+    wait_for("s is Accepted", || async {
+        (accepted(&subs, "s").await?.0 == "True").then_some(())
+    })
+    .await;
+    let last_record = |registry: String, key: String| async move {
+        let records = tokio::task::spawn_blocking(move || read_all(&registry))
+            .await
+            .ok()?;
+        records.into_iter().rev().find(|(k, _)| *k == key)
+    };
+    wait_for("the record is in the registry", || {
+        last_record(registry.clone(), key.clone())
+    })
+    .await;
+
+    // The runtime goes first; its Kafka settings go with it.
+    runtimes
+        .delete("host", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("host deleted", || async {
+        runtimes.get_opt("host").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    subs.delete("s", &DeleteParams::default()).await.unwrap();
+    wait_for("s deleted", || async {
+        subs.get_opt("s").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let last = last_record(registry, key.clone()).await.unwrap();
+    assert!(
+        last.1.is_none(),
+        "the last record of {key} is a tombstone, not the live subscription"
+    );
+    op.stop().await;
+}

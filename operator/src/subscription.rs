@@ -5,18 +5,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
+use kube::Resource;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use switchboard_crds::agent_subscription::AgentSubscriptionStatus;
+use switchboard_crds::agent_subscription::{AgentSubscriptionStatus, RegistryLocation};
 use switchboard_crds::{AgentRuntime, AgentSubscription};
 use switchboard_runtime::kafka::registry::{OPERATOR_OWNER, SubscriptionRecord, subscription_key};
 use switchboard_runtime::{Subscription, TopicNames};
 use tracing::{info, instrument, warn};
 
 use crate::agent_runtime::build::{FIELD_MANAGER, topic_prefix};
-use crate::agent_runtime::{connection, set_finalizer};
+use crate::agent_runtime::{connection_for, set_finalizer};
 use crate::apply::{Writer, with_timeout};
 use crate::conditions::{self, Desired, reason};
 use crate::context::Context;
@@ -131,14 +133,34 @@ async fn reconcile_inner(sub: &AgentSubscription, ctx: &Context) -> Result<Actio
     let runtime = runtimes.get_opt(&sub.spec.runtime_ref.name).await?;
     let uid = sub.uid().ok_or(Error::MissingMetadata("uid"))?;
 
+    // Where the record is: as stored at accept time, else where the runtime says.
+    let location = sub
+        .status
+        .as_ref()
+        .and_then(|s| s.registry.clone())
+        .or_else(|| runtime.as_ref().and_then(location_of));
+
     if sub.metadata.deletion_timestamp.is_some() {
         if sub.finalizers().iter().any(|f| f == FINALIZER) {
-            match &runtime {
-                Some(rt) => tombstone(rt, &uid, ctx).await?,
-                // The runtime (and its Kafka settings) went first: nothing to write to.
-                None => {
-                    warn!("runtime gone; registry record sub/{uid} left for the runtime to ignore")
-                }
+            // Not registered (any more): nothing to take back.
+            let registered = sub
+                .status
+                .as_ref()
+                .is_some_and(|s| s.subscription_id.is_some());
+            match location.as_ref().filter(|_| registered) {
+                Some(loc) => match tombstone(&ns, loc, &uid, ctx).await {
+                    Ok(()) => {}
+                    // The Secret went first (namespace deletion): do not block the
+                    // deletion; say what was left behind.
+                    Err(e @ Error::Secret { .. }) => {
+                        publish(ctx, sub, "RecordNotTombstoned", e.to_string()).await;
+                    }
+                    Err(e) => return Err(e),
+                },
+                None if registered => warn!(
+                    "no registry location known; registry record sub/{uid} left for the runtimes to ignore"
+                ),
+                None => {}
             }
             set_finalizer(sub, &api, FINALIZER, false, writer(ctx)).await?;
         }
@@ -150,7 +172,8 @@ async fn reconcile_inner(sub: &AgentSubscription, ctx: &Context) -> Result<Actio
         (Ok(subscription), Some(rt)) => {
             set_finalizer(sub, &api, FINALIZER, true, writer(ctx)).await?;
             if !is_registered(sub) {
-                let conn = connection(rt, ctx).await?;
+                let ns = rt.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+                let conn = connection_for(&ns, &rt.spec.kafka, ctx).await?;
                 let names =
                     TopicNames::new(topic_prefix(rt)).map_err(|e| Error::Kafka(e.to_string()))?;
                 let record = SubscriptionRecord {
@@ -202,13 +225,14 @@ async fn reconcile_inner(sub: &AgentSubscription, ctx: &Context) -> Result<Actio
                     message: "runtime not found".into(),
                 },
             };
-            // It was registered before (type removed from the runtime): take it back.
+            // It was registered before (type removed from the runtime, or the runtime
+            // deleted): take the record back.
             let was_registered = sub
                 .status
                 .as_ref()
                 .is_some_and(|s| s.subscription_id.is_some());
-            if let (Some(rt), true) = (&runtime, was_registered) {
-                tombstone(rt, &uid, ctx).await?;
+            if let (Some(loc), true) = (&location, was_registered) {
+                tombstone(&ns, loc, &uid, ctx).await?;
             }
             (
                 Desired::new(conditions::ACCEPTED, false, rej.reason, rej.message.clone()),
@@ -221,6 +245,11 @@ async fn reconcile_inner(sub: &AgentSubscription, ctx: &Context) -> Result<Actio
     let after = AgentSubscriptionStatus {
         observed_generation: sub.metadata.generation,
         subscription_id: registered.then(|| uid.clone()),
+        registry: if registered {
+            runtime.as_ref().and_then(location_of)
+        } else {
+            None
+        },
         conditions: conditions::merge(
             &before.conditions,
             &[accepted, ready],
@@ -251,12 +280,34 @@ async fn reconcile_inner(sub: &AgentSubscription, ctx: &Context) -> Result<Actio
     })
 }
 
-async fn tombstone(runtime: &AgentRuntime, uid: &str, ctx: &Context) -> Result<()> {
-    let conn = connection(runtime, ctx).await?;
-    let names = TopicNames::new(topic_prefix(runtime)).map_err(|e| Error::Kafka(e.to_string()))?;
+/// The registry a subscription of `runtime` is written to.
+fn location_of(runtime: &AgentRuntime) -> Option<RegistryLocation> {
+    let names = TopicNames::new(topic_prefix(runtime)).ok()?;
+    Some(RegistryLocation {
+        topic: names.registry(),
+        kafka: runtime.spec.kafka.clone(),
+    })
+}
+
+async fn tombstone(ns: &str, loc: &RegistryLocation, uid: &str, ctx: &Context) -> Result<()> {
+    let conn = connection_for(ns, &loc.kafka, ctx).await?;
     ctx.kafka
-        .write_record(&conn, &names.registry(), &subscription_key(uid), None)
+        .write_record(&conn, &loc.topic, &subscription_key(uid), None)
         .await?;
-    info!(id = %uid, "subscription tombstoned in the registry");
+    info!(id = %uid, topic = %loc.topic, "subscription tombstoned in the registry");
     Ok(())
+}
+
+async fn publish(ctx: &Context, sub: &AgentSubscription, reason: &str, note: String) {
+    ctx.metrics.write(CONTROLLER, "Event", "create");
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &sub.object_ref(&())).await {
+        warn!(error = %e, "publishing an event failed");
+    }
 }
