@@ -14,7 +14,9 @@ pub mod controller;
 pub mod error;
 pub mod http;
 pub mod kafka;
+pub mod leader;
 pub mod metrics;
+pub mod run;
 pub mod subscription;
 
 pub use context::Context;

@@ -4,14 +4,17 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use kube_lease_manager::LeaseManagerBuilder;
 use switchboard_operator::agent_runtime::build::BuildSettings;
+use switchboard_operator::context::Timing;
 use switchboard_operator::kafka::RdKafka;
+use switchboard_operator::leader::LeaderOptions;
 use switchboard_operator::metrics::Metrics;
-use switchboard_operator::{Context, client, controller, http};
+use switchboard_operator::run::{RunOptions, run};
+use switchboard_operator::{client, http};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -53,6 +56,23 @@ struct RunArgs {
     /// Namespace of the leader-election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "switchboard-operator")]
+    lease_name: String,
+    /// Seconds the Lease stays valid without renewal: how long a standby waits after
+    /// a leader crashed (a gracefully stopped leader releases it at once).
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Seconds between resyncs of every AgentRuntime (status.lag refresh, Kafka drift).
+    #[arg(long, default_value_t = 60)]
+    resync_seconds: u64,
+    /// Seconds between lag samples of autoscaled AgentRuntimes.
+    #[arg(long, default_value_t = 15)]
+    autoscale_interval_seconds: u64,
+    /// Seconds a lower replica recommendation must hold before an autoscaled
+    /// runtime scales down.
+    #[arg(long, default_value_t = 300)]
+    scale_down_window_seconds: u64,
     /// Address of /metrics and /healthz.
     #[arg(long, default_value = "0.0.0.0:8081")]
     metrics_addr: SocketAddr,
@@ -67,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let Command::Run(args) = Cli::parse().command;
-    run(args).await
+    run_operator(args).await
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -92,70 +112,48 @@ async fn termination() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
+async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     let client = client::from_kubeconfig(args.kubeconfig.as_deref()).await?;
-    let metrics = Arc::new(Metrics::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
     let listener = http::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;
     info!(addr = %args.metrics_addr, "serving /metrics and /healthz");
-    let server = tokio::spawn(http::serve(listener, Arc::clone(&metrics), stop_rx.clone()));
-
-    // Leadership: wait for the Lease; losing it stops the process (a restart rejoins
-    // the election) rather than risking two writers.
-    let mut lease = None;
-    if args.leader_elect {
-        let manager = LeaseManagerBuilder::new(client.clone(), "switchboard-operator")
-            .with_namespace(&args.lease_namespace)
-            .build()
-            .await
-            .context("creating the leader-election lease manager")?;
-        let (mut leading, task) = manager.watch().await;
-        info!("waiting for leadership");
-        let terminated = tokio::select! {
-            r = leading.wait_for(|l| *l) => { r.context("lease manager stopped")?; false }
-            _ = termination() => true,
-        };
-        if terminated {
-            drop(leading);
-            let _ = task.await;
-            return Ok(());
-        }
-        info!("leading");
-        lease = Some((leading, task));
-    }
-
-    let kafka = Arc::new(RdKafka::default());
-    let settings = BuildSettings {
-        default_image: args.runtime_image,
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+        format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "switchboard-operator".into()),
+            std::process::id()
+        )
+    });
+    let opts = RunOptions {
+        namespace: args.namespace,
+        settings: BuildSettings {
+            default_image: args.runtime_image,
+        },
+        timing: Timing {
+            resync: Duration::from_secs(args.resync_seconds.max(1)),
+            autoscale_interval: Duration::from_secs(args.autoscale_interval_seconds.max(1)),
+            scale_down_window: Duration::from_secs(args.scale_down_window_seconds),
+        },
+        leader: args.leader_elect.then(|| LeaderOptions {
+            lease_name: args.lease_name,
+            namespace: args.lease_namespace,
+            identity,
+            lease_duration_secs: args.lease_duration_seconds.max(2),
+        }),
     };
-    let ctx = Arc::new(Context::new(client, kafka, Arc::clone(&metrics), settings));
-    let controllers = tokio::spawn(controller::run(ctx, args.namespace, stop_rx));
-    let lost = async {
-        match &mut lease {
-            Some((leading, _)) => {
-                let _ = leading.wait_for(|l| !*l).await;
-            }
-            None => futures::future::pending::<()>().await,
-        }
-    };
-    let lost_leadership = tokio::select! {
-        _ = termination() => { info!("shutting down"); false }
-        _ = lost => { error!("lost leadership; stopping"); true }
-    };
-    let _ = stop_tx.send(true);
-    controllers.await.context("controllers task")?;
-    server.await.context("http task")??;
-    if let Some((leading, task)) = lease {
-        // Closing the channel makes the manager release the Lease.
-        drop(leading);
-        if let Ok(Ok(manager)) = task.await {
-            let _ = manager.release().await;
-        }
-    }
-    if lost_leadership {
-        anyhow::bail!("lost leadership");
-    }
-    Ok(())
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        termination().await;
+        let _ = stop_tx.send(true);
+    });
+    run(
+        client,
+        Arc::new(RdKafka::default()),
+        Arc::new(Metrics::default()),
+        listener,
+        opts,
+        stop_rx,
+    )
+    .await
 }
