@@ -3,7 +3,7 @@ CARGO ?= cargo
 INFRA := e2e/infra
 
 
-.PHONY: test fmt clippy shellcheck unit integration bench infra-up infra-down crds demo demo-down
+.PHONY: test fmt clippy shellcheck unit integration bench bench-operator infra-up infra-down crds demo demo-down
 
 ## test: formatting, lints, unit tests, then integration tests against a real
 ## Kafka broker and a real Kubernetes API server (started and stopped here).
@@ -36,6 +36,16 @@ bench:
 	$(INFRA)/with-infra.sh --kafka-only sh -c 'target_dir=$${CARGO_TARGET_DIR:-target}; "$$target_dir/release/bench" all --bootstrap "$$SWITCHBOARD_TEST_KAFKA" > bench/results/latest.json.tmp'
 	mv bench/results/latest.json.tmp bench/results/latest.json
 	@echo "bench: wrote bench/results/latest.json"
+
+## bench-operator: the operator-scale benchmark (200 AgentRuntimes applied at once; the
+## switchboard-operator binary as a subprocess) against a local broker and control plane
+## (started and stopped here); writes bench/results/operator-latest.json.
+bench-operator:
+	$(CARGO) build --release -p switchboard-e2e -p switchboard-operator --bin bench --bin switchboard-operator
+	mkdir -p bench/results
+	$(INFRA)/with-infra.sh sh -c 'target_dir=$${CARGO_TARGET_DIR:-target}; "$$target_dir/release/bench" operator-scale --bootstrap "$$SWITCHBOARD_TEST_KAFKA" --kubeconfig "$$KUBECONFIG" > bench/results/operator-latest.json.tmp'
+	mv bench/results/operator-latest.json.tmp bench/results/operator-latest.json
+	@echo "bench: wrote bench/results/operator-latest.json"
 
 ## demo: Kafka + control plane + operator + node agent, applies examples/demo/ and
 ## runs a scripted conversation; leaves it all running. demo-down stops it.

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::DeserializeGuard;
 use kube::core::error_boundary::InvalidObject;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self as kube_controller, Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -110,6 +110,11 @@ pub async fn signalled(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
+/// Reconciles running at once per controller. Unbounded, hundreds of runtimes applied
+/// together swamp the API server (applies time out, reconciles back off and retry);
+/// a bound keeps each reconcile quick.
+pub const CONCURRENCY: u16 = 16;
+
 /// Reconciles AgentRuntimes and AgentSubscriptions in `namespace` (all when `None`)
 /// until `shutdown` turns true; in-flight reconciles finish first. Both watch their
 /// resources through [`DeserializeGuard`]: one malformed object cannot stop the watch.
@@ -118,10 +123,12 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: watch::
     let ns = namespace.as_deref();
     let owned =
         watcher::Config::default().labels("app.kubernetes.io/managed-by=switchboard-operator");
+    let config = || kube_controller::Config::default().concurrency(CONCURRENCY);
     let runtimes = Controller::new(
         scoped::<DeserializeGuard<AgentRuntime>>(&client, ns),
         watcher::Config::default(),
     )
+    .with_config(config())
     .owns(scoped::<Deployment>(&client, ns), owned.clone())
     .owns(scoped::<ConfigMap>(&client, ns), owned.clone())
     .owns(scoped::<Service>(&client, ns), owned.clone())
@@ -138,7 +145,8 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: watch::
     let subs = Controller::new(
         scoped::<DeserializeGuard<AgentSubscription>>(&client, ns),
         watcher::Config::default(),
-    );
+    )
+    .with_config(config());
     let store = subs.store();
     let subs = subs
         .watches(

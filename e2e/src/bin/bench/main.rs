@@ -7,6 +7,7 @@
 //! SWITCHBOARD_BOOTSTRAP_SERVERS). Figures are read by people, not asserted.
 
 mod host;
+mod operator;
 mod raw;
 mod scenarios;
 mod stats;
@@ -28,14 +29,19 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut scenario = None;
     let mut bootstrap = std::env::var("SWITCHBOARD_BOOTSTRAP_SERVERS").ok();
+    let mut kubeconfig = std::env::var_os("KUBECONFIG").map(std::path::PathBuf::from);
+    let mut runtimes = 200;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--bootstrap" => bootstrap = it.next().cloned(),
+            "--kubeconfig" => kubeconfig = it.next().map(Into::into),
+            "--runtimes" => runtimes = it.next().and_then(|n| n.parse().ok()).unwrap_or(0),
             "--json" => {}
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [{}|all] [--bootstrap HOST:PORT] [--json]",
+                    "usage: bench [{}|all] [--bootstrap HOST:PORT] [--json]\n       \
+                     bench operator-scale --kubeconfig FILE [--bootstrap HOST:PORT] [--runtimes N]",
                     SCENARIOS.join("|")
                 );
                 return ExitCode::SUCCESS;
@@ -52,6 +58,29 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let scenario = scenario.unwrap_or_else(|| "all".to_owned());
+    if scenario == "operator-scale" {
+        // Not part of `all`: it needs a Kubernetes API server (make bench-operator).
+        let Some(kubeconfig) = kubeconfig else {
+            eprintln!("bench: operator-scale needs --kubeconfig FILE (or KUBECONFIG)");
+            return ExitCode::from(2);
+        };
+        let prefix = format!(
+            "bench-op-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        return match operator::operator_scale(&bootstrap, &kubeconfig, &prefix, runtimes).await {
+            Ok(mut v) => {
+                v["scenario"] = serde_json::json!("operator-scale");
+                v["config"]["bootstrap"] = serde_json::json!(bootstrap);
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("bench: operator-scale failed: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let names: Vec<&str> = if scenario == "all" {
         SCENARIOS.to_vec()
     } else if SCENARIOS.contains(&scenario.as_str()) {
