@@ -209,7 +209,14 @@ async fn inbox_lag(
 ) -> Option<i64> {
     let name = ar.name_any();
     let inbox = desired.names.inbox(&name);
-    let partitions = reports.iter().find(|r| r.name == inbox)?.partitions;
+    let report = reports.iter().find(|r| r.name == inbox)?;
+    if report.change == TopicChange::Created {
+        // Nothing can be in an inbox created just now: no lag read (each one is a
+        // short-lived Kafka client), which matters when many runtimes are applied
+        // at once.
+        return Some(0);
+    }
+    let partitions = report.partitions;
     let group = inbox_group(desired.names.prefix(), &name);
     match ctx
         .kafka
