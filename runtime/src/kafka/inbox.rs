@@ -84,7 +84,7 @@ impl InboxWorker {
 
     fn reject_request(
         &self,
-        envelope: &Envelope,
+        trace: Option<TraceContext>,
         reply_to: &str,
         request_id: &str,
         error: RuntimeError,
@@ -96,11 +96,7 @@ impl InboxWorker {
             request_id: request_id.to_owned(),
             failure: error_to_failure(&error),
         };
-        let reply = Envelope::new(
-            inner.config.instance_id.clone(),
-            envelope.trace.clone(),
-            body,
-        );
+        let reply = Envelope::new(inner.config.instance_id.clone(), trace, body);
         let (topic, key) = (reply_to.to_owned(), request_id.to_owned());
         let (p, o) = (original.partition(), original.offset());
         let done = done.clone();
@@ -142,7 +138,7 @@ impl PartitionWorker for InboxWorker {
                     reason: reason.clone(),
                 };
                 self.reject_request(
-                    &envelope,
+                    envelope.trace.clone(),
                     reply_to,
                     request_id,
                     err,
@@ -157,7 +153,7 @@ impl PartitionWorker for InboxWorker {
             trace,
             body,
             ..
-        } = envelope.clone();
+        } = envelope;
         match body {
             Body::Request {
                 request_id,
@@ -181,8 +177,7 @@ impl PartitionWorker for InboxWorker {
                 };
                 if let Some(err) = rejection {
                     let (reply_to, request_id) = (&reply_to, &request_id);
-                    return self
-                        .reject_request(&envelope, reply_to, request_id, err, &original, done);
+                    return self.reject_request(trace, reply_to, request_id, err, &original, done);
                 }
                 let delivery = Delivery {
                     recipient: recipient.clone(),

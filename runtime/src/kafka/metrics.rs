@@ -29,11 +29,16 @@ impl Metrics {
     /// One message handled by an agent of `agent_type`.
     pub(crate) fn handled(&self, agent_type: &str, ok: bool) {
         let mut m = self.by_type.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = m.entry(agent_type.to_owned()).or_default();
-        if ok {
-            entry.0 += 1;
-        } else {
-            entry.1 += 1;
+        // Looked up by &str first: the key is allocated once per type, not per message.
+        if !m.contains_key(agent_type) {
+            m.insert(agent_type.to_owned(), (0, 0));
+        }
+        if let Some(entry) = m.get_mut(agent_type) {
+            if ok {
+                entry.0 += 1;
+            } else {
+                entry.1 += 1;
+            }
         }
     }
 
