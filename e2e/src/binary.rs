@@ -16,8 +16,11 @@ use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
-/// Variable naming a prebuilt binary.
+/// Variable naming a prebuilt `switchboard-runtime` binary.
 pub const BIN_VAR: &str = "SWITCHBOARD_RUNTIME_BIN";
+
+/// Variable naming a prebuilt `switchboard-operator` binary.
+pub const OPERATOR_BIN_VAR: &str = "SWITCHBOARD_OPERATOR_BIN";
 
 /// The path of the `switchboard-runtime` binary, built on first use.
 ///
@@ -25,38 +28,54 @@ pub const BIN_VAR: &str = "SWITCHBOARD_RUNTIME_BIN";
 /// When the build fails.
 pub fn runtime_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_binary("switchboard-runtime", "switchboard-runtime", BIN_VAR))
+}
+
+/// The path of the `switchboard-operator` binary, built on first use.
+///
+/// # Panics
+/// When the build fails.
+pub fn operator_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os(BIN_VAR) {
-            return PathBuf::from(p);
-        }
-        let out = std::process::Command::new(env!("CARGO"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args([
-                "build",
-                // With this package selected too, features unify as in `cargo test
-                // -p switchboard-e2e`, so the binary is not rebuilt on every run.
-                "-p",
-                "switchboard-e2e",
-                "-p",
-                "switchboard-runtime",
-                "--bin",
-                "switchboard-runtime",
-                "--message-format=json-render-diagnostics",
-            ])
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run cargo to build switchboard-runtime: {e}"));
-        assert!(
-            out.status.success(),
-            "building switchboard-runtime failed (or set {BIN_VAR})"
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|m| m["target"]["name"] == "switchboard-runtime")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .unwrap_or_else(|| panic!("cargo reported no switchboard-runtime executable"))
+        workspace_binary(
+            "switchboard-operator",
+            "switchboard-operator",
+            OPERATOR_BIN_VAR,
+        )
     })
+}
+
+/// `$var` when set, else builds `bin` of `package` with the cargo that runs the tests
+/// and returns the executable cargo reports.
+fn workspace_binary(package: &str, bin: &str, var: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(var) {
+        return PathBuf::from(p);
+    }
+    let out = std::process::Command::new(env!("CARGO"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "build",
+            // With this package selected too, features unify as in `cargo test
+            // -p switchboard-e2e`, so the binary is not rebuilt on every run.
+            "-p",
+            "switchboard-e2e",
+            "-p",
+            package,
+            "--bin",
+            bin,
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build {bin}: {e}"));
+    assert!(out.status.success(), "building {bin} failed (or set {var})");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["target"]["name"] == bin)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo reported no {bin} executable"))
 }
 
 /// A free loopback port (bound then released; good enough for tests).
@@ -89,6 +108,11 @@ pub struct RuntimeProcess {
 impl RuntimeProcess {
     /// Starts `run --config` with `yaml`, logs as JSON to a temp file; does not wait.
     pub fn spawn(name: &str, yaml: &str, http: SocketAddr) -> Self {
+        Self::spawn_with_env(name, yaml, http, &[])
+    }
+
+    /// [`RuntimeProcess::spawn`] with extra environment variables.
+    pub fn spawn_with_env(name: &str, yaml: &str, http: SocketAddr, env: &[(&str, &str)]) -> Self {
         let config = temp_file(&format!("{name}-config.yaml"), yaml);
         let log = std::env::temp_dir().join(crate::env::unique_name(&format!("{name}-log")));
         let stderr = std::fs::File::create(&log).expect("create a log file");
@@ -97,6 +121,7 @@ impl RuntimeProcess {
             .arg(&config)
             .args(["--log-format", "json"])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

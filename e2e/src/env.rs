@@ -52,3 +52,57 @@ pub fn unique_name(stem: &str) -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
     format!("{stem}-{}", &id[..8])
 }
+
+/// The kubectl to run: `$KUBECTL`, else the one `e2e/infra/cluster.sh` built (the
+/// API server's own version).
+///
+/// # Panics
+/// When `cluster.sh bindir` fails.
+pub fn kubectl() -> &'static std::path::Path {
+    static KUBECTL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    KUBECTL.get_or_init(|| {
+        if let Some(k) = std::env::var_os("KUBECTL") {
+            return PathBuf::from(k);
+        }
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/cluster.sh");
+        let out = std::process::Command::new(&script)
+            .arg("bindir")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} bindir failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("kubectl")
+    })
+}
+
+/// Creates a fresh namespace named after `stem` and returns its name.
+///
+/// # Panics
+/// When the API server refuses it.
+pub async fn create_namespace(client: &kube::Client, stem: &str) -> String {
+    use k8s_openapi::api::core::v1::Namespace;
+    let name = unique_name(stem);
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(name.clone());
+    kube::Api::<Namespace>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+    name
+}
+
+/// Sends this process's logs to the test output, filtered by `RUST_LOG` (default:
+/// warnings). Safe to call more than once.
+pub fn init_test_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}

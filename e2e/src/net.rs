@@ -25,13 +25,7 @@ impl TestNet {
     /// A new network with a unique prefix. Logs go to the test output, filtered
     /// by `RUST_LOG` (default: warnings).
     pub fn new() -> Self {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-            )
-            .with_test_writer()
-            .try_init();
+        env::init_test_logs();
         Self {
             bootstrap: env::kafka_bootstrap(),
             prefix: env::unique_name("t"),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use switchboard_e2e::binary::runtime_binary;
 use switchboard_e2e::env;
@@ -126,27 +126,11 @@ fn pod_cidr() -> String {
     format!("127.{}.{}.0/24", 100 + b[0] % 100, b[1])
 }
 
-async fn create_namespace(client: &Client) -> String {
-    let name = env::unique_name("node-agent");
-    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
-    name
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn node_agent_runs_runtime_pods_as_processes() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
+    env::init_test_logs();
     let client = env::kube_client().await;
-    let ns = create_namespace(&client).await;
+    let ns = env::create_namespace(&client, "node-agent").await;
     let node_name = env::unique_name("node");
     let state_dir = std::env::temp_dir().join(env::unique_name("node-agent"));
     let mut config =

@@ -12,27 +12,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use operator_support::{Operator, install_crds, namespace, wait_for};
-use serde_json::{Value, json};
+use operator_support::{Operator, install_crds, namespace, runtime, wait_for};
+use serde_json::json;
 use switchboard_crds::AgentRuntime;
 use switchboard_e2e::env;
 use switchboard_runtime::KafkaConfig;
 use switchboard_runtime::admin::TopicAdmin;
-
-fn runtime(name: &str, prefix: &str, extra: Value) -> AgentRuntime {
-    let mut spec = json!({
-        "kafka": { "bootstrapServers": env::kafka_bootstrap(), "topicPrefix": prefix },
-        "agents": [{ "type": format!("{prefix}-echo"), "builtin": "echo" }],
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        spec[k] = v.clone();
-    }
-    serde_json::from_value(json!({
-        "apiVersion": "switchboard.dev/v1alpha1", "kind": "AgentRuntime",
-        "metadata": { "name": name }, "spec": spec,
-    }))
-    .unwrap()
-}
 
 fn admin() -> TopicAdmin {
     TopicAdmin::new(
@@ -192,13 +177,7 @@ async fn scaling_flows_to_the_deployment_and_a_steady_state_makes_no_writes() {
         .unwrap();
 
     // Real kubectl through the scale subresource.
-    let kubectl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/cluster.sh");
-    let bindir = std::process::Command::new(kubectl)
-        .arg("bindir")
-        .output()
-        .unwrap();
-    let bindir = String::from_utf8(bindir.stdout).unwrap();
-    let out = std::process::Command::new(format!("{}/kubectl", bindir.trim()))
+    let out = std::process::Command::new(env::kubectl())
         .args(["scale", "agentruntime/rt", "--replicas=4", "-n", &ns])
         .output()
         .unwrap();

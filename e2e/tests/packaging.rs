@@ -16,6 +16,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
+use switchboard_e2e::binary::operator_binary;
 use switchboard_e2e::env;
 
 /// Namespace the chart is rendered for, the same as the kustomize base's.
@@ -88,23 +89,12 @@ fn helm() -> &'static Path {
     })
 }
 
-fn kubectl() -> &'static Path {
-    static KUBECTL: OnceLock<PathBuf> = OnceLock::new();
-    KUBECTL.get_or_init(|| {
-        if let Some(k) = std::env::var_os("KUBECTL") {
-            return PathBuf::from(k);
-        }
-        let script = repo().join("e2e/infra/cluster.sh");
-        PathBuf::from(ok(&script, &["bindir"], None).trim()).join("kubectl")
-    })
-}
-
 /// kubectl against the test API server.
 fn kube(args: &[&str], stdin: Option<&str>) -> String {
     let kubeconfig = env::kubeconfig_path();
     let mut all = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
     all.extend_from_slice(args);
-    ok(kubectl(), &all, stdin)
+    ok(env::kubectl(), &all, stdin)
 }
 
 /// `helm template` of the chart for namespace `ns` with extra arguments.
@@ -236,7 +226,7 @@ impl Drop for Cleanup {
             let mut all = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
             all.extend(args.iter().map(String::as_str));
             all.extend(["--ignore-not-found", "--wait=false"]);
-            let _ = run(kubectl(), &all, None);
+            let _ = run(env::kubectl(), &all, None);
         }
     }
 }
@@ -575,12 +565,12 @@ fn can(user: &str, ns: &str, what: &str) -> bool {
     if let Some(f) = &sub_flag {
         args.push(f);
     }
-    let out = run(kubectl(), &args, None);
+    let out = run(env::kubectl(), &args, None);
     let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     match answer.as_str() {
         "yes" => true,
         "no" => false,
-        _ => panic!("{}", describe(kubectl(), &args, &out)),
+        _ => panic!("{}", describe(env::kubectl(), &args, &out)),
     }
 }
 
@@ -729,7 +719,7 @@ fn the_operator_service_account_can_do_what_the_operator_does_and_no_more() {
         None,
     );
     let denied = fails(
-        kubectl(),
+        env::kubectl(),
         &[
             "--kubeconfig",
             kc,
@@ -781,37 +771,6 @@ fn with_a_watched_namespace_the_service_account_is_confined_to_it() {
 // The real operator, running as the chart's ServiceAccount.
 // ---------------------------------------------------------------------------------
 
-/// The `switchboard-operator` binary, built by the cargo running this test.
-fn operator_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let out = Command::new(env!("CARGO"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args([
-                "build",
-                // Selected with this package, features unify as in `cargo test -p
-                // switchboard-e2e`: no rebuild of the shared dependencies.
-                "-p",
-                "switchboard-e2e",
-                "-p",
-                "switchboard-operator",
-                "--bin",
-                "switchboard-operator",
-                "--message-format=json-render-diagnostics",
-            ])
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "building switchboard-operator failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|m| m["target"]["name"] == "switchboard-operator")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reported no switchboard-operator executable")
-    })
-}
-
 /// The test kubeconfig, acting as `user` (kubeconfig `as:`, i.e. impersonation).
 fn impersonating_kubeconfig(user: &str, dir: &Path) -> PathBuf {
     let admin = std::fs::read_to_string(env::kubeconfig_path()).unwrap();
@@ -859,7 +818,7 @@ fn get_json(args: &[&str]) -> Option<Value> {
     let mut all = vec!["--kubeconfig", kubeconfig.to_str().unwrap(), "get"];
     all.extend_from_slice(args);
     all.extend(["-o", "json"]);
-    let out = run(kubectl(), &all, None);
+    let out = run(env::kubectl(), &all, None);
     out.status
         .success()
         .then(|| serde_json::from_slice(&out.stdout).unwrap())

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,10 +20,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
-use switchboard_e2e::binary::{free_port, runtime_binary, temp_file};
+use switchboard_e2e::binary::{RuntimeProcess, free_port};
 use switchboard_e2e::env::{kafka_bootstrap, unique_name};
 use switchboard_e2e::wait::wait_for;
-use tokio::process::{Child, Command};
 
 const RPC_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const EVENT_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
@@ -106,70 +104,26 @@ async fn start_collector() -> (SocketAddr, Received) {
     (addr, received)
 }
 
-/// A `run` process exporting traces to `collector`.
-struct Runtime {
-    child: Child,
-    url: String,
-    log: std::path::PathBuf,
+/// A `run` process exporting traces to `collector`; nothing is exported before
+/// shutdown, so the spans must come from the flush on SIGTERM.
+fn spawn_traced(name: &str, yaml: &str, http: SocketAddr, collector: SocketAddr) -> RuntimeProcess {
+    let endpoint = format!("http://{collector}");
+    RuntimeProcess::spawn_with_env(
+        name,
+        yaml,
+        http,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+        ],
+    )
 }
 
-impl Runtime {
-    fn spawn(name: &str, yaml: &str, http: SocketAddr, collector: SocketAddr) -> Self {
-        let config = temp_file(&format!("{name}-config.yaml"), yaml);
-        let log = std::env::temp_dir().join(unique_name(&format!("{name}-log")));
-        let stderr = std::fs::File::create(&log).unwrap();
-        let child = Command::new(runtime_binary())
-            .args(["run", "--config"])
-            .arg(&config)
-            .args(["--log-format", "json"])
-            .env("RUST_LOG", "info")
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}"))
-            // Nothing is exported before shutdown: the spans must come from the
-            // flush on SIGTERM.
-            .env("OTEL_BSP_SCHEDULE_DELAY", "600000")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            url: format!("http://{http}"),
-            log,
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
-        let url = format!("{}/readyz", self.url);
-        wait_for("the runtime to be ready", Duration::from_secs(60), || {
-            let (client, url) = (client.clone(), url.clone());
-            async move {
-                let r = client.get(&url).send().await.ok()?;
-                r.status().is_success().then_some(())
-            }
-        })
-        .await;
-    }
-
-    async fn terminate(&mut self) {
-        let pid = self.child.id().unwrap();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("no exit after SIGTERM; log:\n{}", self.log_text()))
-            .unwrap();
-        assert!(exit.success(), "{exit}; log:\n{}", self.log_text());
-    }
+/// SIGTERM, then the exit status must be 0.
+async fn terminate(p: &mut RuntimeProcess) {
+    p.terminate();
+    let exit = p.wait_exit(Duration::from_secs(60)).await;
+    assert!(exit.success(), "{exit}; log:\n{}", p.log_text());
 }
 
 /// The chain of span ids from `span` up through its ancestors among `all`.
@@ -228,15 +182,15 @@ subscriptions:
 http: {{ listen: "{b}" }}
 "#
     );
-    let mut front = Runtime::spawn("rt-front", &front, a, collector);
-    let mut back = Runtime::spawn("rt-back", &back, b, collector);
-    front.wait_ready().await;
-    back.wait_ready().await;
+    let mut front = spawn_traced("rt-front", &front, a, collector);
+    let mut back = spawn_traced("rt-back", &back, b, collector);
+    front.wait_ready(Duration::from_secs(60)).await;
+    back.wait_ready(Duration::from_secs(60)).await;
 
     // An RPC through rt-front's gateway to the echo agent rt-back hosts.
     let http = reqwest::Client::new();
     let r = http
-        .post(format!("{}/v1/agents/echo/k1", front.url))
+        .post(format!("{}/v1/agents/echo/k1", front.url()))
         .header("ce-type", "demo.Hi")
         .header("traceparent", format!("00-{RPC_TRACE}-{CLIENT_SPAN}-01"))
         .body(r#"{"hi":1}"#)
@@ -250,7 +204,7 @@ http: {{ listen: "{b}" }}
     // (open runtime question: an event published right after start-up may precede the
     // subscriber's events-consumer assignment). Every copy carries the same trace id.
     let publish = || {
-        let (http, url) = (http.clone(), format!("{}/v1/topics/in/k2", front.url));
+        let (http, url) = (http.clone(), format!("{}/v1/topics/in/k2", front.url()));
         async move {
             let r = http
                 .post(url)
@@ -271,7 +225,7 @@ http: {{ listen: "{b}" }}
             polls += 1;
             let again = polls % 40 == 1;
             let publish = publish();
-            let (http, url) = (http.clone(), format!("{}/v1/agents", back.url));
+            let (http, url) = (http.clone(), format!("{}/v1/agents", back.url()));
             async move {
                 if again {
                     publish.await;
@@ -288,8 +242,8 @@ http: {{ listen: "{b}" }}
     )
     .await;
 
-    front.terminate().await;
-    back.terminate().await;
+    terminate(&mut front).await;
+    terminate(&mut back).await;
     let all = received.lock().unwrap().clone();
 
     // The echo handler ran in rt-back, under rt-front's gateway span, under the client's.

@@ -7,9 +7,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -64,13 +63,7 @@ pub async fn install_crds(client: &Client) {
 
 /// A fresh namespace.
 pub async fn namespace(client: &Client, stem: &str) -> String {
-    let name = env::unique_name(stem);
-    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
-    name
+    env::create_namespace(client, stem).await
 }
 
 /// An operator running in this process, watching one namespace; stops on drop.
