@@ -170,7 +170,8 @@ fn set(vars: &mut Vec<(String, String)>, name: String, value: String) {
     vars.push((name, value));
 }
 
-fn required(
+/// `data` when present; empty when the reference is optional; else an error naming it.
+pub(super) fn required(
     data: Option<BTreeMap<String, String>>,
     optional: Option<bool>,
     kind: &str,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, ProjectedVolumeSource};
 
-use super::env::{MountMap, Sources, field};
+use super::env::{MountMap, Sources, field, required};
 
 /// Writes every volume of `pod` under `<pod_dir>/volumes/<volume>/`.
 ///
@@ -55,6 +55,7 @@ pub async fn materialise(
     Ok(())
 }
 
+/// `data` of a volume's source, or an error naming the volume (see [`required`]).
 fn present(
     data: Option<BTreeMap<String, String>>,
     optional: Option<bool>,
@@ -62,11 +63,7 @@ fn present(
     kind: &str,
     name: &str,
 ) -> anyhow::Result<BTreeMap<String, String>> {
-    match data {
-        Some(d) => Ok(d),
-        None if optional == Some(true) => Ok(BTreeMap::new()),
-        None => bail!("volume {volume}: {kind} {name:?} not found"),
-    }
+    required(data, optional, kind, name).map_err(|e| anyhow::anyhow!("volume {volume}: {e}"))
 }
 
 /// A projected volume (what the ServiceAccount admission plugin adds as
