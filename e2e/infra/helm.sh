@@ -33,37 +33,9 @@ STAMP=$BIN_DIR/.helm.stamp
 log() { printf '[helm] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-# Same Go environment as cluster.sh: shared module and build caches, no
-# go.work from up the tree, the module proxy only (no ",direct" fallback).
-go_env() {
-	command -v go >/dev/null || die "go is not installed"
-	export GOWORK=off CGO_ENABLED=0
-	local proxy
-	proxy=$(go env GOPROXY)
-	proxy=${proxy%,direct}
-	proxy=${proxy%|direct}
-	[[ -n $proxy && $proxy != direct && $proxy != off ]] ||
-		die "GOPROXY ($(go env GOPROXY)) names no module proxy"
-	export GOPROXY=$proxy
-}
-
-# Print the go.mod path of module@version, downloading it through the proxy.
-module_gomod() {
-	go mod download -json "$1" | sed -nE 's/^[[:space:]]*"GoMod": "(.*)",?$/\1/p'
-}
-
-# If the local Go is older than the `go` line of the given go.mod, let the go
-# command switch to a newer toolchain (itself a module on the proxy).
-select_toolchain() {
-	local need have
-	need=$(sed -nE 's/^go ([0-9.]+)$/\1/p' "$1")
-	have=$(go env GOVERSION)
-	have=${have#go}
-	if [[ $(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1) != "$need" ]]; then
-		log "local go $have < go $need required by $1: using GOTOOLCHAIN=$FALLBACK_GOTOOLCHAIN"
-		export GOTOOLCHAIN=$FALLBACK_GOTOOLCHAIN
-	fi
-}
+# go_env, module_gomod, select_toolchain
+# shellcheck source=e2e/infra/golib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/golib.sh"
 
 built() { [[ -x $HELM_BIN && -f $STAMP && $(<"$STAMP") == "$HELM_VERSION" ]]; }
 
