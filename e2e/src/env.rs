@@ -35,6 +35,17 @@ pub fn kubeconfig_path() -> PathBuf {
     }
 }
 
+/// Environment variable that, set to `1`, makes the end-to-end suite drive a real
+/// cluster (e2e/kind/run.sh) instead of starting the operator and a node agent itself.
+pub const EXTERNAL_VAR: &str = "SWITCHBOARD_E2E_EXTERNAL";
+
+/// Whether the end-to-end suite runs against a real cluster whose operator (installed
+/// by the chart) and kubelets manage the runtime pods: `SWITCHBOARD_E2E_EXTERNAL=1`.
+/// Otherwise (`make test`) the suite starts the operator binary and a node agent.
+pub fn external_cluster() -> bool {
+    std::env::var(EXTERNAL_VAR).is_ok_and(|v| v.trim() == "1")
+}
+
 /// A kube client for the test cluster.
 ///
 /// # Panics

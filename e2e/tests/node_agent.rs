@@ -14,7 +14,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use switchboard_e2e::binary::runtime_binary;
 use switchboard_e2e::env;
-use switchboard_e2e::node::{NodeAgent, NodeAgentConfig};
+use switchboard_e2e::node::{NodeAgent, NodeAgentConfig, test_pod_cidr};
 use switchboard_e2e::wait::wait_for;
 use tokio_util::sync::CancellationToken;
 
@@ -119,13 +119,6 @@ async fn ready_pods(pods: &Api<Pod>, n: usize) -> Vec<Pod> {
     .await
 }
 
-/// A /24 inside 127.0.0.0/8 unlikely to be used by another test run at the same time.
-fn pod_cidr() -> String {
-    let id = uuid::Uuid::new_v4();
-    let b = id.as_bytes();
-    format!("127.{}.{}.0/24", 100 + b[0] % 100, b[1])
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn node_agent_runs_runtime_pods_as_processes() {
     env::init_test_logs();
@@ -134,7 +127,7 @@ async fn node_agent_runs_runtime_pods_as_processes() {
     let node_name = env::unique_name("node");
     let state_dir = std::env::temp_dir().join(env::unique_name("node-agent"));
     let mut config =
-        NodeAgentConfig::new(&node_name, &pod_cidr(), runtime_binary(), &state_dir).unwrap();
+        NodeAgentConfig::new(&node_name, &test_pod_cidr(), runtime_binary(), &state_dir).unwrap();
     config.namespaces = vec![ns.clone()];
     let agent = NodeAgent::new(client.clone(), config);
     let stats = agent.stats();

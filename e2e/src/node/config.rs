@@ -9,6 +9,15 @@ use ipnet::Ipv4Net;
 /// Default `--image-pattern`: any registry and tag of a `switchboard-runtime` repository.
 pub const DEFAULT_IMAGE_PATTERN: &str = "*switchboard-runtime";
 
+/// A pod range for one test's node agent: a /24 in 127.100.0.0-127.199.255.255 picked
+/// at random. It never overlaps the demo's default 127.0.1.0/24, and two tests running
+/// at once pick the same range with probability 1/25600.
+pub fn test_pod_cidr() -> String {
+    let id = uuid::Uuid::new_v4();
+    let b = id.as_bytes();
+    format!("127.{}.{}.0/24", 100 + b[0] % 100, b[1])
+}
+
 /// Settings of one [`NodeAgent`](super::NodeAgent).
 #[derive(Debug, Clone)]
 pub struct NodeAgentConfig {

@@ -83,7 +83,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use agent::NodeAgent;
-pub use config::{DEFAULT_IMAGE_PATTERN, ImagePattern, NodeAgentConfig};
+pub use config::{DEFAULT_IMAGE_PATTERN, ImagePattern, NodeAgentConfig, test_pod_cidr};
 pub use process::Exit;
 
 /// How many exits [`Stats`] remembers.
