@@ -295,9 +295,10 @@ pub struct RelayTarget {
 pub struct HttpAgentSpec {
     /// URL the runtime POSTs each message to (typically a sidecar on localhost).
     pub url: String,
-    /// Per-request timeout in seconds. Default 30.
+    /// Per-request timeout in seconds (1-3600). Default 30.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_seconds: Option<u32>,
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: Option<i32>,
 }
 
 /// Overrides for the runtime pods.

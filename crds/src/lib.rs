@@ -52,4 +52,48 @@ mod tests {
             );
         }
     }
+
+    /// Every `format` in the schemas is one the API server knows; others make
+    /// `kubectl apply` warn ("unrecognized format") and validate nothing.
+    #[test]
+    fn schemas_use_only_formats_the_api_server_knows() {
+        fn walk(path: &str, value: &serde_json::Value, bad: &mut Vec<String>) {
+            const KNOWN: &[&str] = &[
+                "int32",
+                "int64",
+                "float",
+                "double",
+                "byte",
+                "date",
+                "date-time",
+                "duration",
+            ];
+            match value {
+                serde_json::Value::Object(map) => {
+                    for (key, child) in map {
+                        if let ("format", serde_json::Value::String(f)) = (key.as_str(), child) {
+                            if !KNOWN.contains(&f.as_str()) {
+                                bad.push(format!("{path}: {f}"));
+                            }
+                        }
+                        walk(&format!("{path}.{key}"), child, bad);
+                    }
+                }
+                serde_json::Value::Array(items) => {
+                    for (i, child) in items.iter().enumerate() {
+                        walk(&format!("{path}[{i}]"), child, bad);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut bad = Vec::new();
+        for (file, crd) in super::all() {
+            walk(&file, &serde_json::to_value(&crd).unwrap(), &mut bad);
+        }
+        assert!(
+            bad.is_empty(),
+            "formats the API server does not recognise: {bad:?}"
+        );
+    }
 }

@@ -83,9 +83,9 @@ async fn a_malformed_object_is_reported_and_the_others_are_reconciled() {
     install_crds(&client).await;
     let ns = namespace(&client, "op-guard").await;
     let prefix = env::unique_name("opguard");
-    // The API server accepts a uint32 field above u32::MAX (the schema's `format:
-    // uint32` is not enforced), the operator's types do not: an object as written
-    // before a schema change. It is stored before the operator lists.
+    // The API server accepts an int-or-string port above i32::MAX (the schema of
+    // `x-kubernetes-int-or-string` bounds nothing), the operator's types do not: like
+    // an object written before a schema change. It is stored before the operator lists.
     let dynamic: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         &ns,
@@ -96,7 +96,9 @@ async fn a_malformed_object_is_reported_and_the_others_are_reconciled() {
         "metadata": { "name": "broken" },
         "spec": {
             "kafka": { "bootstrapServers": env::kafka_bootstrap(), "topicPrefix": prefix },
-            "agents": [{ "type": "h", "http": { "url": "http://127.0.0.1:1", "timeoutSeconds": 5_000_000_000_u64 } }],
+            "agents": [{ "type": "h", "builtin": "echo" }],
+            "template": { "sidecars": [{ "name": "s", "image": "x",
+                "readinessProbe": { "httpGet": { "port": 5_000_000_000_u64 } } }] },
         },
     }))
     .unwrap();
@@ -144,7 +146,7 @@ async fn a_malformed_object_is_reported_and_the_others_are_reconciled() {
     })
     .await;
     assert!(
-        note.contains("timeoutSeconds") || note.contains("u32"),
+        note.contains("5000000000") || note.contains("i32"),
         "{note}"
     );
     let text = op.metrics.encode().unwrap();

@@ -217,7 +217,7 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
                 }),
                 http: a.http.as_ref().map(|h| HttpAgentSettings {
                     url: h.url.clone(),
-                    timeout_ms: u64::from(h.timeout_seconds.unwrap_or(30)) * 1000,
+                    timeout_ms: u64::try_from(h.timeout_seconds.unwrap_or(30)).unwrap_or(30) * 1000,
                     retries: 2,
                 }),
             })
