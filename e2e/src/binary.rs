@@ -52,7 +52,13 @@ fn workspace_binary(package: &str, bin: &str, var: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(var) {
         return PathBuf::from(p);
     }
-    let out = std::process::Command::new(env!("CARGO"))
+    let mut cargo = std::process::Command::new(env!("CARGO"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_by_cargo_for_the_test) {
+            cargo.env_remove(name);
+        }
+    }
+    let out = cargo
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([
             "build",
@@ -76,6 +82,26 @@ fn workspace_binary(package: &str, bin: &str, var: &str) -> PathBuf {
         .filter(|m| m["target"]["name"] == bin)
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
         .unwrap_or_else(|| panic!("cargo reported no {bin} executable"))
+}
+
+/// Whether `name` is one of the variables cargo sets for the test process itself
+/// (`CARGO_PKG_NAME=switchboard-e2e`, `CARGO_MANIFEST_DIR`, ...). The nested cargo must
+/// not inherit them: build scripts such as ring's declare `rerun-if-env-changed` on
+/// exactly these, so an inherited value marks them dirty and rebuilds ring, rustls,
+/// kube and everything above them, and the next plain `cargo test` rebuilds them back.
+/// Settings a user exports (`CARGO_TARGET_DIR`, `CARGO_HOME`, `CARGO_BUILD_*`, ...)
+/// are kept.
+fn set_by_cargo_for_the_test(name: &str) -> bool {
+    const PREFIXES: [&str; 3] = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_EXE_"];
+    const NAMES: [&str; 6] = [
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
 }
 
 /// A free loopback port (bound then released; good enough for tests).
@@ -287,5 +313,35 @@ impl PythonAgent {
     /// Whether it still runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_by_cargo_for_the_test;
+
+    #[test]
+    fn the_nested_cargo_drops_the_test_process_package_variables_only() {
+        for name in [
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_LINKS",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_EXE_switchboard-node-agent",
+        ] {
+            assert!(set_by_cargo_for_the_test(name), "{name} is dropped");
+        }
+        for name in [
+            "CARGO_TARGET_DIR",
+            "CARGO_HOME",
+            "CARGO_BUILD_JOBS",
+            "CARGO_PROFILE_DEV_DEBUG",
+            "CARGO_INCREMENTAL",
+            "RUSTFLAGS",
+            "PATH",
+        ] {
+            assert!(!set_by_cargo_for_the_test(name), "{name} is kept");
+        }
     }
 }
