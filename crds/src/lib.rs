@@ -71,10 +71,10 @@ mod tests {
             match value {
                 serde_json::Value::Object(map) => {
                     for (key, child) in map {
-                        if let ("format", serde_json::Value::String(f)) = (key.as_str(), child) {
-                            if !KNOWN.contains(&f.as_str()) {
-                                bad.push(format!("{path}: {f}"));
-                            }
+                        if let ("format", serde_json::Value::String(f)) = (key.as_str(), child)
+                            && !KNOWN.contains(&f.as_str())
+                        {
+                            bad.push(format!("{path}: {f}"));
                         }
                         walk(&format!("{path}.{key}"), child, bad);
                     }
