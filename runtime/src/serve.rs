@@ -177,6 +177,8 @@ pub async fn run(
     let started = async {
         runtime.start().await?;
         let added = ensure_subscriptions(&runtime, file.subscriptions()?).await?;
+        // Only now: an event read before its subscription is known is not delivered.
+        gateway.set_up();
         tracing::info!(
             agents = file.agents.len(),
             subscriptions_added = added,

@@ -4,7 +4,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /healthz` | 200 while the process runs |
-//! | `GET /readyz` | 200 when the runtime serves, 503 before and while stopping |
+//! | `GET /readyz` | 200 once the runtime has joined its groups and its set-up (the configured subscriptions) is in effect, 503 before and while stopping |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /v1/agents/{type}/{key}` | RPC: body = JSON data, header `ce-type` = message type, optional `?timeoutMs=`; 200 with the reply (its type in `ce-type`), 204 for an empty reply, 400 bad input, 404 unknown agent type, 502 handler error, 503 stopping, 504 timeout |
 //! | `POST /v1/topics/{type}/{source}` | publish; 202 |
@@ -18,6 +18,8 @@
 
 pub mod prometheus;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -49,11 +51,14 @@ pub struct Gateway {
     runtime: KafkaAgentRuntime,
     bearer_token: Option<String>,
     stopping: CancellationToken,
+    /// Set when the caller's set-up is done (see [`Gateway::set_up`]).
+    set_up: Arc<AtomicBool>,
     rpcs: TaskTracker,
 }
 
 impl Gateway {
     /// A gateway over `runtime`; `stopping` turns readiness off and refuses new work.
+    /// Readiness stays off until [`Gateway::set_up`] is called.
     pub fn new(
         runtime: KafkaAgentRuntime,
         bearer_token: Option<String>,
@@ -63,8 +68,16 @@ impl Gateway {
             runtime,
             bearer_token: bearer_token.filter(|t| !t.is_empty()),
             stopping,
+            set_up: Arc::default(),
             rpcs: TaskTracker::new(),
         }
+    }
+
+    /// The runtime's set-up (its configured subscriptions) is in effect: readiness may
+    /// turn on. An event is routed by the subscriptions its runtime knows when it reads
+    /// the event, so a client told "ready" earlier could publish into a gap.
+    pub fn set_up(&self) {
+        self.set_up.store(true, Ordering::SeqCst);
     }
 
     /// The routes; request bodies are limited to the runtime's largest message.
@@ -93,7 +106,9 @@ impl Gateway {
     }
 
     fn ready(&self) -> bool {
-        !self.stopping.is_cancelled() && self.runtime.is_ready()
+        self.set_up.load(Ordering::SeqCst)
+            && !self.stopping.is_cancelled()
+            && self.runtime.is_ready()
     }
 }
 

@@ -11,7 +11,8 @@ use crate::kafka::MetricsSnapshot;
 pub struct ProcessGauges {
     /// Agents active in this process.
     pub active_agents: usize,
-    /// Whether the runtime is ready (group joined, registry loaded, not stopping).
+    /// Whether the runtime is ready (groups joined, registry loaded, configured
+    /// subscriptions in effect, not stopping).
     pub ready: bool,
 }
 
