@@ -33,7 +33,7 @@ integration:
 bench:
 	$(CARGO) build --release -p switchboard-e2e --bin bench --bin bench_host
 	mkdir -p bench/results
-	$(INFRA)/with-infra.sh --kafka-only sh -c 'target_dir=$${CARGO_TARGET_DIR:-target}; "$$target_dir/release/bench" all --bootstrap "$$SWITCHBOARD_TEST_KAFKA" > bench/results/latest.json.tmp'
+	$(INFRA)/with-infra.sh --kafka-only sh -c 'target_dir=$${CARGO_TARGET_DIR:-target}; "$$target_dir/release/bench" all --bootstrap "$$SWITCHBOARD_TEST_KAFKA" --broker-pid "$$($(INFRA)/kafka.sh pid)" > bench/results/latest.json.tmp'
 	mv bench/results/latest.json.tmp bench/results/latest.json
 	@echo "bench: wrote bench/results/latest.json"
 

@@ -2,7 +2,7 @@
 # Local single-node Apache Kafka (KRaft, combined broker+controller) for e2e
 # tests, run straight from Maven Central jars: no Docker, no tarball download.
 #
-# Usage: e2e/infra/kafka.sh start|stop|status|bootstrap|fetch|topics [args...]
+# Usage: e2e/infra/kafka.sh start|stop|status|bootstrap|pid|fetch|topics [args...]
 #
 #   fetch      resolve the broker + admin-tool jars into the cache (once; a
 #              stamp file makes later calls instant). `start` does this too.
@@ -12,6 +12,7 @@
 #              shutdown, SIGKILL after a timeout. Idempotent.
 #   status     exit 0 if running and the port answers, 3 otherwise.
 #   bootstrap  print the bootstrap address (127.0.0.1:PORT) and nothing else.
+#   pid        print our running broker's process id (exit 3 if none).
 #   topics     run TopicCommand against the broker; no args = --list, e.g.
 #              kafka.sh topics --describe --topic foo
 #
@@ -390,6 +391,7 @@ case "${1:-}" in
   stop) cmd_stop ;;
   status) cmd_status ;;
   bootstrap) echo "$BOOTSTRAP" ;;
+  pid) pid="$(read_pid)" && is_our_broker "$pid" && echo "$pid" || exit 3 ;;
   fetch) fetch ;;
   topics) shift; cmd_topics "$@" ;;
   *) usage ;;

@@ -72,7 +72,15 @@ impl TraceContext {
 
     /// The `traceparent` header value.
     pub fn traceparent(&self) -> String {
-        self.to_string()
+        // Written for every record produced: no formatting machinery, one allocation.
+        let mut s = String::with_capacity(55);
+        s.push_str("00-");
+        push_hex(&mut s, &self.trace_id);
+        s.push('-');
+        push_hex(&mut s, &self.span_id);
+        s.push('-');
+        push_hex(&mut s, &[self.flags]);
+        s
     }
 
     /// The trace id as 32 lowercase hex digits.
@@ -199,13 +207,7 @@ pub(crate) fn record_outcome(span: &tracing::Span, error: Option<&RuntimeError>,
 
 impl fmt::Display for TraceContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&self.span_id),
-            self.flags
-        )
+        f.write_str(&self.traceparent())
     }
 }
 
@@ -220,19 +222,35 @@ fn random_span_id() -> [u8; 8] {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut s = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut s, bytes);
+    s
 }
 
+/// Appends `bytes` as lowercase hex digits.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+}
+
+/// Parses exactly `out.len() * 2` lowercase hex digits (W3C trace context allows no
+/// upper case) into `out`.
 fn hex_decode(s: &str, out: &mut [u8]) -> Option<()> {
-    if s.len() != out.len() * 2
-        || !s
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    if s.len() != out.len() * 2 {
         return None;
     }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    for (byte, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
     }
     Some(())
 }
@@ -280,6 +298,19 @@ mod tests {
             TraceContext::from_otel(otel.span().span_context()),
             Some(ctx)
         );
+    }
+
+    #[test]
+    fn every_byte_round_trips_through_hex() {
+        for b in 0..=255u8 {
+            let text = hex(&[b]);
+            assert_eq!(text, format!("{b:02x}"));
+            let mut back = [0u8; 1];
+            assert_eq!(hex_decode(&text, &mut back), Some(()));
+            assert_eq!(back[0], b);
+        }
+        assert_eq!(hex_decode("0g", &mut [0u8; 1]), None);
+        assert_eq!(hex_decode("000", &mut [0u8; 1]), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! `agdeadline`. Every record also carries W3C `traceparent` (and `tracestate`).
 //! `docs/protocol.md` shows each record kind; a test keeps it true.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -185,34 +186,36 @@ impl Envelope {
 
     /// Kafka headers and value for this envelope.
     pub fn encode(&self) -> (OwnedHeaders, Bytes) {
-        let mut h = Vec::<(&'static str, String)>::with_capacity(14);
-        h.push((header::SPECVERSION, "1.0".to_owned()));
-        h.push((header::ID, self.id.clone()));
+        // Values borrow from the envelope where they can: this runs for every record
+        // produced, and librdkafka copies each header anyway.
+        let mut h = Vec::<(&'static str, Cow<'_, str>)>::with_capacity(14);
+        h.push((header::SPECVERSION, Cow::Borrowed("1.0")));
+        h.push((header::ID, Cow::Borrowed(&self.id)));
         // AutoGen maps an event's topic to type = topic type, source = topic source.
         let source = match &self.body {
             Body::Event { topic, .. } => topic.source(),
             _ => self.source.as_str(),
         };
-        h.push((header::SOURCE, source.to_owned()));
+        h.push((header::SOURCE, Cow::Borrowed(source)));
         if let Some(t) = self.time_ms {
-            h.push((header::TIME, rfc3339(t)));
+            h.push((header::TIME, Cow::Owned(rfc3339(t))));
         }
         if let Some(trace) = &self.trace {
-            h.push((header::TRACEPARENT, trace.traceparent()));
+            h.push((header::TRACEPARENT, Cow::Owned(trace.traceparent())));
             if let Some(ts) = &trace.tracestate {
-                h.push((header::TRACESTATE, ts.clone()));
+                h.push((header::TRACESTATE, Cow::Borrowed(ts)));
             }
         }
-        let push_sender = |h: &mut Vec<(&'static str, String)>, sender: &Option<AgentId>| {
+        fn push_sender<'a>(h: &mut Vec<(&'static str, Cow<'a, str>)>, sender: &'a Option<AgentId>) {
             if let Some(s) = sender {
-                h.push((header::SENDER_TYPE, s.agent_type().to_owned()));
-                h.push((header::SENDER_KEY, s.key().to_owned()));
+                h.push((header::SENDER_TYPE, Cow::Borrowed(s.agent_type())));
+                h.push((header::SENDER_KEY, Cow::Borrowed(s.key())));
             }
-        };
-        let push_payload = |h: &mut Vec<(&'static str, String)>, p: &Payload| {
-            h.push((header::DATASCHEMA, p.type_name.clone()));
-            h.push((header::CONTENT_TYPE, p.content_type.clone()));
-        };
+        }
+        fn push_payload<'a>(h: &mut Vec<(&'static str, Cow<'a, str>)>, p: &'a Payload) {
+            h.push((header::DATASCHEMA, Cow::Borrowed(&p.type_name)));
+            h.push((header::CONTENT_TYPE, Cow::Borrowed(&p.content_type)));
+        }
         let value = match &self.body {
             Body::Event {
                 topic,
@@ -220,11 +223,14 @@ impl Envelope {
                 recipient_types,
                 payload,
             } => {
-                h.push((header::MSGKIND, kind::PUBLISH.to_owned()));
-                h.push((header::TYPE, topic.topic_type().to_owned()));
+                h.push((header::MSGKIND, Cow::Borrowed(kind::PUBLISH)));
+                h.push((header::TYPE, Cow::Borrowed(topic.topic_type())));
                 push_sender(&mut h, sender);
                 if !recipient_types.is_empty() {
-                    h.push((header::RECIPIENT_TYPES, recipient_types.join(",")));
+                    h.push((
+                        header::RECIPIENT_TYPES,
+                        Cow::Owned(recipient_types.join(",")),
+                    ));
                 }
                 push_payload(&mut h, payload);
                 payload.data.clone()
@@ -237,14 +243,17 @@ impl Envelope {
                 deadline_ms,
                 payload,
             } => {
-                h.push((header::MSGKIND, kind::RPC_REQUEST.to_owned()));
-                h.push((header::TYPE, payload.type_name.clone()));
-                h.push((header::RECIPIENT_TYPE, recipient.agent_type().to_owned()));
-                h.push((header::RECIPIENT_KEY, recipient.key().to_owned()));
+                h.push((header::MSGKIND, Cow::Borrowed(kind::RPC_REQUEST)));
+                h.push((header::TYPE, Cow::Borrowed(&payload.type_name)));
+                h.push((
+                    header::RECIPIENT_TYPE,
+                    Cow::Borrowed(recipient.agent_type()),
+                ));
+                h.push((header::RECIPIENT_KEY, Cow::Borrowed(recipient.key())));
                 push_sender(&mut h, sender);
-                h.push((header::REQUEST_ID, request_id.clone()));
-                h.push((header::REPLY_TO, reply_to.clone()));
-                h.push((header::DEADLINE, deadline_ms.to_string()));
+                h.push((header::REQUEST_ID, Cow::Borrowed(request_id)));
+                h.push((header::REPLY_TO, Cow::Borrowed(reply_to)));
+                h.push((header::DEADLINE, Cow::Owned(deadline_ms.to_string())));
                 push_payload(&mut h, payload);
                 payload.data.clone()
             }
@@ -252,16 +261,16 @@ impl Envelope {
                 request_id,
                 payload,
             } => {
-                h.push((header::MSGKIND, kind::RPC_RESPONSE.to_owned()));
-                h.push((header::REQUEST_ID, request_id.clone()));
+                h.push((header::MSGKIND, Cow::Borrowed(kind::RPC_RESPONSE)));
+                h.push((header::REQUEST_ID, Cow::Borrowed(request_id)));
                 match payload {
                     Some(p) => {
-                        h.push((header::TYPE, p.type_name.clone()));
+                        h.push((header::TYPE, Cow::Borrowed(&p.type_name)));
                         push_payload(&mut h, p);
                         p.data.clone()
                     }
                     None => {
-                        h.push((header::TYPE, EMPTY_RESPONSE_TYPE.to_owned()));
+                        h.push((header::TYPE, Cow::Borrowed(EMPTY_RESPONSE_TYPE)));
                         Bytes::new()
                     }
                 }
@@ -270,10 +279,10 @@ impl Envelope {
                 request_id,
                 failure,
             } => {
-                h.push((header::MSGKIND, kind::ERROR.to_owned()));
-                h.push((header::TYPE, ERROR_TYPE.to_owned()));
-                h.push((header::REQUEST_ID, request_id.clone()));
-                h.push((header::CONTENT_TYPE, JSON.to_owned()));
+                h.push((header::MSGKIND, Cow::Borrowed(kind::ERROR)));
+                h.push((header::TYPE, Cow::Borrowed(ERROR_TYPE)));
+                h.push((header::REQUEST_ID, Cow::Borrowed(request_id)));
+                h.push((header::CONTENT_TYPE, Cow::Borrowed(JSON)));
                 // Serialising a struct of two strings cannot fail.
                 Bytes::from(serde_json::to_vec(failure).unwrap_or_default())
             }

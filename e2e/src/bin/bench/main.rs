@@ -1,8 +1,9 @@
 //! Switchboard benchmarks, with Kafka's own ceiling measured in the same run.
 //!
-//! `bench SCENARIO [--bootstrap HOST:PORT]` prints one JSON object with the figures,
-//! the configuration used and, where one applies, `baseline`: the same figures for
-//! raw rdkafka on the same broker with the same client settings. `bench all` prints a
+//! `bench SCENARIO [--bootstrap HOST:PORT] [--broker-pid PID]` prints one JSON object
+//! with the figures, the configuration used and, where one applies, `baseline`: the
+//! same figures for raw rdkafka on the same broker with the same client settings.
+//! With `--broker-pid` (a local broker) CPU figures include the broker's share. `bench all` prints a
 //! JSON array of every runtime scenario. It starts no broker: pass its address (or set
 //! SWITCHBOARD_BOOTSTRAP_SERVERS). Figures are read by people, not asserted.
 
@@ -37,10 +38,17 @@ async fn main() -> ExitCode {
             "--bootstrap" => bootstrap = it.next().cloned(),
             "--kubeconfig" => kubeconfig = it.next().map(Into::into),
             "--runtimes" => runtimes = it.next().and_then(|n| n.parse().ok()).unwrap_or(0),
+            "--broker-pid" => match it.next().and_then(|n| n.parse().ok()) {
+                Some(pid) => _ = stats::BROKER_PID.set(pid),
+                None => {
+                    eprintln!("bench: --broker-pid needs a process id");
+                    return ExitCode::from(2);
+                }
+            },
             "--json" => {}
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [{}|all] [--bootstrap HOST:PORT] [--json]\n       \
+                    "usage: bench [{}|all] [--bootstrap HOST:PORT] [--broker-pid PID] [--json]\n       \
                      bench operator-scale --kubeconfig FILE [--bootstrap HOST:PORT] [--runtimes N]",
                     SCENARIOS.join("|")
                 );

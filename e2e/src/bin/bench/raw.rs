@@ -12,6 +12,8 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use switchboard_runtime::KafkaConfig;
 use switchboard_runtime::admin::{TopicAdmin, TopicSpec};
 
+use crate::stats::CpuTicks;
+
 fn assigned_consumer(
     kafka: &KafkaConfig,
     group: &str,
@@ -89,6 +91,8 @@ pub struct Flow {
     pub produced_per_s: f64,
     pub consumed_per_s: f64,
     pub latencies: Vec<Duration>,
+    /// CPU per record while producing and consuming (see [`CpuTicks::per_event`]).
+    pub cpu: serde_json::Value,
 }
 
 /// Produces `count` records of `size` bytes (256 in flight, as the publish
@@ -109,6 +113,7 @@ pub async fn produce_consume(
         &topic,
         partitions,
     )?;
+    let cpu = CpuTicks::now();
     let start = Instant::now();
     let seen = Arc::new(AtomicUsize::new(0));
     let s = seen.clone();
@@ -162,5 +167,6 @@ pub async fn produce_consume(
         produced_per_s: count as f64 / produced.as_secs_f64(),
         consumed_per_s: count as f64 / consumed.as_secs_f64(),
         latencies,
+        cpu: cpu.per_event(count),
     })
 }

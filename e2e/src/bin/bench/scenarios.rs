@@ -16,7 +16,7 @@ use switchboard_runtime::{
 
 use crate::host::Host;
 use crate::raw;
-use crate::stats::{latency_ms, round3};
+use crate::stats::{CpuTicks, latency_ms, round3};
 
 /// Runs scenario `name` against the broker at `bootstrap`.
 pub async fn run(name: &str, bootstrap: &str) -> anyhow::Result<Value> {
@@ -173,6 +173,7 @@ async fn publish_throughput(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result
     }
     let publisher = runtime(kafka, prefix, "publisher").await?;
     let pad = "x".repeat(SIZE - 30);
+    let cpu = CpuTicks::now();
     let started = Instant::now();
     let results: Vec<Result<(), switchboard_runtime::RuntimeError>> =
         futures::stream::iter(0..EVENTS)
@@ -206,11 +207,12 @@ async fn publish_throughput(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let handled = started.elapsed();
+    let cpu = cpu.per_event(EVENTS);
     publisher.stop().await?;
     subs.stop().await?;
     let mut lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
     let mut raw = raw::produce_consume(kafka, prefix, 3, EVENTS, SIZE).await?;
-    Ok(json!({
+    let mut result = json!({
         "events_per_s": round3(EVENTS as f64 / published.as_secs_f64()),
         "deliveries_per_s": round3((EVENTS * 2) as f64 / handled.as_secs_f64()),
         "delivered_events_per_s": round3(EVENTS as f64 / handled.as_secs_f64()),
@@ -221,7 +223,17 @@ async fn publish_throughput(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result
             "delivery_p99_ms": latency_ms(&mut raw.latencies)["p99_ms"],
         },
         "config": { "events": EVENTS, "event_bytes": SIZE, "subscribed_agent_types": 2, "in_flight": IN_FLIGHT, "partitions": 3 },
-    }))
+    });
+    merge(&mut result, cpu);
+    merge(&mut result["baseline"], raw.cpu);
+    Ok(result)
+}
+
+/// Adds the fields of object `from` to object `into`.
+fn merge(into: &mut Value, from: Value) {
+    if let (Some(into), Value::Object(from)) = (into.as_object_mut(), from) {
+        into.extend(from);
+    }
 }
 
 /// Counts its deliveries into a shared counter.
