@@ -392,6 +392,26 @@ impl Envelope {
     }
 }
 
+/// The topic type of a record on the events topic, read from its headers alone: a
+/// runtime passes over the events it has no subscription for without decoding them.
+/// `None` when the record does not say it is a publish with a type (decode it to find
+/// out what is wrong).
+pub(crate) fn event_topic_type<H: Headers>(headers: Option<&H>) -> Option<&str> {
+    let (mut msgkind, mut topic_type) = (None, None);
+    // Last occurrence wins, as in `Envelope::decode`.
+    for h in headers?.iter() {
+        match h.key {
+            header::MSGKIND => msgkind = h.value,
+            header::TYPE => topic_type = h.value,
+            _ => {}
+        }
+    }
+    if msgkind? != kind::PUBLISH.as_bytes() {
+        return None;
+    }
+    std::str::from_utf8(topic_type?).ok()
+}
+
 /// Headers of one record, looked up by name (last occurrence wins).
 struct HeaderView<'a> {
     pairs: Vec<(&'a str, &'a [u8])>,
@@ -552,6 +572,42 @@ mod tests {
             let env = Envelope::new(source, None, body);
             assert_eq!(round_trip(&env), env);
         }
+    }
+
+    #[test]
+    fn an_events_topic_type_is_read_from_the_headers_alone() {
+        let event = Envelope::new(
+            "k1",
+            None,
+            Body::Event {
+                topic: TopicId::new("alerts", "k1").unwrap(),
+                sender: None,
+                recipient_types: Vec::new(),
+                payload: payload(),
+            },
+        );
+        let (headers, _) = event.encode();
+        assert_eq!(event_topic_type(Some(&headers)), Some("alerts"));
+        let request = Envelope::new(
+            "caller/c1",
+            None,
+            Body::Request {
+                request_id: "r1".into(),
+                recipient: AgentId::new("echo", "a").unwrap(),
+                sender: None,
+                reply_to: "p.reply.x".into(),
+                deadline_ms: 1,
+                payload: payload(),
+            },
+        );
+        let (headers, _) = request.encode();
+        assert_eq!(event_topic_type(Some(&headers)), None);
+        let no_type = OwnedHeaders::new().insert(Header {
+            key: header::MSGKIND,
+            value: Some(kind::PUBLISH),
+        });
+        assert_eq!(event_topic_type(Some(&no_type)), None);
+        assert_eq!(event_topic_type::<OwnedHeaders>(None), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::consumer_loop::{Dispatched, DoneSender, PartitionWorker};
 use super::outputs;
 use crate::config::KafkaConfig;
 use crate::error::RuntimeError;
-use crate::wire::{Body, Envelope};
+use crate::wire::{self, Body, Envelope};
 
 /// Forwards events to the inbox.
 pub(crate) struct EventsWorker {
@@ -37,6 +37,12 @@ impl EventsWorker {
 impl PartitionWorker for EventsWorker {
     fn dispatch(&self, message: &BorrowedMessage<'_>, done: &DoneSender) -> Dispatched {
         let (p, o) = (message.partition(), message.offset());
+        // Most events are for other runtimes: look at the type header before decoding.
+        let early =
+            wire::event_topic_type(message.headers()).map(|t| self.inner.recipient_types(t));
+        if early.as_ref().is_some_and(Vec::is_empty) {
+            return Dispatched::Done;
+        }
         let inner = Arc::clone(&self.inner);
         let done = done.clone();
         let envelope = match Envelope::decode(message.headers(), message.payload()) {
@@ -79,7 +85,7 @@ impl PartitionWorker for EventsWorker {
             );
             return Dispatched::Done;
         };
-        let recipient_types = inner.recipient_types(topic.topic_type());
+        let recipient_types = early.unwrap_or_else(|| inner.recipient_types(topic.topic_type()));
         if recipient_types.is_empty() {
             return Dispatched::Done;
         }
