@@ -3,11 +3,16 @@ CARGO ?= cargo
 INFRA := e2e/infra
 
 
-.PHONY: test fmt clippy shellcheck unit integration bench bench-operator infra-up infra-down crds demo demo-down
+.PHONY: deps test fmt clippy shellcheck unit integration bench bench-operator infra-up infra-down crds demo demo-down
 
 ## test: formatting, lints, unit tests, then integration tests against a real
 ## Kafka broker and a real Kubernetes API server (started and stopped here).
-test: fmt clippy shellcheck unit integration
+test: deps fmt clippy shellcheck unit integration
+
+## deps: the Debian packages and rustup components a fresh machine lacks (idempotent;
+## a fraction of a second when all are there).
+deps:
+	$(INFRA)/deps.sh
 
 fmt:
 	$(CARGO) fmt --all --check
@@ -30,7 +35,7 @@ integration:
 
 ## bench: the runtime benchmarks against a local broker (started and stopped here),
 ## with raw rdkafka baselines measured in the same run; writes bench/results/latest.json.
-bench:
+bench: deps
 	$(CARGO) build --release -p switchboard-e2e --bin bench --bin bench_host
 	mkdir -p bench/results
 	$(INFRA)/with-infra.sh --kafka-only sh -c 'target_dir=$${CARGO_TARGET_DIR:-target}; "$$target_dir/release/bench" all --bootstrap "$$SWITCHBOARD_TEST_KAFKA" --broker-pid "$$($(INFRA)/kafka.sh pid)" > bench/results/latest.json.tmp'
@@ -40,7 +45,7 @@ bench:
 ## bench-operator: the operator-scale benchmark (200 AgentRuntimes applied at once; the
 ## switchboard-operator binary as a subprocess) against a local broker and control plane
 ## (started and stopped here); writes bench/results/operator-latest.json.
-bench-operator:
+bench-operator: deps
 	$(CARGO) build --release -p switchboard-e2e -p switchboard-operator --bin bench --bin switchboard-operator
 	mkdir -p bench/results
 	$(INFRA)/with-infra.sh sh -c 'target_dir=$${CARGO_TARGET_DIR:-target}; "$$target_dir/release/bench" operator-scale --bootstrap "$$SWITCHBOARD_TEST_KAFKA" --kubeconfig "$$KUBECONFIG" > bench/results/operator-latest.json.tmp'

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine of our kind lacks to build and run Switchboard
-# (idempotent: installs only missing packages). Used by .ci/run and `make demo`.
+# (idempotent: installs only missing packages). Used by .ci/run, `make test` and
+# `make demo`.
 #   - Debian packages: librdkafka is built from source (cmake, curl, ssl, zlib),
 #     Kafka's jars are resolved with Maven, shellcheck lints our scripts.
 #   - rustup components for `make test`.
