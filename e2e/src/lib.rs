@@ -6,6 +6,7 @@
 
 pub mod agents;
 pub mod binary;
+pub mod client_settings;
 pub mod env;
 pub mod net;
 pub mod node;

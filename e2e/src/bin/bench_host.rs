@@ -54,14 +54,16 @@ impl Agent for Small {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [bootstrap, prefix, runtime] = args.as_slice() else {
-        return Err("usage: bench_host BOOTSTRAP PREFIX RUNTIME".into());
+    let [bootstrap, prefix, runtime, settings @ ..] = args.as_slice() else {
+        return Err(
+            "usage: bench_host BOOTSTRAP PREFIX RUNTIME [producer.K=V|consumer.K=V ...]".into(),
+        );
     };
-    let rt = KafkaAgentRuntime::new(WorkerConfig::new(
-        KafkaConfig::new(bootstrap),
-        prefix,
-        runtime,
-    ))?;
+    let mut kafka = KafkaConfig::new(bootstrap);
+    for s in settings {
+        switchboard_e2e::client_settings::apply(&mut kafka, s)?;
+    }
+    let rt = KafkaAgentRuntime::new(WorkerConfig::new(kafka, prefix, runtime))?;
     let handled = Arc::new(AtomicU64::new(0));
     let h = handled.clone();
     rt.register("echo", move |_: &AgentId| Echo(h.clone()))

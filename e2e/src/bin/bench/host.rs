@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use switchboard_e2e::client_settings;
+use switchboard_runtime::KafkaConfig;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -18,10 +20,11 @@ pub struct Host {
 
 impl Host {
     /// Starts a host of runtime `runtime` and waits until it serves.
-    pub async fn start(bootstrap: &str, prefix: &str, runtime: &str) -> anyhow::Result<Self> {
+    pub async fn start(kafka: &KafkaConfig, prefix: &str, runtime: &str) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?.with_file_name("bench_host");
         let mut child = Command::new(&exe)
-            .args([bootstrap, prefix, runtime])
+            .args([&kafka.bootstrap_servers, prefix, runtime])
+            .args(client_settings::to_args(kafka))
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()

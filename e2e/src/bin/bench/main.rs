@@ -1,6 +1,8 @@
 //! Switchboard benchmarks, with Kafka's own ceiling measured in the same run.
 //!
-//! `bench SCENARIO [--bootstrap HOST:PORT] [--broker-pid PID]` prints one JSON object
+//! `bench SCENARIO [--bootstrap HOST:PORT] [--broker-pid PID] [--set producer.K=V]...`
+//! (`--set` also takes `consumer.K=V`: librdkafka settings for every client, ours and
+//! the raw baseline's, to measure a tuning knob) prints one JSON object
 //! with the figures, the configuration used and, where one applies, `baseline`: the
 //! same figures for raw rdkafka on the same broker with the same client settings.
 //! With `--broker-pid` (a local broker) CPU figures include the broker's share. `bench all` prints a
@@ -32,12 +34,20 @@ async fn main() -> ExitCode {
     let mut bootstrap = std::env::var("SWITCHBOARD_BOOTSTRAP_SERVERS").ok();
     let mut kubeconfig = std::env::var_os("KUBECONFIG").map(std::path::PathBuf::from);
     let mut runtimes = 200;
+    let mut settings = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--bootstrap" => bootstrap = it.next().cloned(),
             "--kubeconfig" => kubeconfig = it.next().map(Into::into),
             "--runtimes" => runtimes = it.next().and_then(|n| n.parse().ok()).unwrap_or(0),
+            "--set" => match it.next() {
+                Some(s) => settings.push(s.clone()),
+                None => {
+                    eprintln!("bench: --set needs producer.KEY=VALUE or consumer.KEY=VALUE");
+                    return ExitCode::from(2);
+                }
+            },
             "--broker-pid" => match it.next().and_then(|n| n.parse().ok()) {
                 Some(pid) => _ = stats::BROKER_PID.set(pid),
                 None => {
@@ -48,7 +58,7 @@ async fn main() -> ExitCode {
             "--json" => {}
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [{}|all] [--bootstrap HOST:PORT] [--broker-pid PID] [--json]\n       \
+                    "usage: bench [{}|all] [--bootstrap HOST:PORT] [--broker-pid PID] [--set producer.K=V|consumer.K=V]... [--json]\n       \
                      bench operator-scale --kubeconfig FILE [--bootstrap HOST:PORT] [--runtimes N]",
                     SCENARIOS.join("|")
                 );
@@ -100,10 +110,17 @@ async fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     };
+    let mut kafka = switchboard_runtime::KafkaConfig::new(&bootstrap);
+    for s in &settings {
+        if let Err(e) = switchboard_e2e::client_settings::apply(&mut kafka, s) {
+            eprintln!("bench: --set {e}");
+            return ExitCode::from(2);
+        }
+    }
     let mut results = Vec::new();
     for name in &names {
         eprintln!("bench: running {name}");
-        match scenarios::run(name, &bootstrap).await {
+        match scenarios::run(name, &kafka).await {
             Ok(v) => {
                 eprintln!("bench: {name}: {v}");
                 results.push(v);

@@ -18,10 +18,10 @@ use crate::host::Host;
 use crate::raw;
 use crate::stats::{CpuTicks, latency_ms, round3};
 
-/// Runs scenario `name` against the broker at `bootstrap`.
-pub async fn run(name: &str, bootstrap: &str) -> anyhow::Result<Value> {
+/// Runs scenario `name` with the clients `kafka` describes (its broker and settings).
+pub async fn run(name: &str, kafka: &KafkaConfig) -> anyhow::Result<Value> {
     let prefix = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let kafka = KafkaConfig::new(bootstrap);
+    let kafka = kafka.clone();
     let mut result = match name {
         "rpc-latency" => rpc_latency(&kafka, &prefix).await?,
         "rpc-throughput" => rpc_throughput(&kafka, &prefix).await?,
@@ -31,9 +31,16 @@ pub async fn run(name: &str, bootstrap: &str) -> anyhow::Result<Value> {
         other => bail!("unknown scenario {other}"),
     };
     result["scenario"] = json!(name);
-    result["config"]["bootstrap"] = json!(bootstrap);
-    result["config"]["producer"] =
-        json!({ "acks": "all", "enable.idempotence": true, "linger.ms": 1 });
+    result["config"]["bootstrap"] = json!(kafka.bootstrap_servers);
+    // The runtime's producer settings (docs/tuning.md), then what --set changed.
+    let mut producer = json!({ "acks": "all", "enable.idempotence": true, "linger.ms": 1 });
+    for (k, v) in &kafka.producer {
+        producer[k] = json!(v);
+    }
+    result["config"]["producer"] = producer;
+    if !kafka.consumer.is_empty() {
+        result["config"]["consumer"] = json!(kafka.consumer);
+    }
     Ok(result)
 }
 
@@ -54,7 +61,7 @@ fn ping(n: u64) -> Payload {
 async fn rpc_latency(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<Value> {
     const WARMUP: usize = 100;
     const CALLS: usize = 2_000;
-    let host = Host::start(&kafka.bootstrap_servers, prefix, "host").await?;
+    let host = Host::start(kafka, prefix, "host").await?;
     let caller = runtime(kafka, prefix, "caller").await?;
     let to = AgentId::new("echo", "k1")?;
     let mut samples = Vec::with_capacity(CALLS);
@@ -81,8 +88,8 @@ async fn rpc_throughput(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<Val
     const KEYS: u64 = 256;
     const CALLS: usize = 20_000;
     let hosts = [
-        Host::start(&kafka.bootstrap_servers, prefix, "host").await?,
-        Host::start(&kafka.bootstrap_servers, prefix, "host").await?,
+        Host::start(kafka, prefix, "host").await?,
+        Host::start(kafka, prefix, "host").await?,
     ];
     // Let the two replicas settle their partitions.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -287,7 +294,7 @@ async fn fanout(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<Value> {
 
 async fn agents_memory(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<Value> {
     const AGENTS: usize = 100_000;
-    let host = Host::start(&kafka.bootstrap_servers, prefix, "host").await?;
+    let host = Host::start(kafka, prefix, "host").await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_kib = host.rss_kib();
     let driver = runtime(kafka, prefix, "driver").await?;
