@@ -1,13 +1,14 @@
 //! Switchboard benchmarks, with Kafka's own ceiling measured in the same run.
 //!
 //! `bench SCENARIO [--bootstrap HOST:PORT] [--broker-pid PID] [--set producer.K=V]...`
-//! (`--set` also takes `consumer.K=V`: librdkafka settings for every client, ours and
-//! the raw baseline's, to measure a tuning knob) prints one JSON object
-//! with the figures, the configuration used and, where one applies, `baseline`: the
-//! same figures for raw rdkafka on the same broker with the same client settings.
-//! With `--broker-pid` (a local broker) CPU figures include the broker's share. `bench all` prints a
-//! JSON array of every runtime scenario. It starts no broker: pass its address (or set
-//! SWITCHBOARD_BOOTSTRAP_SERVERS). Figures are read by people, not asserted.
+//! prints one JSON object with the figures, the configuration used and, where one
+//! applies, `baseline`: the same figures for raw rdkafka on the same broker with the
+//! same client settings. `--set` (also `consumer.K=V`) applies a librdkafka setting to
+//! every client, ours and the raw baseline's, to measure a tuning knob; with
+//! `--broker-pid` (a local broker) CPU figures include the broker's share. `bench all`
+//! prints a JSON array of every runtime scenario. It starts no broker: pass its
+//! address (or set SWITCHBOARD_BOOTSTRAP_SERVERS). Figures are read by people, not
+//! asserted.
 
 mod host;
 mod operator;

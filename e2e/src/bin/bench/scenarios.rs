@@ -21,13 +21,12 @@ use crate::stats::{CpuTicks, latency_ms, round3};
 /// Runs scenario `name` with the clients `kafka` describes (its broker and settings).
 pub async fn run(name: &str, kafka: &KafkaConfig) -> anyhow::Result<Value> {
     let prefix = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let kafka = kafka.clone();
     let mut result = match name {
-        "rpc-latency" => rpc_latency(&kafka, &prefix).await?,
-        "rpc-throughput" => rpc_throughput(&kafka, &prefix).await?,
-        "publish-throughput" => publish_throughput(&kafka, &prefix).await?,
-        "fanout" => fanout(&kafka, &prefix).await?,
-        "agents-memory" => agents_memory(&kafka, &prefix).await?,
+        "rpc-latency" => rpc_latency(kafka, &prefix).await?,
+        "rpc-throughput" => rpc_throughput(kafka, &prefix).await?,
+        "publish-throughput" => publish_throughput(kafka, &prefix).await?,
+        "fanout" => fanout(kafka, &prefix).await?,
+        "agents-memory" => agents_memory(kafka, &prefix).await?,
         other => bail!("unknown scenario {other}"),
     };
     result["scenario"] = json!(name);
