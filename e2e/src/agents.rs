@@ -286,7 +286,8 @@ impl Message for Seq {
 #[derive(Default)]
 pub struct TurnLog {
     running: Mutex<std::collections::HashSet<String>>,
-    last: Mutex<std::collections::HashMap<String, u64>>,
+    /// Per key: the last sequence number handled and its message id.
+    last: Mutex<std::collections::HashMap<String, (u64, String)>>,
     /// Broken promises: overlapping turns, out-of-order or repeated messages.
     pub violations: Mutex<Vec<String>>,
     /// Messages handled.
@@ -317,7 +318,7 @@ impl TurnChecker {
 #[async_trait]
 impl Handler<Seq> for TurnChecker {
     type Reply = ();
-    async fn handle(&mut self, seq: Seq, _ctx: &MessageContext) -> Result<(), AgentError> {
+    async fn handle(&mut self, seq: Seq, ctx: &MessageContext) -> Result<(), AgentError> {
         let log = &self.log;
         let violation = |v: String| {
             log.violations
@@ -338,14 +339,17 @@ impl Handler<Seq> for TurnChecker {
         }
         {
             let mut last = log.last.lock().unwrap_or_else(|e| e.into_inner());
-            let expected = last.get(&self.key).map_or(0, |l| l + 1);
+            let previous = last.get(&self.key);
+            let expected = previous.map_or(0, |(n, _)| n + 1);
             if seq.n != expected {
+                // The same message id again is a redelivery; another id, a resend.
+                let after = previous.map_or("", |(_, id)| id.as_str());
                 violation(format!(
-                    "{}: got #{} expected #{expected} (on {})",
-                    self.key, seq.n, self.replica
+                    "{}: got #{} (id {}) expected #{expected} (on {}; previous id {after})",
+                    self.key, seq.n, ctx.message_id, self.replica
                 ));
             }
-            last.insert(self.key.clone(), seq.n);
+            last.insert(self.key.clone(), (seq.n, ctx.message_id.clone()));
         }
         // Hold the turn a little so overlaps would show.
         tokio::time::sleep(Duration::from_millis(1)).await;

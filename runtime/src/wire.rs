@@ -59,6 +59,9 @@ pub mod header {
     pub const DLQ_REASON: &str = "switchboard_dlq_reason";
     /// Dead letters: topic, partition and offset the record came from.
     pub const DLQ_ORIGIN: &str = "switchboard_dlq_origin";
+    /// An inbox marker (no value) a replica writes before it delivers events for
+    /// that partition locally; the value names the replica and marker.
+    pub const HANDOFF: &str = "switchboard_handoff";
 }
 
 /// `ce_agmsgkind` values.
@@ -410,6 +413,14 @@ pub(crate) fn event_topic_type<H: Headers>(headers: Option<&H>) -> Option<&str> 
         return None;
     }
     std::str::from_utf8(topic_type?).ok()
+}
+
+/// The marker id if the record is a handoff marker (see [`header::HANDOFF`]).
+pub(crate) fn handoff_marker<H: Headers>(headers: Option<&H>) -> Option<&[u8]> {
+    headers?
+        .iter()
+        .find(|h| h.key == header::HANDOFF)
+        .and_then(|h| h.value)
 }
 
 /// Headers of one record, looked up by name (last occurrence wins).

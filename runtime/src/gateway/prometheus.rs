@@ -106,6 +106,18 @@ pub fn render(m: &MetricsSnapshot, gauges: ProcessGauges) -> String {
     );
     family(
         &mut out,
+        "switchboard_events_delivered_locally_total",
+        "counter",
+        "Events delivered to this replica's agents without a trip through the inbox topic.",
+    );
+    sample(
+        &mut out,
+        "switchboard_events_delivered_locally_total",
+        &[],
+        m.events_delivered_locally,
+    );
+    family(
+        &mut out,
         "switchboard_consumer_lag",
         "gauge",
         "Records not consumed yet, by topic and partition.",
@@ -180,6 +192,7 @@ mod tests {
         m.rpc_latency_sum_seconds = 1.25;
         m.in_flight = 4;
         m.dead_lettered = 2;
+        m.events_delivered_locally = 6;
         m.consumer_lag.insert(("demo.rt1.inbox".into(), 2), 7);
         let text = render(
             &m,
@@ -198,6 +211,7 @@ mod tests {
             "switchboard_rpc_latency_seconds_count 3",
             "switchboard_messages_in_flight 4",
             "switchboard_dead_letters_total 2",
+            "switchboard_events_delivered_locally_total 6",
             "switchboard_consumer_lag{topic=\"demo.rt1.inbox\",partition=\"2\"} 7",
             "switchboard_active_agents 5",
             "switchboard_ready 1",

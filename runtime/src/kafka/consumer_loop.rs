@@ -56,6 +56,14 @@ pub(crate) trait PartitionWorker: Send + Sync + 'static {
     fn dispatch(&self, message: &BorrowedMessage<'_>, done: &DoneSender) -> Dispatched;
     /// Partitions were assigned; called before any of their records is dispatched.
     fn assigned(&self, _partitions: &[i32]) {}
+    /// Partitions are being revoked (or the loop stops): called before waiting for
+    /// their work, so that the worker starts no more of it elsewhere.
+    fn revoking(&self, _partitions: &[i32]) {}
+    /// Work for `partitions` started outside this loop's records, not finished yet;
+    /// revocation and shutdown wait for it too.
+    fn busy(&self, _partitions: &[i32]) -> usize {
+        0
+    }
     /// Partitions were revoked; their work has finished (or the drain deadline passed).
     fn revoked(&self, _partitions: &[i32]) {}
     /// Consumer lag per partition of `topic`, from librdkafka's periodic statistics.
@@ -86,7 +94,7 @@ struct Shared<W> {
     assignments: watch::Sender<u64>,
 }
 
-impl<W> Shared<W> {
+impl<W: PartitionWorker> Shared<W> {
     fn tracker(&self) -> MutexGuard<'_, OffsetTracker> {
         self.tracker.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -111,8 +119,8 @@ impl<W> Shared<W> {
         loop {
             let left: usize = {
                 let t = self.tracker();
-                partitions.iter().map(|p| t.in_flight(*p)).sum()
-            };
+                partitions.iter().map(|p| t.in_flight(*p)).sum::<usize>()
+            } + self.worker.busy(partitions);
             let now = Instant::now();
             if left == 0 || now >= deadline {
                 return left;
@@ -201,6 +209,7 @@ impl<W: PartitionWorker> ConsumerContext for LoopContext<W> {
         if partitions.is_empty() {
             return;
         }
+        shared.worker.revoking(&partitions);
         if consumer.assignment_lost() {
             // Another member may own these already: committing would be wrong.
             tracing::warn!(topic = %shared.settings.topic, ?partitions, "partitions lost; dropping their work uncommitted");
@@ -364,6 +373,7 @@ fn poll_loop<W: PartitionWorker>(
     }
     // Graceful stop: nothing new is dispatched; finish, commit, leave the group.
     let partitions = shared.tracker().partitions();
+    shared.worker.revoking(&partitions);
     let left = shared.drain(&partitions);
     if left > 0 {
         tracing::warn!(%topic, left, "shutdown deadline passed with work in flight; it will be redelivered");

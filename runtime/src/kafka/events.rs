@@ -1,7 +1,8 @@
 //! The events topic, as seen by one runtime: every replica consumes it in the
 //! runtime's own consumer group, finds the runtime's agent types subscribed to each
 //! event's topic type, and forwards one delivery into the runtime's inbox keyed by
-//! the topic source — so the agent's owner handles it (one owner, in order).
+//! the topic source — so the agent's owner handles it (one owner, in order). When this
+//! replica is that owner the event goes to the mailbox directly (see `handoff`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,9 +14,11 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::Inner;
 use super::consumer_loop::{Dispatched, DoneSender, PartitionWorker};
+use super::handoff::Held;
 use super::outputs;
 use crate::config::KafkaConfig;
 use crate::error::RuntimeError;
+use crate::partitioner::partition_for;
 use crate::wire::{self, Body, Envelope};
 
 /// Forwards events to the inbox.
@@ -35,6 +38,11 @@ impl EventsWorker {
 }
 
 impl PartitionWorker for EventsWorker {
+    fn assigned(&self, _partitions: &[i32]) {
+        let _entered = self.tokio.enter();
+        self.inner.handoff.events_assigned(&self.inner);
+    }
+
     fn dispatch(&self, message: &BorrowedMessage<'_>, done: &DoneSender) -> Dispatched {
         let (p, o) = (message.partition(), message.offset());
         // Most events are for other runtimes: look at the type header before decoding.
@@ -90,6 +98,7 @@ impl PartitionWorker for EventsWorker {
             return Dispatched::Done;
         }
         let key = topic.source().as_bytes().to_vec();
+        let owner = partition_for(&key, inner.inbox_partitions.load(Ordering::SeqCst));
         let delivery = Envelope {
             id,
             source,
@@ -102,18 +111,14 @@ impl PartitionWorker for EventsWorker {
                 payload,
             },
         };
-        // Enqueue now, on the poll thread, so deliveries of one key keep their order
-        // (the idempotent producer keeps it from here on); only the ack is awaited.
-        let inbox = inner.names.inbox(&inner.config.runtime_name);
-        let queued = outputs::enqueue_envelope(&inner.producer, &inbox, &key, &delivery);
-        self.tokio.spawn(async move {
-            match outputs::acknowledged(&inbox, queued).await {
-                Ok(_) => done.done(p, o),
-                Err(e) => {
-                    tracing::error!(error = %e, "forwarding an event failed; it stays uncommitted")
-                }
-            }
-        });
+        let held = Held {
+            delivery,
+            key,
+            original: Arc::new(message.detach()),
+            done,
+        };
+        let _entered = self.tokio.enter();
+        inner.handoff.offer(&inner, owner, held);
         Dispatched::Pending
     }
 }

@@ -20,6 +20,7 @@ use tracing::Instrument as _;
 
 use super::Inner;
 use super::consumer_loop::{Dispatched, DoneSender, PartitionWorker};
+use super::handoff::Handoff;
 use super::outputs;
 use super::replies::error_to_failure;
 use crate::agent::{Agent, AgentErrorKind, SharedAgent};
@@ -33,8 +34,12 @@ use crate::wire::{Body, Envelope, now_ms};
 
 /// One message for one agent.
 pub(crate) struct Work {
+    /// Where the record was read (the inbox, or the events topic for a local delivery):
+    /// reported done there.
     partition: i32,
     offset: i64,
+    /// The inbox partition that owns the recipient (its state partition).
+    owner: i32,
     payload: Payload,
     delivery: Delivery,
     /// RPC: where the reply goes and its request id.
@@ -42,6 +47,8 @@ pub(crate) struct Work {
     deadline_ms: Option<u64>,
     /// Event deliveries to several agent types: the record is done when all are.
     fanout: Option<Arc<AtomicUsize>>,
+    /// Delivered from the events topic directly (see `handoff`).
+    local: bool,
     original: Arc<OwnedMessage>,
     done: DoneSender,
 }
@@ -113,8 +120,14 @@ impl InboxWorker {
 impl PartitionWorker for InboxWorker {
     fn dispatch(&self, message: &BorrowedMessage<'_>, done: &DoneSender) -> Dispatched {
         let _entered = self.tokio.enter();
-        let original = Arc::new(message.detach());
         let (partition, offset) = (message.partition(), message.offset());
+        if let Some(marker) = crate::wire::handoff_marker(message.headers()) {
+            self.inner
+                .handoff
+                .marker_read(&self.inner, partition, marker);
+            return Dispatched::Done;
+        }
+        let original = Arc::new(message.detach());
         let envelope = match Envelope::decode(message.headers(), message.payload()) {
             Ok(e) => e,
             Err(e) => return self.dead_letter(original, format!("undecodable record: {e}"), done),
@@ -190,11 +203,13 @@ impl PartitionWorker for InboxWorker {
                 let work = Work {
                     partition,
                     offset,
+                    owner: partition,
                     payload,
                     delivery,
                     reply: Some((reply_to, request_id)),
                     deadline_ms: Some(deadline_ms),
                     fanout: None,
+                    local: false,
                     original,
                     done: done.clone(),
                 };
@@ -207,42 +222,15 @@ impl PartitionWorker for InboxWorker {
                 recipient_types,
                 payload,
             } => {
-                let recipients: Vec<AgentId> = {
-                    let agents = self.inner.agents();
-                    recipient_types
-                        .iter()
-                        .filter(|t| agents.hosts(t))
-                        .filter_map(|t| AgentId::new(t.as_str(), topic.source()).ok())
-                        .collect()
+                let event = LocalEvent {
+                    message_id,
+                    trace,
+                    topic,
+                    sender,
+                    recipient_types,
+                    payload,
                 };
-                if recipients.is_empty() {
-                    return Dispatched::Done;
-                }
-                let fanout =
-                    (recipients.len() > 1).then(|| Arc::new(AtomicUsize::new(recipients.len())));
-                for recipient in recipients {
-                    let delivery = Delivery {
-                        recipient: recipient.clone(),
-                        sender: sender.clone(),
-                        topic: Some(topic.clone()),
-                        is_rpc: false,
-                        message_id: message_id.clone(),
-                        trace: trace.clone(),
-                    };
-                    let work = Work {
-                        partition,
-                        offset,
-                        payload: payload.clone(),
-                        delivery,
-                        reply: None,
-                        deadline_ms: None,
-                        fanout: fanout.clone(),
-                        original: Arc::clone(&original),
-                        done: done.clone(),
-                    };
-                    self.push(recipient, work);
-                }
-                Dispatched::Pending
+                deliver_event(&self.inner, partition, event, original, done, None)
             }
             Body::Response { .. } | Body::Error { .. } => self.dead_letter(
                 original,
@@ -274,6 +262,18 @@ impl PartitionWorker for InboxWorker {
                 tracing::error!(%topic, error = %e, "restoring agent state failed; agents start empty")
             }
         }
+        if self.inner.config.local_delivery {
+            self.inner.handoff.inbox_assigned(partitions);
+        }
+    }
+
+    fn revoking(&self, partitions: &[i32]) {
+        let _entered = self.tokio.enter();
+        self.inner.handoff.inbox_revoking(&self.inner, partitions);
+    }
+
+    fn busy(&self, partitions: &[i32]) -> usize {
+        self.inner.handoff.busy(partitions)
     }
 
     fn report_lag(&self, topic: &str, lags: Vec<(i32, i64)>) {
@@ -301,11 +301,89 @@ impl PartitionWorker for InboxWorker {
 
 impl InboxWorker {
     fn push(&self, recipient: AgentId, work: Work) {
-        if let Some(m) = self.inner.mailboxes.get() {
-            self.inner.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-            m.push(recipient, work);
-        }
+        push(&self.inner, recipient, work);
     }
+}
+
+fn push(inner: &Inner, recipient: AgentId, work: Work) {
+    if let Some(m) = inner.mailboxes.get() {
+        inner.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        m.push(recipient, work);
+    }
+}
+
+/// An event for this runtime's agent types, decoded.
+pub(crate) struct LocalEvent {
+    pub(crate) message_id: String,
+    pub(crate) trace: Option<TraceContext>,
+    pub(crate) topic: crate::ids::TopicId,
+    pub(crate) sender: Option<AgentId>,
+    pub(crate) recipient_types: Vec<String>,
+    pub(crate) payload: Payload,
+}
+
+/// Puts `event` into the mailbox of each hosted recipient type's agent keyed by the
+/// topic source, owned by inbox partition `owner`. `original` is the record it came
+/// in (an inbox record, or the event itself for a local delivery, which `handoff`
+/// counts); it is reported done through `done` once every recipient handled it.
+pub(crate) fn deliver_event(
+    inner: &Inner,
+    owner: i32,
+    event: LocalEvent,
+    original: Arc<OwnedMessage>,
+    done: &DoneSender,
+    handoff: Option<&Handoff>,
+) -> Dispatched {
+    let LocalEvent {
+        message_id,
+        trace,
+        topic,
+        sender,
+        recipient_types,
+        payload,
+    } = event;
+    let recipients: Vec<AgentId> = {
+        let agents = inner.agents();
+        recipient_types
+            .iter()
+            .filter(|t| agents.hosts(t))
+            .filter_map(|t| AgentId::new(t.as_str(), topic.source()).ok())
+            .collect()
+    };
+    if recipients.is_empty() {
+        return Dispatched::Done;
+    }
+    let fanout = (recipients.len() > 1).then(|| Arc::new(AtomicUsize::new(recipients.len())));
+    let (partition, offset) = (original.partition(), original.offset());
+    if let Some(h) = handoff {
+        // Before the push: a handler may finish before this function returns.
+        h.reserve(owner, recipients.len());
+    }
+    for recipient in recipients {
+        let delivery = Delivery {
+            recipient: recipient.clone(),
+            sender: sender.clone(),
+            topic: Some(topic.clone()),
+            is_rpc: false,
+            message_id: message_id.clone(),
+            trace: trace.clone(),
+        };
+        let work = Work {
+            partition,
+            offset,
+            owner,
+            payload: payload.clone(),
+            delivery,
+            reply: None,
+            deadline_ms: None,
+            fanout: fanout.clone(),
+            local: handoff.is_some(),
+            original: Arc::clone(&original),
+            done: done.clone(),
+        };
+        push(inner, recipient, work);
+    }
+    Dispatched::Pending
 }
 
 /// Reads `partitions` of the state topic to their end: the latest state per agent.
@@ -466,6 +544,9 @@ pub(crate) async fn run_work(inner: Arc<Inner>, id: AgentId, work: Work) {
             work.done.done(work.partition, work.offset);
         }
     }
+    if work.local {
+        inner.handoff.finished(work.owner);
+    }
 }
 
 /// Handles `work` with `trace` as the handler's context; returns the error it ended
@@ -533,7 +614,7 @@ async fn handle(
     work: &Work,
     trace: TraceContext,
 ) -> (Result<Option<Payload>, RuntimeError>, bool) {
-    let activated = inner.agents().activate(id, Some(work.partition));
+    let activated = inner.agents().activate(id, Some(work.owner));
     let (agent, _, created) = match activated {
         Ok(a) => a,
         Err(e) => return (Err(e), true),
@@ -579,7 +660,7 @@ async fn handle(
             message: e.message().to_owned(),
         },
     });
-    let persisted = persist_state(inner, id, Some(work.partition), &mut **guard).await;
+    let persisted = persist_state(inner, id, Some(work.owner), &mut **guard).await;
     drop(guard);
     match persisted {
         Ok(()) => (result, true),

@@ -22,6 +22,7 @@ pub(crate) struct Metrics {
     rpc_failed: AtomicU64,
     pub(crate) in_flight: AtomicI64,
     pub(crate) dead_lettered: AtomicU64,
+    pub(crate) delivered_locally: AtomicU64,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
@@ -89,6 +90,7 @@ impl Metrics {
             rpc_failed: self.rpc_failed.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed).max(0) as u64,
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            events_delivered_locally: self.delivered_locally.load(Ordering::Relaxed),
             consumer_lag: self.lag.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
@@ -113,6 +115,8 @@ pub struct MetricsSnapshot {
     pub in_flight: u64,
     /// Records sent to the dead-letter topic.
     pub dead_lettered: u64,
+    /// Events put into a mailbox by the events consumer itself, not via the inbox.
+    pub events_delivered_locally: u64,
     /// Consumer lag (records) by (topic, partition), refreshed every few seconds.
     pub consumer_lag: BTreeMap<(String, i32), i64>,
 }

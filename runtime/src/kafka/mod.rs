@@ -6,6 +6,7 @@
 
 mod consumer_loop;
 mod events;
+mod handoff;
 mod inbox;
 mod metrics;
 mod offsets;
@@ -41,6 +42,7 @@ use crate::subscription::Subscription;
 use crate::topics::TopicNames;
 use crate::wire::{Body, Envelope, now_ms};
 use consumer_loop::{ConsumerLoop, LoopSettings};
+use handoff::Handoff;
 use metrics::Metrics;
 use registry::{
     Claim, Heartbeat, OPERATOR_OWNER, SubscriptionRecord, claim_key, heartbeat_key,
@@ -61,6 +63,8 @@ pub struct RuntimeStats {
     pub failed: u64,
     /// Records sent to the dead-letter topic.
     pub dead_lettered: u64,
+    /// Events this replica delivered to its own agents without the inbox topic.
+    pub events_delivered_locally: u64,
     /// Agents active in this process.
     pub active_agents: usize,
     /// RPCs this process waits on.
@@ -81,6 +85,8 @@ pub(crate) struct Inner {
     pub(crate) inbox_partitions: std::sync::atomic::AtomicI32,
     /// Inbox partitions this replica owns now.
     pub(crate) owned: Mutex<std::collections::BTreeSet<i32>>,
+    /// How events reach the mailboxes of owned inbox partitions.
+    pub(crate) handoff: Handoff,
     registry: OnceLock<RegistryLog>,
     replies: OnceLock<ReplyChannel>,
     loops: Mutex<Vec<ConsumerLoop>>,
@@ -126,6 +132,7 @@ impl KafkaAgentRuntime {
             restored: Mutex::default(),
             mailboxes: OnceLock::new(),
             owned: Mutex::default(),
+            handoff: Handoff::default(),
             inbox_partitions: std::sync::atomic::AtomicI32::new(1),
             registry: OnceLock::new(),
             replies: OnceLock::new(),
@@ -338,6 +345,7 @@ impl KafkaAgentRuntime {
             handled: m.handled.values().sum(),
             failed: m.failed.values().sum(),
             dead_lettered: m.dead_lettered,
+            events_delivered_locally: m.events_delivered_locally,
             active_agents: self.inner.agents().active_count(),
             waiting_rpcs: self.inner.replies.get().map_or(0, ReplyChannel::waiting),
         }

@@ -39,6 +39,10 @@ pub struct WorkerConfig {
     pub drain_timeout: Duration,
     /// How often finished offsets are committed.
     pub commit_interval: Duration,
+    /// Deliver an event straight to the agent's mailbox when this replica owns its
+    /// inbox partition, instead of forwarding it through the inbox topic (same order
+    /// and commit rules; see `handoff`). Off: every delivery takes the inbox.
+    pub local_delivery: bool,
 }
 
 impl WorkerConfig {
@@ -66,6 +70,7 @@ impl WorkerConfig {
             liveness_timeout: Duration::from_secs(15),
             drain_timeout: Duration::from_secs(30),
             commit_interval: Duration::from_millis(100),
+            local_delivery: true,
         }
     }
 
