@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchboard_runtime::Agent;
 use switchboard_runtime::{
-    AgentError, AgentId, Handler, HandlerResult, Message, MessageContext, Payload, Routes, TopicId,
+    AgentError, AgentId, AgentRuntime, AgentRuntimeExt, Handler, HandlerResult, KafkaAgentRuntime,
+    Message, MessageContext, Payload, Routes, RuntimeError, Subscription, TopicId, WorkerConfig,
 };
 
 /// A request carrying a number.
@@ -385,5 +386,25 @@ static TURN_ROUTES: LazyLock<Routes<TurnChecker>> = LazyLock::new(|| Routes::new
 impl Agent for TurnChecker {
     async fn on_message(&mut self, msg: Payload, ctx: &MessageContext) -> HandlerResult {
         TURN_ROUTES.dispatch(self, msg, ctx).await
+    }
+}
+
+impl TurnChecker {
+    /// Starts a replica hosting `turns` checkers (named `replica` in `log`) subscribed
+    /// to topic type `turns`.
+    pub async fn start_replica(
+        config: WorkerConfig,
+        replica: &str,
+        log: &Arc<TurnLog>,
+    ) -> Result<KafkaAgentRuntime, RuntimeError> {
+        let rt = KafkaAgentRuntime::start_with(config).await?;
+        let (replica, log) = (replica.to_owned(), Arc::clone(log));
+        rt.register("turns", move |id: &AgentId| {
+            TurnChecker::new(id, &replica, log.clone())
+        })
+        .await?;
+        rt.add_subscription(Subscription::for_type("turns", "turns")?)
+            .await?;
+        Ok(rt)
     }
 }

@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use switchboard_e2e::agents::{Seq, TurnChecker, TurnLog};
 use switchboard_e2e::net::TestNet;
-use switchboard_runtime::{
-    AgentId, AgentRuntime, AgentRuntimeExt, KafkaAgentRuntime, Subscription, TopicId,
-};
+use switchboard_runtime::{AgentRuntime, AgentRuntimeExt, KafkaAgentRuntime, TopicId};
 
 const KEYS: u64 = 24;
 /// Events handled between two membership changes.
@@ -23,17 +21,7 @@ const STEP: usize = 1_000;
 async fn replica(net: &TestNet, name: &str, log: &Arc<TurnLog>, local: bool) -> KafkaAgentRuntime {
     let mut cfg = net.config("pool");
     cfg.local_delivery = local;
-    let rt = KafkaAgentRuntime::start_with(cfg).await.unwrap();
-    let (replica, log) = (name.to_owned(), log.clone());
-    rt.register("turns", move |id: &AgentId| {
-        TurnChecker::new(id, &replica, log.clone())
-    })
-    .await
-    .unwrap();
-    rt.add_subscription(Subscription::for_type("turns", "turns").unwrap())
-        .await
-        .unwrap();
-    rt
+    TurnChecker::start_replica(cfg, name, log).await.unwrap()
 }
 
 /// Waits until `log` counts `n` more handled events.

@@ -17,7 +17,7 @@ use switchboard_e2e::agents::{Counter, Ping, Pong, Responder, Seq, TurnChecker, 
 use switchboard_e2e::net::TestNet;
 use switchboard_runtime::{
     AgentId, AgentRuntime, AgentRuntimeExt, KafkaAgentRuntime, KafkaConfig, Payload, RuntimeError,
-    SendOptions, Subscription, TopicId, TopicNames,
+    SendOptions, TopicId, TopicNames,
 };
 
 async fn replica_with_responders(net: &TestNet) -> KafkaAgentRuntime {
@@ -77,17 +77,9 @@ async fn one_owner_and_turn_based_across_replicas_and_a_rebalance() {
     let start_replica = |name: String| {
         let (log, net_cfg) = (log.clone(), net.config("pool"));
         async move {
-            let rt = KafkaAgentRuntime::start_with(net_cfg).await.unwrap();
-            let replica = name.clone();
-            rt.register("turns", move |id: &AgentId| {
-                TurnChecker::new(id, &replica, log.clone())
-            })
-            .await
-            .unwrap();
-            rt.add_subscription(Subscription::for_type("turns", "turns").unwrap())
+            TurnChecker::start_replica(net_cfg, &name, &log)
                 .await
-                .unwrap();
-            rt
+                .unwrap()
         }
     };
     let mut replicas = vec![

@@ -31,7 +31,7 @@ use super::Inner;
 use super::consumer_loop::{Dispatched, DoneSender};
 use super::inbox::{self, LocalEvent};
 use super::outputs;
-use crate::wire::{Body, Envelope, header};
+use crate::wire::{Envelope, header};
 
 /// An event for one inbox partition, decoded and addressed to this runtime's types.
 pub(crate) struct Held {
@@ -166,28 +166,10 @@ impl Handoff {
             ..
         } = event;
         let (p, o) = (original.partition(), original.offset());
-        let Envelope {
-            id, trace, body, ..
-        } = delivery;
-        let pushed = match body {
-            Body::Event {
-                topic,
-                sender,
-                recipient_types,
-                payload,
-            } => {
-                let event = LocalEvent {
-                    message_id: id,
-                    trace,
-                    topic,
-                    sender,
-                    recipient_types,
-                    payload,
-                };
-                inbox::deliver_event(inner, owner, event, original, &done, Some(self))
-            }
+        let pushed = match LocalEvent::from_envelope(delivery) {
+            Ok(event) => inbox::deliver_event(inner, owner, event, original, &done, Some(self)),
             // The events consumer holds nothing else.
-            _ => Dispatched::Done,
+            Err(_) => Dispatched::Done,
         };
         match pushed {
             Dispatched::Pending => {

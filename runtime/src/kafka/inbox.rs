@@ -161,6 +161,10 @@ impl PartitionWorker for InboxWorker {
             }
             return self.dead_letter(original, reason, done);
         }
+        let envelope = match LocalEvent::from_envelope(envelope) {
+            Ok(event) => return deliver_event(&self.inner, partition, event, original, done, None),
+            Err(other) => other,
+        };
         let Envelope {
             id: message_id,
             trace,
@@ -216,22 +220,8 @@ impl PartitionWorker for InboxWorker {
                 self.push(recipient, work);
                 Dispatched::Pending
             }
-            Body::Event {
-                topic,
-                sender,
-                recipient_types,
-                payload,
-            } => {
-                let event = LocalEvent {
-                    message_id,
-                    trace,
-                    topic,
-                    sender,
-                    recipient_types,
-                    payload,
-                };
-                deliver_event(&self.inner, partition, event, original, done, None)
-            }
+            // Delivered above.
+            Body::Event { .. } => Dispatched::Done,
             Body::Response { .. } | Body::Error { .. } => self.dead_letter(
                 original,
                 "an RPC reply does not belong in an inbox".to_owned(),
@@ -320,6 +310,32 @@ pub(crate) struct LocalEvent {
     pub(crate) sender: Option<AgentId>,
     pub(crate) recipient_types: Vec<String>,
     pub(crate) payload: Payload,
+}
+
+impl LocalEvent {
+    /// The event an envelope carries; other envelopes come back unchanged.
+    #[allow(
+        clippy::result_large_err,
+        reason = "moved once per record, not propagated with ?"
+    )]
+    pub(crate) fn from_envelope(envelope: Envelope) -> Result<Self, Envelope> {
+        match envelope.body {
+            Body::Event {
+                topic,
+                sender,
+                recipient_types,
+                payload,
+            } => Ok(Self {
+                message_id: envelope.id,
+                trace: envelope.trace,
+                topic,
+                sender,
+                recipient_types,
+                payload,
+            }),
+            body => Err(Envelope { body, ..envelope }),
+        }
+    }
 }
 
 /// Puts `event` into the mailbox of each hosted recipient type's agent keyed by the
