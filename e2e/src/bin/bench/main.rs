@@ -5,7 +5,8 @@
 //! applies, `baseline`: the same figures for raw rdkafka on the same broker with the
 //! same client settings. `--set` (also `consumer.K=V`) applies a librdkafka setting to
 //! every client, ours and the raw baseline's, to measure a tuning knob; with
-//! `--broker-pid` (a local broker) CPU figures include the broker's share. `bench all`
+//! `--broker-pid` (a local broker) CPU figures include the broker's share;
+//! `--no-local-delivery` makes every event take the inbox topic. `bench all`
 //! prints a JSON array of every runtime scenario. It starts no broker: pass its
 //! address (or set SWITCHBOARD_BOOTSTRAP_SERVERS). Figures are read by people, not
 //! asserted.
@@ -17,6 +18,7 @@ mod scenarios;
 mod stats;
 
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 
 use serde_json::Value;
 
@@ -56,10 +58,11 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             },
+            "--no-local-delivery" => scenarios::LOCAL_DELIVERY.store(false, Ordering::Relaxed),
             "--json" => {}
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [{}|all] [--bootstrap HOST:PORT] [--broker-pid PID] [--set producer.K=V|consumer.K=V]... [--json]\n       \
+                    "usage: bench [{}|all] [--bootstrap HOST:PORT] [--broker-pid PID] [--set producer.K=V|consumer.K=V]... [--no-local-delivery] [--json]\n       \
                      bench operator-scale --kubeconfig FILE [--bootstrap HOST:PORT] [--runtimes N]",
                     SCENARIOS.join("|")
                 );

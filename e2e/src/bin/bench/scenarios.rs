@@ -1,7 +1,7 @@
 //! The scenarios. Each returns one JSON object: figures under snake_case names with
 //! units, `config`, and `baseline` (raw rdkafka) where one applies.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,9 @@ pub async fn run(name: &str, kafka: &KafkaConfig) -> anyhow::Result<Value> {
     }
     Ok(result)
 }
+
+/// Whether subscriber runtimes deliver events locally (`--no-local-delivery`: no).
+pub(crate) static LOCAL_DELIVERY: AtomicBool = AtomicBool::new(true);
 
 async fn runtime(
     kafka: &KafkaConfig,
@@ -161,7 +164,9 @@ async fn publish_throughput(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result
     let start = Instant::now();
     let delivered = Arc::new(AtomicUsize::new(0));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(EVENTS * 2)));
-    let subs = KafkaAgentRuntime::new(WorkerConfig::new(kafka.clone(), prefix, "subscribers"))?;
+    let mut config = WorkerConfig::new(kafka.clone(), prefix, "subscribers");
+    config.local_delivery = LOCAL_DELIVERY.load(Ordering::Relaxed);
+    let subs = KafkaAgentRuntime::new(config)?;
     for t in ["sub_a", "sub_b"] {
         let (d, l) = (delivered.clone(), latencies.clone());
         subs.register(t, move |_: &AgentId| Subscriber {
@@ -228,7 +233,7 @@ async fn publish_throughput(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result
             "delivered_events_per_s": round3(raw.consumed_per_s),
             "delivery_p99_ms": latency_ms(&mut raw.latencies)["p99_ms"],
         },
-        "config": { "events": EVENTS, "event_bytes": SIZE, "subscribed_agent_types": 2, "in_flight": IN_FLIGHT, "partitions": 3 },
+        "config": { "events": EVENTS, "event_bytes": SIZE, "subscribed_agent_types": 2, "in_flight": IN_FLIGHT, "partitions": 3, "local_delivery": subs.config().local_delivery },
     });
     merge(&mut result, cpu);
     merge(&mut result["baseline"], raw.cpu);
@@ -257,7 +262,9 @@ async fn fanout(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<Value> {
     const TYPES: usize = 50;
     const ROUNDS: usize = 20;
     let count = Arc::new(AtomicUsize::new(0));
-    let rt = KafkaAgentRuntime::new(WorkerConfig::new(kafka.clone(), prefix, "fan"))?;
+    let mut config = WorkerConfig::new(kafka.clone(), prefix, "fan");
+    config.local_delivery = LOCAL_DELIVERY.load(Ordering::Relaxed);
+    let rt = KafkaAgentRuntime::new(config)?;
     for i in 0..TYPES {
         let c = count.clone();
         rt.register(&format!("t{i}"), move |_: &AgentId| Tally(c.clone()))
@@ -287,7 +294,7 @@ async fn fanout(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<Value> {
     let lat = latency_ms(&mut samples);
     Ok(json!({
         "all_handled_p50_ms": lat["p50_ms"], "all_handled_max_ms": lat["max_ms"],
-        "config": { "subscribed_agent_types": TYPES, "rounds": ROUNDS },
+        "config": { "subscribed_agent_types": TYPES, "rounds": ROUNDS, "local_delivery": rt.config().local_delivery },
     }))
 }
 
