@@ -115,10 +115,21 @@ pub struct RuntimeSection {
     /// Larger records are dead-lettered.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// Deliver an event straight to its agent when this replica owns the agent's inbox
+    /// partition (`WorkerConfig::local_delivery`); `false`: always through the inbox.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub local_delivery: bool,
 }
 
 fn yes() -> bool {
     true
+}
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if"
+)]
+fn is_true(b: &bool) -> bool {
+    *b
 }
 fn default_concurrency() -> usize {
     256
@@ -423,6 +434,7 @@ impl RuntimeConfigFile {
         cfg.replication_factor = self.runtime.replication_factor;
         cfg.rpc_timeout = Duration::from_millis(self.runtime.rpc_timeout_ms);
         cfg.max_message_bytes = self.runtime.max_message_bytes;
+        cfg.local_delivery = self.runtime.local_delivery;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -467,6 +479,11 @@ http: { listen: "0.0.0.0:8080" }
             (worker.runtime_name.as_str(), worker.topic_prefix.as_str()),
             ("rt1", "demo")
         );
+        assert!(worker.local_delivery, "on unless turned off");
+        let off = EXAMPLE.replace("maxConcurrency: 256", "localDelivery: false");
+        let off = RuntimeConfigFile::from_yaml(&off).unwrap();
+        assert!(!off.worker_config(|_| None).unwrap().local_delivery);
+        assert!(off.to_yaml().unwrap().contains("localDelivery: false"));
     }
 
     #[test]

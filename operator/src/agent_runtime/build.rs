@@ -198,6 +198,7 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
             replication_factor: ar.spec.topics.replication_factor,
             rpc_timeout_ms: 30_000,
             max_message_bytes: 1024 * 1024,
+            local_delivery: true,
         },
         agents: ar
             .spec
