@@ -14,7 +14,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::Inner;
 use super::consumer_loop::{Dispatched, DoneSender, PartitionWorker};
-use super::handoff::Held;
+use super::handoff::Outgoing;
 use super::outputs;
 use crate::config::KafkaConfig;
 use crate::error::RuntimeError;
@@ -111,14 +111,14 @@ impl PartitionWorker for EventsWorker {
                 payload,
             },
         };
-        let held = Held {
+        let event = Outgoing {
             delivery,
             key,
-            original: Arc::new(message.detach()),
+            at: (p, o),
             done,
         };
         let _entered = self.tokio.enter();
-        inner.handoff.offer(&inner, owner, held);
+        inner.handoff.offer(&inner, owner, event, message);
         Dispatched::Pending
     }
 }

@@ -23,8 +23,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rdkafka::Message;
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureRecord;
 
 use super::Inner;
@@ -34,15 +33,22 @@ use super::outputs;
 use crate::wire::{Envelope, header};
 
 /// An event for one inbox partition, decoded and addressed to this runtime's types.
-pub(crate) struct Held {
+pub(crate) struct Outgoing {
     /// The delivery as it would be forwarded (recipient types filled in).
     pub(crate) delivery: Envelope,
     /// The recipients' key (the topic source).
     pub(crate) key: Vec<u8>,
-    /// The events record it came in.
-    pub(crate) original: Arc<OwnedMessage>,
+    /// Partition and offset of the events record it came in.
+    pub(crate) at: (i32, i64),
     /// Reports the events record done.
     pub(crate) done: DoneSender,
+}
+
+/// An event kept for local delivery, with a copy of its events record (for dead
+/// letters and spans); only events that may be delivered locally pay for the copy.
+struct Held {
+    event: Outgoing,
+    original: Arc<OwnedMessage>,
 }
 
 enum Route {
@@ -72,21 +78,32 @@ impl Handoff {
         self.busy.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Delivers `event` for inbox partition `owner`: locally, held for the switch, or
-    /// forwarded through the inbox topic when this replica does not own `owner`.
-    pub(crate) fn offer(&self, inner: &Arc<Inner>, owner: i32, event: Held) {
+    /// Delivers `event` (read as `message`) for inbox partition `owner`: locally, held
+    /// for the switch, or forwarded through the inbox topic when this replica does not
+    /// own `owner`.
+    pub(crate) fn offer(
+        &self,
+        inner: &Arc<Inner>,
+        owner: i32,
+        event: Outgoing,
+        message: &BorrowedMessage<'_>,
+    ) {
+        let held = |event| Held {
+            event,
+            original: Arc::new(message.detach()),
+        };
         // Everything happens under the lock so that a marker being read or the
         // partition being revoked on another thread cannot reorder deliveries.
         let mut routes = self.routes();
         match routes.get_mut(&owner) {
             None => forward(inner, event),
-            Some(Route::Local) => self.deliver(inner, owner, event),
-            Some(Route::Switching { held, .. }) => held.push(event),
+            Some(Route::Local) => self.deliver(inner, owner, held(event)),
+            Some(Route::Switching { held: h, .. }) => h.push(held(event)),
             Some(route @ Route::Forward) => {
                 let marker = self.send_marker(inner, owner);
                 *route = Route::Switching {
                     marker,
-                    held: vec![event],
+                    held: vec![held(event)],
                 };
             }
         }
@@ -96,16 +113,8 @@ impl Handoff {
     /// waits for, the held events go to the mailboxes and the partition is local.
     pub(crate) fn marker_read(&self, inner: &Inner, partition: i32, marker: &[u8]) {
         let mut routes = self.routes();
-        let Some(route) = routes.get_mut(&partition) else {
-            return;
-        };
-        if !matches!(route, Route::Switching { marker: m, .. } if m.as_bytes() == marker) {
-            return;
-        }
-        if let Route::Switching { held, .. } = std::mem::replace(route, Route::Local) {
-            for event in held {
-                self.deliver(inner, partition, event);
-            }
+        for held in end_switch(&mut routes, partition, marker, Route::Local) {
+            self.deliver(inner, partition, held);
         }
     }
 
@@ -124,8 +133,8 @@ impl Handoff {
         let mut routes = self.routes();
         for p in partitions {
             if let Some(Route::Switching { held, .. }) = routes.remove(p) {
-                for event in held {
-                    forward(inner, event);
+                for h in held {
+                    forward(inner, h.event);
                 }
             }
         }
@@ -158,14 +167,17 @@ impl Handoff {
         }
     }
 
-    fn deliver(&self, inner: &Inner, owner: i32, event: Held) {
+    fn deliver(&self, inner: &Inner, owner: i32, held: Held) {
         let Held {
-            delivery,
+            event:
+                Outgoing {
+                    delivery,
+                    at: (p, o),
+                    done,
+                    ..
+                },
             original,
-            done,
-            ..
-        } = event;
-        let (p, o) = (original.partition(), original.offset());
+        } = held;
         let pushed = match LocalEvent::from_envelope(delivery) {
             Ok(event) => inbox::deliver_event(inner, owner, event, original, &done, Some(self)),
             // The events consumer holds nothing else.
@@ -218,34 +230,45 @@ impl Handoff {
 
     fn marker_failed(&self, inner: &Inner, partition: i32, marker: &str) {
         let mut routes = self.routes();
-        let Some(route) = routes.get_mut(&partition) else {
-            return;
-        };
-        if !matches!(route, Route::Switching { marker: m, .. } if m == marker) {
-            return;
+        for held in end_switch(&mut routes, partition, marker.as_bytes(), Route::Forward) {
+            forward(inner, held.event);
         }
-        if let Route::Switching { held, .. } = std::mem::replace(route, Route::Forward) {
-            for event in held {
-                forward(inner, event);
+    }
+}
+
+/// If `partition` is switching and waits for `marker`, puts it in state `next` and
+/// returns the events it held (in order); otherwise nothing changes.
+fn end_switch(
+    routes: &mut HashMap<i32, Route>,
+    partition: i32,
+    marker: &[u8],
+    next: Route,
+) -> Vec<Held> {
+    match routes.get_mut(&partition) {
+        Some(route @ Route::Switching { .. }) => match std::mem::replace(route, next) {
+            Route::Switching { marker: m, held } if m.as_bytes() == marker => held,
+            other => {
+                *route = other;
+                Vec::new()
             }
-        }
+        },
+        _ => Vec::new(),
     }
 }
 
 /// Forwards `event` into this runtime's inbox keyed by the topic source; the events
 /// record is done once the broker acknowledged it.
-pub(crate) fn forward(inner: &Inner, event: Held) {
-    let Held {
+fn forward(inner: &Inner, event: Outgoing) {
+    let Outgoing {
         delivery,
         key,
-        original,
+        at: (p, o),
         done,
     } = event;
     let inbox = inner.names.inbox(&inner.config.runtime_name);
     // Enqueued now, so deliveries of one key keep their order (the idempotent
     // producer keeps it from here on); only the acknowledgement is awaited.
     let queued = outputs::enqueue_envelope(&inner.producer, &inbox, &key, &delivery);
-    let (p, o) = (original.partition(), original.offset());
     tokio::spawn(async move {
         match outputs::acknowledged(&inbox, queued).await {
             Ok(_) => done.done(p, o),

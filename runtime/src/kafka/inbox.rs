@@ -217,7 +217,7 @@ impl PartitionWorker for InboxWorker {
                     original,
                     done: done.clone(),
                 };
-                self.push(recipient, work);
+                push(&self.inner, recipient, work);
                 Dispatched::Pending
             }
             // Delivered above.
@@ -286,12 +286,6 @@ impl PartitionWorker for InboxWorker {
             agents.drop_partition(*p);
             restored.remove(p);
         }
-    }
-}
-
-impl InboxWorker {
-    fn push(&self, recipient: AgentId, work: Work) {
-        push(&self.inner, recipient, work);
     }
 }
 
