@@ -59,8 +59,9 @@ pub mod header {
     pub const DLQ_REASON: &str = "switchboard_dlq_reason";
     /// Dead letters: topic, partition and offset the record came from.
     pub const DLQ_ORIGIN: &str = "switchboard_dlq_origin";
-    /// An inbox marker (no value) a replica writes before it delivers events for
-    /// that partition locally; the value names the replica and marker.
+    /// The one header of an inbox marker (a record without key or value) a replica
+    /// writes before it delivers that partition's events locally; the header's value
+    /// names the replica and the marker.
     pub const HANDOFF: &str = "switchboard_handoff";
 }
 
