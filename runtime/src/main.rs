@@ -6,6 +6,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use switchboard_runtime::cli::{self, Cli};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let parsed = Cli::parse();

@@ -17,6 +17,10 @@ use switchboard_runtime::{
     KafkaConfig, MessageContext, Payload, WorkerConfig,
 };
 
+/// The runtime binary's allocator, so memory figures match what users run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Echo(Arc<AtomicU64>);
 
 #[async_trait]

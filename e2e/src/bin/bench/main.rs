@@ -22,6 +22,10 @@ use std::sync::atomic::Ordering;
 
 use serde_json::Value;
 
+/// The runtime binary's allocator, so figures match what users run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SCENARIOS: [&str; 5] = [
     "rpc-latency",
     "rpc-throughput",
