@@ -268,17 +268,32 @@ async fn poison_records_are_dead_lettered_and_the_runtime_keeps_serving() {
         .create()
         .unwrap();
     dlq.subscribe(&[&names.dlq("poisoned")]).unwrap();
-    let mut reasons = Vec::new();
+    let (mut reasons, mut letters) = (Vec::new(), Vec::new());
     let deadline = Instant::now() + Duration::from_secs(20);
     while reasons.len() < 4 && Instant::now() < deadline {
         if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), dlq.recv()).await {
-            let reason = m
+            let headers: Vec<(String, String)> = m
                 .headers()
-                .and_then(|h| h.iter().find(|h| h.key == "switchboard_dlq_reason"))
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            let v = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                            (h.key.to_owned(), v.into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let reason = headers
+                .iter()
+                .find(|(k, _)| k == "switchboard_dlq_reason")
+                .map(|(_, v)| v.clone())
                 .expect("every dead letter says why");
             reasons.push(reason);
+            letters.push((
+                m.key().map(<[u8]>::to_vec),
+                m.payload().map(<[u8]>::to_vec),
+                headers,
+            ));
         }
     }
     assert_eq!(
@@ -298,6 +313,28 @@ async fn poison_records_are_dead_lettered_and_the_runtime_keeps_serving() {
         "{}",
         reasons[3]
     );
+    // Dead letters keep the record as it came: key, value, headers in order.
+    let (key, value, headers) = &letters[1];
+    assert_eq!(key.as_deref(), Some(&b"r"[..]));
+    assert_eq!(value.as_deref(), Some(&b"{}"[..]));
+    let names: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ce_specversion",
+            "ce_id",
+            "ce_source",
+            "switchboard_dlq_reason",
+            "switchboard_dlq_origin"
+        ]
+    );
+    assert_eq!(headers[1].1, "x");
+    assert!(
+        headers[4].1.starts_with(&format!("{inbox}/")),
+        "origin names the inbox: {}",
+        headers[4].1
+    );
+    assert_eq!(letters[0].1.as_deref(), Some(&b"\xff\xfe garbage"[..]));
     assert_eq!(rt.stats().dead_lettered, 4);
     rt.stop().await.unwrap();
 }

@@ -304,6 +304,11 @@ impl Envelope {
 
     /// Decodes a record from its headers and value.
     pub fn decode(headers: Option<&impl Headers>, value: Option<&[u8]>) -> Result<Self, WireError> {
+        Self::decode_shared(headers, Bytes::copy_from_slice(value.unwrap_or_default()))
+    }
+
+    /// [`Envelope::decode`] of a value already in a [`Bytes`]: the payload shares it.
+    pub fn decode_shared(headers: Option<&impl Headers>, data: Bytes) -> Result<Self, WireError> {
         let found = HeaderView::new(headers);
         let spec = found.required(header::SPECVERSION)?;
         if spec != "1.0" {
@@ -318,7 +323,6 @@ impl Envelope {
         let trace = found
             .get(header::TRACEPARENT)
             .and_then(|tp| TraceContext::parse(tp, found.get(header::TRACESTATE)));
-        let data = Bytes::copy_from_slice(value.unwrap_or_default());
         let payload = |f: &HeaderView<'_>| -> Result<Payload, WireError> {
             Ok(Payload {
                 type_name: f.required(header::DATASCHEMA)?.to_owned(),
@@ -501,7 +505,15 @@ fn parse_rfc3339(s: &str) -> Option<u64> {
     let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
     let mut t = hms.split(':').map(|p| p.parse::<u64>().ok());
     let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    let millis: u64 = format!("{frac:0<3}")[..3].parse().ok()?;
+    // Milliseconds: the first three fraction digits, missing ones as zeros.
+    let mut millis = 0;
+    for i in 0..3 {
+        let digit = frac
+            .as_bytes()
+            .get(i)
+            .map_or(Some(0), |&c| char::from(c).to_digit(10).map(u64::from))?;
+        millis = millis * 10 + digit;
+    }
     let days = days_from_civil(y, m, day);
     Some((days as u64 * 86_400 + hh * 3600 + mm * 60 + ss) * 1000 + millis)
 }
@@ -654,6 +666,14 @@ mod tests {
             parse_rfc3339("2026-11-18T11:06:40.123Z"),
             Some(1_795_000_000_123)
         );
+        // Other producers' precision: none, less or more than milliseconds.
+        let at = |t: &str| parse_rfc3339(&format!("2026-11-18T11:06:{t}Z"));
+        assert_eq!(at("40"), Some(1_795_000_000_000));
+        assert_eq!(at("40.5"), Some(1_795_000_000_500));
+        assert_eq!(at("40.123456"), Some(1_795_000_000_123));
+        // Not a time (and no panic on a multi-byte character).
+        assert_eq!(at("40.1x3"), None);
+        assert_eq!(at("40.é"), None);
     }
 }
 

@@ -15,6 +15,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use super::Inner;
 use super::consumer_loop::{Dispatched, DoneSender, PartitionWorker};
 use super::handoff::Outgoing;
+use super::original::Original;
 use super::outputs;
 use crate::config::KafkaConfig;
 use crate::error::RuntimeError;
@@ -56,7 +57,7 @@ impl PartitionWorker for EventsWorker {
         let envelope = match Envelope::decode(message.headers(), message.payload()) {
             Ok(e) => e,
             Err(e) => {
-                let original = message.detach();
+                let original = Original::new(message);
                 self.tokio.spawn(async move {
                     let dlq = inner.names.dlq(&inner.config.runtime_name);
                     let reason = format!("undecodable event: {e}");

@@ -23,12 +23,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 
 use super::Inner;
 use super::consumer_loop::{Dispatched, DoneSender};
 use super::inbox::{self, LocalEvent};
+use super::original::Original;
 use super::outputs;
 use crate::wire::{Envelope, header};
 
@@ -48,7 +49,7 @@ pub(crate) struct Outgoing {
 /// letters and spans); only events that may be delivered locally pay for the copy.
 struct Held {
     event: Outgoing,
-    original: Arc<OwnedMessage>,
+    original: Arc<Original>,
 }
 
 enum Route {
@@ -90,7 +91,7 @@ impl Handoff {
     ) {
         let held = |event| Held {
             event,
-            original: Arc::new(message.detach()),
+            original: Arc::new(Original::new(message)),
         };
         // Everything happens under the lock so that a marker being read or the
         // partition being revoked on another thread cannot reorder deliveries.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{BorrowedMessage, OwnedMessage};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::Value;
 use tracing::Instrument as _;
@@ -21,6 +21,7 @@ use tracing::Instrument as _;
 use super::Inner;
 use super::consumer_loop::{Dispatched, DoneSender, PartitionWorker};
 use super::handoff::Handoff;
+use super::original::Original;
 use super::outputs;
 use super::replies::error_to_failure;
 use crate::agent::{Agent, AgentErrorKind, SharedAgent};
@@ -49,7 +50,7 @@ pub(crate) struct Work {
     fanout: Option<Arc<AtomicUsize>>,
     /// Delivered from the events topic directly (see `handoff`).
     local: bool,
-    original: Arc<OwnedMessage>,
+    original: Arc<Original>,
     done: DoneSender,
 }
 
@@ -70,7 +71,7 @@ impl InboxWorker {
 
     fn dead_letter(
         &self,
-        original: Arc<OwnedMessage>,
+        original: Arc<Original>,
         reason: String,
         done: &DoneSender,
     ) -> Dispatched {
@@ -95,7 +96,7 @@ impl InboxWorker {
         reply_to: &str,
         request_id: &str,
         error: RuntimeError,
-        original: &OwnedMessage,
+        original: &Original,
         done: &DoneSender,
     ) -> Dispatched {
         let inner = Arc::clone(&self.inner);
@@ -127,8 +128,8 @@ impl PartitionWorker for InboxWorker {
                 .marker_read(&self.inner, partition, marker);
             return Dispatched::Done;
         }
-        let original = Arc::new(message.detach());
-        let envelope = match Envelope::decode(message.headers(), message.payload()) {
+        let original = Arc::new(Original::new(message));
+        let envelope = match Envelope::decode_shared(message.headers(), original.payload_bytes()) {
             Ok(e) => e,
             Err(e) => return self.dead_letter(original, format!("undecodable record: {e}"), done),
         };
@@ -340,7 +341,7 @@ pub(crate) fn deliver_event(
     inner: &Inner,
     owner: i32,
     event: LocalEvent,
-    original: Arc<OwnedMessage>,
+    original: Arc<Original>,
     done: &DoneSender,
     handoff: Option<&Handoff>,
 ) -> Dispatched {

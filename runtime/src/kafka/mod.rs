@@ -10,6 +10,7 @@ mod handoff;
 mod inbox;
 mod metrics;
 mod offsets;
+mod original;
 mod outputs;
 pub mod registry;
 mod registry_log;
@@ -45,7 +46,7 @@ use consumer_loop::{ConsumerLoop, LoopSettings};
 use handoff::Handoff;
 use metrics::Metrics;
 use registry::{
-    Claim, Heartbeat, OPERATOR_OWNER, SubscriptionRecord, claim_key, heartbeat_key,
+    Claim, Heartbeat, OPERATOR_OWNER, RecipientCache, SubscriptionRecord, claim_key, heartbeat_key,
     subscription_key,
 };
 use registry_log::RegistryLog;
@@ -88,6 +89,8 @@ pub(crate) struct Inner {
     /// How events reach the mailboxes of owned inbox partitions.
     pub(crate) handoff: Handoff,
     registry: OnceLock<RegistryLog>,
+    /// Recipient types per topic type, for the events consumer.
+    recipients: Mutex<RecipientCache>,
     replies: OnceLock<ReplyChannel>,
     loops: Mutex<Vec<ConsumerLoop>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -135,6 +138,7 @@ impl KafkaAgentRuntime {
             handoff: Handoff::default(),
             inbox_partitions: std::sync::atomic::AtomicI32::new(1),
             registry: OnceLock::new(),
+            recipients: Mutex::default(),
             replies: OnceLock::new(),
             loops: Mutex::default(),
             tasks: Mutex::default(),
@@ -488,12 +492,16 @@ impl Inner {
         self.registry
             .get()
             .map(|r| {
-                r.view().recipient_types(
-                    &self.config.runtime_name,
-                    topic_type,
-                    now_ms(),
-                    self.liveness_ms(),
-                )
+                self.recipients
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(
+                        &r.view(),
+                        &self.config.runtime_name,
+                        topic_type,
+                        now_ms(),
+                        self.liveness_ms(),
+                    )
             })
             .unwrap_or_default()
     }

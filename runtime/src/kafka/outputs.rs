@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use rdkafka::Message;
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use super::original::Original;
 use crate::error::RuntimeError;
 use crate::wire::{Envelope, header};
 
@@ -55,7 +55,7 @@ pub(crate) async fn produce_envelope(
 pub(crate) async fn dead_letter(
     producer: &FutureProducer,
     dlq_topic: &str,
-    original: &OwnedMessage,
+    original: &Original,
     reason: &str,
 ) -> Result<(), RuntimeError> {
     let origin = format!(
@@ -65,13 +65,8 @@ pub(crate) async fn dead_letter(
         original.offset()
     );
     let mut headers = OwnedHeaders::new();
-    if let Some(h) = original.headers() {
-        for h in h.iter() {
-            headers = headers.insert(Header {
-                key: h.key,
-                value: h.value,
-            });
-        }
+    for (key, value) in original.headers() {
+        headers = headers.insert(Header { key, value });
     }
     headers = headers
         .insert(Header {

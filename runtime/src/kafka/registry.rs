@@ -149,11 +149,14 @@ pub struct RegistryView {
     subscriptions: BTreeMap<String, SubscriptionRecord>,
     /// Per runtime, per replica: last heartbeat time.
     heartbeats: HashMap<String, HashMap<String, u64>>,
+    /// Records applied so far (tells caches the view changed).
+    generation: u64,
 }
 
 impl RegistryView {
     /// Applies one record found at `(partition, offset)`.
     pub fn apply(&mut self, position: (i32, i64), record: RegistryRecord) {
+        self.generation += 1;
         match record {
             RegistryRecord::Claim {
                 agent_type,
@@ -312,6 +315,50 @@ impl RegistryView {
     }
 }
 
+/// How long a cached answer of [`RecipientCache`] may be used: liveness is decided at
+/// this granularity (next to a liveness timeout of seconds).
+const RECIPIENTS_TTL_MS: u64 = 1_000;
+
+/// Most topic types remembered (an external producer may write any number of them).
+const RECIPIENTS_MAX: usize = 1_024;
+
+/// [`RegistryView::recipient_types`] per topic type, remembered until the view changes
+/// or [`RECIPIENTS_TTL_MS`] passed: the events consumer asks for every event, and the
+/// answer walks every subscription and checks liveness.
+#[derive(Debug, Default)]
+pub(crate) struct RecipientCache {
+    generation: u64,
+    since_ms: u64,
+    types: HashMap<String, Vec<String>>,
+}
+
+impl RecipientCache {
+    /// Agent types of `runtime` that receive events of `topic_type`.
+    pub(crate) fn get(
+        &mut self,
+        view: &RegistryView,
+        runtime: &str,
+        topic_type: &str,
+        now_ms: u64,
+        liveness_ms: u64,
+    ) -> Vec<String> {
+        if self.generation != view.generation
+            || now_ms.saturating_sub(self.since_ms) >= RECIPIENTS_TTL_MS
+            || now_ms < self.since_ms
+            || self.types.len() >= RECIPIENTS_MAX
+        {
+            self.types.clear();
+            (self.generation, self.since_ms) = (view.generation, now_ms);
+        }
+        if let Some(types) = self.types.get(topic_type) {
+            return types.clone();
+        }
+        let types = view.recipient_types(runtime, topic_type, now_ms, liveness_ms);
+        self.types.insert(topic_type.to_owned(), types.clone());
+        types
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,6 +446,42 @@ mod tests {
         assert!(v.recipient_types("rt1", "other", 0, LIVE).is_empty());
         // The owner dies: its subscriptions stop counting.
         assert!(v.subscriptions(LIVE + 1, LIVE).is_empty());
+    }
+
+    #[test]
+    fn cached_recipients_follow_the_view_and_the_clock() {
+        let mut v = RegistryView::default();
+        v.apply((0, 1), beat("rt1", 0));
+        v.apply((0, 2), claim("counter", "rt1"));
+        let sub = |id: &str, agent_type: &str| RegistryRecord::Subscription {
+            id: id.into(),
+            record: Some(SubscriptionRecord {
+                subscription: Subscription::Type {
+                    id: id.into(),
+                    topic_type: "alerts".into(),
+                    agent_type: agent_type.into(),
+                },
+                owner: "rt1".into(),
+            }),
+        };
+        v.apply((0, 3), sub("a", "counter"));
+        let mut cache = RecipientCache::default();
+        let counter = vec!["counter".to_owned()];
+        assert_eq!(cache.get(&v, "rt1", "alerts", 10, LIVE), counter);
+        assert!(cache.get(&v, "rt1", "other", 10, LIVE).is_empty());
+        // A new record is seen at once.
+        v.apply((0, 4), claim("relay", "rt1"));
+        v.apply((0, 5), sub("b", "relay"));
+        assert_eq!(
+            cache.get(&v, "rt1", "alerts", 20, LIVE),
+            vec!["counter".to_owned(), "relay".to_owned()]
+        );
+        // The owner's heartbeat expires at LIVE: seen within the cache's lifetime.
+        let asked = LIVE - 10;
+        assert_eq!(cache.get(&v, "rt1", "alerts", asked, LIVE).len(), 2);
+        assert_eq!(cache.get(&v, "rt1", "alerts", LIVE + 1, LIVE).len(), 2);
+        let later = asked + RECIPIENTS_TTL_MS;
+        assert!(cache.get(&v, "rt1", "alerts", later, LIVE).is_empty());
     }
 
     #[test]
