@@ -182,7 +182,11 @@ async fn publish_throughput(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result
         subs.add_subscription(Subscription::for_type("load", t)?)
             .await?;
     }
-    let publisher = runtime(kafka, prefix, "publisher").await?;
+    // Hosts no agents, so a client: like the raw baseline's producer, it reads no
+    // events (a full runtime would read all of them and skip them).
+    let publisher =
+        KafkaAgentRuntime::start_client(WorkerConfig::new(kafka.clone(), prefix, "publisher"))
+            .await?;
     let pad = "x".repeat(SIZE - 30);
     let cpu = CpuTicks::now();
     let started = Instant::now();
@@ -233,7 +237,7 @@ async fn publish_throughput(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result
             "delivered_events_per_s": round3(raw.consumed_per_s),
             "delivery_p99_ms": latency_ms(&mut raw.latencies)["p99_ms"],
         },
-        "config": { "events": EVENTS, "event_bytes": SIZE, "subscribed_agent_types": 2, "in_flight": IN_FLIGHT, "partitions": 3, "local_delivery": subs.config().local_delivery },
+        "config": { "events": EVENTS, "event_bytes": SIZE, "subscribed_agent_types": 2, "in_flight": IN_FLIGHT, "partitions": 3, "local_delivery": subs.config().local_delivery, "publisher": "client" },
     });
     merge(&mut result, cpu);
     merge(&mut result["baseline"], raw.cpu);
