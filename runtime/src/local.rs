@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::future::BoxFuture;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::agent::{Agent, AgentFactory, SharedAgent};
 use crate::error::RuntimeError;
@@ -211,18 +211,29 @@ impl LocalAgents {
 
 /// Runs work for agents: one item at a time per agent, in arrival order; different
 /// agents concurrently, at most `permits` at once. Idle agents cost no task.
+///
+/// Work pushed from a thread outside the tokio runtime's tasks (the Kafka consumer
+/// threads) does not spawn there: spawning from outside wakes a parked worker thread
+/// per task, a system call per record. It goes to a starter task instead, which wakes
+/// once per batch and spawns from inside the runtime.
 pub(crate) struct Mailboxes<W: Send + 'static> {
-    queues: Arc<Mutex<HashMap<AgentId, VecDeque<W>>>>,
-    permits: Arc<Semaphore>,
-    run: Arc<dyn Fn(AgentId, W) -> BoxFuture<'static, ()> + Send + Sync>,
+    shared: Arc<Shared<W>>,
+    starts: mpsc::UnboundedSender<(AgentId, W)>,
+}
+
+struct Shared<W> {
+    queues: Mutex<HashMap<AgentId, VecDeque<W>>>,
+    permits: Semaphore,
+    run: Box<dyn Fn(AgentId, W) -> BoxFuture<'static, ()> + Send + Sync>,
+    /// The starter's end, until the first push from outside a task spawns it.
+    starter: Mutex<Option<mpsc::UnboundedReceiver<(AgentId, W)>>>,
 }
 
 impl<W: Send + 'static> Clone for Mailboxes<W> {
     fn clone(&self) -> Self {
         Self {
-            queues: Arc::clone(&self.queues),
-            permits: Arc::clone(&self.permits),
-            run: Arc::clone(&self.run),
+            shared: Arc::clone(&self.shared),
+            starts: self.starts.clone(),
         }
     }
 }
@@ -233,35 +244,71 @@ impl<W: Send + 'static> Mailboxes<W> {
         max_concurrency: usize,
         run: impl Fn(AgentId, W) -> BoxFuture<'static, ()> + Send + Sync + 'static,
     ) -> Self {
+        let (starts, starter) = mpsc::unbounded_channel();
         Self {
-            queues: Arc::default(),
-            permits: Arc::new(Semaphore::new(max_concurrency.max(1))),
-            run: Arc::new(run),
+            shared: Arc::new(Shared {
+                queues: Mutex::default(),
+                permits: Semaphore::new(max_concurrency.max(1)),
+                run: Box::new(run),
+                starter: Mutex::new(Some(starter)),
+            }),
+            starts,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<AgentId, VecDeque<W>>> {
-        // A poisoned lock means a panic while pushing or popping a VecDeque, which
-        // leaves the map consistent; carry on rather than wedge every agent.
-        self.queues.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Queues `item` for `id`; starts a drain task when the agent was idle.
+    /// Queues `item` for `id`; starts a drain task when the agent was idle. Call from
+    /// within the tokio runtime (a task, or a thread that entered it).
     pub(crate) fn push(&self, id: AgentId, item: W) {
-        let mut queues = self.lock();
+        let mut queues = self.shared.lock();
         match queues.get_mut(&id) {
             // A queue exists while its drain task runs: it will take the item.
             Some(q) => q.push_back(item),
             None => {
                 queues.insert(id.clone(), VecDeque::new());
                 drop(queues);
-                let this = self.clone();
-                tokio::spawn(async move { this.drain(id, item).await });
+                if tokio::task::try_id().is_some() {
+                    let shared = Arc::clone(&self.shared);
+                    tokio::spawn(shared.drain(id, item));
+                } else {
+                    self.start_outside(id, item);
+                }
             }
         }
     }
 
-    async fn drain(self, id: AgentId, first: W) {
+    /// Hands a drain to the starter task (spawned by the first call).
+    fn start_outside(&self, id: AgentId, item: W) {
+        if let Some(mut starts) = self
+            .shared
+            .starter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let shared = Arc::clone(&self.shared);
+            // Ends when every `Mailboxes` clone (every sender) is gone.
+            tokio::spawn(async move {
+                let mut batch = Vec::new();
+                while starts.recv_many(&mut batch, 256).await > 0 {
+                    for (id, item) in batch.drain(..) {
+                        tokio::spawn(Arc::clone(&shared).drain(id, item));
+                    }
+                }
+            });
+        }
+        // The receiver lives as long as a sender: the starter only ends after this.
+        let _ = self.starts.send((id, item));
+    }
+}
+
+impl<W: Send + 'static> Shared<W> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<AgentId, VecDeque<W>>> {
+        // A poisoned lock means a panic while pushing or popping a VecDeque, which
+        // leaves the map consistent; carry on rather than wedge every agent.
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn drain(self: Arc<Self>, id: AgentId, first: W) {
         let mut next = Some(first);
         while let Some(item) = next {
             // The semaphore is never closed, so acquire cannot fail.
@@ -273,6 +320,69 @@ impl<W: Send + 'static> Mailboxes<W> {
             if next.is_none() {
                 queues.remove(&id);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Records `(agent key, item)` in handling order; each handler yields first, so
+    /// that overtaking would show.
+    fn recorder(log: Arc<Mutex<Vec<(String, u32)>>>) -> Mailboxes<u32> {
+        Mailboxes::new(4, move |id, n| {
+            let log = Arc::clone(&log);
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                log.lock().unwrap().push((id.key().to_owned(), n));
+            })
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pushes_from_threads_and_tasks_keep_per_agent_order() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let boxes = recorder(Arc::clone(&log));
+        let ids: Vec<AgentId> = (0..8)
+            .map(|k| AgentId::new("t", format!("k{k}")).unwrap())
+            .collect();
+        // A consumer thread (outside any task) and a task push to the same agents.
+        let handle = tokio::runtime::Handle::current();
+        let (b, i) = (boxes.clone(), ids.clone());
+        let thread = std::thread::spawn(move || {
+            let _entered = handle.enter();
+            for n in 0..500 {
+                b.push(i[n as usize % 8].clone(), n);
+            }
+        });
+        thread.join().unwrap();
+        let (b, i) = (boxes.clone(), ids.clone());
+        tokio::spawn(async move {
+            for n in 500..1000 {
+                b.push(i[n as usize % 8].clone(), n);
+            }
+        })
+        .await
+        .unwrap();
+        for _ in 0..500 {
+            if log.lock().unwrap().len() == 1000 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), 1000, "every item handled");
+        for id in &ids {
+            let got: Vec<u32> = log
+                .iter()
+                .filter(|(k, _)| k == id.key())
+                .map(|(_, n)| *n)
+                .collect();
+            assert!(got.is_sorted(), "{id}: {got:?}");
+            assert_eq!(got.len(), 125);
         }
     }
 }
