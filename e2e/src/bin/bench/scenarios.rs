@@ -39,9 +39,14 @@ pub async fn run(name: &str, kafka: &KafkaConfig) -> anyhow::Result<Value> {
     // (docs/tuning.md) with what --set changed.
     let producer = kafka.producer_config();
     let mut shown = json!({});
-    for k in ["acks", "enable.idempotence", "linger.ms"]
-        .into_iter()
-        .chain(kafka.producer.keys().map(String::as_str))
+    for k in [
+        "acks",
+        "enable.idempotence",
+        "linger.ms",
+        "max.in.flight.requests.per.connection",
+    ]
+    .into_iter()
+    .chain(kafka.producer.keys().map(String::as_str))
     {
         shown[k] = json!(producer.get(k));
     }
@@ -215,6 +220,7 @@ async fn rpc_throughput(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<Val
     tokio::time::sleep(Duration::from_secs(5)).await;
     let caller = runtime(kafka, prefix, "caller").await?;
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu = CpuTicks::now_with(hosts.iter().filter_map(Host::pid).collect());
     let started = Instant::now();
     let workers = (0..CALLERS).map(|_| {
         let (caller, next) = (caller.clone(), next.clone());
@@ -239,16 +245,19 @@ async fn rpc_throughput(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<Val
         samples.extend(w??);
     }
     let elapsed = started.elapsed();
+    let cpu = cpu.per(CALLS, "call");
     caller.stop().await?;
     for h in hosts {
         h.stop().await?;
     }
     let lat = latency_ms(&mut samples);
-    Ok(json!({
+    let mut result = json!({
         "calls_per_s": round3(CALLS as f64 / elapsed.as_secs_f64()),
         "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"],
-        "config": { "calls": CALLS, "callers": CALLERS, "keys": KEYS, "replicas": 2 },
-    }))
+        "config": { "calls": CALLS, "callers": CALLERS, "keys": KEYS, "replicas": 2, "cpu": "caller and both callee processes" },
+    });
+    merge(&mut result, cpu);
+    Ok(result)
 }
 
 /// Counts deliveries and records publish-to-handler latency from the event's `t`.
