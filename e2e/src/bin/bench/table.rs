@@ -74,6 +74,20 @@ const LINES: &[(&str, &str, &str, &str, bool)] = &[
         false,
     ),
     (
+        "rpc-throughput",
+        "rpc-throughput CPU/call",
+        "process_cpu_us_per_call",
+        "µs",
+        false,
+    ),
+    (
+        "rpc-throughput",
+        "  broker CPU/call",
+        "broker_cpu_us_per_call",
+        "µs",
+        false,
+    ),
+    (
         "fanout",
         "fan-out 50 types p50",
         "all_handled_p50_ms",
