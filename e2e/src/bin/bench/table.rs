@@ -147,7 +147,7 @@ pub fn render(results: &Value) -> String {
         })
         .unwrap_or_else(|| "?".to_owned());
     let mut out = format!(
-        "{:<26} {:>12} {:>12} {:>7}  (raw = rdkafka at the same settings; linger.ms={linger})\n",
+        "{:<32} {:>12} {:>12} {:>7}  (raw = rdkafka at the same settings; linger.ms={linger})\n",
         "figure", "ours", "raw", "ratio"
     );
     for r in rows(&list) {
@@ -156,7 +156,7 @@ pub fn render(results: &Value) -> String {
             _ => ("-".to_owned(), String::new()),
         };
         out.push_str(&format!(
-            "{:<26} {:>12} {:>12} {:>7}\n",
+            "{:<32} {:>12} {:>12} {:>7}\n",
             format!("{} ({})", r.what, r.unit),
             number(r.ours),
             raw,
