@@ -34,13 +34,15 @@ integration:
 	$(INFRA)/with-infra.sh $(CARGO) test --workspace --test '*'
 
 ## bench: the runtime benchmarks against a local broker (started and stopped here),
-## with raw rdkafka baselines measured in the same run; writes bench/results/latest.json.
+## with raw rdkafka baselines measured in the same run; writes bench/results/latest.json
+## and ends with a short table of it (ours, raw, ratio).
 bench: deps
 	$(CARGO) build --release -p switchboard-e2e --bin bench --bin bench_host
 	mkdir -p bench/results
 	$(INFRA)/with-infra.sh --kafka-only sh -c 'target_dir=$${CARGO_TARGET_DIR:-target}; "$$target_dir/release/bench" all --bootstrap "$$SWITCHBOARD_TEST_KAFKA" --broker-pid "$$($(INFRA)/kafka.sh pid)" > bench/results/latest.json.tmp'
 	mv bench/results/latest.json.tmp bench/results/latest.json
 	@echo "bench: wrote bench/results/latest.json"
+	@"$${CARGO_TARGET_DIR:-target}/release/bench" table bench/results/latest.json
 
 ## bench-operator: the operator-scale benchmark (200 AgentRuntimes applied at once; the
 ## switchboard-operator binary as a subprocess) against a local broker and control plane

@@ -196,6 +196,8 @@ impl Envelope {
     pub fn encode(&self) -> (OwnedHeaders, Bytes) {
         // Values borrow from the envelope where they can: this runs for every record
         // produced, and librdkafka copies each header anyway.
+        // Time and deadline are formatted into these (no `format!`, no allocation).
+        let (mut time_buf, mut deadline_buf) = ([0u8; RFC3339_LEN], [0u8; 20]);
         let mut h = Vec::<(&'static str, Cow<'_, str>)>::with_capacity(14);
         h.push((header::SPECVERSION, Cow::Borrowed("1.0")));
         h.push((header::ID, Cow::Borrowed(&self.id)));
@@ -206,7 +208,7 @@ impl Envelope {
         };
         h.push((header::SOURCE, Cow::Borrowed(source)));
         if let Some(t) = self.time_ms {
-            h.push((header::TIME, Cow::Owned(rfc3339(t))));
+            h.push((header::TIME, rfc3339_into(t, &mut time_buf)));
         }
         if let Some(trace) = &self.trace {
             h.push((header::TRACEPARENT, Cow::Owned(trace.traceparent())));
@@ -261,7 +263,10 @@ impl Envelope {
                 push_sender(&mut h, sender);
                 h.push((header::REQUEST_ID, Cow::Borrowed(request_id)));
                 h.push((header::REPLY_TO, Cow::Borrowed(reply_to)));
-                h.push((header::DEADLINE, Cow::Owned(deadline_ms.to_string())));
+                h.push((
+                    header::DEADLINE,
+                    Cow::Borrowed(decimal_into(*deadline_ms, &mut deadline_buf)),
+                ));
                 push_payload(&mut h, payload);
                 payload.data.clone()
             }
@@ -313,7 +318,24 @@ impl Envelope {
 
     /// [`Envelope::decode`] of a value already in a [`Bytes`]: the payload shares it.
     pub fn decode_shared(headers: Option<&impl Headers>, data: Bytes) -> Result<Self, WireError> {
-        let found = HeaderView::new(headers);
+        let pairs = headers
+            .into_iter()
+            .flat_map(|h| h.iter().map(|h| (h.key, h.value)));
+        Self::decode_view(&HeaderView::new(pairs), data)
+    }
+
+    /// [`Envelope::decode_shared`] of headers already read out of the record, as
+    /// `(name, value)` in record order: a caller that copied the record's headers
+    /// (`kafka::original::Original::headers`) decodes from that copy instead of asking
+    /// librdkafka for each header again (a C call, `strlen` and UTF-8 check per header).
+    pub fn decode_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+        data: Bytes,
+    ) -> Result<Self, WireError> {
+        Self::decode_view(&HeaderView::new(pairs), data)
+    }
+
+    fn decode_view(found: &HeaderView<'_>, data: Bytes) -> Result<Self, WireError> {
         let spec = found.required(header::SPECVERSION)?;
         if spec != "1.0" {
             return Err(WireError::Invalid {
@@ -334,7 +356,7 @@ impl Envelope {
                 data: data.clone(),
             })
         };
-        let sender = agent_id(&found, header::SENDER_TYPE, header::SENDER_KEY)?;
+        let sender = agent_id(found, header::SENDER_TYPE, header::SENDER_KEY)?;
         let body = match found.required(header::MSGKIND)? {
             kind::PUBLISH => {
                 let topic_type = found.required(header::TYPE)?;
@@ -356,12 +378,12 @@ impl Envelope {
                     topic,
                     sender,
                     recipient_types,
-                    payload: payload(&found)?,
+                    payload: payload(found)?,
                 }
             }
             kind::RPC_REQUEST => Body::Request {
                 request_id: found.required(header::REQUEST_ID)?.to_owned(),
-                recipient: agent_id(&found, header::RECIPIENT_TYPE, header::RECIPIENT_KEY)?
+                recipient: agent_id(found, header::RECIPIENT_TYPE, header::RECIPIENT_KEY)?
                     .ok_or(WireError::Missing(header::RECIPIENT_TYPE))?,
                 sender,
                 reply_to: found.required(header::REPLY_TO)?.to_owned(),
@@ -371,12 +393,12 @@ impl Envelope {
                         reason: format!("not Unix milliseconds: {e}"),
                     }
                 })?,
-                payload: payload(&found)?,
+                payload: payload(found)?,
             },
             kind::RPC_RESPONSE => Body::Response {
                 request_id: found.required(header::REQUEST_ID)?.to_owned(),
                 payload: match found.get(header::DATASCHEMA) {
-                    Some(_) => Some(payload(&found)?),
+                    Some(_) => Some(payload(found)?),
                     None => None,
                 },
             },
@@ -425,43 +447,74 @@ pub(crate) fn event_topic_type<H: Headers>(headers: Option<&H>) -> Option<&str> 
     std::str::from_utf8(topic_type?).ok()
 }
 
-/// The marker id if the record is a handoff marker (see [`header::HANDOFF`]).
+/// The marker id if the record is a handoff marker (see [`header::HANDOFF`]): its
+/// first header is [`header::HANDOFF`]. Runs for every inbox record, so it reads one
+/// header, not all of them (the marker's is its only one; an envelope starts with
+/// `ce_specversion`).
 pub(crate) fn handoff_marker<H: Headers>(headers: Option<&H>) -> Option<&[u8]> {
     headers?
-        .iter()
-        .find(|h| h.key == header::HANDOFF)
+        .try_get(0)
+        .filter(|h| h.key == header::HANDOFF)
         .and_then(|h| h.value)
 }
 
-/// Headers of one record, looked up by name (last occurrence wins).
+/// The headers decoding reads, found in one pass over the record's headers (last
+/// occurrence wins); others are skipped. No allocation, one lookup per name.
 struct HeaderView<'a> {
-    pairs: Vec<(&'a str, &'a [u8])>,
+    values: [Option<&'a [u8]>; KNOWN],
+}
+
+/// How many header names [`slot`] knows.
+const KNOWN: usize = 18;
+
+/// Where [`HeaderView`] keeps header `name`, if decoding reads it.
+fn slot(name: &str) -> Option<usize> {
+    Some(match name {
+        header::SPECVERSION => 0,
+        header::ID => 1,
+        header::SOURCE => 2,
+        header::TYPE => 3,
+        header::TIME => 4,
+        header::DATASCHEMA => 5,
+        header::CONTENT_TYPE => 6,
+        header::MSGKIND => 7,
+        header::SENDER_TYPE => 8,
+        header::SENDER_KEY => 9,
+        header::RECIPIENT_TYPE => 10,
+        header::RECIPIENT_KEY => 11,
+        header::RECIPIENT_TYPES => 12,
+        header::REQUEST_ID => 13,
+        header::REPLY_TO => 14,
+        header::DEADLINE => 15,
+        header::TRACEPARENT => 16,
+        header::TRACESTATE => 17,
+        _ => return None,
+    })
 }
 
 impl<'a> HeaderView<'a> {
-    fn new(headers: Option<&'a impl Headers>) -> Self {
-        let pairs = headers
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key, h.value.unwrap_or_default()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Self { pairs }
+    fn new(pairs: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>) -> Self {
+        let mut values = [None; KNOWN];
+        for (name, value) in pairs {
+            if let Some(i) = slot(name) {
+                values[i] = Some(value.unwrap_or_default());
+            }
+        }
+        Self { values }
     }
 
-    fn get(&self, name: &str) -> Option<&'a str> {
-        self.pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| *k == name)
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    fn raw(&self, name: &'static str) -> Option<&'a [u8]> {
+        slot(name).and_then(|i| self.values[i])
+    }
+
+    fn get(&self, name: &'static str) -> Option<&'a str> {
+        self.raw(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
     fn required(&self, name: &'static str) -> Result<&'a str, WireError> {
-        match self.pairs.iter().rev().find(|(k, _)| *k == name) {
+        match self.raw(name) {
             None => Err(WireError::Missing(name)),
-            Some((_, v)) => std::str::from_utf8(v).map_err(|_| WireError::Invalid {
+            Some(v) => std::str::from_utf8(v).map_err(|_| WireError::Invalid {
                 name,
                 reason: "not UTF-8".to_owned(),
             }),
@@ -489,16 +542,68 @@ fn agent_id(
 
 /// Formats Unix ms as RFC 3339 UTC with milliseconds.
 pub fn rfc3339(ms: u64) -> String {
+    rfc3339_into(ms, &mut [0; RFC3339_LEN]).into_owned()
+}
+
+/// Length of `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+const RFC3339_LEN: usize = 24;
+
+/// [`rfc3339`] written into `buf` (runs for every record produced); years past 9999
+/// (five digits) are formatted the slow way.
+fn rfc3339_into(ms: u64, buf: &mut [u8; RFC3339_LEN]) -> Cow<'_, str> {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        ms % 1000
-    )
+    if !(0..=9999).contains(&y) {
+        return Cow::Owned(format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            (rem % 3600) / 60,
+            rem % 60,
+            ms % 1000
+        ));
+    }
+    let mut put = |at: usize, width: usize, mut n: u64| {
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, y as u64);
+    put(5, 2, u64::from(m));
+    put(8, 2, u64::from(d));
+    put(11, 2, rem / 3600);
+    put(14, 2, (rem % 3600) / 60);
+    put(17, 2, rem % 60);
+    put(20, 3, ms % 1000);
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        buf[at] = c;
+    }
+    // Only ASCII digits and separators were written.
+    Cow::Borrowed(std::str::from_utf8(buf).unwrap_or_default())
+}
+
+/// `n` in decimal, written into the end of `buf` (20 digits hold any u64).
+fn decimal_into(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[at..]).unwrap_or_default()
 }
 
 /// Parses the RFC 3339 form [`rfc3339`] writes (UTC, optional fraction).
@@ -662,6 +767,87 @@ mod tests {
         });
         let err = Envelope::decode(Some(&bad), Some(&value)).unwrap_err();
         assert!(err.to_string().contains("ce_agmsgkind"), "{err}");
+    }
+
+    #[test]
+    fn numbers_format_without_fmt() {
+        for n in [0, 7, 10, 1_795_000_030_123, u64::MAX] {
+            assert_eq!(decimal_into(n, &mut [0; 20]), n.to_string());
+        }
+        // Past year 9999 the fast path steps aside.
+        assert_eq!(rfc3339(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn decoding_from_copied_headers_matches_decoding_from_the_record() {
+        let env = Envelope::new(
+            "caller/c1",
+            None,
+            Body::Request {
+                request_id: "r1".into(),
+                recipient: AgentId::new("echo", "a").unwrap(),
+                sender: Some(AgentId::new("caller", "c1").unwrap()),
+                reply_to: "p.reply.x".into(),
+                deadline_ms: 1_795_000_030_123,
+                payload: payload(),
+            },
+        );
+        let (headers, value) = env.encode();
+        let pairs: Vec<(&str, Option<&[u8]>)> = headers.iter().map(|h| (h.key, h.value)).collect();
+        let decoded = Envelope::decode_pairs(pairs, value.clone()).unwrap();
+        assert_eq!(decoded, env);
+        assert_eq!(Envelope::decode(Some(&headers), Some(&value)).unwrap(), env);
+    }
+
+    #[test]
+    fn a_handoff_marker_is_told_by_its_first_header() {
+        let marker = OwnedHeaders::new().insert(Header {
+            key: header::HANDOFF,
+            value: Some("rt1-a/3"),
+        });
+        assert_eq!(handoff_marker(Some(&marker)), Some(&b"rt1-a/3"[..]));
+        let (envelope, _) = Envelope::new(
+            "s",
+            None,
+            Body::Response {
+                request_id: "r".into(),
+                payload: None,
+            },
+        )
+        .encode();
+        assert_eq!(handoff_marker(Some(&envelope)), None);
+        assert_eq!(handoff_marker::<OwnedHeaders>(None), None);
+        assert_eq!(handoff_marker(Some(&OwnedHeaders::new())), None);
+    }
+
+    #[test]
+    fn every_header_decoding_reads_has_its_own_slot() {
+        let names = [
+            header::SPECVERSION,
+            header::ID,
+            header::SOURCE,
+            header::TYPE,
+            header::TIME,
+            header::DATASCHEMA,
+            header::CONTENT_TYPE,
+            header::MSGKIND,
+            header::SENDER_TYPE,
+            header::SENDER_KEY,
+            header::RECIPIENT_TYPE,
+            header::RECIPIENT_KEY,
+            header::RECIPIENT_TYPES,
+            header::REQUEST_ID,
+            header::REPLY_TO,
+            header::DEADLINE,
+            header::TRACEPARENT,
+            header::TRACESTATE,
+        ];
+        let mut slots: Vec<usize> = names.iter().map(|n| slot(n).unwrap()).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(slots, (0..KNOWN).collect::<Vec<_>>());
+        assert_eq!(slot(header::DLQ_REASON), None);
     }
 
     #[test]

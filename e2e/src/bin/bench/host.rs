@@ -56,6 +56,11 @@ impl Host {
         self.handled.load(Ordering::Relaxed)
     }
 
+    /// The host's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Resident memory of the host process, KiB.
     pub fn rss_kib(&self) -> u64 {
         switchboard_e2e::wait::rss_kib(self.child.id())

@@ -7,15 +7,18 @@
 //! every client, ours and the raw baseline's, to measure a tuning knob; with
 //! `--broker-pid` (a local broker) CPU figures include the broker's share;
 //! `--no-local-delivery` makes every event take the inbox topic. `bench all`
-//! prints a JSON array of every runtime scenario. It starts no broker: pass its
+//! prints a JSON array of every runtime scenario; `bench table FILE` prints such a
+//! file as a short table (ours, raw, ratio). It starts no broker: pass its
 //! address (or set SWITCHBOARD_BOOTSTRAP_SERVERS). Figures are read by people, not
-//! asserted.
+//! asserted. Latency and publish figures are medians of rounds in which ours and the
+//! raw baseline alternate.
 
 mod host;
 mod operator;
 mod raw;
 mod scenarios;
 mod stats;
+mod table;
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -26,8 +29,9 @@ use serde_json::Value;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const SCENARIOS: [&str; 5] = [
+const SCENARIOS: [&str; 6] = [
     "rpc-latency",
+    "gateway-rpc",
     "rpc-throughput",
     "publish-throughput",
     "fanout",
@@ -37,6 +41,25 @@ const SCENARIOS: [&str; 5] = [
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("table") {
+        let Some(path) = args.get(1).filter(|_| args.len() == 2) else {
+            eprintln!("bench: usage: bench table FILE");
+            return ExitCode::from(2);
+        };
+        let parsed = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string()));
+        return match parsed {
+            Ok(v) => {
+                print!("{}", table::render(&v));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("bench: {path}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut scenario = None;
     let mut bootstrap = std::env::var("SWITCHBOARD_BOOTSTRAP_SERVERS").ok();
     let mut kubeconfig = std::env::var_os("KUBECONFIG").map(std::path::PathBuf::from);
@@ -67,7 +90,8 @@ async fn main() -> ExitCode {
             "-h" | "--help" => {
                 println!(
                     "usage: bench [{}|all] [--bootstrap HOST:PORT] [--broker-pid PID] [--set producer.K=V|consumer.K=V]... [--no-local-delivery] [--json]\n       \
-                     bench operator-scale --kubeconfig FILE [--bootstrap HOST:PORT] [--runtimes N]",
+                     bench operator-scale --kubeconfig FILE [--bootstrap HOST:PORT] [--runtimes N]\n       \
+                     bench table FILE",
                     SCENARIOS.join("|")
                 );
                 return ExitCode::SUCCESS;

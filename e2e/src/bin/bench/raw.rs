@@ -37,53 +37,73 @@ async fn topics(kafka: &KafkaConfig, specs: &[TopicSpec]) -> anyhow::Result<()> 
 
 /// Round trips: produce to `ping`, a responder consumes it and produces to `pong`,
 /// the caller consumes `pong`. Each call waits for the broker's ack of its request,
-/// as the runtime's RPC does.
-pub async fn ping_pong(
-    kafka: &KafkaConfig,
-    prefix: &str,
-    warmup: usize,
-    calls: usize,
-) -> anyhow::Result<Vec<Duration>> {
-    let (ping, pong) = (format!("{prefix}.raw.ping"), format!("{prefix}.raw.pong"));
-    topics(
-        kafka,
-        &[TopicSpec::new(&ping, 1, -1), TopicSpec::new(&pong, 1, -1)],
-    )
-    .await?;
-    let producer: FutureProducer = kafka.producer_config().create()?;
-    let responder = assigned_consumer(kafka, &format!("{prefix}.raw.responder"), &ping, 1)?;
-    let replies = assigned_consumer(kafka, &format!("{prefix}.raw.caller"), &pong, 1)?;
-    let (rp, pong_topic) = (producer.clone(), pong.clone());
-    let responder_task = tokio::spawn(async move {
-        while let Ok(m) = responder.recv().await {
-            let record = FutureRecord::to(&pong_topic)
-                .key(m.key().unwrap_or_default())
-                .payload(m.payload().unwrap_or_default());
-            if rp.send(record, Duration::from_secs(10)).await.is_err() {
-                return;
+/// as the runtime's RPC does. Set up once, then measured in rounds.
+pub struct PingPong {
+    producer: FutureProducer,
+    replies: StreamConsumer,
+    ping: String,
+    responder: tokio::task::JoinHandle<()>,
+}
+
+impl PingPong {
+    /// Creates the two topics and starts the responder.
+    pub async fn start(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<Self> {
+        let (ping, pong) = (format!("{prefix}.raw.ping"), format!("{prefix}.raw.pong"));
+        topics(
+            kafka,
+            &[TopicSpec::new(&ping, 1, -1), TopicSpec::new(&pong, 1, -1)],
+        )
+        .await?;
+        let producer: FutureProducer = kafka.producer_config().create()?;
+        let responder = assigned_consumer(kafka, &format!("{prefix}.raw.responder"), &ping, 1)?;
+        let replies = assigned_consumer(kafka, &format!("{prefix}.raw.caller"), &pong, 1)?;
+        let rp = producer.clone();
+        let responder = tokio::spawn(async move {
+            while let Ok(m) = responder.recv().await {
+                let record = FutureRecord::to(&pong)
+                    .key(m.key().unwrap_or_default())
+                    .payload(m.payload().unwrap_or_default());
+                if rp.send(record, Duration::from_secs(10)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Self {
+            producer,
+            replies,
+            ping,
+            responder,
+        })
+    }
+
+    /// `warmup` untimed calls, then the durations of `calls` timed ones.
+    pub async fn calls(&self, warmup: usize, calls: usize) -> anyhow::Result<Vec<Duration>> {
+        let mut samples = Vec::with_capacity(calls);
+        for i in 0..warmup + calls {
+            let payload = format!("{{\"n\":{i}}}");
+            let started = Instant::now();
+            self.producer
+                .send(
+                    FutureRecord::to(&self.ping).key("k").payload(&payload),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)?;
+            tokio::time::timeout(Duration::from_secs(10), self.replies.recv())
+                .await
+                .context("raw reply timed out")??;
+            if i >= warmup {
+                samples.push(started.elapsed());
             }
         }
-    });
-    let mut samples = Vec::with_capacity(calls);
-    for i in 0..warmup + calls {
-        let payload = format!("{{\"n\":{i}}}");
-        let started = Instant::now();
-        producer
-            .send(
-                FutureRecord::to(&ping).key("k").payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)?;
-        tokio::time::timeout(Duration::from_secs(10), replies.recv())
-            .await
-            .context("raw reply timed out")??;
-        if i >= warmup {
-            samples.push(started.elapsed());
-        }
+        Ok(samples)
     }
-    responder_task.abort();
-    Ok(samples)
+}
+
+impl Drop for PingPong {
+    fn drop(&mut self) {
+        self.responder.abort();
+    }
 }
 
 /// Figures of one produce -> consume run.

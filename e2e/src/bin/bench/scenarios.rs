@@ -9,20 +9,24 @@ use anyhow::{Context, bail};
 use async_trait::async_trait;
 use futures::StreamExt;
 use serde_json::{Value, json};
+use switchboard_runtime::gateway::Gateway;
 use switchboard_runtime::{
     Agent, AgentId, AgentRuntime, AgentRuntimeExt, HandlerResult, KafkaAgentRuntime, KafkaConfig,
     MessageContext, Payload, SendOptions, Subscription, TopicId, WorkerConfig,
 };
 
+use tokio_util::sync::CancellationToken;
+
 use crate::host::Host;
 use crate::raw;
-use crate::stats::{CpuTicks, latency_ms, round3};
+use crate::stats::{CpuTicks, latency_ms, medians, round3};
 
 /// Runs scenario `name` with the clients `kafka` describes (its broker and settings).
 pub async fn run(name: &str, kafka: &KafkaConfig) -> anyhow::Result<Value> {
     let prefix = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let mut result = match name {
         "rpc-latency" => rpc_latency(kafka, &prefix).await?,
+        "gateway-rpc" => gateway_rpc(kafka, &prefix).await?,
         "rpc-throughput" => rpc_throughput(kafka, &prefix).await?,
         "publish-throughput" => publish_throughput(kafka, &prefix).await?,
         "fanout" => fanout(kafka, &prefix).await?,
@@ -31,12 +35,22 @@ pub async fn run(name: &str, kafka: &KafkaConfig) -> anyhow::Result<Value> {
     };
     result["scenario"] = json!(name);
     result["config"]["bootstrap"] = json!(kafka.bootstrap_servers);
-    // The runtime's producer settings (docs/tuning.md), then what --set changed.
-    let mut producer = json!({ "acks": "all", "enable.idempotence": true, "linger.ms": 1 });
-    for (k, v) in &kafka.producer {
-        producer[k] = json!(v);
+    // The producer settings every client of the run used: the runtime's defaults
+    // (docs/tuning.md) with what --set changed.
+    let producer = kafka.producer_config();
+    let mut shown = json!({});
+    for k in [
+        "acks",
+        "enable.idempotence",
+        "linger.ms",
+        "max.in.flight.requests.per.connection",
+    ]
+    .into_iter()
+    .chain(kafka.producer.keys().map(String::as_str))
+    {
+        shown[k] = json!(producer.get(k));
     }
-    result["config"]["producer"] = producer;
+    result["config"]["producer"] = shown;
     if !kafka.consumer.is_empty() {
         result["config"]["consumer"] = json!(kafka.consumer);
     }
@@ -60,28 +74,137 @@ fn ping(n: u64) -> Payload {
     Payload::json("bench.Ping", &json!({ "n": n }))
 }
 
+/// Rounds of each latency scenario; ours and the raw baseline alternate, so a burst
+/// of load from elsewhere on the machine hits both, and medians are reported.
+const ROUNDS: usize = 3;
+
+/// Latency figures of `samples` plus CPU per call since `cpu`.
+fn latency_run(samples: &mut [Duration], cpu: &CpuTicks) -> Value {
+    let mut run = latency_ms(samples);
+    merge(&mut run, cpu.per(samples.len(), "call"));
+    run
+}
+
+/// `{medians of the runs' figures..., runs}` for ours, the same under `baseline`.
+fn rounds_result(ours: Vec<Value>, raw: Vec<Value>) -> Value {
+    let mut result = medians(&ours);
+    result["runs"] = json!(ours);
+    result["baseline"] = medians(&raw);
+    result["baseline"]["runs"] = json!(raw);
+    result
+}
+
 async fn rpc_latency(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<Value> {
     const WARMUP: usize = 100;
     const CALLS: usize = 2_000;
     let host = Host::start(kafka, prefix, "host").await?;
     let caller = runtime(kafka, prefix, "caller").await?;
+    let raw = raw::PingPong::start(kafka, prefix).await?;
     let to = AgentId::new("echo", "k1")?;
-    let mut samples = Vec::with_capacity(CALLS);
-    for i in 0..WARMUP + CALLS {
-        let started = Instant::now();
-        caller
-            .send_payload(ping(i as u64), &to, SendOptions::default())
-            .await?;
-        if i >= WARMUP {
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        for i in 0..WARMUP {
+            caller
+                .send_payload(ping(i as u64), &to, SendOptions::default())
+                .await?;
+        }
+        let cpu = CpuTicks::now_with(host.pid().into_iter().collect());
+        let mut samples = Vec::with_capacity(CALLS);
+        for i in 0..CALLS {
+            let started = Instant::now();
+            caller
+                .send_payload(ping(i as u64), &to, SendOptions::default())
+                .await?;
             samples.push(started.elapsed());
         }
+        ours.push(latency_run(&mut samples, &cpu));
+        let cpu = CpuTicks::now();
+        theirs.push(latency_run(&mut raw.calls(WARMUP, CALLS).await?, &cpu));
     }
-    let mut raw = raw::ping_pong(kafka, prefix, WARMUP, CALLS).await?;
+    drop(raw);
     caller.stop().await?;
     host.stop().await?;
-    let mut result = latency_ms(&mut samples);
-    result["baseline"] = latency_ms(&mut raw);
-    result["config"] = json!({ "calls": CALLS, "warmup": WARMUP, "callee": "echo agent in another runtime process" });
+    let mut result = rounds_result(ours, theirs);
+    result["config"] = json!({ "calls": CALLS, "warmup": WARMUP, "rounds": ROUNDS, "figures": "medians of the rounds", "callee": "echo agent in another runtime process", "cpu": "caller and callee processes" });
+    Ok(result)
+}
+
+/// RPC through the runtime's HTTP API: HTTP -> gateway -> Kafka -> echo agent in
+/// another runtime process -> Kafka -> gateway -> HTTP answer. Baselines: raw
+/// rdkafka ping-pong, and the same HTTP client against a bare HTTP echo (the HTTP
+/// hop's own cost).
+async fn gateway_rpc(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<Value> {
+    const WARMUP: usize = 100;
+    const CALLS: usize = 2_000;
+    let host = Host::start(kafka, prefix, "host").await?;
+    let client =
+        KafkaAgentRuntime::start_client(WorkerConfig::new(kafka.clone(), prefix, "gateway"))
+            .await?;
+    let stopping = CancellationToken::new();
+    let gateway = Gateway::new(client.clone(), None, stopping.clone());
+    let echo = axum::Router::new().route(
+        "/echo",
+        axum::routing::post(|body: axum::body::Bytes| async move { body }),
+    );
+    let serve = |router: axum::Router| async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let stopping = stopping.clone();
+        let server = tokio::spawn(
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stopping.cancelled().await })
+                .into_future(),
+        );
+        anyhow::Ok((addr, server))
+    };
+    let (gw_addr, gw_server) = serve(gateway.router()).await?;
+    let (echo_addr, echo_server) = serve(echo).await?;
+    let raw = raw::PingPong::start(kafka, prefix).await?;
+    // One client, one kept-alive connection per address, as a service calling us would.
+    let http = reqwest::Client::new();
+    let post = async |url: &str, i: usize| -> anyhow::Result<()> {
+        let answer = http
+            .post(url)
+            .header("ce-type", "bench.Ping")
+            .header("content-type", "application/json")
+            .body(format!("{{\"n\":{i}}}"))
+            .send()
+            .await?;
+        anyhow::ensure!(answer.status().is_success(), "{url}: {}", answer.status());
+        answer.bytes().await?;
+        Ok(())
+    };
+    let timed = async |url: &str, others: Vec<u32>| -> anyhow::Result<Value> {
+        for i in 0..WARMUP {
+            post(url, i).await?;
+        }
+        let cpu = CpuTicks::now_with(others);
+        let mut samples = Vec::with_capacity(CALLS);
+        for i in 0..CALLS {
+            let started = Instant::now();
+            post(url, i).await?;
+            samples.push(started.elapsed());
+        }
+        Ok(latency_run(&mut samples, &cpu))
+    };
+    let gw_url = format!("http://{gw_addr}/v1/agents/echo/k1");
+    let echo_url = format!("http://{echo_addr}/echo");
+    let (mut ours, mut theirs, mut http_only) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        ours.push(timed(&gw_url, host.pid().into_iter().collect()).await?);
+        let cpu = CpuTicks::now();
+        theirs.push(latency_run(&mut raw.calls(WARMUP, CALLS).await?, &cpu));
+        http_only.push(timed(&echo_url, Vec::new()).await?);
+    }
+    drop(raw);
+    stopping.cancel();
+    let _ = tokio::join!(gw_server, echo_server);
+    client.stop().await?;
+    host.stop().await?;
+    let mut result = rounds_result(ours, theirs);
+    result["http_echo"] = medians(&http_only);
+    result["http_echo"]["runs"] = json!(http_only);
+    result["config"] = json!({ "calls": CALLS, "warmup": WARMUP, "rounds": ROUNDS, "figures": "medians of the rounds", "route": "POST /v1/agents/echo/k1", "gateway": "client runtime in the bench process", "callee": "echo agent in another runtime process", "http_echo": "the same HTTP client against a bare axum echo route", "cpu": "gateway and callee processes" });
     Ok(result)
 }
 
@@ -97,6 +220,7 @@ async fn rpc_throughput(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<Val
     tokio::time::sleep(Duration::from_secs(5)).await;
     let caller = runtime(kafka, prefix, "caller").await?;
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu = CpuTicks::now_with(hosts.iter().filter_map(Host::pid).collect());
     let started = Instant::now();
     let workers = (0..CALLERS).map(|_| {
         let (caller, next) = (caller.clone(), next.clone());
@@ -121,16 +245,19 @@ async fn rpc_throughput(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<Val
         samples.extend(w??);
     }
     let elapsed = started.elapsed();
+    let cpu = cpu.per(CALLS, "call");
     caller.stop().await?;
     for h in hosts {
         h.stop().await?;
     }
     let lat = latency_ms(&mut samples);
-    Ok(json!({
+    let mut result = json!({
         "calls_per_s": round3(CALLS as f64 / elapsed.as_secs_f64()),
         "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"],
-        "config": { "calls": CALLS, "callers": CALLERS, "keys": KEYS, "replicas": 2 },
-    }))
+        "config": { "calls": CALLS, "callers": CALLERS, "keys": KEYS, "replicas": 2, "cpu": "caller and both callee processes" },
+    });
+    merge(&mut result, cpu);
+    Ok(result)
 }
 
 /// Counts deliveries and records publish-to-handler latency from the event's `t`.
@@ -162,8 +289,8 @@ async fn publish_throughput(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result
     const SIZE: usize = 200;
     const IN_FLIGHT: usize = 256;
     // A broker that just started serves its first records slowly (its JVM compiles
-    // as it goes), and ours runs before the raw baseline: a first untimed round
-    // through the same path warms it up.
+    // as it goes), and ours runs first: a first untimed round through the same path
+    // warms it up.
     const WARMUP: usize = 50_000;
     let start = Instant::now();
     let delivered = Arc::new(AtomicUsize::new(0));
@@ -230,28 +357,36 @@ async fn publish_throughput(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result
         Ok((published, started.elapsed()))
     };
     round(WARMUP).await?;
-    latencies.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    let cpu = CpuTicks::now();
-    let (published, handled) = round(EVENTS).await?;
-    let cpu = cpu.per_event(EVENTS);
+    // Rounds of ours and of the raw baseline alternate (see ROUNDS).
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for r in 0..ROUNDS {
+        latencies.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let cpu = CpuTicks::now();
+        let (published, handled) = round(EVENTS).await?;
+        let cpu = cpu.per_event(EVENTS);
+        let mut lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut run = json!({
+            "events_per_s": round3(EVENTS as f64 / published.as_secs_f64()),
+            "deliveries_per_s": round3((EVENTS * 2) as f64 / handled.as_secs_f64()),
+            "delivered_events_per_s": round3(EVENTS as f64 / handled.as_secs_f64()),
+            "delivery_p99_ms": latency_ms(&mut lat)["p99_ms"],
+        });
+        merge(&mut run, cpu);
+        ours.push(run);
+        let mut flow =
+            raw::produce_consume(kafka, &format!("{prefix}.r{r}"), 3, EVENTS, SIZE).await?;
+        let mut run = json!({
+            "events_per_s": round3(flow.produced_per_s),
+            "delivered_events_per_s": round3(flow.consumed_per_s),
+            "delivery_p99_ms": latency_ms(&mut flow.latencies)["p99_ms"],
+        });
+        merge(&mut run, flow.cpu);
+        theirs.push(run);
+    }
     publisher.stop().await?;
     subs.stop().await?;
-    let mut lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
-    let mut raw = raw::produce_consume(kafka, prefix, 3, EVENTS, SIZE).await?;
-    let mut result = json!({
-        "events_per_s": round3(EVENTS as f64 / published.as_secs_f64()),
-        "deliveries_per_s": round3((EVENTS * 2) as f64 / handled.as_secs_f64()),
-        "delivered_events_per_s": round3(EVENTS as f64 / handled.as_secs_f64()),
-        "delivery_p99_ms": latency_ms(&mut lat)["p99_ms"],
-        "baseline": {
-            "events_per_s": round3(raw.produced_per_s),
-            "delivered_events_per_s": round3(raw.consumed_per_s),
-            "delivery_p99_ms": latency_ms(&mut raw.latencies)["p99_ms"],
-        },
-        "config": { "events": EVENTS, "event_bytes": SIZE, "subscribed_agent_types": 2, "in_flight": IN_FLIGHT, "partitions": 3, "local_delivery": subs.config().local_delivery, "publisher": "client", "warmup_events": WARMUP },
-    });
-    merge(&mut result, cpu);
-    merge(&mut result["baseline"], raw.cpu);
+    let mut result = rounds_result(ours, theirs);
+    result["config"] = json!({ "events": EVENTS, "event_bytes": SIZE, "subscribed_agent_types": 2, "in_flight": IN_FLIGHT, "partitions": 3, "local_delivery": subs.config().local_delivery, "publisher": "client", "warmup_events": WARMUP, "rounds": ROUNDS, "figures": "medians of the rounds" });
     Ok(result)
 }
 
