@@ -108,7 +108,8 @@ impl PartitionWorker for InboxWorker {
             return Dispatched::Done;
         }
         let original = Arc::new(Original::new(message));
-        let envelope = match Envelope::decode_shared(message.headers(), original.payload_bytes()) {
+        // From the copy's headers: librdkafka is not asked for each header again.
+        let envelope = match Envelope::decode_pairs(original.headers(), original.payload_bytes()) {
             Ok(e) => e,
             Err(e) => return self.dead_letter(original, format!("undecodable record: {e}"), done),
         };
