@@ -54,6 +54,13 @@ bench-operator: deps
 	mv bench/results/operator-latest.json.tmp bench/results/operator-latest.json
 	@echo "bench: wrote bench/results/operator-latest.json"
 
+## crds: the CRD YAML generated from crds/src, and its byte-identical copies in the
+## chart and the kustomize base (e2e/tests/packaging.rs checks they agree).
+crds:
+	$(CARGO) run -p switchboard-crds --bin crdgen -- --out-dir crds
+	cp crds/*.yaml charts/switchboard/crds/
+	cp crds/*.yaml manifests/crds/
+
 ## demo: Kafka + control plane + operator + node agent, applies examples/demo/ and
 ## runs a scripted conversation; leaves it all running. demo-down stops it.
 demo:

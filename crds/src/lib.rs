@@ -12,6 +12,7 @@
 
 pub mod agent_runtime;
 pub mod agent_subscription;
+pub mod description;
 
 pub use agent_runtime::{AgentRuntime, AgentRuntimeSpec, AgentRuntimeStatus};
 pub use agent_subscription::{AgentSubscription, AgentSubscriptionSpec, AgentSubscriptionStatus};
@@ -22,11 +23,13 @@ use kube::CustomResourceExt;
 /// The API group of every Switchboard resource.
 pub const GROUP: &str = "switchboard.dev";
 
-/// Every CRD this crate defines, with the file name it is committed under.
+/// Every CRD this crate defines, with the file name it is committed under; their
+/// descriptions reflowed into prose ([`description`]).
 pub fn all() -> Vec<(String, CustomResourceDefinition)> {
     [AgentRuntime::crd(), AgentSubscription::crd()]
         .into_iter()
-        .map(|crd| {
+        .map(|mut crd| {
+            description::reflow_crd(&mut crd);
             let name = crd.metadata.name.clone().unwrap_or_default();
             (format!("{name}.yaml"), crd)
         })
@@ -56,6 +59,45 @@ mod tests {
                  `cargo run -p switchboard-crds --bin crdgen -- --out-dir crds` and commit it"
             );
         }
+    }
+
+    /// No `description` in the generated YAML breaks a line inside a sentence: doc
+    /// comments wrap at ~90 columns and `kubectl explain` would print those wraps
+    /// ("over\nwhich Kafka cluster"). A line break may only end a paragraph (blank
+    /// line), start a list item, or sit inside a code fence.
+    #[test]
+    fn descriptions_break_lines_only_between_paragraphs_and_list_items() {
+        fn walk(path: &str, value: &serde_yaml::Value, bad: &mut Vec<String>) {
+            match value {
+                serde_yaml::Value::Mapping(map) => {
+                    for (key, child) in map {
+                        let key = key.as_str().unwrap_or("?");
+                        if let ("description", serde_yaml::Value::String(text)) = (key, child) {
+                            for wrap in super::description::hard_wraps(text) {
+                                bad.push(format!("{path}: {wrap:?}"));
+                            }
+                        }
+                        walk(&format!("{path}.{key}"), child, bad);
+                    }
+                }
+                serde_yaml::Value::Sequence(items) => {
+                    for (i, child) in items.iter().enumerate() {
+                        walk(&format!("{path}[{i}]"), child, bad);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut bad = Vec::new();
+        for (file, crd) in super::all() {
+            let yaml = super::to_yaml(&crd).unwrap();
+            walk(&file, &serde_yaml::from_str(&yaml).unwrap(), &mut bad);
+        }
+        assert!(
+            bad.is_empty(),
+            "descriptions with a line break inside a sentence:\n{}",
+            bad.join("\n")
+        );
     }
 
     /// Every `format` in the schemas is one the API server knows; others make

@@ -7,7 +7,9 @@
 pub mod agents;
 pub mod binary;
 pub mod client_settings;
+pub mod crds;
 pub mod env;
 pub mod net;
 pub mod node;
+pub mod system;
 pub mod wait;

@@ -11,17 +11,9 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use serde_json::json;
 use switchboard_e2e::env;
+use switchboard_e2e::wait::wait_for;
 
 const WAIT: Duration = Duration::from_secs(90);
-
-/// Polls `check` every 250 ms until it returns `Some`, failing after `WAIT` with `what`.
-async fn wait_for<T, F, Fut>(what: &str, check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    switchboard_e2e::wait::wait_for(what, WAIT, check).await
-}
 
 #[tokio::test]
 async fn controller_manager_runs_deployments_and_garbage_collects_them() {
@@ -62,7 +54,7 @@ async fn controller_manager_runs_deployments_and_garbage_collects_them() {
     let deployment_uid = created.metadata.uid.unwrap();
 
     let lp = ListParams::default().labels("app=web");
-    let rs_name = wait_for("a ReplicaSet owned by the Deployment", || async {
+    let rs_name = wait_for("a ReplicaSet owned by the Deployment", WAIT, || async {
         let list = replica_sets.list(&lp).await.unwrap();
         list.items.into_iter().find_map(|rs| {
             let owned = rs
@@ -75,7 +67,7 @@ async fn controller_manager_runs_deployments_and_garbage_collects_them() {
         })
     })
     .await;
-    let pod_count = wait_for("2 Pods created by the ReplicaSet", || async {
+    let pod_count = wait_for("2 Pods created by the ReplicaSet", WAIT, || async {
         let list = pods.list(&lp).await.unwrap();
         let owned = list
             .items
@@ -99,6 +91,7 @@ async fn controller_manager_runs_deployments_and_garbage_collects_them() {
         .unwrap();
     wait_for(
         "the garbage collector to remove the ReplicaSet and Pods",
+        WAIT,
         || async {
             let rs_left = replica_sets.list(&lp).await.unwrap().items.len();
             let pods_left = pods.list(&lp).await.unwrap().items.len();

@@ -9,6 +9,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use switchboard_crds::{AgentRuntime, AgentSubscription};
+use switchboard_e2e::crds::{FIELD_MANAGER, install_crds};
 use switchboard_e2e::env;
 
 fn runtime(spec: Value) -> AgentRuntime {
@@ -26,7 +27,7 @@ fn spec() -> Value {
 /// Creates (dry run) and returns the API server's rejection message.
 async fn rejected(ar: AgentRuntime) -> String {
     let client = env::kube_client().await;
-    operator_support::install_crds(&client).await;
+    install_crds(&client, FIELD_MANAGER).await.unwrap();
     let api: Api<AgentRuntime> = Api::namespaced(client, "default");
     let pp = PostParams {
         dry_run: true,
@@ -44,7 +45,7 @@ async fn rejected(ar: AgentRuntime) -> String {
 #[tokio::test]
 async fn a_valid_runtime_is_accepted() {
     let client = env::kube_client().await;
-    operator_support::install_crds(&client).await;
+    install_crds(&client, FIELD_MANAGER).await.unwrap();
     let api: Api<AgentRuntime> = Api::namespaced(client, "default");
     let pp = PostParams {
         dry_run: true,
@@ -125,7 +126,7 @@ async fn an_agent_is_builtin_or_http_not_both() {
 #[tokio::test]
 async fn partitions_never_decrease() {
     let client = env::kube_client().await;
-    operator_support::install_crds(&client).await;
+    install_crds(&client, FIELD_MANAGER).await.unwrap();
     let ns = operator_support::namespace(&client, "cel-part").await;
     let api: Api<AgentRuntime> = Api::namespaced(client, &ns);
     let mut s = spec();
@@ -157,7 +158,7 @@ async fn partitions_never_decrease() {
 #[tokio::test]
 async fn a_subscription_has_exactly_one_of_topic_type_and_prefix() {
     let client = env::kube_client().await;
-    operator_support::install_crds(&client).await;
+    install_crds(&client, FIELD_MANAGER).await.unwrap();
     let api: Api<AgentSubscription> = Api::namespaced(client, "default");
     let pp = PostParams {
         dry_run: true,

@@ -13,12 +13,12 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{ApiResource, DynamicObject, ListParams, PostParams};
 use kube::{Api, Client};
-use operator_support::{
-    Operator, install_crds, namespace, runtime, runtime_condition, wait_for, wait_topics_ready,
-};
+use operator_support::{Operator, WAIT, namespace, runtime, runtime_condition, wait_topics_ready};
 use serde_json::json;
 use switchboard_crds::{AgentRuntime, AgentSubscription};
+use switchboard_e2e::crds::{FIELD_MANAGER, install_crds};
 use switchboard_e2e::env;
+use switchboard_e2e::wait::wait_for;
 use switchboard_operator::agent_runtime::build::BuildSettings;
 use switchboard_operator::context::Timing;
 use switchboard_operator::kafka::RdKafka;
@@ -80,7 +80,7 @@ impl Instance {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_object_is_reported_and_the_others_are_reconciled() {
     let client = env::kube_client().await;
-    install_crds(&client).await;
+    install_crds(&client, FIELD_MANAGER).await.unwrap();
     let ns = namespace(&client, "op-guard").await;
     let prefix = env::unique_name("opguard");
     // The API server accepts an int-or-string port above i32::MAX (the schema of
@@ -126,7 +126,7 @@ async fn a_malformed_object_is_reported_and_the_others_are_reconciled() {
 
     let op = Operator::start(&client, &ns).await;
     wait_topics_ready(&runtimes, "good").await;
-    wait_for("the subscription is Accepted", || async {
+    wait_for("the subscription is Accepted", WAIT, || async {
         let st = subs.get("s").await.ok()?.status?;
         st.conditions
             .iter()
@@ -135,7 +135,7 @@ async fn a_malformed_object_is_reported_and_the_others_are_reconciled() {
     })
     .await;
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    let note = wait_for("a Warning event InvalidObject on broken", || async {
+    let note = wait_for("a Warning event InvalidObject on broken", WAIT, || async {
         let list = events.list(&ListParams::default()).await.ok()?;
         list.items.into_iter().find_map(|e| {
             (e.involved_object.name.as_deref() == Some("broken")
@@ -161,7 +161,7 @@ async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gracefully_stopped_leader_hands_over_before_its_lease_expires() {
     let client = env::kube_client().await;
-    install_crds(&client).await;
+    install_crds(&client, FIELD_MANAGER).await.unwrap();
     let ns = namespace(&client, "op-leader").await;
     let prefix = env::unique_name("opleader");
     let lease_name = "switchboard-operator".to_owned();
@@ -177,7 +177,7 @@ async fn a_gracefully_stopped_leader_hands_over_before_its_lease_expires() {
     };
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let a = Instance::start(&client, &ns, leader("op-a")).await;
-    wait_for("op-a holds the Lease", || async {
+    wait_for("op-a holds the Lease", WAIT, || async {
         (holder(&leases, &lease_name).await? == "op-a").then_some(())
     })
     .await;
@@ -222,7 +222,7 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_reconciles_failures_by_class_and_durations_and_healthz_answers() {
     let client = env::kube_client().await;
-    install_crds(&client).await;
+    install_crds(&client, FIELD_MANAGER).await.unwrap();
     let ns = namespace(&client, "op-metrics").await;
     let prefix = env::unique_name("opmetrics");
     let op = Instance::start(&client, &ns, None).await;
@@ -252,7 +252,7 @@ async fn metrics_count_reconciles_failures_by_class_and_durations_and_healthz_an
         .await
         .unwrap();
     wait_topics_ready(&runtimes, "good").await;
-    wait_for("nosecret reports SecretNotFound", || async {
+    wait_for("nosecret reports SecretNotFound", WAIT, || async {
         (runtime_condition(&runtimes, "nosecret", "TopicsReady")
             .await?
             .1
@@ -261,7 +261,7 @@ async fn metrics_count_reconciles_failures_by_class_and_durations_and_healthz_an
     })
     .await;
 
-    let text = wait_for("a failure counted as secret in /metrics", || {
+    let text = wait_for("a failure counted as secret in /metrics", WAIT, || {
         let http = http.clone();
         let url = format!("{base}/metrics");
         async move {

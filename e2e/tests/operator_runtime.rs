@@ -12,10 +12,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use operator_support::{Operator, install_crds, namespace, runtime, wait_for};
+use operator_support::{Operator, WAIT, namespace, runtime};
 use serde_json::json;
 use switchboard_crds::AgentRuntime;
+use switchboard_e2e::crds::{FIELD_MANAGER, install_crds};
 use switchboard_e2e::env;
+use switchboard_e2e::wait::wait_for;
 use switchboard_runtime::KafkaConfig;
 use switchboard_runtime::admin::TopicAdmin;
 
@@ -37,7 +39,7 @@ async fn condition(api: &Api<AgentRuntime>, name: &str, type_: &str) -> Option<(
 }
 
 async fn wait_topics_ready(api: &Api<AgentRuntime>, name: &str) {
-    wait_for(&format!("{name} TopicsReady=True"), || async {
+    wait_for(&format!("{name} TopicsReady=True"), WAIT, || async {
         (condition(api, name, "TopicsReady").await?.0 == "True").then_some(())
     })
     .await;
@@ -45,7 +47,7 @@ async fn wait_topics_ready(api: &Api<AgentRuntime>, name: &str) {
 
 async fn setup(stem: &str) -> (Client, String, Operator) {
     let client = env::kube_client().await;
-    install_crds(&client).await;
+    install_crds(&client, FIELD_MANAGER).await.unwrap();
     let ns = namespace(&client, stem).await;
     let op = Operator::start(&client, &ns).await;
     (client, ns, op)
@@ -121,7 +123,7 @@ async fn a_runtime_gets_its_topics_and_owned_objects_and_partitions_grow() {
     api.patch("rt1", &PatchParams::default(), &Patch::Merge(&grow))
         .await
         .unwrap();
-    wait_for("inbox grown to 6 in Kafka", || async {
+    wait_for("inbox grown to 6 in Kafka", WAIT, || async {
         let counts = admin.partition_counts(&names).await.ok()?;
         names[1..]
             .iter()
@@ -129,7 +131,7 @@ async fn a_runtime_gets_its_topics_and_owned_objects_and_partitions_grow() {
             .then_some(())
     })
     .await;
-    wait_for("status.topics reports 6 partitions", || async {
+    wait_for("status.topics reports 6 partitions", WAIT, || async {
         let st = api.get("rt1").await.ok()?.status?;
         st.topics
             .iter()
@@ -139,7 +141,7 @@ async fn a_runtime_gets_its_topics_and_owned_objects_and_partitions_grow() {
     .await;
     // The config file carries the partitions: the pods roll.
     let deps = Api::<Deployment>::namespaced(client.clone(), &ns);
-    wait_for("config hash changes", || async {
+    wait_for("config hash changes", WAIT, || async {
         let d = deps.get("rt1").await.ok()?;
         let h = d.spec?.template.metadata?.annotations?["switchboard.dev/config-hash"].clone();
         (h != hash_before).then_some(())
@@ -164,7 +166,7 @@ async fn scaling_flows_to_the_deployment_and_a_steady_state_makes_no_writes() {
     let replicas = |want: i32| {
         let deps = deps.clone();
         async move {
-            wait_for(&format!("Deployment replicas {want}"), || async {
+            wait_for(&format!("Deployment replicas {want}"), WAIT, || async {
                 (deps.get("rt").await.ok()?.spec?.replicas == Some(want)).then_some(())
             })
             .await
@@ -252,7 +254,7 @@ async fn delete_policy_removes_topics_retain_keeps_them_and_owned_objects_are_co
     api.create(&PostParams::default(), &kept).await.unwrap();
     wait_topics_ready(&api, "gone").await;
     wait_topics_ready(&api, "kept").await;
-    wait_for("finalizer on the Delete runtime", || async {
+    wait_for("finalizer on the Delete runtime", WAIT, || async {
         api.get("gone")
             .await
             .ok()?
@@ -281,12 +283,12 @@ async fn delete_policy_removes_topics_retain_keeps_them_and_owned_objects_are_co
     api.delete("gone", &DeleteParams::default()).await.unwrap();
     api.delete("kept", &DeleteParams::default()).await.unwrap();
     for name in ["gone", "kept"] {
-        wait_for(&format!("{name} deleted"), || async {
+        wait_for(&format!("{name} deleted"), WAIT, || async {
             api.get_opt(name).await.ok()?.is_none().then_some(())
         })
         .await;
     }
-    wait_for("Delete runtime's topics removed", || async {
+    wait_for("Delete runtime's topics removed", WAIT, || async {
         admin
             .partition_counts(&gone)
             .await
@@ -301,7 +303,7 @@ async fn delete_policy_removes_topics_retain_keeps_them_and_owned_objects_are_co
         "Retain keeps the topics"
     );
     let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    wait_for("owned Deployments garbage-collected", || async {
+    wait_for("owned Deployments garbage-collected", WAIT, || async {
         let a = deps.get_opt("gone").await.ok()?;
         let b = deps.get_opt("kept").await.ok()?;
         (a.is_none() && b.is_none()).then_some(())

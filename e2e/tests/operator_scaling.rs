@@ -11,12 +11,12 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::PostParams;
-use operator_support::{
-    Operator, commit_to_end, install_crds, namespace, produce, runtime, wait_for,
-};
+use operator_support::{Operator, WAIT, commit_to_end, namespace, produce, runtime};
 use serde_json::json;
 use switchboard_crds::AgentRuntime;
+use switchboard_e2e::crds::{FIELD_MANAGER, install_crds};
 use switchboard_e2e::env;
+use switchboard_e2e::wait::wait_for;
 use switchboard_operator::context::Timing;
 
 /// Short intervals so a test sees lag changes within seconds.
@@ -35,7 +35,7 @@ async fn lag(api: &Api<AgentRuntime>, name: &str) -> Option<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_lag_counts_inbox_records_the_runtime_has_not_committed() {
     let client = env::kube_client().await;
-    install_crds(&client).await;
+    install_crds(&client, FIELD_MANAGER).await.unwrap();
     let ns = namespace(&client, "op-lag").await;
     let op = Operator::start_with(&client, &ns, fast()).await;
     let prefix = env::unique_name("oplag");
@@ -47,7 +47,7 @@ async fn status_lag_counts_inbox_records_the_runtime_has_not_committed() {
     .await
     .unwrap();
     // A fresh group with no commits and an empty inbox: lag 0.
-    wait_for("status.lag = 0", || async {
+    wait_for("status.lag = 0", WAIT, || async {
         (lag(&api, "rt1").await? == 0).then_some(())
     })
     .await;
@@ -56,7 +56,7 @@ async fn status_lag_counts_inbox_records_the_runtime_has_not_committed() {
     // start from the earliest offset).
     let inbox = format!("{prefix}.rt1.inbox");
     produce(&inbox, 7).await;
-    wait_for("status.lag = 7", || async {
+    wait_for("status.lag = 7", WAIT, || async {
         (lag(&api, "rt1").await? == 7).then_some(())
     })
     .await;
@@ -70,6 +70,7 @@ async fn status_lag_counts_inbox_records_the_runtime_has_not_committed() {
     produce(&inbox, 2).await;
     wait_for(
         "status.lag = 2 after the commit and 2 more records",
+        WAIT,
         || async { (lag(&api, "rt1").await? == 2).then_some(()) },
     )
     .await;
@@ -92,7 +93,7 @@ async fn deployment_replicas(api: &Api<Deployment>, name: &str) -> Option<i32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autoscaling_follows_the_lag_within_partitions_and_scales_down_after_the_window() {
     let client = env::kube_client().await;
-    install_crds(&client).await;
+    install_crds(&client, FIELD_MANAGER).await.unwrap();
     let ns = namespace(&client, "op-autoscale").await;
     let op = Operator::start_with(&client, &ns, fast()).await;
     let prefix = env::unique_name("opauto");
@@ -111,26 +112,29 @@ async fn autoscaling_follows_the_lag_within_partitions_and_scales_down_after_the
     )
     .await
     .unwrap();
-    wait_for("an idle autoscaled runtime runs minReplicas", || async {
-        (deployment_replicas(&deployments, "auto").await? == 1).then_some(())
-    })
+    wait_for(
+        "an idle autoscaled runtime runs minReplicas",
+        WAIT,
+        || async { (deployment_replicas(&deployments, "auto").await? == 1).then_some(()) },
+    )
     .await;
 
     let inbox = format!("{prefix}.auto.inbox");
     produce(&inbox, 15).await;
-    wait_for("lag 15 -> ceil(15/10) = 2 replicas", || async {
+    wait_for("lag 15 -> ceil(15/10) = 2 replicas", WAIT, || async {
         (deployment_replicas(&deployments, "auto").await? == 2).then_some(())
     })
     .await;
     produce(&inbox, 100).await;
     wait_for(
         "lag 115 -> 12 wanted, capped by the 3 partitions",
+        WAIT,
         || async { (deployment_replicas(&deployments, "auto").await? == 3).then_some(()) },
     )
     .await;
     // Still 3 once the lag figure is in the status (not more: maxReplicas 5 but
     // only 3 partitions).
-    wait_for("status.lag = 115", || async {
+    wait_for("status.lag = 115", WAIT, || async {
         (lag(&api, "auto").await? == 115).then_some(())
     })
     .await;
@@ -141,9 +145,11 @@ async fn autoscaling_follows_the_lag_within_partitions_and_scales_down_after_the
     tokio::task::spawn_blocking(move || commit_to_end(&group, &t))
         .await
         .unwrap();
-    wait_for("lag 0 -> back to minReplicas after the window", || async {
-        (deployment_replicas(&deployments, "auto").await? == 1).then_some(())
-    })
+    wait_for(
+        "lag 0 -> back to minReplicas after the window",
+        WAIT,
+        || async { (deployment_replicas(&deployments, "auto").await? == 1).then_some(()) },
+    )
     .await;
     assert_eq!(lag(&api, "auto").await, Some(0));
     op.stop().await;

@@ -7,10 +7,12 @@ mod operator_support;
 
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
-use operator_support::{Operator, install_crds, namespace, read_all, wait_for};
+use operator_support::{Operator, WAIT, namespace, read_all};
 use serde_json::{Value, json};
 use switchboard_crds::{AgentRuntime, AgentSubscription};
+use switchboard_e2e::crds::{FIELD_MANAGER, install_crds};
 use switchboard_e2e::env;
+use switchboard_e2e::wait::wait_for;
 
 fn subscription(name: &str, runtime: &str, agent_type: &str) -> AgentSubscription {
     serde_json::from_value(json!({
@@ -32,7 +34,7 @@ async fn accepted(api: &Api<AgentSubscription>, name: &str) -> Option<(String, S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_are_registered_tombstoned_and_bad_references_reported() {
     let client = env::kube_client().await;
-    install_crds(&client).await;
+    install_crds(&client, FIELD_MANAGER).await.unwrap();
     let ns = namespace(&client, "op-sub").await;
     let op = Operator::start(&client, &ns).await;
     let prefix = env::unique_name("opsub");
@@ -70,13 +72,13 @@ async fn subscriptions_are_registered_tombstoned_and_bad_references_reported() {
     .unwrap();
 
     let uid = good.uid().unwrap();
-    wait_for("good is Accepted", || async {
+    wait_for("good is Accepted", WAIT, || async {
         (accepted(&subs, "good").await?.0 == "True").then_some(())
     })
     .await;
     let registry = format!("{prefix}.registry");
     let key = format!("sub/{uid}");
-    let record: Value = wait_for("sub record in the registry", || {
+    let record: Value = wait_for("sub record in the registry", WAIT, || {
         let registry = registry.clone();
         let key = key.clone();
         async move {
@@ -97,14 +99,14 @@ async fn subscriptions_are_registered_tombstoned_and_bad_references_reported() {
     );
 
     assert_eq!(
-        wait_for("orphan reported", || async {
+        wait_for("orphan reported", WAIT, || async {
             accepted(&subs, "orphan").await
         })
         .await,
         ("False".to_owned(), "RuntimeNotFound".to_owned())
     );
     assert_eq!(
-        wait_for("wrongtype reported", || async {
+        wait_for("wrongtype reported", WAIT, || async {
             accepted(&subs, "wrongtype").await
         })
         .await,
@@ -112,7 +114,7 @@ async fn subscriptions_are_registered_tombstoned_and_bad_references_reported() {
     );
 
     subs.delete("good", &DeleteParams::default()).await.unwrap();
-    wait_for("good deleted", || async {
+    wait_for("good deleted", WAIT, || async {
         subs.get_opt("good").await.ok()?.is_none().then_some(())
     })
     .await;
@@ -127,7 +129,7 @@ async fn subscriptions_are_registered_tombstoned_and_bad_references_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_outliving_its_runtime_still_tombstones_its_record() {
     let client = env::kube_client().await;
-    install_crds(&client).await;
+    install_crds(&client, FIELD_MANAGER).await.unwrap();
     let ns = namespace(&client, "op-sub-orphaned").await;
     let op = Operator::start(&client, &ns).await;
     let prefix = env::unique_name("opsuborph");
@@ -151,7 +153,7 @@ async fn a_subscription_outliving_its_runtime_still_tombstones_its_record() {
         .unwrap();
     let key = format!("sub/{}", sub.uid().unwrap());
     let registry = format!("{prefix}.registry");
-    wait_for("s is Accepted", || async {
+    wait_for("s is Accepted", WAIT, || async {
         (accepted(&subs, "s").await?.0 == "True").then_some(())
     })
     .await;
@@ -161,7 +163,7 @@ async fn a_subscription_outliving_its_runtime_still_tombstones_its_record() {
             .ok()?;
         records.into_iter().rev().find(|(k, _)| *k == key)
     };
-    wait_for("the record is in the registry", || {
+    wait_for("the record is in the registry", WAIT, || {
         last_record(registry.clone(), key.clone())
     })
     .await;
@@ -171,12 +173,12 @@ async fn a_subscription_outliving_its_runtime_still_tombstones_its_record() {
         .delete("host", &DeleteParams::default())
         .await
         .unwrap();
-    wait_for("host deleted", || async {
+    wait_for("host deleted", WAIT, || async {
         runtimes.get_opt("host").await.ok()?.is_none().then_some(())
     })
     .await;
     subs.delete("s", &DeleteParams::default()).await.unwrap();
-    wait_for("s deleted", || async {
+    wait_for("s deleted", WAIT, || async {
         subs.get_opt("s").await.ok()?.is_none().then_some(())
     })
     .await;

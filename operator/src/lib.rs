@@ -21,6 +21,7 @@
 
 pub mod agent_runtime;
 pub mod apply;
+pub mod cli;
 pub mod client;
 pub mod conditions;
 pub mod context;

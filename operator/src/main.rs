@@ -1,14 +1,12 @@
 //! `switchboard-operator run`: wires configuration, telemetry, leader election and
 //! shutdown; all logic lives in the library.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
 use switchboard_operator::agent_runtime::build::BuildSettings;
+use switchboard_operator::cli::{self, Command, RunArgs};
 use switchboard_operator::context::Timing;
 use switchboard_operator::kafka::RdKafka;
 use switchboard_operator::leader::LeaderOptions;
@@ -18,76 +16,34 @@ use switchboard_operator::{client, http};
 use tokio::sync::watch;
 use tracing::{error, info};
 
-#[derive(Parser)]
-#[command(
-    name = "switchboard-operator",
-    version,
-    about = "Kubernetes operator for Switchboard"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Reconcile AgentRuntimes and AgentSubscriptions until SIGTERM.
-    Run(RunArgs),
-}
-
-#[derive(clap::Args)]
-struct RunArgs {
-    /// Kubeconfig file (default: in-cluster, then KUBECONFIG, then ~/.kube/config).
-    #[arg(long)]
-    kubeconfig: Option<PathBuf>,
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "SWITCHBOARD_WATCH_NAMESPACE")]
-    namespace: Option<String>,
-    /// Image of the runtime pods when an AgentRuntime sets no spec.image.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_RUNTIME_IMAGE",
-        default_value = "ghcr.io/switchboard-dev/switchboard-runtime:latest"
-    )]
-    runtime_image: String,
-    /// Hold a Lease before reconciling, so several operator replicas are safe.
-    #[arg(long)]
-    leader_elect: bool,
-    /// Namespace of the leader-election Lease.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    lease_namespace: String,
-    /// Name of the leader-election Lease.
-    #[arg(long, default_value = "switchboard-operator")]
-    lease_name: String,
-    /// Seconds the Lease stays valid without renewal: how long a standby waits after
-    /// a leader crashed (a gracefully stopped leader releases it at once).
-    #[arg(long, default_value_t = 15)]
-    lease_duration_seconds: u64,
-    /// Seconds between resyncs of every AgentRuntime (status.lag refresh, Kafka drift).
-    #[arg(long, default_value_t = 60)]
-    resync_seconds: u64,
-    /// Seconds between lag samples of autoscaled AgentRuntimes.
-    #[arg(long, default_value_t = 15)]
-    autoscale_interval_seconds: u64,
-    /// Seconds a lower replica recommendation must hold before an autoscaled
-    /// runtime scales down.
-    #[arg(long, default_value_t = 300)]
-    scale_down_window_seconds: u64,
-    /// Address of /metrics and /healthz.
-    #[arg(long, default_value = "0.0.0.0:8081")]
-    metrics_addr: SocketAddr,
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Arguments that are not UTF-8 cannot name a flag; lossy text keeps them visible
+    // in the error.
+    let args = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned());
+    let args = match cli::parse(args, &|var| std::env::var(var).ok()) {
+        Ok(Command::Run(args)) => args,
+        Ok(Command::Print(text)) => {
+            print!("{text}");
+            return Ok(());
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n\nFor more information, try '--help'.");
+            std::process::exit(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let Command::Run(args) = Cli::parse().command;
-    run_operator(args).await
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run_operator(args))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

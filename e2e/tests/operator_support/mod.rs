@@ -1,20 +1,19 @@
-//! Shared by the operator tests: CRD install, a namespace per test, an in-process
-//! operator watching only that namespace, polling helpers, registry reading.
+//! Shared by the operator tests: a namespace per test, an in-process operator
+//! watching only that namespace, Kafka and status helpers. CRD install and polling
+//! are the library's (`switchboard_e2e::crds`, `switchboard_e2e::wait`).
 
 #![allow(clippy::unwrap_used, dead_code)] // test helpers fail loudly
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
 use switchboard_e2e::env;
+use switchboard_e2e::wait::wait_for;
 use switchboard_operator::Context;
 use switchboard_operator::agent_runtime::build::BuildSettings;
 use switchboard_operator::context::Timing;
@@ -22,44 +21,8 @@ use switchboard_operator::kafka::RdKafka;
 use switchboard_operator::metrics::Metrics;
 use tokio::sync::watch;
 
+/// The bound of the operator tests' waits.
 pub const WAIT: Duration = Duration::from_secs(60);
-
-/// Polls `check` every 250 ms until it returns `Some`, failing after `WAIT`.
-pub async fn wait_for<T, F, Fut>(what: &str, check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    switchboard_e2e::wait::wait_for(what, WAIT, check).await
-}
-
-/// Installs (server-side applies) the CRDs and waits until they are established.
-pub async fn install_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (_, crd) in switchboard_crds::all() {
-        let name = crd.name_any();
-        crds.patch(
-            &name,
-            &PatchParams::apply("switchboard-e2e").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-        wait_for(&format!("CRD {name} established"), || {
-            let crds = crds.clone();
-            let name = name.clone();
-            async move {
-                let c = crds.get(&name).await.ok()?;
-                c.status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            }
-        })
-        .await;
-    }
-}
 
 /// A fresh namespace.
 pub async fn namespace(client: &Client, stem: &str) -> String {
@@ -226,7 +189,7 @@ pub async fn runtime_condition(
 
 /// Waits until `name` reports TopicsReady=True.
 pub async fn wait_topics_ready(api: &Api<switchboard_crds::AgentRuntime>, name: &str) {
-    wait_for(&format!("{name} TopicsReady=True"), || async {
+    wait_for(&format!("{name} TopicsReady=True"), WAIT, || async {
         (runtime_condition(api, name, "TopicsReady").await?.0 == "True").then_some(())
     })
     .await;

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
 use serde_json::{Value, json};
 use switchboard_crds::AgentRuntime;
+use switchboard_e2e::crds::install_crds;
 use switchboard_e2e::wait::rss_kib;
 use switchboard_runtime::admin::TopicAdmin;
 use switchboard_runtime::{KafkaConfig, TopicNames};
@@ -46,36 +46,6 @@ fn operator_binary() -> anyhow::Result<PathBuf> {
         );
     }
     Ok(p)
-}
-
-async fn install_crds(client: &Client) -> anyhow::Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (_, crd) in switchboard_crds::all() {
-        let name = crd.name_any();
-        crds.patch(
-            &name,
-            &PatchParams::apply("switchboard-bench").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .with_context(|| format!("installing CRD {name}"))?;
-        let start = Instant::now();
-        loop {
-            let c = crds.get(&name).await?;
-            let established = c.status.and_then(|s| s.conditions).is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-            if established {
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                bail!("CRD {name} not established after 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-    Ok(())
 }
 
 /// Sum of the `switchboard_operator_{name}` counter samples in the operator's /metrics.
@@ -235,7 +205,7 @@ pub async fn operator_scale(
     count: usize,
 ) -> anyhow::Result<Value> {
     let client = switchboard_operator::client::from_kubeconfig(Some(kubeconfig)).await?;
-    install_crds(&client).await?;
+    install_crds(&client, "switchboard-bench").await?;
     let ns_name = prefix.to_owned();
     let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": ns_name } }))?;
     let namespaces: Api<Namespace> = Api::all(client.clone());
