@@ -3,6 +3,16 @@
 //! Tests find the real infrastructure through the environment, which `make test`
 //! sets after starting it (`e2e/infra/with-infra.sh`). When it is missing a test
 //! fails with instructions: a test that skips would pass without testing anything.
+//!
+//! # Layout
+//! - Finding the infrastructure: [`env`] (broker and API server from the environment),
+//!   [`client_settings`] (librdkafka settings the benchmarks apply to every client).
+//! - Runtime tests: [`net`] (an agent network with a fresh prefix per test), [`agents`]
+//!   (the test agents and messages), [`binary`] (the `switchboard-runtime` binary as
+//!   a subprocess).
+//! - Cluster tests: [`system`] (the end-to-end suite's system under test), [`crds`]
+//!   (installing the CRDs), [`node`] (the pods-as-processes node agent).
+//! - [`wait`]: bounded waits, so no test hangs.
 
 pub mod agents;
 pub mod binary;
