@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# `make python-test`: the Python package end to end.
+#  1. a venv (created once, cached: ~/.cache/switchboard/python-venv, or
+#     SWITCHBOARD_PY_VENV) with maturin, autogen-core and pytest from PyPI; reinstalled
+#     only when requirements-dev.txt changes;
+#  2. fmt and clippy of the extension crate (it is not a workspace member);
+#  3. the wheel built by maturin (release; CARGO_TARGET_DIR shared with the workspace)
+#     and installed into the venv, as `pip install ./python` would;
+#  4. the switchboard-runtime binary (for the Rust interop tests);
+#  5. pytest against a real broker started by e2e/infra/with-infra.sh --kafka-only.
+# pytest's exit code is ours: a failure, an error or nothing collected (5) fails.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+py_dir="$(cd "$here/.." && pwd)"
+root="$(cd "$py_dir/.." && pwd)"
+venv="${SWITCHBOARD_PY_VENV:-$HOME/.cache/switchboard/python-venv}"
+python="${PYTHON:-python3}"
+cargo="${CARGO:-cargo}"
+
+step() { echo "python-test: $*" >&2; }
+
+if [ ! -x "$venv/bin/python" ]; then
+  step "creating venv $venv"
+  mkdir -p "$(dirname "$venv")"
+  "$python" -m venv "$venv"
+fi
+stamp="$venv/.switchboard-requirements"
+if ! cmp -s "$py_dir/requirements-dev.txt" "$stamp"; then
+  step "installing requirements-dev.txt"
+  "$venv/bin/python" -m pip install --quiet --upgrade pip
+  "$venv/bin/python" -m pip install --quiet -r "$py_dir/requirements-dev.txt"
+  cp "$py_dir/requirements-dev.txt" "$stamp"
+fi
+
+step "fmt + clippy (python/Cargo.toml)"
+(cd "$py_dir" && "$cargo" fmt --check && "$cargo" clippy --release --all-targets --locked -- -D warnings)
+
+step "building the wheel"
+dist="$root/.state/python-dist"
+rm -rf "$dist"
+(cd "$py_dir" && VIRTUAL_ENV="$venv" "$venv/bin/maturin" build --release --locked --quiet --out "$dist" --interpreter "$venv/bin/python")
+"$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps "$dist"/switchboard_agents-*.whl
+# Dependencies from the wheel's metadata (a no-op when the venv has them).
+"$venv/bin/python" -m pip install --quiet "$dist"/switchboard_agents-*.whl
+
+step "building switchboard-runtime (interop tests)"
+(cd "$root" && "$cargo" build --quiet -p switchboard-runtime --bin switchboard-runtime)
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+export SWITCHBOARD_RUNTIME_BIN="$target_dir/debug/switchboard-runtime"
+
+step "pytest against a real broker"
+cd "$py_dir/tests"
+"$root/e2e/infra/with-infra.sh" --kafka-only "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
