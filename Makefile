@@ -3,11 +3,11 @@ CARGO ?= cargo
 INFRA := e2e/infra
 
 
-.PHONY: deps test fmt clippy shellcheck unit integration bench bench-operator infra-up infra-down crds demo demo-down
+.PHONY: deps test fmt clippy shellcheck unit integration python-test bench bench-operator infra-up infra-down crds demo demo-down
 
 ## test: formatting, lints, unit tests, then integration tests against a real
 ## Kafka broker and a real Kubernetes API server (started and stopped here).
-test: deps fmt clippy shellcheck unit integration
+test: deps fmt clippy shellcheck unit integration python-test
 
 ## deps: the Debian packages and rustup components a fresh machine lacks (idempotent;
 ## a fraction of a second when all are there).
@@ -21,7 +21,7 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 shellcheck:
-	shellcheck e2e/infra/*.sh e2e/*.sh e2e/kind/*.sh .ci/run
+	shellcheck e2e/infra/*.sh e2e/*.sh e2e/kind/*.sh python/scripts/*.sh .ci/run
 
 unit:
 	$(CARGO) test --workspace --lib --bins
@@ -32,6 +32,12 @@ unit:
 integration:
 	$(CARGO) test --workspace --test '*' --no-run
 	$(INFRA)/with-infra.sh $(CARGO) test --workspace --test '*'
+
+## python-test: the Python package (python/): a venv cached under ~/.cache/switchboard
+## (maturin, autogen-core, pytest from PyPI), fmt + clippy of the extension crate, the
+## wheel built and installed, then pytest against a real broker (started and stopped here).
+python-test:
+	python/scripts/test.sh
 
 ## bench: the runtime benchmarks against a local broker (started and stopped here),
 ## with raw rdkafka baselines measured in the same run; writes bench/results/latest.json.

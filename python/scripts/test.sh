@@ -6,7 +6,8 @@
 #  2. fmt and clippy of the extension crate (it is not a workspace member);
 #  3. the wheel built by maturin (release; CARGO_TARGET_DIR shared with the workspace)
 #     and installed into the venv, as `pip install ./python` would;
-#  4. the switchboard-runtime binary (for the Rust interop tests);
+#  4. the switchboard-runtime binary (the Rust interop tests), unless
+#     SWITCHBOARD_RUNTIME_BIN names one;
 #  5. pytest against a real broker started by e2e/infra/with-infra.sh --kafka-only.
 # pytest's exit code is ours: a failure, an error or nothing collected (5) fails.
 set -euo pipefail
@@ -44,10 +45,15 @@ rm -rf "$dist"
 # Dependencies from the wheel's metadata (a no-op when the venv has them).
 "$venv/bin/python" -m pip install --quiet "$dist"/switchboard_agents-*.whl
 
-step "building switchboard-runtime (interop tests)"
-(cd "$root" && "$cargo" build --quiet -p switchboard-runtime --bin switchboard-runtime)
-target_dir="${CARGO_TARGET_DIR:-$root/target}"
-export SWITCHBOARD_RUNTIME_BIN="$target_dir/debug/switchboard-runtime"
+if [ -z "${SWITCHBOARD_RUNTIME_BIN:-}" ]; then
+  # The same command as `make integration`'s first step, so under `make test` it is a
+  # no-op that finds the binary built there (another cargo invocation could unify
+  # features differently and rebuild the runtime).
+  step "building switchboard-runtime (interop tests)"
+  (cd "$root" && "$cargo" test --quiet --workspace --test '*' --no-run)
+  SWITCHBOARD_RUNTIME_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/switchboard-runtime"
+fi
+export SWITCHBOARD_RUNTIME_BIN
 
 step "pytest against a real broker"
 cd "$py_dir/tests"
