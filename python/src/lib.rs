@@ -25,20 +25,22 @@ use pyo3::prelude::*;
 /// The extension module.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    init_logging();
     m.add("NativeError", m.py().get_type::<errors::NativeError>())?;
     m.add_class::<runtime::NativeRuntime>()?;
     m.add_class::<bridge::HandlerContext>()?;
     m.add_function(wrap_pyfunction!(serve::load_config, m)?)?;
     m.add_function(wrap_pyfunction!(topic_tail::tail_topic, m)?)?;
+    m.add_function(wrap_pyfunction!(init_logging, m)?)?;
     Ok(())
 }
 
-/// Rust logs go to stderr, filtered by `SWITCHBOARD_LOG` (or `RUST_LOG`), default `warn`.
-fn init_logging() {
+/// Sends the Rust side's logs to stderr, filtered by `SWITCHBOARD_LOG` (or
+/// `RUST_LOG`), else `default`. The first call in a process wins.
+#[pyfunction]
+fn init_logging(default: &str) {
     let filter = std::env::var("SWITCHBOARD_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "warn".to_owned());
+        .unwrap_or_else(|_| default.to_owned());
     // A second import in the same process (or a host that set its own) keeps the first.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

@@ -30,6 +30,10 @@ pub struct NativeRuntime {
     /// Class names of instance-registered agents, kept for the process's lifetime
     /// (the runtime wants `&'static str`; there is one per Python class).
     classes: Mutex<HashMap<String, &'static str>>,
+    /// The config file, when built by `from_file` (what `serve` serves).
+    file: Option<RuntimeConfigFile>,
+    /// Cancelled by `request_shutdown`: ends `serve`.
+    shutdown: CancellationToken,
 }
 
 /// Settings the config file has no field for (tests and the compat layer use them).
@@ -135,7 +139,48 @@ impl NativeRuntime {
         ms(o.liveness_timeout_ms, &mut cfg.liveness_timeout);
         ms(o.drain_timeout_ms, &mut cfg.drain_timeout);
         cfg.validate().map_err(config_to_py)?;
-        Self::from_worker_config(cfg)
+        Self::from_worker_config(cfg, None)
+    }
+
+    /// A runtime from a config file's text; with `apply_env`, `SWITCHBOARD_*`
+    /// variables override it as for `switchboard-runtime run`. Keeps the file, so
+    /// `serve` hosts its built-in and HTTP agents and serves its HTTP API.
+    #[staticmethod]
+    #[pyo3(signature = (text, apply_env=true, secrets=HashMap::new()))]
+    fn from_file(text: &str, apply_env: bool, secrets: HashMap<String, String>) -> PyResult<Self> {
+        let (file, cfg) = worker_config(text, &secrets, apply_env)?;
+        Self::from_worker_config(cfg, Some(file))
+    }
+
+    /// Serves like `switchboard-runtime run`: the file's agents besides the ones
+    /// registered from Python, `/healthz`, `/readyz`, `/metrics` and the `/v1` API;
+    /// starts the runtime if needed. Resolves after `request_shutdown` once the
+    /// runtime stopped gracefully (in-flight work finished and committed).
+    fn serve<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let file = self.file.clone().ok_or_else(|| {
+            PyValueError::new_err("serve needs a runtime made by NativeRuntime.from_file")
+        })?;
+        if self.locals.get().is_none() {
+            let _ = self
+                .locals
+                .set(pyo3_async_runtimes::tokio::get_current_locals(py)?);
+        }
+        let rt = self.rt();
+        let shutdown = self.shutdown.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            switchboard_runtime::serve::run_hosting(file, rt, shutdown.cancelled_owned())
+                .await
+                .map_err(|e| match e {
+                    switchboard_runtime::serve::ServeError::Runtime(e) => to_py(e),
+                    switchboard_runtime::serve::ServeError::Config(e) => config_to_py(e),
+                    other => crate::errors::NativeError::new_err(("serve", other.to_string(), "")),
+                })
+        })
+    }
+
+    /// Ends `serve` (graceful stop); what a SIGTERM handler calls.
+    fn request_shutdown(&self) {
+        self.shutdown.cancel();
     }
 
     /// The runtime's name (replicas share it).
@@ -484,7 +529,7 @@ impl NativeRuntime {
 
 impl NativeRuntime {
     /// A runtime over `cfg` (validated by the runtime crate).
-    pub(crate) fn from_worker_config(cfg: WorkerConfig) -> PyResult<Self> {
+    fn from_worker_config(cfg: WorkerConfig, file: Option<RuntimeConfigFile>) -> PyResult<Self> {
         // Inside the bridge's Tokio runtime: building may spawn helpers.
         let _guard = pyo3_async_runtimes::tokio::get_runtime().enter();
         let runtime = KafkaAgentRuntime::new(cfg).map_err(to_py)?;
@@ -492,6 +537,8 @@ impl NativeRuntime {
             runtime,
             locals: Arc::new(OnceLock::new()),
             classes: Mutex::default(),
+            file,
+            shutdown: CancellationToken::new(),
         })
     }
 }

@@ -7,5 +7,6 @@
 """
 
 from ._native import NativeError
+from .serve import serve
 
-__all__ = ["NativeError"]
+__all__ = ["NativeError", "serve"]

@@ -29,7 +29,7 @@ from autogen_core import (
     TypeSubscription,
 )
 
-from .._native import NativeError, NativeRuntime
+from .._native import NativeError, NativeRuntime, init_logging
 from . import _errors
 from ._config import RuntimeSettings
 from ._serialization import Serializers
@@ -83,14 +83,34 @@ class SwitchboardAgentRuntime(AgentRuntime):
             bootstrap_servers=bootstrap_servers,
             **settings,
         )
+        init_logging("warn")
         try:
-            self._native = NativeRuntime(
+            native = NativeRuntime(
                 self._settings.config_text(),
                 self._settings.secrets(),
                 **self._settings.native_options(),
             )
         except NativeError as e:
             raise _errors.translate(e) from None
+        self._init(native)
+
+    @classmethod
+    def from_config_file(cls, text: str, *, apply_env: bool = True) -> "SwitchboardAgentRuntime":
+        """A runtime from the runtime config file's text (YAML or JSON, the format
+        ``switchboard-runtime run`` and the operator use); with ``apply_env``,
+        ``SWITCHBOARD_*`` variables override it as they do for the binary."""
+        init_logging("warn")
+        try:
+            native = NativeRuntime.from_file(text, apply_env)
+        except NativeError as e:
+            raise _errors.translate(e) from None
+        self = cls.__new__(cls)
+        self._settings = None
+        self._init(native)
+        return self
+
+    def _init(self, native: NativeRuntime) -> None:
+        self._native = native
         self._serializers = Serializers()
         self._serializers.add(BUILTIN_SERIALIZERS)
         self._start_task: Optional[asyncio.Future[None]] = None

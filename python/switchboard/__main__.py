@@ -1,0 +1,7 @@
+"""``python -m switchboard``: see :mod:`switchboard.serve`."""
+
+import sys
+
+from .serve import main
+
+sys.exit(main())
