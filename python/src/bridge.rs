@@ -3,24 +3,27 @@
 //! A [`PyAgent`] holds a Python *shell* (`switchboard.autogen._shell.AgentShell`):
 //! the object that makes the AutoGen agent (inside `AgentInstantiationContext`),
 //! decodes payloads with AutoGen's serialization registry, calls `on_message` and
-//! encodes the reply. Every call is one coroutine run on the asyncio loop the
-//! runtime was started from; the Rust side awaits it like any other handler, so
-//! ordering, commits, state and dead letters are the runtime's as for Rust agents.
+//! encodes the reply. Messages reach it through the [`Dispatcher`] (one asyncio task
+//! each, started in batches); the Rust side awaits the outcome like any other
+//! handler, so ordering, commits, state and dead letters are the runtime's as for
+//! Rust agents.
 //!
 //! The factory closure runs under the runtime's agent table lock, so it must not take
-//! the GIL: agents are made empty and get their shell on the first call.
+//! the GIL: agents are made empty and get their shell on the loop, with their first
+//! message.
 
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
 use pyo3_async_runtimes::TaskLocals;
 use serde_json::Value;
 use switchboard_runtime::message::CodecError;
 use switchboard_runtime::{AgentError, AgentId, HandlerResult, MessageContext, Payload};
+use tokio::sync::oneshot;
+
+use crate::dispatch::{Dispatcher, Job, ShellSlot};
 
 /// The asyncio loop (and contextvars) Python handlers run on; set by `start`.
 pub(crate) type SharedLocals = Arc<OnceLock<TaskLocals>>;
@@ -34,19 +37,13 @@ mod status {
     pub const UNKNOWN_TYPE: u8 = 4;
 }
 
-/// Where a [`PyAgent`] gets its shell.
-enum Shell {
-    /// Not made yet: `make_shell(key)` makes it (a factory-registered type).
-    Lazy(Arc<Py<PyAny>>),
-    /// Made (or registered as an instance).
-    Ready(Py<PyAny>),
-}
-
 /// One Python agent, as the Rust runtime holds it.
 pub(crate) struct PyAgent {
     id: AgentId,
-    shell: Shell,
-    locals: SharedLocals,
+    slot: ShellSlot,
+    /// `make_shell(key)` of a factory-registered type; `None` for instances.
+    make_shell: Option<Arc<Py<PyAny>>>,
+    dispatcher: Arc<Py<Dispatcher>>,
     /// The state the last handler left, computed in the same Python call as the
     /// handler; `save_state` right after `on_message` (what the runtime does) takes it
     /// instead of crossing into Python again.
@@ -55,43 +52,55 @@ pub(crate) struct PyAgent {
 
 impl PyAgent {
     /// An agent of a factory-registered type; its shell is made on first use.
-    pub(crate) fn lazy(id: AgentId, make_shell: Arc<Py<PyAny>>, locals: SharedLocals) -> Self {
+    pub(crate) fn lazy(
+        id: AgentId,
+        make_shell: Arc<Py<PyAny>>,
+        dispatcher: Arc<Py<Dispatcher>>,
+    ) -> Self {
         Self {
             id,
-            shell: Shell::Lazy(make_shell),
-            locals,
+            slot: Arc::new(OnceLock::new()),
+            make_shell: Some(make_shell),
+            dispatcher,
             pending_state: None,
         }
     }
 
     /// An agent registered as an instance, with its shell.
-    pub(crate) fn ready(id: AgentId, shell: Py<PyAny>, locals: SharedLocals) -> Self {
+    pub(crate) fn ready(id: AgentId, shell: Py<PyAny>, dispatcher: Arc<Py<Dispatcher>>) -> Self {
+        let slot = Arc::new(OnceLock::new());
+        let _ = slot.set(shell);
         Self {
             id,
-            shell: Shell::Ready(shell),
-            locals,
+            slot,
+            make_shell: None,
+            dispatcher,
             pending_state: None,
         }
     }
 
-    fn shell<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        if let Shell::Lazy(make) = &self.shell {
-            let made = make.bind(py).call1((self.id.key(),))?;
-            self.shell = Shell::Ready(made.unbind());
+    fn shell<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(s) = self.slot.get() {
+            return Ok(s.bind(py).clone());
         }
-        match &self.shell {
-            Shell::Ready(s) => Ok(s.bind(py).clone()),
-            Shell::Lazy(_) => unreachable!("made just above"),
-        }
+        let make = self
+            .make_shell
+            .as_ref()
+            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("agent has no shell"))?;
+        let made = make.bind(py).call1((self.id.key(),))?;
+        let _ = self.slot.set(made.clone().unbind());
+        Ok(made)
     }
 
     fn locals(&self) -> PyResult<&TaskLocals> {
-        self.locals
+        self.dispatcher
             .get()
+            .locals()
             .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("the runtime is not started"))
     }
 
-    /// Calls `shell.<method>(*args)` on the asyncio loop and awaits its result.
+    /// Calls `shell.<method>(*args)` on the asyncio loop and awaits its result (the
+    /// rare calls: state, instance; messages go through the dispatcher).
     async fn call<A>(&mut self, method: &'static str, args: A) -> PyResult<Py<PyAny>>
     where
         A: for<'py> pyo3::call::PyCallArgs<'py>,
@@ -104,13 +113,13 @@ impl PyAgent {
         fut.await
     }
 
-    /// The Python shell (made if needed), e.g. for `try_get_underlying_agent_instance`.
+    /// The Python agent (made if needed), e.g. for `try_get_underlying_agent_instance`.
     pub(crate) async fn instance(&mut self) -> PyResult<Py<PyAny>> {
         self.call("instance", ()).await
     }
 
     /// Asks the shell to cancel the handler's `CancellationToken` (on the loop).
-    fn cancel_current(&mut self) {
+    fn cancel_current(&self) {
         let r = Python::attach(|py| -> PyResult<()> {
             let shell = self.shell(py)?;
             let cancel = shell.getattr(intern!(py, "cancel_current"))?;
@@ -156,62 +165,29 @@ fn decode_state(text: Option<String>) -> Result<Option<Value>, AgentError> {
 impl switchboard_runtime::Agent for PyAgent {
     async fn on_message(&mut self, message: Payload, ctx: &MessageContext) -> HandlerResult {
         let type_name = message.type_name.clone();
-        let args = Python::attach(|py| {
-            let sender = ctx
-                .sender
-                .as_ref()
-                .map(|s| (s.agent_type().to_owned(), s.key().to_owned()));
-            let topic = ctx
-                .topic
-                .as_ref()
-                .map(|t| (t.topic_type().to_owned(), t.source().to_owned()));
-            (
-                message.type_name,
-                message.content_type,
-                PyBytes::new(py, &message.data).unbind(),
-                sender,
-                topic,
-                ctx.is_rpc,
-                ctx.message_id.clone(),
-                HandlerContext { ctx: ctx.clone() },
-            )
-        });
-        let fut = Python::attach(|py| {
-            let shell = self.shell(py)?;
-            let coro = shell.call_method1(intern!(py, "handle"), args)?;
-            pyo3_async_runtimes::into_future_with_locals(self.locals()?, coro)
-        });
-        let fut = match fut {
-            Ok(f) => f,
-            Err(e) => return Err(Python::attach(|py| agent_error(py, &e))),
+        let (done, outcome) = oneshot::channel();
+        let job = Job {
+            slot: Arc::clone(&self.slot),
+            make_shell: self.make_shell.clone(),
+            key: self.id.key().to_owned(),
+            payload: message,
+            ctx: ctx.clone(),
+            done,
         };
-        tokio::pin!(fut);
+        Dispatcher::push(&self.dispatcher, job).map_err(AgentError::new)?;
+        tokio::pin!(outcome);
         let out = tokio::select! {
-            r = &mut fut => r,
+            r = &mut outcome => r,
             () = ctx.cancellation.cancelled() => {
                 // The caller gave up (deadline) or the runtime stops: tell the handler
                 // through its CancellationToken, then let it finish.
                 self.cancel_current();
-                fut.await
+                outcome.await
             }
         };
-        let out = out.map_err(|e| Python::attach(|py| agent_error(py, &e)))?;
-        type Outcome = (
-            u8,
-            Option<String>,
-            Option<String>,
-            Option<Py<PyBytes>>,
-            Option<String>,
-        );
-        let (code, a, b, data, state) = Python::attach(|py| {
-            out.bind(py)
-                .extract::<Outcome>()
-                .map(|(code, a, b, data, state)| {
-                    let data = data.map(|d| Bytes::copy_from_slice(d.bind(py).as_bytes()));
-                    (code, a, b, data, state)
-                })
-        })
-        .map_err(|e| AgentError::new(format!("the Python shell returned a bad result: {e}")))?;
+        let (code, a, b, data, state) = out
+            .map_err(|_| AgentError::new("the Python handler task was dropped"))?
+            .map_err(AgentError::new)?;
         self.pending_state = Some(decode_state(state)?);
         match code {
             status::NO_REPLY => Ok(None),

@@ -6,15 +6,19 @@
 //! - [`bridge`]: `PyAgent`, Rust's `Agent` implemented by a Python "shell" object (see
 //!   `switchboard/autogen/_shell.py`), and `HandlerContext`, the Rust message context
 //!   handed to Python handlers so what they send is traced and checked as in Rust.
+//! - [`dispatch`]: the queue that hands messages to the asyncio loop in batches.
 //! - [`errors`]: `RuntimeError` -> `NativeError(kind, message)`; the Python layer maps
 //!   kinds to AutoGen's exceptions.
+//! - [`bench`]: RPC and publish loops driven from Rust (the benchmark's Rust figure).
 //! - [`serve`]: config-file helpers (and `switchboard-runtime run` with Python agents).
 //! - [`topic_tail`]: reads a topic from its beginning (dead letters; tests, debugging).
 //!
 //! The Kafka work (inbox, consumer groups, commits, registry, replies, state, dead
 //! letters) is the runtime crate's; nothing here speaks the wire protocol.
 
+mod bench;
 mod bridge;
+mod dispatch;
 mod errors;
 mod runtime;
 mod serve;
@@ -31,6 +35,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(serve::load_config, m)?)?;
     m.add_function(wrap_pyfunction!(topic_tail::tail_topic, m)?)?;
     m.add_function(wrap_pyfunction!(init_logging, m)?)?;
+    m.add_function(wrap_pyfunction!(bench::bench_rpc, m)?)?;
+    m.add_function(wrap_pyfunction!(bench::bench_publish, m)?)?;
     Ok(())
 }
 

@@ -5,11 +5,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use switchboard_runtime::agent::downcast_agent;
-use switchboard_runtime::config_file::RuntimeConfigFile;
+use switchboard_runtime::config_file::{Builtin, RuntimeConfigFile};
 use switchboard_runtime::context::{OutgoingEvent, OutgoingRpc};
 use switchboard_runtime::{
     AgentFactory, AgentId, AgentRuntime, KafkaAgentRuntime, Payload, RuntimeError, Subscription,
@@ -18,6 +18,7 @@ use switchboard_runtime::{
 use tokio_util::sync::CancellationToken;
 
 use crate::bridge::{HandlerContext, PyAgent, SharedLocals};
+use crate::dispatch::Dispatcher;
 use crate::errors::{config_to_py, to_py};
 
 /// A Switchboard runtime in this process. Built from the runtime's config file format
@@ -27,6 +28,8 @@ use crate::errors::{config_to_py, to_py};
 pub struct NativeRuntime {
     runtime: KafkaAgentRuntime,
     locals: SharedLocals,
+    /// Where Python agents' messages queue for the asyncio loop.
+    dispatcher: Arc<Py<Dispatcher>>,
     /// Class names of instance-registered agents, kept for the process's lifetime
     /// (the runtime wants `&'static str`; there is one per Python class).
     classes: Mutex<HashMap<String, &'static str>>,
@@ -98,6 +101,26 @@ fn reply_to_py(reply: Option<Payload>) -> PyResult<Py<PyAny>> {
 }
 
 impl NativeRuntime {
+    /// The Rust runtime.
+    pub(crate) fn kafka(&self) -> &KafkaAgentRuntime {
+        &self.runtime
+    }
+
+    /// Python agents run on the running loop (the caller's): remembers it and has it
+    /// watch the dispatcher. Idempotent; call on the loop.
+    fn bind_loop(&self, py: Python<'_>) -> PyResult<()> {
+        if self.locals.get().is_none() {
+            let _ = self
+                .locals
+                .set(pyo3_async_runtimes::tokio::get_current_locals(py)?);
+        }
+        let locals = self
+            .locals
+            .get()
+            .ok_or_else(|| PyRuntimeError::new_err("no asyncio loop"))?;
+        Dispatcher::install(self.dispatcher.bind(py), locals)
+    }
+
     fn rt(&self) -> KafkaAgentRuntime {
         self.runtime.clone()
     }
@@ -118,6 +141,7 @@ impl NativeRuntime {
     #[new]
     #[pyo3(signature = (config, secrets=HashMap::new(), instance_id=None, heartbeat_interval_ms=None, liveness_timeout_ms=None, drain_timeout_ms=None))]
     fn new(
+        py: Python<'_>,
         config: &str,
         secrets: HashMap<String, String>,
         instance_id: Option<String>,
@@ -139,7 +163,7 @@ impl NativeRuntime {
         ms(o.liveness_timeout_ms, &mut cfg.liveness_timeout);
         ms(o.drain_timeout_ms, &mut cfg.drain_timeout);
         cfg.validate().map_err(config_to_py)?;
-        Self::from_worker_config(cfg, None)
+        Self::from_worker_config(py, cfg, None)
     }
 
     /// A runtime from a config file's text; with `apply_env`, `SWITCHBOARD_*`
@@ -147,9 +171,14 @@ impl NativeRuntime {
     /// `serve` hosts its built-in and HTTP agents and serves its HTTP API.
     #[staticmethod]
     #[pyo3(signature = (text, apply_env=true, secrets=HashMap::new()))]
-    fn from_file(text: &str, apply_env: bool, secrets: HashMap<String, String>) -> PyResult<Self> {
+    fn from_file(
+        py: Python<'_>,
+        text: &str,
+        apply_env: bool,
+        secrets: HashMap<String, String>,
+    ) -> PyResult<Self> {
         let (file, cfg) = worker_config(text, &secrets, apply_env)?;
-        Self::from_worker_config(cfg, Some(file))
+        Self::from_worker_config(py, cfg, Some(file))
     }
 
     /// Serves like `switchboard-runtime run`: the file's agents besides the ones
@@ -160,11 +189,7 @@ impl NativeRuntime {
         let file = self.file.clone().ok_or_else(|| {
             PyValueError::new_err("serve needs a runtime made by NativeRuntime.from_file")
         })?;
-        if self.locals.get().is_none() {
-            let _ = self
-                .locals
-                .set(pyo3_async_runtimes::tokio::get_current_locals(py)?);
-        }
+        self.bind_loop(py)?;
         let rt = self.rt();
         let shutdown = self.shutdown.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
@@ -175,6 +200,33 @@ impl NativeRuntime {
                     switchboard_runtime::serve::ServeError::Config(e) => config_to_py(e),
                     other => crate::errors::NativeError::new_err(("serve", other.to_string(), "")),
                 })
+        })
+    }
+
+    /// Registers one of the runtime's built-in Rust agents (`echo`, `counter`) under
+    /// `agent_type`: it runs without Python (benchmarks, interop).
+    fn register_builtin<'py>(
+        &self,
+        py: Python<'py>,
+        agent_type: String,
+        builtin: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let kind = match builtin {
+            "echo" => Builtin::Echo,
+            "counter" => Builtin::Counter,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "builtin must be 'echo' or 'counter', got {other:?}"
+                )));
+            }
+        };
+        let factory =
+            switchboard_runtime::builtins::factory(kind, None).map_err(PyValueError::new_err)?;
+        let rt = self.rt();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            rt.register_factory(&agent_type, factory)
+                .await
+                .map_err(to_py)
         })
     }
 
@@ -209,10 +261,7 @@ impl NativeRuntime {
     /// Connects to Kafka and joins the network; Python handlers then run on the
     /// running asyncio loop (the caller's).
     fn start<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
-        if self.locals.get().is_none() {
-            let _ = self.locals.set(locals);
-        }
+        self.bind_loop(py)?;
         let rt = self.rt();
         pyo3_async_runtimes::tokio::future_into_py(
             py,
@@ -238,10 +287,10 @@ impl NativeRuntime {
         make_shell: Py<PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let rt = self.rt();
-        let locals = Arc::clone(&self.locals);
+        let dispatcher = Arc::clone(&self.dispatcher);
         let make_shell = Arc::new(make_shell);
         let factory = AgentFactory::new(move |id: &AgentId| {
-            PyAgent::lazy(id.clone(), Arc::clone(&make_shell), Arc::clone(&locals))
+            PyAgent::lazy(id.clone(), Arc::clone(&make_shell), Arc::clone(&dispatcher))
         });
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             rt.register_factory(&agent_type, factory)
@@ -262,7 +311,7 @@ impl NativeRuntime {
     ) -> PyResult<Bound<'py, PyAny>> {
         let id = agent_id(&agent_type, &key)?;
         let class = self.class_name(class_name);
-        let agent = PyAgent::ready(id.clone(), shell, Arc::clone(&self.locals));
+        let agent = PyAgent::ready(id.clone(), shell, Arc::clone(&self.dispatcher));
         let rt = self.rt();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             rt.register_agent_instance_boxed(Box::new(agent), class, id)
@@ -529,13 +578,22 @@ impl NativeRuntime {
 
 impl NativeRuntime {
     /// A runtime over `cfg` (validated by the runtime crate).
-    fn from_worker_config(cfg: WorkerConfig, file: Option<RuntimeConfigFile>) -> PyResult<Self> {
+    fn from_worker_config(
+        py: Python<'_>,
+        cfg: WorkerConfig,
+        file: Option<RuntimeConfigFile>,
+    ) -> PyResult<Self> {
         // Inside the bridge's Tokio runtime: building may spawn helpers.
         let _guard = pyo3_async_runtimes::tokio::get_runtime().enter();
         let runtime = KafkaAgentRuntime::new(cfg).map_err(to_py)?;
+        let locals: SharedLocals = Arc::new(OnceLock::new());
+        let dispatcher = Dispatcher::new(Arc::clone(&locals))
+            .map_err(|e| PyRuntimeError::new_err(format!("dispatcher socket pair: {e}")))?;
+        let dispatcher = Py::new(py, dispatcher)?;
         Ok(Self {
             runtime,
-            locals: Arc::new(OnceLock::new()),
+            dispatcher: Arc::new(dispatcher),
+            locals,
             classes: Mutex::default(),
             file,
             shutdown: CancellationToken::new(),

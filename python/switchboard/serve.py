@@ -14,6 +14,7 @@ import asyncio
 import importlib
 import inspect
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -72,7 +73,7 @@ async def serve(config: Union[str, Path], agents: Sequence[Union[str, Registrar]
     logger.info("stopped")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m switchboard", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     s = commands.add_parser("serve", help="host Python agents and serve the runtime's HTTP API until SIGTERM")
@@ -91,10 +92,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.path.insert(0, "")  # MODULE is looked up from the working directory too
     try:
         asyncio.run(serve(args.config, args.agents))
+        code = 0
     except (ValueError, OSError) as e:
         print(f"switchboard serve: {e}", file=sys.stderr)
-        return 2
+        code = 2
     except Exception as e:  # noqa: BLE001 - one line, then a failing exit code
         print(f"switchboard serve: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    return 0
+        code = 1
+    # Exit without interpreter finalization: the runtime's Rust threads may still be
+    # leaving a Python call (the completion of the last awaited future), and
+    # finalizing under them aborts the process. Everything is stopped and flushed.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)

@@ -3,6 +3,7 @@ prefix call each other by RPC and receive each other's events."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -73,8 +74,13 @@ def rust_runtime(prefix):
     proc.wait(30)
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([runtime_bin(), *args], capture_output=True, text=True, timeout=60)
+async def cli(*args: str) -> tuple[int, str, str]:
+    """Runs the binary without blocking the loop (this process hosts agents it calls)."""
+    proc = await asyncio.create_subprocess_exec(
+        runtime_bin(), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
 
 
 async def test_python_and_rust_builtins_talk_both_ways(prefix, rust_runtime, runtime_factory):
@@ -104,20 +110,20 @@ async def test_python_and_rust_builtins_talk_both_ways(prefix, rust_runtime, run
     await eventually(three_events_counted, timeout=30, every=0.5)
 
     # Rust -> Python RPC: the CLI (the Rust library) calls the Python agent.
-    done = cli(
+    code, out, err = await cli(
         "send", "--bootstrap", bootstrap(), "--prefix", prefix,
         "--to", "calc/k1", "--type", "Add", "--data", '{"a": 2, "b": 40}',
     )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"value": 42}
+    assert code == 0, err
+    assert json.loads(out) == {"value": 42}
 
     # Rust -> Python events: the relay republishes to from-rust, which calc hears.
     await rt.publish_message(Note("via relay"), TopicId("relay-in", "k2"))
-    done = cli(
+    code, out, err = await cli(
         "publish", "--bootstrap", bootstrap(), "--prefix", prefix,
         "--topic", "from-rust/k3", "--type", "Note", "--data", '{"text": "from the cli"}',
     )
-    assert done.returncode == 0, done.stderr
+    assert code == 0, err
     k2 = await rt.try_get_underlying_agent_instance(AgentId("calc", "k2"), Calc)
     k3 = await rt.try_get_underlying_agent_instance(AgentId("calc", "k3"), Calc)
     await eventually(lambda: k2.notes == ["via relay"] and k3.notes == ["from the cli"], timeout=30)

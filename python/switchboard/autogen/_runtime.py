@@ -177,6 +177,9 @@ class SwitchboardAgentRuntime(AgentRuntime):
             await self._native.stop()
         except NativeError as e:
             raise _errors.translate(e) from None
+        # The Rust thread that completed the future may still be inside its Python
+        # call; a program that exits right after `stop` must not finalize under it.
+        await asyncio.sleep(0.05)
 
     async def stop_when_idle(self, idle_for: float = 1.0) -> None:
         """Stops once this process has handled nothing for ``idle_for`` seconds and

@@ -117,6 +117,27 @@ class AgentShell:
         is_rpc: bool,
         message_id: str,
         native_ctx: Any,
+        completion: Callable[..., None],
+    ) -> None:
+        """Handles one message and reports its outcome to ``completion`` (always
+        exactly once, also when the handler is cancelled)."""
+        try:
+            outcome = await self._handle(type_name, content_type, data, sender, topic, is_rpc, message_id, native_ctx)
+        except BaseException as e:
+            completion(None, format_exception(e))
+            raise
+        completion(outcome)
+
+    async def _handle(
+        self,
+        type_name: str,
+        content_type: str,
+        data: bytes,
+        sender: Optional[Tuple[str, str]],
+        topic: Optional[Tuple[str, str]],
+        is_rpc: bool,
+        message_id: str,
+        native_ctx: Any,
     ) -> Outcome:
         try:
             agent = self._agent if self._agent is not None else await self.instance()
