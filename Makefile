@@ -3,7 +3,7 @@ CARGO ?= cargo
 INFRA := e2e/infra
 
 
-.PHONY: deps test fmt clippy shellcheck unit integration python-test bench bench-operator infra-up infra-down crds demo demo-down
+.PHONY: deps test fmt clippy shellcheck unit integration python-test bench bench-python bench-operator infra-up infra-down crds demo demo-down
 
 ## test: formatting, lints, unit tests, then integration tests against a real
 ## Kafka broker and a real Kubernetes API server (started and stopped here).
@@ -47,6 +47,12 @@ bench: deps
 	$(INFRA)/with-infra.sh --kafka-only sh -c 'target_dir=$${CARGO_TARGET_DIR:-target}; "$$target_dir/release/bench" all --bootstrap "$$SWITCHBOARD_TEST_KAFKA" --broker-pid "$$($(INFRA)/kafka.sh pid)" > bench/results/latest.json.tmp'
 	mv bench/results/latest.json.tmp bench/results/latest.json
 	@echo "bench: wrote bench/results/latest.json"
+
+## bench-python: the Python scenarios (python/bench/bench.py: echo RPC between two Python
+## processes and events/s to a Python agent, each beside the Rust runtime's figure from
+## the same run) against a local broker; writes bench/results/python-latest.json.
+bench-python:
+	python/scripts/test.sh --bench
 
 ## bench-operator: the operator-scale benchmark (200 AgentRuntimes applied at once; the
 ## switchboard-operator binary as a subprocess) against a local broker and control plane

@@ -193,6 +193,7 @@ def main() -> int:
         asyncio.run(host(a.prefix, a.bootstrap))
         return 0
     prefix = a.prefix or f"bench-py-{uuid.uuid4().hex[:8]}"
+    load_before = os.getloadavg()[0]
     proc = subprocess.Popen(
         [sys.executable, __file__, "--host", "--prefix", prefix, "--bootstrap", a.bootstrap],
         stdout=subprocess.PIPE, text=True,
@@ -204,6 +205,8 @@ def main() -> int:
         result = asyncio.run(caller(prefix, a.bootstrap, a.rpcs, a.events))
         result["scenario"] = "python"
         result["bootstrap"] = a.bootstrap
+        # The machine's state matters for every figure above: say what it was.
+        result["machine"] = {"cpus": os.cpu_count(), "load_avg_1m": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
         print(json.dumps(result, indent=2))
     finally:
         proc.send_signal(signal.SIGTERM)

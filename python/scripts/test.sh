@@ -8,7 +8,8 @@
 #     and installed into the venv, as `pip install ./python` would;
 #  4. the switchboard-runtime binary (the Rust interop tests), unless
 #     SWITCHBOARD_RUNTIME_BIN names one;
-#  5. pytest against a real broker started by e2e/infra/with-infra.sh --kafka-only.
+#  5. pytest against a real broker started by e2e/infra/with-infra.sh --kafka-only
+#     (with --bench: python/bench/bench.py instead, into bench/results/python-latest.json).
 # pytest's exit code is ours: a failure, an error or nothing collected (5) fails.
 set -euo pipefail
 
@@ -34,8 +35,16 @@ if ! cmp -s "$py_dir/requirements-dev.txt" "$stamp"; then
   cp "$py_dir/requirements-dev.txt" "$stamp"
 fi
 
-step "fmt + clippy (python/Cargo.toml)"
-(cd "$py_dir" && "$cargo" fmt --check && "$cargo" clippy --release --all-targets --locked -- -D warnings)
+bench=0
+if [ "${1:-}" = "--bench" ]; then
+  bench=1
+  shift
+fi
+
+if [ "$bench" = 0 ]; then
+  step "fmt + clippy (python/Cargo.toml)"
+  (cd "$py_dir" && "$cargo" fmt --check && "$cargo" clippy --release --all-targets --locked -- -D warnings)
+fi
 
 step "building the wheel"
 dist="$root/.state/python-dist"
@@ -44,6 +53,19 @@ rm -rf "$dist"
 "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps "$dist"/switchboard_agents-*.whl
 # Dependencies from the wheel's metadata (a no-op when the venv has them).
 "$venv/bin/python" -m pip install --quiet "$dist"/switchboard_agents-*.whl
+
+if [ "$bench" = 1 ]; then
+  # `make bench-python`: the benchmark program instead of the tests.
+  step "python/bench/bench.py against a real broker"
+  mkdir -p "$root/bench/results"
+  out="$root/bench/results/python-latest.json"
+  # shellcheck disable=SC2016 # expanded by the inner shell, once the broker is up
+  "$root/e2e/infra/with-infra.sh" --kafka-only sh -c '"$1" "$2" --bootstrap "$SWITCHBOARD_TEST_KAFKA" > "$3.tmp"' \
+    sh "$venv/bin/python" "$py_dir/bench/bench.py" "$out"
+  mv "$out.tmp" "$out"
+  echo "bench: wrote $out" >&2
+  exit 0
+fi
 
 if [ -z "${SWITCHBOARD_RUNTIME_BIN:-}" ]; then
   # The same command as `make integration`'s first step, so under `make test` it is a

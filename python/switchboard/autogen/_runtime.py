@@ -9,6 +9,7 @@ asyncio loop ``start`` was called from, one message at a time per agent.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import logging
 import time
@@ -39,6 +40,18 @@ from ._shell import HANDLER_CONTEXT, AgentShell
 T = TypeVar("T", bound=Agent)
 
 logger = logging.getLogger("switchboard")
+
+_started_in_process = False
+
+
+@atexit.register
+def _let_rust_threads_leave() -> None:
+    """Runs before interpreter finalization: a Rust thread that just completed an
+    awaited future (the last ``stop``) may still be inside its Python call, and
+    finalizing under it crashes the process. Runtimes are stopped by now, so nothing
+    new starts; a short pause lets that call return."""
+    if _started_in_process:
+        time.sleep(0.1)
 
 
 def _subscription_route(sub: Subscription) -> tuple[str, str, str]:
@@ -147,6 +160,8 @@ class SwitchboardAgentRuntime(AgentRuntime):
         return self._start_task
 
     async def _start(self) -> None:
+        global _started_in_process
+        _started_in_process = True
         try:
             await self._native.start()
         except NativeError as e:
