@@ -57,8 +57,11 @@ def workers():
         return w
 
     yield start
-    for w in started:
-        w.close()
+    # A worker stopped by SIGTERM stops its runtime gracefully and exits 0; anything
+    # else (a crash at shutdown, a hang) fails the test.
+    codes = [(w.name, w.close()) for w in started]
+    bad = [(name, code) for name, code in codes if code not in (None, 0)]
+    assert not bad, f"workers did not stop cleanly: {bad}"
 
 
 @pytest.fixture

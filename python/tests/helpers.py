@@ -88,13 +88,15 @@ class Worker:
             self.proc.kill()
             self.proc.wait()
 
-    def close(self) -> None:
+    def close(self) -> Optional[int]:
+        """Stops a worker still running; its exit code (None: it was not running)."""
         if self.proc is None or self.proc.poll() is not None:
-            return
+            return None
         try:
-            self.terminate(30)
+            return self.terminate(30)
         except Exception:
             self.kill()
+            return -9
 
 
 async def eventually(
