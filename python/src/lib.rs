@@ -29,6 +29,7 @@ use pyo3::prelude::*;
 /// The extension module.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    init_tokio();
     m.add("NativeError", m.py().get_type::<errors::NativeError>())?;
     m.add_class::<runtime::NativeRuntime>()?;
     m.add_class::<bridge::HandlerContext>()?;
@@ -38,6 +39,19 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bench::bench_rpc, m)?)?;
     m.add_function(wrap_pyfunction!(bench::bench_publish, m)?)?;
     Ok(())
+}
+
+/// The Tokio runtime the Kafka runtime and the bridge run on. Worker threads:
+/// `SWITCHBOARD_TOKIO_WORKERS`, default 2 (the asyncio loop is a thread of its own).
+fn init_tokio() {
+    let workers = std::env::var("SWITCHBOARD_TOKIO_WORKERS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(2);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(workers).enable_all();
+    pyo3_async_runtimes::tokio::init(builder);
 }
 
 /// Sends the Rust side's logs to stderr, filtered by `SWITCHBOARD_LOG` (or
