@@ -68,12 +68,17 @@ if [ "$bench" = 1 ]; then
 fi
 
 if [ -z "${SWITCHBOARD_RUNTIME_BIN:-}" ]; then
-  # The same command as `make integration`'s first step, so under `make test` it is a
-  # no-op that finds the binary built there (another cargo invocation could unify
-  # features differently and rebuild the runtime).
+  # The command the e2e tests build it with (e2e/src/binary.rs): features unify the
+  # same way, so under `make test` this is a no-op that finds the binary built there.
   step "building switchboard-runtime (interop tests)"
-  (cd "$root" && "$cargo" test --quiet --workspace --test '*' --no-run)
-  SWITCHBOARD_RUNTIME_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/switchboard-runtime"
+  SWITCHBOARD_RUNTIME_BIN="$(cd "$root/e2e" && "$cargo" build --quiet -p switchboard-e2e -p switchboard-runtime \
+    --bin switchboard-runtime --message-format=json-render-diagnostics |
+    "$venv/bin/python" -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "switchboard-runtime":
+        print(m["executable"])')"
+  [ -x "$SWITCHBOARD_RUNTIME_BIN" ] || { echo "python-test: no switchboard-runtime binary" >&2; exit 1; }
 fi
 export SWITCHBOARD_RUNTIME_BIN
 
