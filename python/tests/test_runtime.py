@@ -4,6 +4,7 @@ AutoGen's own kinds of agents, across two processes on a real broker."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from autogen_core import (
     AgentId,
@@ -228,3 +229,62 @@ async def test_register_agent_instance_and_type_rules(prefix, runtime_factory):
     else:
         raise AssertionError("duplicate type accepted")
     await rt.stop()
+
+
+async def test_remote_agents_lifecycle_helpers_and_idle_stop(prefix, workers, runtime_factory):
+    from switchboard.autogen import NotAccessibleError, UnknownAgentTypeError
+
+    workers("calc", prefix, "calc-host")
+    rt = runtime_factory(prefix, "helpers")
+    closed: list = []
+
+    class Closing(Tally):
+        async def close(self) -> None:
+            closed.append(str(self.id))
+
+    await Closing.register(rt, "closing", Closing)
+    rt.start()  # AutoGen's style: not awaited; later calls wait for it
+    remote = AgentId("calc", "r1")
+    assert await rt.agent_metadata(remote) == {
+        "type": "calc", "key": "r1", "description": "hosted by runtime calc-host"
+    }
+    for call in (rt.try_get_underlying_agent_instance(remote), rt.agent_save_state(remote)):
+        try:
+            await call
+        except NotAccessibleError:
+            pass
+        else:
+            raise AssertionError("a remote agent was accessible")
+    try:
+        await rt.get("nobody", lazy=False)
+    except UnknownAgentTypeError:
+        pass
+    else:
+        raise AssertionError("get(lazy=False) accepted an unknown type")
+    assert await rt.get("calc", "r2", lazy=False) == AgentId("calc", "r2")
+    assert rt.is_started
+
+    # stop_when: the condition is checked until true, then the runtime stops.
+    flag = {"done": False}
+    asyncio.get_running_loop().call_later(0.5, flag.update, {"done": True})
+    assert await rt.send_message(Incr(1), AgentId("closing", "c1")) == Count(1)
+    start = time.monotonic()
+    await rt.stop_when(lambda: flag["done"], check_period=0.05)
+    assert 0.3 < time.monotonic() - start < 5
+    assert not rt.is_started
+
+    # stop_when_idle: returns once nothing was handled for idle_for; close() calls
+    # close() on the agents this process holds.
+    rt2 = runtime_factory(prefix, "idler")
+    await Closing.register(rt2, "closing2", Closing)
+    await rt2.start()
+    assert await rt2.send_message(Incr(2), AgentId("closing2", "c2")) == Count(2)
+    start = time.monotonic()
+    await rt2.stop_when_idle(idle_for=0.5)
+    assert 0.4 < time.monotonic() - start < 10
+    rt3 = runtime_factory(prefix, "closer")
+    await Closing.register(rt3, "closing3", Closing)
+    await rt3.start()
+    await rt3.send_message(Incr(1), AgentId("closing3", "c3"))
+    await rt3.close()
+    assert closed == ["closing3/c3"]
