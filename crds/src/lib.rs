@@ -4,6 +4,11 @@
 //! type to an agent type. The CRD YAML in this folder is generated from these types
 //! (`cargo run -p switchboard-crds --bin crdgen -- --out-dir crds`) and a test fails
 //! when the committed files drift from them.
+//!
+//! # Layout
+//! - [`agent_runtime`] — `AgentRuntime` (spec, status, CEL rules).
+//! - [`agent_subscription`] — `AgentSubscription`.
+//! - this file: the group and [`all`] CRDs, as `crdgen` writes them.
 
 pub mod agent_runtime;
 pub mod agent_subscription;

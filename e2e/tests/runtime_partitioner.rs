@@ -9,7 +9,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use switchboard_e2e::env;
 use switchboard_runtime::KafkaConfig;
 use switchboard_runtime::admin::{TopicAdmin, TopicSpec};
-use switchboard_runtime::partitioner::partition_for;
+use switchboard_runtime::protocol::partitioner::partition_for;
 
 #[tokio::test]
 async fn computed_partitions_match_the_producer() {

@@ -4,6 +4,20 @@
 //! Each reconcile is a pipeline: dereference -> validate + build (pure) -> apply
 //! (server-side apply, field manager `switchboard-operator`) -> status, written once
 //! and only when it changed.
+//!
+//! # Layout (in reading order)
+//! - [`run`] — the operator process minus its command line (HTTP endpoints, leader
+//!   election, both controllers, orderly stop); [`controller`] runs the controllers.
+//! - [`agent_runtime`] — reconciling an AgentRuntime: `build` (pure: spec -> desired
+//!   objects, topics, config file), `status` (pure conditions), `autoscale`, and the
+//!   apply/topics/status pipeline in its `mod.rs`.
+//! - [`subscription`] — reconciling an AgentSubscription into a registry record.
+//! - Kubernetes glue: [`apply`] (server-side apply, skipped when unchanged),
+//!   [`client`], [`leader`], [`conditions`] (types and reasons).
+//! - Kafka: [`kafka`] (topics and registry records behind a trait, for tests); topic
+//!   names, specs and record formats come from `switchboard_runtime::protocol`.
+//! - [`context`], [`error`] (bounded metric labels, backoff by class), [`metrics`],
+//!   [`http`] (`/metrics`, `/healthz`).
 
 pub mod agent_runtime;
 pub mod apply;

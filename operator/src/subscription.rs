@@ -13,7 +13,9 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use switchboard_crds::agent_subscription::{AgentSubscriptionStatus, RegistryLocation};
 use switchboard_crds::{AgentRuntime, AgentSubscription};
-use switchboard_runtime::kafka::registry::{OPERATOR_OWNER, SubscriptionRecord, subscription_key};
+use switchboard_runtime::protocol::registry::{
+    OPERATOR_OWNER, SubscriptionRecord, subscription_key,
+};
 use switchboard_runtime::{Subscription, TopicNames};
 use tracing::{info, instrument, warn};
 

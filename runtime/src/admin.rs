@@ -17,37 +17,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::config::KafkaConfig;
-
-/// A topic as it should be.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicSpec {
-    /// Full topic name.
-    pub name: String,
-    /// Desired partition count (grown to, never shrunk from).
-    pub partitions: i32,
-    /// Replication factor used when creating.
-    pub replication_factor: i32,
-    /// Topic configs used when creating (e.g. `cleanup.policy=compact`).
-    pub config: BTreeMap<String, String>,
-}
-
-impl TopicSpec {
-    /// A topic with `partitions` and replication factor `replication_factor`, no configs.
-    pub fn new(name: impl Into<String>, partitions: i32, replication_factor: i32) -> Self {
-        Self {
-            name: name.into(),
-            partitions,
-            replication_factor,
-            config: BTreeMap::new(),
-        }
-    }
-
-    /// Adds one topic config.
-    pub fn with_config(mut self, key: &str, value: &str) -> Self {
-        self.config.insert(key.to_owned(), value.to_owned());
-        self
-    }
-}
+pub use crate::protocol::topics::TopicSpec;
 
 /// What `ensure_topics` did to one topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +39,7 @@ pub enum TopicChange {
 }
 
 /// Why a topic operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdminError {
     /// The client could not be built or the request not sent.
     #[error("kafka admin request failed: {0}")]
@@ -84,7 +54,7 @@ pub enum AdminError {
     },
     /// A blocking metadata call could not complete.
     #[error("metadata request task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
+    Join(String),
 }
 
 /// A thin async wrapper around librdkafka's admin client.
@@ -182,7 +152,8 @@ impl TopicAdmin {
         // librdkafka's metadata call blocks; keep it off the async worker threads.
         let metadata =
             tokio::task::spawn_blocking(move || client.inner().fetch_metadata(None, timeout))
-                .await??;
+                .await
+                .map_err(|e| AdminError::Join(e.to_string()))??;
         Ok(metadata
             .topics()
             .iter()
@@ -200,7 +171,8 @@ impl TopicAdmin {
             let timeout = self.timeout;
             let metadata =
                 tokio::task::spawn_blocking(move || client.inner().fetch_metadata(None, timeout))
-                    .await?;
+                    .await
+                    .map_err(|e| AdminError::Join(e.to_string()))?;
             let missing = match &metadata {
                 Ok(md) => names
                     .iter()

@@ -43,6 +43,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 use crate::context::MessageContext;
+use crate::error::RuntimeError;
 use crate::ids::AgentId;
 use crate::message::{CodecError, Message, Payload};
 
@@ -91,6 +92,26 @@ impl AgentError {
     /// The error text.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// What the sender of a `message_type` message to `agent` sees when the handler
+    /// failed with this error: the one mapping used by every runtime (Kafka and
+    /// in-memory), so an agent's unit test sees the error production would.
+    pub fn to_runtime_error(&self, agent: &AgentId, message_type: &str) -> RuntimeError {
+        match self.kind {
+            AgentErrorKind::UnknownMessageType => RuntimeError::UnknownMessageType {
+                agent: agent.to_string(),
+                message_type: message_type.to_owned(),
+            },
+            AgentErrorKind::Decode => RuntimeError::Codec(CodecError::Invalid {
+                type_name: message_type.to_owned(),
+                reason: self.message.clone(),
+            }),
+            AgentErrorKind::Handler => RuntimeError::Handler {
+                agent: agent.to_string(),
+                message: self.message.clone(),
+            },
+        }
     }
 }
 

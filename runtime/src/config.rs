@@ -58,6 +58,16 @@ impl SecurityProtocol {
         }
     }
 
+    /// The runtime config file's spelling (`PLAINTEXT`, `SASL_SSL`, ...).
+    pub fn as_config(self) -> &'static str {
+        match self {
+            Self::Plaintext => "PLAINTEXT",
+            Self::Ssl => "SSL",
+            Self::SaslPlaintext => "SASL_PLAINTEXT",
+            Self::SaslSsl => "SASL_SSL",
+        }
+    }
+
     fn uses_sasl(self) -> bool {
         matches!(self, Self::SaslPlaintext | Self::SaslSsl)
     }

@@ -28,6 +28,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, KafkaConfig, SaslCredentials};
+use crate::defaults;
 use crate::ids::validate_agent_type;
 use crate::kafka::WorkerConfig;
 use crate::subscription::Subscription;
@@ -132,16 +133,16 @@ fn is_true(b: &bool) -> bool {
     *b
 }
 fn default_concurrency() -> usize {
-    256
+    defaults::MAX_CONCURRENCY
 }
 fn default_partitions() -> i32 {
-    3
+    defaults::PARTITIONS
 }
 fn default_rpc_timeout_ms() -> u64 {
-    30_000
+    defaults::RPC_TIMEOUT.as_millis() as u64
 }
 fn default_max_message_bytes() -> usize {
-    1024 * 1024
+    defaults::MAX_MESSAGE_BYTES
 }
 
 /// One entry of `agents:`: exactly one of `builtin` and `http`.
@@ -302,11 +303,13 @@ impl RuntimeConfigFile {
                 "is required",
             ));
         }
-        crate::topics::validate_prefix(&self.kafka.topic_prefix).map_err(|e| ConfigError {
-            field: "kafka.topicPrefix".into(),
-            ..e
+        crate::protocol::topics::validate_prefix(&self.kafka.topic_prefix).map_err(|e| {
+            ConfigError {
+                field: "kafka.topicPrefix".into(),
+                ..e
+            }
         })?;
-        crate::topics::validate_runtime_name(&self.runtime.name)?;
+        crate::protocol::topics::validate_runtime_name(&self.runtime.name)?;
         let mut seen = std::collections::BTreeSet::new();
         for (i, a) in self.agents.iter().enumerate() {
             let at = |f: &str| format!("agents[{i}].{f}");

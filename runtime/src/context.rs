@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
+use tracing::field::Empty;
 
 use crate::error::RuntimeError;
 use crate::ids::{AgentId, TopicId};
@@ -97,6 +98,39 @@ pub struct Delivery {
     pub message_id: String,
     /// Trace context of the incoming record.
     pub trace: Option<TraceContext>,
+}
+
+impl Delivery {
+    /// The span of handling this delivery (RPC request or event): the runtime's unit
+    /// of work in a trace. Debug level, so it costs nothing unless a subscriber (the
+    /// binary's OpenTelemetry layer, `RUST_LOG=debug`) wants it. Where the record came
+    /// from (`messaging.*`) and the outcome are recorded by the runtime that handles it
+    /// (`trace::record_outcome`).
+    pub(crate) fn handling_span(&self, message_type: &str) -> tracing::Span {
+        let (kind, otel_kind) = if self.is_rpc {
+            ("rpc", "server")
+        } else {
+            ("event", "consumer")
+        };
+        tracing::debug_span!(
+            "switchboard.handle",
+            otel.kind = otel_kind,
+            otel.status_code = Empty,
+            otel.status_message = Empty,
+            messaging.system = Empty,
+            messaging.operation.type = "process",
+            messaging.destination.name = Empty,
+            messaging.destination.partition.id = Empty,
+            messaging.kafka.offset = Empty,
+            messaging.message.id = %self.message_id,
+            switchboard.agent.type = self.recipient.agent_type(),
+            switchboard.agent.key = self.recipient.key(),
+            switchboard.message.type = message_type,
+            switchboard.message.kind = kind,
+            switchboard.topic = self.topic.as_ref().map(tracing::field::display),
+            switchboard.outcome = Empty,
+        )
+    }
 }
 
 impl MessageContext {

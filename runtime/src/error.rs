@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use rdkafka::error::KafkaError;
+
+use crate::admin::AdminError;
 use crate::config::ConfigError;
 use crate::ids::{AgentId, IdError};
 use crate::message::CodecError;
@@ -102,9 +105,25 @@ pub enum RuntimeError {
     /// A message could not be encoded or decoded.
     #[error(transparent)]
     Codec(#[from] CodecError),
-    /// Kafka refused or failed a request.
+    /// Kafka refused or failed a request; `context` says which.
+    #[error("kafka: {}{source}", with_colon(.context))]
+    Kafka {
+        /// What the runtime was doing, e.g. `producing to P.events`.
+        context: String,
+        /// librdkafka's error.
+        #[source]
+        source: KafkaError,
+    },
+    /// A topic administration request failed (creating topics, reading partition counts).
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// Kafka did not get to the state needed in time (a topic not usable, a record
+    /// not read back); the text names the topic or record.
     #[error("kafka: {0}")]
-    Kafka(String),
+    Unavailable(String),
+    /// A task of the runtime itself failed (a blocking Kafka call panicked).
+    #[error("runtime task failed: {0}")]
+    Task(String),
     /// The runtime is stopping or stopped.
     #[error("the runtime is stopped")]
     Stopped,
@@ -130,14 +149,33 @@ impl RuntimeError {
             Self::SelfRpc(_) => "self_rpc",
             Self::Id(_) | Self::Config(_) => "invalid_input",
             Self::Codec(_) => "codec",
-            Self::Kafka(_) => "kafka",
+            Self::Kafka { .. } | Self::Admin(_) | Self::Unavailable(_) => "kafka",
+            Self::Task(_) => "internal",
             Self::Stopped => "stopped",
         }
     }
 }
 
-impl From<rdkafka::error::KafkaError> for RuntimeError {
-    fn from(e: rdkafka::error::KafkaError) -> Self {
-        Self::Kafka(e.to_string())
+impl RuntimeError {
+    /// A Kafka error with what the runtime was doing.
+    pub fn kafka(context: impl Into<String>, source: KafkaError) -> Self {
+        Self::Kafka {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl From<KafkaError> for RuntimeError {
+    fn from(source: KafkaError) -> Self {
+        Self::kafka(String::new(), source)
+    }
+}
+
+fn with_colon(context: &str) -> String {
+    if context.is_empty() {
+        String::new()
+    } else {
+        format!("{context}: ")
     }
 }

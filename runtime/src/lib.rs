@@ -4,31 +4,55 @@
 //! events are published to a [`TopicId`] (`type/source`) and routed to agent types by
 //! [`Subscription`]s. An [`Agent`] handles one message at a time and may keep state.
 //! [`InMemoryRuntime`] runs agents in one process (for unit tests); the Kafka runtime
-//! runs them across many. Every Kafka topic name is defined once, in [`topics`].
+//! runs them across many. Every Kafka topic, group and record is defined once, in
+//! [`protocol`].
+//!
+//! # Layout (in reading order)
+//! - The agent API: [`ids`] (agent and topic ids), [`message`] (typed messages and
+//!   their [`Payload`]), [`agent`] (the [`Agent`] trait, typed routes, handler
+//!   errors), [`context`] (what a handler can do while it runs), [`subscription`],
+//!   [`api`] (the [`AgentRuntime`] trait both runtimes implement), [`error`].
+//! - Runtimes: [`memory`] (in-process, for tests), [`kafka`] (over Kafka; its module
+//!   doc lists its parts), with `local` (agent instances and mailboxes, shared by both).
+//! - What crosses Kafka: [`protocol`] (topic and group names, registry records, the
+//!   record format, the partitioner), [`admin`] (creating and growing topics),
+//!   [`trace`] (W3C trace context on records and spans).
+//! - Configuration: [`config`] (Kafka connection and security), [`config_file`] (the
+//!   runtime's YAML file, as the operator writes it), [`defaults`] (each default once).
+//! - The server, behind the default `server` feature: [`serve`] (hosting the agents of
+//!   a config file), [`builtins`], [`http_agent`], [`gateway`] (HTTP API, probes,
+//!   metrics), [`telemetry`] (logs and OTLP), [`cli`] (the `switchboard-runtime`
+//!   binary's verbs).
 
 pub mod admin;
 pub mod agent;
 pub mod api;
-pub mod builtins;
-pub mod cli;
 pub mod config;
 pub mod config_file;
 pub mod context;
+pub mod defaults;
 pub mod error;
-pub mod gateway;
-pub mod http_agent;
 pub mod ids;
 pub mod kafka;
 mod local;
 pub mod memory;
 pub mod message;
-pub mod partitioner;
-pub mod serve;
+pub mod protocol;
 pub mod subscription;
-pub mod telemetry;
-pub mod topics;
 pub mod trace;
-pub mod wire;
+
+#[cfg(feature = "server")]
+pub mod builtins;
+#[cfg(feature = "server")]
+pub mod cli;
+#[cfg(feature = "server")]
+pub mod gateway;
+#[cfg(feature = "server")]
+pub mod http_agent;
+#[cfg(feature = "server")]
+pub mod serve;
+#[cfg(feature = "server")]
+pub mod telemetry;
 
 pub use agent::{
     Agent, AgentError, AgentErrorKind, AgentFactory, Handler, HandlerResult, IntoReply, Routes,
@@ -41,5 +65,5 @@ pub use ids::{AgentId, IdError, TopicId};
 pub use kafka::{KafkaAgentRuntime, WorkerConfig};
 pub use memory::InMemoryRuntime;
 pub use message::{Message, Payload};
+pub use protocol::topics::TopicNames;
 pub use subscription::Subscription;
-pub use topics::TopicNames;

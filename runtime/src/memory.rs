@@ -12,7 +12,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::agent::{Agent, AgentErrorKind, AgentFactory, SharedAgent};
+use crate::agent::{Agent, AgentFactory, SharedAgent};
 use crate::api::{AgentMetadata, AgentRuntime};
 use crate::context::{Delivery, MessageContext, OutgoingEvent, OutgoingRpc, Transport};
 use crate::error::RuntimeError;
@@ -53,7 +53,7 @@ pub struct InMemoryRuntime {
 
 impl Default for InMemoryRuntime {
     fn default() -> Self {
-        Self::new(Duration::from_secs(30))
+        Self::new(crate::defaults::RPC_TIMEOUT)
     }
 }
 
@@ -72,7 +72,7 @@ impl InMemoryRuntime {
             shutdown: CancellationToken::new(),
         });
         let weak = Arc::downgrade(&inner);
-        let mailboxes = Mailboxes::new(256, move |id, work: Work| {
+        let mailboxes = Mailboxes::new(crate::defaults::MAX_CONCURRENCY, move |id, work: Work| {
             let weak = weak.clone();
             Box::pin(async move {
                 if let Some(inner) = weak.upgrade() {
@@ -124,7 +124,7 @@ impl Inner {
             delivery,
             reply,
         } = work;
-        let span = crate::trace::handling_span(&delivery, &payload.type_name);
+        let span = delivery.handling_span(&payload.type_name);
         let trace = crate::trace::start_span(&span, delivery.trace.as_ref());
         let result = self
             .handle(&id, payload, delivery, trace)
@@ -162,19 +162,11 @@ impl Inner {
         let ctx =
             MessageContext::with_trace(delivery, self.shutdown.child_token(), transport, trace);
         let mut agent = agent.lock().await;
+        let message_type = payload.type_name.clone();
         agent
             .on_message(payload, &ctx)
             .await
-            .map_err(|e| match e.kind() {
-                AgentErrorKind::UnknownMessageType => RuntimeError::UnknownMessageType {
-                    agent: id.to_string(),
-                    message_type: e.message().to_owned(),
-                },
-                _ => RuntimeError::Handler {
-                    agent: id.to_string(),
-                    message: e.message().to_owned(),
-                },
-            })
+            .map_err(|e| e.to_runtime_error(id, &message_type))
     }
 }
 

@@ -6,10 +6,8 @@ use std::fmt;
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
 };
-use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::context::Delivery;
 use crate::error::RuntimeError;
 
 /// One span's W3C trace context.
@@ -156,37 +154,7 @@ pub fn current() -> Option<TraceContext> {
     TraceContext::from_otel(span.context().span().span_context())
 }
 
-/// The span of one handled message (RPC request or event delivery): the runtime's
-/// unit of work in a trace. Debug level, so it costs nothing unless a subscriber (the
-/// binary's OpenTelemetry layer, `RUST_LOG=debug`) wants it. Where the record came
-/// from (`messaging.*`) and the outcome are recorded by the runtime that handles it.
-pub(crate) fn handling_span(delivery: &Delivery, message_type: &str) -> tracing::Span {
-    let (kind, otel_kind) = if delivery.is_rpc {
-        ("rpc", "server")
-    } else {
-        ("event", "consumer")
-    };
-    tracing::debug_span!(
-        "switchboard.handle",
-        otel.kind = otel_kind,
-        otel.status_code = Empty,
-        otel.status_message = Empty,
-        messaging.system = Empty,
-        messaging.operation.type = "process",
-        messaging.destination.name = Empty,
-        messaging.destination.partition.id = Empty,
-        messaging.kafka.offset = Empty,
-        messaging.message.id = %delivery.message_id,
-        switchboard.agent.type = delivery.recipient.agent_type(),
-        switchboard.agent.key = delivery.recipient.key(),
-        switchboard.message.type = message_type,
-        switchboard.message.kind = kind,
-        switchboard.topic = delivery.topic.as_ref().map(tracing::field::display),
-        switchboard.outcome = Empty,
-    )
-}
-
-/// Records how handling ended on a [`handling_span`]: `ok`, `error` (the handler or
+/// Records how handling ended on a handling span (`Delivery::handling_span`): `ok`, `error` (the handler or
 /// its outputs failed; the span's status is then an error) or `retry` (not done: the
 /// record stays uncommitted and is delivered again).
 pub(crate) fn record_outcome(span: &tracing::Span, error: Option<&RuntimeError>, done: bool) {

@@ -14,14 +14,13 @@ use sha2::{Digest, Sha256};
 use switchboard_crds::agent_runtime::{
     AgentRuntime, BuiltinAgent, SaslMechanism, SecurityProtocol,
 };
-use switchboard_runtime::TopicNames;
-use switchboard_runtime::admin::TopicSpec;
 use switchboard_runtime::config_file::{
     AgentEntry, Builtin, HttpAgentSettings, HttpSection, KafkaSection, RelayPublish, RelaySettings,
     RuntimeConfigFile, RuntimeSection, SecuritySection,
 };
-use switchboard_runtime::kafka::topic_specs;
-use switchboard_runtime::{KafkaConfig, WorkerConfig};
+use switchboard_runtime::defaults;
+use switchboard_runtime::protocol::topics::{TopicNames, TopicSpec, validate_runtime_name};
+use switchboard_runtime::{SaslMechanism as RtMechanism, SecurityProtocol as RtProtocol};
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "switchboard-operator";
@@ -122,10 +121,24 @@ pub fn topic_prefix(ar: &AgentRuntime) -> String {
         .unwrap_or_else(|| format!("switchboard.{}", ar.namespace().unwrap_or_default()))
 }
 
-/// Consumer group of the runtime's inbox consumers: `<prefix>.<runtime>.inbox`, as
-/// the runtime names it (`switchboard_runtime::kafka::Runtime::start`).
-pub fn inbox_group(prefix: &str, runtime: &str) -> String {
-    format!("{prefix}.{runtime}.inbox")
+/// The runtime's security protocol for the CRD's: the one mapping, used for the
+/// runtime's config file and for the operator's own Kafka client.
+pub fn security_protocol(p: SecurityProtocol) -> RtProtocol {
+    match p {
+        SecurityProtocol::Plaintext => RtProtocol::Plaintext,
+        SecurityProtocol::Ssl => RtProtocol::Ssl,
+        SecurityProtocol::SaslPlaintext => RtProtocol::SaslPlaintext,
+        SecurityProtocol::SaslSsl => RtProtocol::SaslSsl,
+    }
+}
+
+/// The runtime's SASL mechanism for the CRD's (see [`security_protocol`]).
+pub fn sasl_mechanism(m: SaslMechanism) -> RtMechanism {
+    match m {
+        SaslMechanism::Plain => RtMechanism::Plain,
+        SaslMechanism::ScramSha256 => RtMechanism::ScramSha256,
+        SaslMechanism::ScramSha512 => RtMechanism::ScramSha512,
+    }
 }
 
 /// Replicas the Deployment should run: `spec.replicas` (also what /scale writes),
@@ -137,18 +150,16 @@ pub fn desired_replicas(ar: &AgentRuntime) -> i32 {
         .unwrap_or(1)
 }
 
-/// Topic specs of a runtime: the runtime library's own list (so names, partition
-/// rules and compaction never diverge), with the spec's partitions, replication factor
-/// and extra configs. Compaction of registry and state cannot be overridden.
+/// Topic specs of a runtime: the protocol's own list (so names, partition rules and
+/// compaction never diverge), with the spec's partitions, replication factor and
+/// extra configs. Compaction of registry and state cannot be overridden.
 pub fn topics_for(ar: &AgentRuntime, names: &TopicNames) -> Vec<TopicSpec> {
-    let mut worker = WorkerConfig::new(
-        KafkaConfig::new(ar.spec.kafka.bootstrap_servers.clone()),
-        names.prefix(),
-        ar.name_any(),
-    );
-    worker.partitions = ar.spec.topics.partitions;
-    worker.replication_factor = ar.spec.topics.replication_factor;
-    topic_specs(&worker, names)
+    names
+        .runtime_specs(
+            &ar.name_any(),
+            ar.spec.topics.partitions,
+            ar.spec.topics.replication_factor,
+        )
         .into_iter()
         .map(|mut t| {
             for (k, v) in &ar.spec.topics.config {
@@ -164,21 +175,11 @@ pub fn topics_for(ar: &AgentRuntime, names: &TopicNames) -> Vec<TopicSpec> {
 /// The runtime config file for `ar` (`createTopics: false`: the operator owns topics).
 pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
     let security = ar.spec.kafka.security.as_ref().map(|s| SecuritySection {
-        protocol: match s.protocol {
-            SecurityProtocol::Plaintext => "PLAINTEXT",
-            SecurityProtocol::Ssl => "SSL",
-            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
-            SecurityProtocol::SaslSsl => "SASL_SSL",
-        }
-        .to_owned(),
-        sasl_mechanism: s.sasl.as_ref().map(|sasl| {
-            match sasl.mechanism {
-                SaslMechanism::Plain => "PLAIN",
-                SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
-                SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
-            }
-            .to_owned()
-        }),
+        protocol: security_protocol(s.protocol).as_config().to_owned(),
+        sasl_mechanism: s
+            .sasl
+            .as_ref()
+            .map(|sasl| sasl_mechanism(sasl.mechanism).as_kafka().to_owned()),
         ca_location: s.tls.as_ref().map(|_| format!("{CA_DIR}/ca.crt")),
     });
     RuntimeConfigFile {
@@ -193,11 +194,11 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
         runtime: RuntimeSection {
             name: ar.name_any(),
             create_topics: false,
-            max_concurrency: 256,
+            max_concurrency: defaults::MAX_CONCURRENCY,
             partitions: ar.spec.topics.partitions,
             replication_factor: ar.spec.topics.replication_factor,
-            rpc_timeout_ms: 30_000,
-            max_message_bytes: 1024 * 1024,
+            rpc_timeout_ms: defaults::RPC_TIMEOUT.as_millis() as u64,
+            max_message_bytes: defaults::MAX_MESSAGE_BYTES,
             local_delivery: true,
         },
         agents: ar
@@ -253,8 +254,7 @@ pub fn build_with_replicas(
 ) -> Result<DesiredRuntime, SpecError> {
     let name = ar.name_any();
     let namespace = ar.namespace().unwrap_or_default();
-    switchboard_runtime::topics::validate_runtime_name(&name)
-        .map_err(|e| SpecError::new("metadata.name", e.reason))?;
+    validate_runtime_name(&name).map_err(|e| SpecError::new("metadata.name", e.reason))?;
     let prefix = topic_prefix(ar);
     let names =
         TopicNames::new(&prefix).map_err(|e| SpecError::new("kafka.topicPrefix", e.reason))?;

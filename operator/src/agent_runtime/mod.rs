@@ -17,8 +17,8 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use switchboard_crds::AgentRuntime;
 use switchboard_runtime::admin::TopicChange;
-use switchboard_runtime::config::{SaslCredentials, SecurityProtocol as RtProtocol};
-use switchboard_runtime::kafka::registry::claim_key;
+use switchboard_runtime::config::SaslCredentials;
+use switchboard_runtime::protocol::registry::claim_key;
 use switchboard_runtime::{KafkaConfig, TopicNames};
 use tracing::{info, instrument, warn};
 
@@ -27,7 +27,7 @@ use crate::conditions;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kafka::{KafkaConnection, TopicReport};
-use build::{FIELD_MANAGER, build, build_with_replicas, inbox_group, topic_prefix};
+use build::{FIELD_MANAGER, build, build_with_replicas, topic_prefix};
 pub use status::{Outcome, compute_status};
 
 /// Controller name (metrics label).
@@ -217,7 +217,7 @@ async fn inbox_lag(
         return Some(0);
     }
     let partitions = report.partitions;
-    let group = inbox_group(desired.names.prefix(), &name);
+    let group = desired.names.inbox_group(&name);
     match ctx
         .kafka
         .consumer_lag(conn, &group, &inbox, partitions)
@@ -318,13 +318,7 @@ pub async fn connection_for(
     let mut config = KafkaConfig::new(kafka.bootstrap_servers.clone());
     let mut ca_pem = None;
     if let Some(sec) = &kafka.security {
-        use switchboard_crds::agent_runtime::SecurityProtocol as P;
-        config.security_protocol = match sec.protocol {
-            P::Plaintext => RtProtocol::Plaintext,
-            P::Ssl => RtProtocol::Ssl,
-            P::SaslPlaintext => RtProtocol::SaslPlaintext,
-            P::SaslSsl => RtProtocol::SaslSsl,
-        };
+        config.security_protocol = build::security_protocol(sec.protocol);
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
         if let Some(sasl) = &sec.sasl {
             let r = &sasl.secret_ref;
@@ -340,13 +334,8 @@ pub async fn connection_for(
                 r.password_key.as_deref().unwrap_or("password"),
             )
             .await?;
-            use switchboard_crds::agent_runtime::SaslMechanism as M;
             config.sasl = Some(SaslCredentials {
-                mechanism: match sasl.mechanism {
-                    M::Plain => switchboard_runtime::SaslMechanism::Plain,
-                    M::ScramSha256 => switchboard_runtime::SaslMechanism::ScramSha256,
-                    M::ScramSha512 => switchboard_runtime::SaslMechanism::ScramSha512,
-                },
+                mechanism: build::sasl_mechanism(sasl.mechanism),
                 username,
                 password,
             });

@@ -41,9 +41,9 @@ use crate::error::RuntimeError;
 use crate::ids::{AgentId, TopicId};
 use crate::kafka::KafkaAgentRuntime;
 use crate::message::{JSON, Payload, is_json};
+use crate::protocol::wire;
 use crate::subscription::Subscription;
 use crate::trace::{self, TraceContext};
-use crate::wire;
 
 /// What the routes share.
 #[derive(Clone)]

@@ -2,10 +2,10 @@
 //! runtime's own consumer group, finds the runtime's agent types subscribed to each
 //! event's topic type, and forwards one delivery into the runtime's inbox keyed by
 //! the topic source — so the agent's owner handles it (one owner, in order). When this
-//! replica is that owner the event goes to the mailbox directly (see `handoff`).
+//! replica is that owner the event goes to the mailbox directly (see `handoff` and
+//! `local_delivery`).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -14,13 +14,12 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::Inner;
 use super::consumer_loop::{Dispatched, DoneSender, PartitionWorker};
-use super::handoff::Outgoing;
+use super::local_delivery::{self, KafkaIo, Outgoing};
 use super::original::Original;
-use super::outputs;
 use crate::config::KafkaConfig;
 use crate::error::RuntimeError;
-use crate::partitioner::partition_for;
-use crate::wire::{self, Body, Envelope};
+use crate::protocol::partitioner::partition_for;
+use crate::protocol::wire::{self, Body, Envelope, now_ms};
 
 /// Forwards events to the inbox.
 pub(crate) struct EventsWorker {
@@ -38,17 +37,23 @@ impl EventsWorker {
     }
 }
 
+impl EventsWorker {
+    /// Agent types of this runtime that receive events of `topic_type`.
+    fn recipient_types(&self, topic_type: &str) -> Vec<String> {
+        self.inner.registry.recipient_types(topic_type, now_ms())
+    }
+}
+
 impl PartitionWorker for EventsWorker {
     fn assigned(&self, _partitions: &[i32]) {
         let _entered = self.tokio.enter();
-        self.inner.handoff.events_assigned(&self.inner);
+        self.inner.handoff.events_assigned(&KafkaIo(&self.inner));
     }
 
     fn dispatch(&self, message: &BorrowedMessage<'_>, done: &DoneSender) -> Dispatched {
         let (p, o) = (message.partition(), message.offset());
         // Most events are for other runtimes: look at the type header before decoding.
-        let early =
-            wire::event_topic_type(message.headers()).map(|t| self.inner.recipient_types(t));
+        let early = wire::event_topic_type(message.headers()).map(|t| self.recipient_types(t));
         if early.as_ref().is_some_and(Vec::is_empty) {
             return Dispatched::Done;
         }
@@ -58,17 +63,16 @@ impl PartitionWorker for EventsWorker {
             Ok(e) => e,
             Err(e) => {
                 let original = Original::new(message);
-                self.tokio.spawn(async move {
-                    let dlq = inner.names.dlq(&inner.config.runtime_name);
-                    let reason = format!("undecodable event: {e}");
-                    if outputs::dead_letter(&inner.producer, &dlq, &original, &reason)
-                        .await
-                        .is_ok()
-                    {
-                        inner.metrics.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                        done.done(p, o);
+                let reason = format!("undecodable event: {e}");
+                let task = async move {
+                    match inner.outputs.dead_letter(&original, &reason).await {
+                        Ok(()) => done.done(p, o),
+                        Err(e) => {
+                            tracing::error!(error = %e, "dead-lettering failed; the record stays uncommitted")
+                        }
                     }
-                });
+                };
+                self.inner.tasks.spawn_on(task, &self.tokio);
                 return Dispatched::Pending;
             }
         };
@@ -94,12 +98,12 @@ impl PartitionWorker for EventsWorker {
             );
             return Dispatched::Done;
         };
-        let recipient_types = early.unwrap_or_else(|| inner.recipient_types(topic.topic_type()));
+        let recipient_types = early.unwrap_or_else(|| self.recipient_types(topic.topic_type()));
         if recipient_types.is_empty() {
             return Dispatched::Done;
         }
         let key = topic.source().as_bytes().to_vec();
-        let owner = partition_for(&key, inner.inbox_partitions.load(Ordering::SeqCst));
+        let owner = partition_for(&key, inner.hosted.partition_count());
         let delivery = Envelope {
             id,
             source,
@@ -119,7 +123,7 @@ impl PartitionWorker for EventsWorker {
             done,
         };
         let _entered = self.tokio.enter();
-        inner.handoff.offer(&inner, owner, event, message);
+        local_delivery::offer(&inner, owner, event, message);
         Dispatched::Pending
     }
 }
@@ -136,10 +140,10 @@ pub(crate) async fn start_at_end_if_new(
     let consumer: BaseConsumer = kafka.consumer_config(group).create()?;
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
-        super::retry_blocking(timeout, || start_at_end(&consumer, &topic, timeout))
+        super::tailing::retry_blocking(timeout, || start_at_end(&consumer, &topic, timeout))
     })
     .await
-    .map_err(|e| RuntimeError::Kafka(e.to_string()))?
+    .map_err(|e| RuntimeError::Task(e.to_string()))?
 }
 
 fn start_at_end(

@@ -1,21 +1,121 @@
 //! Records the runtime produces: replies, dead letters, state snapshots, registry
-//! entries. Each call returns once the broker acknowledged the record, which is what
-//! lets an input offset be committed only after its outputs are safe.
+//! entries, forwards and handoff markers. The async calls return once the broker
+//! acknowledged the record, which is what lets an input offset be committed only
+//! after its outputs are safe; the `enqueue_*` calls hand a record to the producer at
+//! once (keeping call order per partition) and [`acknowledged`] waits for it.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 
+use super::metrics::Metrics;
 use super::original::Original;
 use crate::error::RuntimeError;
-use crate::wire::{Envelope, header};
+use crate::protocol::wire::{Envelope, header};
+
+/// The process's one producer (idempotent: order per partition is kept), with the
+/// runtime's dead-letter topic.
+pub(crate) struct Outputs {
+    producer: FutureProducer,
+    dlq: String,
+    metrics: Arc<Metrics>,
+}
+
+impl Outputs {
+    /// Outputs through `producer`; dead letters go to `dlq` and are counted in `metrics`.
+    pub(crate) fn new(producer: FutureProducer, dlq: String, metrics: Arc<Metrics>) -> Self {
+        Self {
+            producer,
+            dlq,
+            metrics,
+        }
+    }
+
+    /// Produces one record and waits for the broker's acknowledgement.
+    pub(crate) async fn produce(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(i32, i64), RuntimeError> {
+        produce(&self.producer, topic, partition, key, None, value).await
+    }
+
+    /// Produces an envelope keyed by `key` and waits for the acknowledgement.
+    pub(crate) async fn produce_envelope(
+        &self,
+        topic: &str,
+        key: &[u8],
+        envelope: &Envelope,
+    ) -> Result<(i32, i64), RuntimeError> {
+        let (headers, value) = envelope.encode();
+        produce(
+            &self.producer,
+            topic,
+            None,
+            key,
+            Some(headers),
+            Some(&value),
+        )
+        .await
+    }
+
+    /// Hands an envelope to the producer at once; see [`acknowledged`].
+    pub(crate) fn enqueue_envelope(&self, topic: &str, key: &[u8], envelope: &Envelope) -> Queued {
+        let (headers, value) = envelope.encode();
+        let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+            .key(key)
+            .payload(value.as_ref())
+            .headers(headers);
+        self.producer
+            .send_result(record)
+            .map_err(|(e, _)| RuntimeError::kafka(format!("producing to {topic}"), e))
+    }
+
+    /// Hands a handoff marker (no key, no value) for `partition` to the producer.
+    pub(crate) fn enqueue_marker(&self, topic: &str, partition: i32, marker: &str) -> Queued {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: header::HANDOFF,
+            value: Some(marker.as_bytes()),
+        });
+        let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+            .partition(partition)
+            .headers(headers);
+        self.producer
+            .send_result(record)
+            .map_err(|(e, _)| RuntimeError::kafka(format!("producing to {topic}"), e))
+    }
+
+    /// Copies `original` to the dead-letter topic with its headers, adding the reason
+    /// and where it came from; counted once acknowledged.
+    pub(crate) async fn dead_letter(
+        &self,
+        original: &Original,
+        reason: &str,
+    ) -> Result<(), RuntimeError> {
+        dead_letter(&self.producer, &self.dlq, original, reason).await?;
+        self.metrics.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for everything queued to be acknowledged.
+    pub(crate) async fn flush(&self, timeout: Duration) -> Result<(), RuntimeError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .map_err(|e| RuntimeError::Task(e.to_string()))?
+            .map_err(|e| RuntimeError::kafka("flushing the producer", e))
+    }
+}
 
 /// How long a record may wait in the producer queue (broker down) before failing.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Produces one record and waits for the broker's acknowledgement.
-pub(crate) async fn produce(
+async fn produce(
     producer: &FutureProducer,
     topic: &str,
     partition: Option<i32>,
@@ -35,24 +135,11 @@ pub(crate) async fn produce(
     }
     match producer.send(record, QUEUE_TIMEOUT).await {
         Ok(d) => Ok((d.partition, d.offset)),
-        Err((e, _)) => Err(RuntimeError::Kafka(format!("producing to {topic}: {e}"))),
+        Err((e, _)) => Err(RuntimeError::kafka(format!("producing to {topic}"), e)),
     }
 }
 
-/// Produces an envelope keyed by `key`.
-pub(crate) async fn produce_envelope(
-    producer: &FutureProducer,
-    topic: &str,
-    key: &[u8],
-    envelope: &Envelope,
-) -> Result<(i32, i64), RuntimeError> {
-    let (headers, value) = envelope.encode();
-    produce(producer, topic, None, key, Some(headers), Some(&value)).await
-}
-
-/// Copies `original` to the dead-letter topic with its headers, adding the reason and
-/// where it came from.
-pub(crate) async fn dead_letter(
+async fn dead_letter(
     producer: &FutureProducer,
     dlq_topic: &str,
     original: &Original,
@@ -94,31 +181,14 @@ pub(crate) async fn dead_letter(
 /// A record handed to the producer, not yet acknowledged.
 pub(crate) type Queued = Result<rdkafka::producer::DeliveryFuture, RuntimeError>;
 
-/// Hands an envelope to the producer at once (keeping call order per partition);
-/// await [`acknowledged`] for the broker's answer.
-pub(crate) fn enqueue_envelope(
-    producer: &FutureProducer,
-    topic: &str,
-    key: &[u8],
-    envelope: &Envelope,
-) -> Queued {
-    let (headers, value) = envelope.encode();
-    let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
-        .key(key)
-        .payload(value.as_ref())
-        .headers(headers);
-    producer
-        .send_result(record)
-        .map_err(|(e, _)| RuntimeError::Kafka(format!("producing to {topic}: {e}")))
-}
-
-/// Waits for the broker to acknowledge a record from [`enqueue_envelope`].
+/// Waits for the broker to acknowledge a record handed to the producer.
 pub(crate) async fn acknowledged(topic: &str, queued: Queued) -> Result<(i32, i64), RuntimeError> {
     match queued?.await {
         Ok(Ok(d)) => Ok((d.partition, d.offset)),
-        Ok(Err((e, _))) => Err(RuntimeError::Kafka(format!("producing to {topic}: {e}"))),
-        Err(_) => Err(RuntimeError::Kafka(format!(
-            "producing to {topic}: producer dropped"
-        ))),
+        Ok(Err((e, _))) => Err(RuntimeError::kafka(format!("producing to {topic}"), e)),
+        Err(_) => Err(RuntimeError::kafka(
+            format!("producing to {topic}"),
+            rdkafka::error::KafkaError::Canceled,
+        )),
     }
 }

@@ -11,9 +11,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::registry::{RegistryRecord, RegistryView};
+use super::registry::RegistryView;
 use crate::config::KafkaConfig;
 use crate::error::RuntimeError;
+use crate::protocol::registry::RegistryRecord;
 
 /// The registry as this process has read it, kept current by a tail task.
 pub(crate) struct RegistryLog {
@@ -43,10 +44,10 @@ impl RegistryLog {
             let topic = topic.to_owned();
             // Metadata and watermark calls block: keep them off the async threads.
             tokio::task::spawn_blocking(move || {
-                super::retry_blocking(timeout, || -> Result<(Vec<i32>, HashMap<i32, i64>), RuntimeError> {
+                super::tailing::retry_blocking(timeout, || -> Result<(Vec<i32>, HashMap<i32, i64>), RuntimeError> {
                     let md = c.fetch_metadata(Some(&topic), timeout)?;
                     let t = md.topics().iter().find(|t| t.name() == topic && t.error().is_none()).ok_or_else(|| {
-                        RuntimeError::Kafka(format!(
+                        RuntimeError::Unavailable(format!(
                             "registry topic {topic} does not exist (create it, or start a runtime with createTopics)"
                         ))
                     })?;
@@ -60,7 +61,7 @@ impl RegistryLog {
                 })
             })
             .await
-            .map_err(|e| RuntimeError::Kafka(e.to_string()))??
+            .map_err(|e| RuntimeError::Task(e.to_string()))??
         };
         let mut tpl = TopicPartitionList::new();
         for p in &partitions {
@@ -86,7 +87,7 @@ impl RegistryLog {
         };
         for (p, end) in ends {
             if end > 0 && !log.wait_applied(p, end - 1, timeout).await {
-                return Err(RuntimeError::Kafka(format!(
+                return Err(RuntimeError::Unavailable(format!(
                     "registry topic {topic} partition {p} not read to its end ({end}) within {timeout:?}"
                 )));
             }
@@ -128,10 +129,10 @@ impl RegistryLog {
             Ok(ends)
         })
         .await
-        .map_err(|e| RuntimeError::Kafka(e.to_string()))??;
+        .map_err(|e| RuntimeError::Task(e.to_string()))??;
         for (p, end) in ends {
             if end > 0 && !self.wait_applied(p, end - 1, self.timeout).await {
-                return Err(RuntimeError::Kafka(format!(
+                return Err(RuntimeError::Unavailable(format!(
                     "registry not caught up within {:?}",
                     self.timeout
                 )));
@@ -152,7 +153,7 @@ async fn tail(
     applied: watch::Sender<HashMap<i32, i64>>,
     shutdown: CancellationToken,
 ) {
-    while let Some(message) = super::next_record(&consumer, &shutdown, "registry").await {
+    while let Some(message) = super::tailing::next_record(&consumer, &shutdown, "registry").await {
         let position = (message.partition(), message.offset());
         match message
             .key()

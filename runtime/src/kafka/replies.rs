@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::KafkaConfig;
 use crate::error::RuntimeError;
 use crate::ids::AgentId;
-use crate::message::Payload;
+use crate::message::{CodecError, Payload};
+use crate::protocol::wire::{Body, Envelope, RpcFailure};
 use crate::trace;
-use crate::wire::{Body, Envelope, RpcFailure};
 
 /// What an RPC ends with.
 pub(crate) type RpcOutcome = Result<Option<Payload>, RuntimeError>;
@@ -46,10 +46,10 @@ impl ReplyChannel {
             let c = Arc::clone(&consumer);
             let t = topic.to_owned();
             tokio::task::spawn_blocking(move || {
-                super::retry_blocking(timeout, || Ok(c.fetch_watermarks(&t, 0, timeout)?))
+                super::tailing::retry_blocking(timeout, || Ok(c.fetch_watermarks(&t, 0, timeout)?))
             })
             .await
-            .map_err(|e| RuntimeError::Kafka(e.to_string()))??
+            .map_err(|e| RuntimeError::Task(e.to_string()))??
             .1
         };
         // An explicit offset, not Offset::End: End is resolved lazily and a reply
@@ -111,7 +111,9 @@ async fn read_replies(
     pending: Arc<Mutex<Pending>>,
     shutdown: CancellationToken,
 ) {
-    while let Some(message) = super::next_record(&consumer, &shutdown, "reply channel").await {
+    while let Some(message) =
+        super::tailing::next_record(&consumer, &shutdown, "reply channel").await
+    {
         let envelope = match Envelope::decode(message.headers(), message.payload()) {
             Ok(e) => e,
             Err(e) => {
@@ -172,6 +174,10 @@ pub(crate) fn failure_to_error(failure: RpcFailure, agent: AgentId) -> RuntimeEr
             agent: agent.to_string(),
             message_type: failure.error,
         },
+        "decode" => RuntimeError::Codec(CodecError::Invalid {
+            type_name: failure.message_type.unwrap_or_default(),
+            reason: failure.error,
+        }),
         "unknown_agent_type" => RuntimeError::UnknownAgentType(agent.agent_type().to_owned()),
         "not_local" => RuntimeError::NotLocal(agent),
         "expired" => RuntimeError::Timeout {
@@ -192,6 +198,13 @@ pub(crate) fn failure_to_error(failure: RpcFailure, agent: AgentId) -> RuntimeEr
 
 /// The `error` record for a failed RPC.
 pub(crate) fn error_to_failure(error: &RuntimeError) -> RpcFailure {
+    if let RuntimeError::Codec(CodecError::Invalid { type_name, reason }) = error {
+        return RpcFailure {
+            kind: "decode".to_owned(),
+            error: reason.clone(),
+            message_type: Some(type_name.clone()),
+        };
+    }
     let (kind, text) = match error {
         RuntimeError::UnknownMessageType { message_type, .. } => {
             ("unknown_message_type", message_type.clone())
@@ -207,5 +220,6 @@ pub(crate) fn error_to_failure(error: &RuntimeError) -> RpcFailure {
     RpcFailure {
         kind: kind.to_owned(),
         error: text,
+        message_type: None,
     }
 }

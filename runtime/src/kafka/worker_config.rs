@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use crate::config::{ConfigError, KafkaConfig};
-use crate::topics::{TopicNames, validate_runtime_name};
+use crate::defaults;
+use crate::protocol::topics::{TopicNames, validate_runtime_name};
 
 /// Everything a [`super::KafkaAgentRuntime`] needs; validate once with
 /// [`WorkerConfig::validate`] (the runtime does it on construction).
@@ -60,16 +61,16 @@ impl WorkerConfig {
             instance_id: format!("{runtime_name}-{}", &suffix[..10]),
             runtime_name,
             create_topics: true,
-            partitions: 3,
+            partitions: defaults::PARTITIONS,
             replication_factor: None,
-            max_concurrency: 256,
-            rpc_timeout: Duration::from_secs(30),
-            max_in_flight_per_partition: 1_000,
-            max_message_bytes: 1024 * 1024,
-            heartbeat_interval: Duration::from_secs(3),
-            liveness_timeout: Duration::from_secs(15),
-            drain_timeout: Duration::from_secs(30),
-            commit_interval: Duration::from_millis(100),
+            max_concurrency: defaults::MAX_CONCURRENCY,
+            rpc_timeout: defaults::RPC_TIMEOUT,
+            max_in_flight_per_partition: defaults::MAX_IN_FLIGHT_PER_PARTITION,
+            max_message_bytes: defaults::MAX_MESSAGE_BYTES,
+            heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
+            liveness_timeout: defaults::LIVENESS_TIMEOUT,
+            drain_timeout: defaults::DRAIN_TIMEOUT,
+            commit_interval: defaults::COMMIT_INTERVAL,
             local_delivery: true,
         }
     }
@@ -106,8 +107,14 @@ impl WorkerConfig {
 
     /// Checks every field; errors name it.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.checked_names().map(|_| ())
+    }
+
+    /// Checks every field and returns the topic names of the prefix (the one place the
+    /// runtime validates its prefix).
+    pub(crate) fn checked_names(&self) -> Result<TopicNames, ConfigError> {
         self.kafka.validate()?;
-        TopicNames::new(&self.topic_prefix)?;
+        let names = TopicNames::new(&self.topic_prefix)?;
         validate_runtime_name(&self.runtime_name)?;
         if self.instance_id.is_empty()
             || !self
@@ -149,7 +156,7 @@ impl WorkerConfig {
                 "must exceed two heartbeat intervals",
             ));
         }
-        Ok(())
+        Ok(names)
     }
 }
 

@@ -1,7 +1,10 @@
-//! The one definition of every Kafka topic name Switchboard uses (DESIGN.md §3).
+//! The one definition of every Kafka topic Switchboard uses (DESIGN.md §3): names,
+//! and how each is created (partitions, compaction).
 //!
 //! A prefix `P` names one agent network; runtimes sharing a prefix on one cluster see
 //! each other's agents.
+
+use std::collections::BTreeMap;
 
 use crate::config::ConfigError;
 
@@ -10,7 +13,7 @@ const MAX_TOPIC_LEN: usize = 249;
 /// Longest suffix a runtime topic gets: `.<runtime>.inbox` with a 63-char runtime name.
 const LONGEST_RUNTIME_SUFFIX: usize = 1 + 63 + 6;
 
-/// Topic names for one prefix.
+/// Topic and consumer group names for one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicNames {
     prefix: String,
@@ -67,6 +70,94 @@ impl TopicNames {
     /// The topics owned by one runtime.
     pub fn per_runtime(&self, runtime: &str) -> [String; 3] {
         [self.inbox(runtime), self.state(runtime), self.dlq(runtime)]
+    }
+
+    /// Consumer group of runtime `runtime`'s inbox: its replicas share the partitions
+    /// (the operator reads this group's lag).
+    pub fn inbox_group(&self, runtime: &str) -> String {
+        format!("{}.{runtime}.inbox", self.prefix)
+    }
+
+    /// Consumer group in which runtime `runtime` reads the events topic.
+    pub fn events_group(&self, runtime: &str) -> String {
+        format!("{}.{runtime}.events", self.prefix)
+    }
+
+    /// Consumer group of one process reading the registry (each process reads all of it).
+    pub fn registry_group(&self, runtime: &str, instance: &str) -> String {
+        format!("{}.{runtime}.registry.{instance}", self.prefix)
+    }
+
+    /// Consumer group of one process's reply channel.
+    pub fn reply_group(&self, runtime: &str, instance: &str) -> String {
+        format!("{}.{runtime}.reply.{instance}", self.prefix)
+    }
+
+    /// Consumer group of one process restoring agent state (assigned, never committed).
+    pub fn restore_group(&self, instance: &str) -> String {
+        format!("{}.restore.{instance}", self.prefix)
+    }
+
+    /// The topics runtime `runtime` needs, as the operator (or a runtime with
+    /// `createTopics`) creates them: `partitions` for every partitioned topic.
+    pub fn runtime_specs(
+        &self,
+        runtime: &str,
+        partitions: i32,
+        replication_factor: Option<i32>,
+    ) -> Vec<TopicSpec> {
+        let rf = replication_factor.unwrap_or(-1);
+        let n = partitions;
+        vec![
+            // One partition: a total order decides concurrent claims.
+            // Hourly segments let compaction drop old heartbeats, keeping start-up reads short.
+            TopicSpec::new(self.registry(), 1, rf)
+                .with_config("cleanup.policy", "compact")
+                .with_config("segment.ms", "3600000"),
+            TopicSpec::new(self.events(), n, rf),
+            TopicSpec::new(self.inbox(runtime), n, rf),
+            // Co-partitioned with the inbox: state of partition p lives in partition p.
+            TopicSpec::new(self.state(runtime), n, rf).with_config("cleanup.policy", "compact"),
+            TopicSpec::new(self.dlq(runtime), n, rf),
+        ]
+    }
+
+    /// The reply channel of process `instance`: one partition and a short retention,
+    /// since replies matter only while someone waits.
+    pub fn reply_spec(&self, instance: &str, replication_factor: Option<i32>) -> TopicSpec {
+        TopicSpec::new(self.reply(instance), 1, replication_factor.unwrap_or(-1))
+            .with_config("retention.ms", "3600000")
+    }
+}
+
+/// A topic as it should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Full topic name.
+    pub name: String,
+    /// Desired partition count (grown to, never shrunk from).
+    pub partitions: i32,
+    /// Replication factor used when creating.
+    pub replication_factor: i32,
+    /// Topic configs used when creating (e.g. `cleanup.policy=compact`).
+    pub config: BTreeMap<String, String>,
+}
+
+impl TopicSpec {
+    /// A topic with `partitions` and replication factor `replication_factor`, no configs.
+    pub fn new(name: impl Into<String>, partitions: i32, replication_factor: i32) -> Self {
+        Self {
+            name: name.into(),
+            partitions,
+            replication_factor,
+            config: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one topic config.
+    pub fn with_config(mut self, key: &str, value: &str) -> Self {
+        self.config.insert(key.to_owned(), value.to_owned());
+        self
     }
 }
 

@@ -101,10 +101,14 @@ pub enum WireError {
 /// How an RPC failed, as carried by an `error` record.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RpcFailure {
-    /// `handler`, `unknown_message_type`, `unknown_agent_type`, `not_local`, `expired`, `stopped`.
+    /// `handler`, `decode`, `unknown_message_type`, `unknown_agent_type`, `not_local`,
+    /// `expired`, `rejected`, `stopped`.
     pub kind: String,
     /// Human-readable message.
     pub error: String,
+    /// `decode`: the message type the handler could not decode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_type: Option<String>,
 }
 
 /// The body of a record, by kind.
@@ -381,6 +385,7 @@ impl Envelope {
                 failure: serde_json::from_slice(&data).unwrap_or_else(|_| RpcFailure {
                     kind: "handler".to_owned(),
                     error: String::from_utf8_lossy(&data).into_owned(),
+                    message_type: None,
                 }),
             },
             other => {
@@ -585,6 +590,7 @@ mod tests {
                 failure: RpcFailure {
                     kind: "handler".into(),
                     error: "boom".into(),
+                    message_type: None,
                 },
             },
         ];
@@ -797,6 +803,7 @@ mod protocol_doc {
                         failure: RpcFailure {
                             kind: "handler".into(),
                             error: "boom".into(),
+                            message_type: None,
                         },
                     },
                 ),

@@ -1,0 +1,296 @@
+//! What this process reads from and writes to the registry topic: agent type claims
+//! (the earliest live claim in the log wins), heartbeats, subscriptions, and their
+//! release when the last replica of a runtime stops. Every write waits until this
+//! process has read it back, so a caller sees its own writes in the view.
+
+use std::sync::{Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::outputs::Outputs;
+use super::registry::RecipientCache;
+use super::registry_log::RegistryLog;
+use super::{Inner, WorkerConfig};
+use crate::config::KafkaConfig;
+use crate::error::RuntimeError;
+use crate::protocol::registry::{
+    Claim, Heartbeat, SubscriptionRecord, claim_key, encode_value, heartbeat_key, subscription_key,
+};
+use crate::protocol::topics::TopicNames;
+use crate::protocol::wire::now_ms;
+use crate::subscription::Subscription;
+
+/// How long a registry write may take to be read back.
+const READ_BACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// This process's registry reader and writer.
+pub(crate) struct RegistryClient {
+    log: OnceLock<RegistryLog>,
+    /// Recipient types per topic type, for the events consumer.
+    recipients: Mutex<RecipientCache>,
+    topic: String,
+    runtime: String,
+    instance: String,
+    liveness_ms: u64,
+}
+
+impl RegistryClient {
+    /// Not reading yet; [`RegistryClient::load`] starts.
+    pub(crate) fn new(config: &WorkerConfig, names: &TopicNames) -> Self {
+        Self {
+            log: OnceLock::new(),
+            recipients: Mutex::default(),
+            topic: names.registry(),
+            runtime: config.runtime_name.clone(),
+            instance: config.instance_id.clone(),
+            liveness_ms: config.liveness_timeout.as_millis() as u64,
+        }
+    }
+
+    /// Reads the registry to its end, then tails it until `shutdown`.
+    pub(crate) async fn load(
+        &self,
+        kafka: &KafkaConfig,
+        names: &TopicNames,
+        shutdown: CancellationToken,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
+        let group = names.registry_group(&self.runtime, &self.instance);
+        let log = RegistryLog::load(kafka, &self.topic, &group, timeout, shutdown).await?;
+        let _ = self.log.set(log);
+        Ok(())
+    }
+
+    /// The registry as read so far.
+    pub(crate) fn log(&self) -> Result<&RegistryLog, RuntimeError> {
+        self.log.get().ok_or(RuntimeError::Stopped)
+    }
+
+    /// Stops tailing.
+    pub(crate) fn abort(&self) {
+        if let Some(log) = self.log.get() {
+            log.abort();
+        }
+    }
+
+    /// The live claim on `agent_type`, if any.
+    pub(crate) fn owner_of(&self, agent_type: &str, now_ms: u64) -> Option<Claim> {
+        self.log
+            .get()?
+            .view()
+            .owner(agent_type, now_ms, self.liveness_ms)
+            .cloned()
+    }
+
+    /// Every agent type with its hosting runtime.
+    pub(crate) fn owners(&self, now_ms: u64) -> Vec<(String, String)> {
+        self.log
+            .get()
+            .map(|r| {
+                r.view()
+                    .owners(now_ms, self.liveness_ms)
+                    .into_iter()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Agent types of this runtime that receive events of `topic_type`.
+    pub(crate) fn recipient_types(&self, topic_type: &str, now_ms: u64) -> Vec<String> {
+        self.log
+            .get()
+            .map(|r| {
+                self.recipients
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(
+                        &r.view(),
+                        &self.runtime,
+                        topic_type,
+                        now_ms,
+                        self.liveness_ms,
+                    )
+            })
+            .unwrap_or_default()
+    }
+
+    /// The live subscriptions of the prefix, read to the registry's end first.
+    pub(crate) async fn subscriptions(&self, now_ms: u64) -> Vec<Subscription> {
+        let Ok(log) = self.log() else {
+            return Vec::new();
+        };
+        if let Err(e) = log.catch_up().await {
+            tracing::warn!(error = %e, "listing subscriptions from a registry view that may lag");
+        }
+        log.view()
+            .subscriptions(now_ms, self.liveness_ms)
+            .into_iter()
+            .map(|r| r.subscription.clone())
+            .collect()
+    }
+
+    /// Writes a registry record and waits until this process has read it back.
+    async fn write(
+        &self,
+        outputs: &Outputs,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), RuntimeError> {
+        let (p, o) = outputs
+            .produce(&self.topic, None, key.as_bytes(), value)
+            .await?;
+        if self.log()?.wait_applied(p, o, READ_BACK_TIMEOUT).await {
+            Ok(())
+        } else {
+            Err(RuntimeError::Unavailable(format!(
+                "registry record {key} not read back within {READ_BACK_TIMEOUT:?}"
+            )))
+        }
+    }
+
+    /// Writes this replica's heartbeat.
+    pub(crate) async fn beat(&self, outputs: &Outputs) -> Result<(), RuntimeError> {
+        let hb = Heartbeat {
+            runtime: self.runtime.clone(),
+            instance: self.instance.clone(),
+            at_ms: now_ms(),
+        };
+        let value = encode_value("registry heartbeat", &hb)?;
+        self.write(
+            outputs,
+            &heartbeat_key(&hb.runtime, &hb.instance),
+            Some(&value),
+        )
+        .await
+    }
+
+    /// Claims `agent_type` for this runtime: the earliest live claim in the log wins.
+    pub(crate) async fn claim(
+        &self,
+        outputs: &Outputs,
+        agent_type: &str,
+    ) -> Result<(), RuntimeError> {
+        let runtime = &self.runtime;
+        if let Some(owner) = self.owner_of(agent_type, now_ms())
+            && owner.runtime != *runtime
+        {
+            return Err(RuntimeError::AgentTypeTaken {
+                agent_type: agent_type.to_owned(),
+                owner: owner.runtime,
+            });
+        }
+        let claim = Claim {
+            agent_type: agent_type.to_owned(),
+            runtime: runtime.clone(),
+            instance: self.instance.clone(),
+            at_ms: now_ms(),
+        };
+        let value = encode_value("registry claim", &claim)?;
+        let key = claim_key(agent_type, runtime);
+        self.write(outputs, &key, Some(&value)).await?;
+        match self.owner_of(agent_type, now_ms()) {
+            Some(owner) if owner.runtime == *runtime => Ok(()),
+            other => {
+                // Lost the race: take our claim back so it never shadows the winner.
+                self.write(outputs, &key, None).await?;
+                Err(RuntimeError::AgentTypeTaken {
+                    agent_type: agent_type.to_owned(),
+                    owner: other.map_or_else(|| "unknown".to_owned(), |c| c.runtime),
+                })
+            }
+        }
+    }
+
+    /// Adds (or replaces) a subscription owned by this runtime.
+    pub(crate) async fn add_subscription(
+        &self,
+        outputs: &Outputs,
+        subscription: Subscription,
+    ) -> Result<(), RuntimeError> {
+        let record = SubscriptionRecord {
+            owner: self.runtime.clone(),
+            subscription,
+        };
+        let value = encode_value("registry subscription", &record)?;
+        let key = subscription_key(record.subscription.id());
+        self.write(outputs, &key, Some(&value)).await
+    }
+
+    /// Removes subscription `id` (of any owner).
+    pub(crate) async fn remove_subscription(
+        &self,
+        outputs: &Outputs,
+        id: &str,
+    ) -> Result<(), RuntimeError> {
+        let log = self.log()?;
+        log.catch_up().await?;
+        if !log.view().has_subscription(id) {
+            return Err(RuntimeError::UnknownSubscription(id.to_owned()));
+        }
+        self.write(outputs, &subscription_key(id), None).await
+    }
+
+    /// Removes this replica's heartbeat; the last live replica of the runtime also
+    /// releases its types and subscriptions, so a stopped runtime leaves nothing behind
+    /// (others keep serving them). Every record is attempted; the first failure is
+    /// returned.
+    pub(crate) async fn release(&self, outputs: &Outputs, now_ms: u64) -> Result<(), RuntimeError> {
+        let (others, types, subs) = {
+            let view = self.log()?.view();
+            let others = view
+                .live_replicas(&self.runtime, now_ms, self.liveness_ms)
+                .into_iter()
+                .any(|i| i != self.instance);
+            (
+                others,
+                view.claimed_by(&self.runtime),
+                view.subscriptions_of(&self.runtime),
+            )
+        };
+        let mut keys = Vec::new();
+        if !others {
+            keys.extend(types.iter().map(|t| claim_key(t, &self.runtime)));
+            keys.extend(subs.iter().map(|id| subscription_key(id)));
+        }
+        keys.push(heartbeat_key(&self.runtime, &self.instance));
+        let mut first = Ok(());
+        for key in keys {
+            if let Err(e) = self.write(outputs, &key, None).await {
+                tracing::warn!(%key, error = %e, "could not release a registry record");
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+}
+
+/// Writes this replica's heartbeat every `heartbeat_interval` until the runtime stops.
+pub(crate) async fn heartbeats(inner: Weak<Inner>) {
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let (interval, shutdown) = (strong.config.heartbeat_interval, strong.shutdown.clone());
+        drop(strong);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        // A beat in progress when the runtime stops is dropped: stop writes the
+        // heartbeat's tombstone itself, and nothing reads the registry back after it.
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            beat = strong.registry.beat(&strong.outputs) => {
+                if let Err(e) = beat {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+            }
+        }
+    }
+}
