@@ -34,7 +34,10 @@ fn kind(e: &RuntimeError) -> &'static str {
         RuntimeError::Id(_) => "invalid_id",
         RuntimeError::Config(_) => "config",
         RuntimeError::Codec(_) => "codec",
-        RuntimeError::Kafka(_) => "kafka",
+        RuntimeError::Kafka { .. } | RuntimeError::Admin(_) | RuntimeError::Unavailable(_) => {
+            "kafka"
+        }
+        RuntimeError::Task(_) => "task",
         RuntimeError::Stopped => "stopped",
     }
 }

@@ -256,6 +256,9 @@ class Tally(RoutedAgent):
 
 async def scenario_calc(runtime: SwitchboardAgentRuntime) -> None:
     await Calc.register(runtime, "calc", Calc)
+    # Added by the hosting process: known to it before it serves (a subscription added
+    # by another process reaches it through the registry tail, a little later).
+    await runtime.add_subscription(TypeSubscription("notes", "calc"))
 
 
 async def scenario_cascade(runtime: SwitchboardAgentRuntime, agent_type: str, max_rounds: int) -> None:

@@ -127,6 +127,9 @@ async def test_subscriptions_route_events_by_type_prefix_and_default(prefix, wor
     # A TypePrefixSubscription added from this process reaches the other's agents.
     sub = TypePrefixSubscription("team.", "alert_counter")
     await rt.add_subscription(sub)
+    # The other process learns of it by tailing the registry; an event it reads
+    # before that is not delivered (by design), so wait until it routes by it.
+    await routed_by_team_prefix(rt, True)
     await rt.publish_message(Ping(1), TopicId("team.red", "north"))
     await rt.publish_message(Ping(2), TopicId("team.blue", "north"))
     await eventually(lambda: _count(rt, counter("north"), 2))
@@ -136,6 +139,7 @@ async def test_subscriptions_route_events_by_type_prefix_and_default(prefix, wor
     # Removing it stops delivery (a later event on an exact topic proves events flow).
     await rt.remove_subscription(sub.id)
     assert sub.id not in {s.id for s in await rt.subscriptions()}
+    await routed_by_team_prefix(rt, False)
     await rt.publish_message(Ping(3), TopicId("team.red", "north"))
     await rt.publish_message(Ping(4), TopicId("alerts", "north"))
     await eventually(lambda: _count(rt, counter("north"), 3))
@@ -148,6 +152,27 @@ async def test_subscriptions_route_events_by_type_prefix_and_default(prefix, wor
     calc = await rt.try_get_underlying_agent_instance(AgentId("calc", "k1"), Calc)
     await eventually(lambda: calc.notes == ["hello"])
     await rt.stop()
+
+
+async def routed_by_team_prefix(rt, present: bool, timeout: float = 30.0) -> None:
+    """Waits until the alert_counter's runtime routes `team.*` events (or no longer
+    does): a probe event on `team.probe`, then one on `alerts`, to a fresh key; the
+    events of one key are handled in order, so once the second is counted the first
+    was routed with the registry view of that moment."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        key = f"probe-{time.monotonic_ns()}"
+        await rt.publish_message(Ping(-1), TopicId("team.probe", key))
+        await rt.publish_message(Ping(-2), TopicId("alerts", key))
+        agent = AgentId("alert_counter", key)
+        await eventually(lambda: _at_least(rt, agent, 1), timeout=15)
+        if (await rt.send_message(GetCount(), agent)) == Count(2 if present else 1):
+            return
+    raise AssertionError(f"team.* routing present={present} not seen in {timeout}s")
+
+
+async def _at_least(rt, agent: AgentId, n: int) -> bool:
+    return (await rt.send_message(GetCount(), agent)).value >= n
 
 
 async def _count(rt, agent: AgentId, want: int) -> bool:

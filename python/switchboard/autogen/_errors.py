@@ -105,6 +105,7 @@ _KINDS: Dict[str, Type[SwitchboardError]] = {
     "codec": MessageDecodeError,
     "invalid_id": ConfigError,
     "kafka": KafkaError,
+    "task": SwitchboardError,
     "stopped": RuntimeStoppedError,
 }
 
@@ -137,9 +138,6 @@ def _handler_error(detail: str, agent: str) -> BaseException:
     return err
 
 
-_DECODE_MARK = " is not valid JSON for it: "
-
-
 def translate(e: NativeError) -> BaseException:
     """The exception to raise for ``e``."""
     kind, message, detail = (list(e.args) + ["", "", ""])[:3]
@@ -147,10 +145,6 @@ def translate(e: NativeError) -> BaseException:
         return asyncio.CancelledError(message)
     if kind == "handler":
         agent = message.removeprefix("handler of agent ").split(" failed", 1)[0]
-        if detail.startswith("message of type ") and _DECODE_MARK in detail:
-            # The recipient could not decode the body (the wire carries it as a
-            # handler error with the runtime's codec text).
-            return MessageDecodeError(detail)
         return _handler_error(detail, agent)
     if kind == "config":
         return ConfigError(message, detail)
