@@ -3,11 +3,11 @@ CARGO ?= cargo
 INFRA := e2e/infra
 
 
-.PHONY: deps test fmt clippy shellcheck unit integration bench bench-operator infra-up infra-down crds demo demo-down
+.PHONY: deps test fmt clippy shellcheck unit integration python-test bench bench-python bench-operator infra-up infra-down crds demo demo-down
 
 ## test: formatting, lints, unit tests, then integration tests against a real
 ## Kafka broker and a real Kubernetes API server (started and stopped here).
-test: deps fmt clippy shellcheck unit integration
+test: deps fmt clippy shellcheck unit integration python-test
 
 ## deps: the Debian packages and rustup components a fresh machine lacks (idempotent;
 ## a fraction of a second when all are there).
@@ -21,7 +21,7 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 shellcheck:
-	shellcheck e2e/infra/*.sh e2e/*.sh e2e/kind/*.sh .ci/run
+	shellcheck e2e/infra/*.sh e2e/*.sh e2e/kind/*.sh python/scripts/*.sh .ci/run
 
 unit:
 	$(CARGO) test --workspace --lib --bins
@@ -33,6 +33,12 @@ integration:
 	$(CARGO) test --workspace --test '*' --no-run
 	$(INFRA)/with-infra.sh $(CARGO) test --workspace --test '*'
 
+## python-test: the Python package (python/): a venv cached under ~/.cache/switchboard
+## (maturin, autogen-core, pytest from PyPI), fmt + clippy of the extension crate, the
+## wheel built and installed, then pytest against a real broker (started and stopped here).
+python-test:
+	python/scripts/test.sh
+
 ## bench: the runtime benchmarks against a local broker (started and stopped here),
 ## with raw rdkafka baselines measured in the same run; writes bench/results/latest.json
 ## and ends with a short table of it (ours, raw, ratio).
@@ -43,6 +49,12 @@ bench: deps
 	mv bench/results/latest.json.tmp bench/results/latest.json
 	@echo "bench: wrote bench/results/latest.json"
 	@"$${CARGO_TARGET_DIR:-target}/release/bench" table bench/results/latest.json
+
+## bench-python: the Python scenarios (python/bench/bench.py: echo RPC between two Python
+## processes and events/s to a Python agent, each beside the Rust runtime's figure from
+## the same run) against a local broker; writes bench/results/python-latest.json.
+bench-python:
+	python/scripts/test.sh --bench
 
 ## bench-operator: the operator-scale benchmark (200 AgentRuntimes applied at once; the
 ## switchboard-operator binary as a subprocess) against a local broker and control plane

@@ -140,8 +140,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let worker = file.worker_config(env)?;
-    let stop_limit = worker.drain_timeout + STOP_SLACK;
     let runtime = KafkaAgentRuntime::new(worker)?;
+    run_hosting(file, runtime, shutdown).await
+}
+
+/// As [`run`], on a runtime the caller built from `file` and may have registered agents
+/// on already (a program hosting its own agents, e.g. `python -m switchboard serve`);
+/// the file's own agents are added here.
+pub async fn run_hosting(
+    file: RuntimeConfigFile,
+    runtime: KafkaAgentRuntime,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let stop_limit = runtime.config().drain_timeout + STOP_SLACK;
     for (agent_type, factory) in factories(&file)? {
         runtime.register_factory(&agent_type, factory).await?;
     }

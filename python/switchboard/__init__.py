@@ -1,0 +1,12 @@
+"""Switchboard for Python: AutoGen agents on the Switchboard runtime (Rust, in-process).
+
+- :mod:`switchboard.autogen`: :class:`~switchboard.autogen.SwitchboardAgentRuntime`,
+  autogen_core's ``AgentRuntime`` over Kafka.
+- :mod:`switchboard.autogen.compat`: the Python Kafka extension's constructor API.
+- ``python -m switchboard serve``: a runtime pod whose agents are Python.
+"""
+
+from ._native import NativeError
+from .serve import serve
+
+__all__ = ["NativeError", "serve"]

@@ -1,0 +1,5 @@
+"""``python -m switchboard``: see :mod:`switchboard.serve`."""
+
+from .serve import main
+
+main()

@@ -1,0 +1,83 @@
+"""`python -m switchboard serve`: Python agents behind the Rust runtime's own server."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from autogen_core import AgentId
+
+from agents import Add, Incr, Sum, Count
+from helpers import HERE, bootstrap
+from test_interop import free_port
+
+
+def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+async def test_serve_hosts_python_agents_with_the_rust_gateway(prefix, runtime_factory):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    logs = HERE.parent / ".pytest-logs"
+    logs.mkdir(exist_ok=True)
+    cfg = logs / f"{prefix}-serve.yaml"
+    cfg.write_text(
+        f"kafka: {{ bootstrapServers: \"{bootstrap()}\", topicPrefix: {prefix} }}\n"
+        "runtime: { name: py-pod, partitions: 3 }\n"
+        "agents:\n  - { type: echo, builtin: echo }\n"
+        f"http: {{ listen: \"127.0.0.1:{port}\" }}\n"
+    )
+    log = open(logs / f"{prefix}-serve.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "switchboard", "serve", "--config", str(cfg), "--agents", "serve_agents:register"],
+        cwd=HERE, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if http("GET", f"{base}/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None, (logs / f"{prefix}-serve.log").read_text()
+            assert time.monotonic() < deadline, "not ready in 60s"
+            time.sleep(0.2)
+        assert http("GET", f"{base}/healthz") == (200, b"ok")
+        status, metrics = http("GET", f"{base}/metrics")
+        assert status == 200 and b"switchboard_" in metrics
+
+        # The /v1 gateway reaches the Python agent; the file's builtin is there too.
+        status, body = http(
+            "POST", f"{base}/v1/agents/calc/k1", json.dumps({"a": 20, "b": 22}).encode(),
+            {"ce-type": "Add", "content-type": "application/json"},
+        )
+        assert (status, json.loads(body)) == (200, {"value": 42}), body
+        status, body = http("POST", f"{base}/v1/agents/echo/e", b'{"x": 1}', {"ce-type": "Thing"})
+        assert (status, json.loads(body)) == (200, {"x": 1}), body
+
+        # And so does another runtime of the network.
+        rt = runtime_factory(prefix, "client")
+        await rt.start()
+        assert await rt.send_message(Add(1, 2), AgentId("calc", "k2")) == Sum(3)
+        assert await rt.send_message(Incr(5), AgentId("tally", "t")) == Count(5)
+        await rt.stop()
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        text = (logs / f"{prefix}-serve.log").read_text()
+        assert "stopped" in text, text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
