@@ -129,15 +129,14 @@ impl fmt::Debug for AgentError {
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for AgentError {
     fn from(e: E) -> Self {
-        let kind = if (&e as &dyn std::error::Error).is::<CodecError>() {
-            AgentErrorKind::Decode
-        } else {
-            AgentErrorKind::Handler
+        let (kind, message) = match (&e as &dyn std::error::Error).downcast_ref::<CodecError>() {
+            // Only the decoder's complaint: the caller's error names the message type
+            // itself (`to_runtime_error`), so it is not said twice.
+            Some(CodecError::Invalid { reason, .. }) => (AgentErrorKind::Decode, reason.clone()),
+            Some(other) => (AgentErrorKind::Decode, other.to_string()),
+            None => (AgentErrorKind::Handler, e.to_string()),
         };
-        Self {
-            kind,
-            message: e.to_string(),
-        }
+        Self { kind, message }
     }
 }
 
