@@ -72,7 +72,7 @@ async def test_extension_readme_program_runs_on_switchboard(prefix, caplog):
 
 def test_settings_map_to_librdkafka_and_security():
     kc = KafkaConfig(
-        bootstrap_servers="kafka-cluster:9092",
+        bootstrap_servers="127.0.0.1:1",
         security_protocol=SecurityProtocol.SASL_SSL,
         sasl_mechanism=SaslMechanism.SCRAM_SHA_512,
         sasl_username="u",
@@ -97,11 +97,11 @@ def test_settings_map_to_librdkafka_and_security():
     rt = KafkaWorkerAgentRuntime(WorkerConfig(request_topic="agent.requests", group_id="g1", kafka_config=kc))
     file = json.loads(rt._settings.config_text())
     assert file["kafka"]["security"] == {"protocol": "SASL_SSL", "saslMechanism": "SCRAM-SHA-512"}
-    assert file["kafka"]["bootstrapServers"] == "kafka-cluster:9092"
+    assert file["kafka"]["bootstrapServers"] == "127.0.0.1:1"
     assert rt._settings.secrets() == {"SWITCHBOARD_SASL_USERNAME": "u", "SWITCHBOARD_SASL_PASSWORD": "p"}
     # The extension's spelling of the mechanism works too.
     rt2 = KafkaWorkerAgentRuntime(
-        WorkerConfig(group_id="g2", bootstrap_servers="k:9092", security_protocol="SASL_PLAINTEXT",
+        WorkerConfig(group_id="g2", bootstrap_servers="127.0.0.1:1", security_protocol="SASL_PLAINTEXT",
                      security_mechanism="PLAIN", sasl_username="u", sasl_password="p")
     )
     assert json.loads(rt2._settings.config_text())["kafka"]["security"]["saslMechanism"] == "PLAIN"
@@ -109,11 +109,11 @@ def test_settings_map_to_librdkafka_and_security():
 
 def test_bad_settings_name_the_field():
     with pytest.raises(ConfigError) as e:
-        KafkaWorkerAgentRuntime(WorkerConfig(group_id="g", bootstrap_servers="k:9092", security_protocol="TLS"))
+        KafkaWorkerAgentRuntime(WorkerConfig(group_id="g", bootstrap_servers="127.0.0.1:1", security_protocol="TLS"))
     assert "security" in e.value.field and "TLS" in str(e.value)
     with pytest.raises(ConfigError) as e:
-        KafkaWorkerAgentRuntime(WorkerConfig(request_topic="bad prefix!", group_id="g", bootstrap_servers="k:9092"))
+        KafkaWorkerAgentRuntime(WorkerConfig(request_topic="bad prefix!", group_id="g", bootstrap_servers="127.0.0.1:1"))
     assert "topicPrefix" in e.value.field
     with pytest.raises(ConfigError) as e:
-        KafkaWorkerAgentRuntime(WorkerConfig(group_id="g", bootstrap_servers="k:9092", kafka_config=KafkaConfig(linger_ms="soon")))
+        KafkaWorkerAgentRuntime(WorkerConfig(group_id="g", bootstrap_servers="127.0.0.1:1", kafka_config=KafkaConfig(linger_ms="soon")))
     assert e.value.field == "KafkaConfig.linger_ms"
