@@ -446,6 +446,3 @@ impl Inner {
         consumers
     }
 }
-
-/// Owner name for operator-written subscriptions (re-exported for the operator).
-pub const SUBSCRIPTION_OWNER_OPERATOR: &str = crate::protocol::registry::OPERATOR_OWNER;
