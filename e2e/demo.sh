@@ -2,9 +2,11 @@
 # The Switchboard demo (`make demo`, `make demo-down`).
 #
 #   e2e/demo.sh up     start Kafka and a Kubernetes control plane on 127.0.0.1, build
-#                      the binaries, install the CRDs, start the operator and the node
-#                      agent (pods as local processes), apply examples/demo/, then
-#                      run a short scripted conversation and leave everything running
+#                      the binaries and the Python package, install the CRDs, start
+#                      the operator and the node agent (pods as local processes),
+#                      apply examples/demo/ (built-ins, an HTTP agent and AutoGen
+#                      agents in Python), then run a short scripted conversation and
+#                      leave everything running
 #   e2e/demo.sh down   stop everything `up` started (by the process ids it recorded)
 #
 # Environment: SWITCHBOARD_STATE_DIR (default <repo>/.state) and the port variables
@@ -25,6 +27,9 @@ agent_port="${SWITCHBOARD_DEMO_AGENT_PORT:-8081}"
 metrics_port="${SWITCHBOARD_DEMO_METRICS_PORT:-9808}"
 pod_cidr="${SWITCHBOARD_DEMO_POD_CIDR:-127.0.1.0/24}"
 runtime_image=ghcr.io/switchboard-dev/switchboard-runtime:dev
+# The node agent runs the Python image (python/Dockerfile) from this directory, which
+# stands in for the image's filesystem: bin/python (the package's venv) and app/.
+python_root="$demo/images/switchboard-python"
 # Processes this script starts, in stop order.
 services=(python-agent node-agent operator)
 
@@ -104,6 +109,7 @@ node_ready() {
 	[ "$(kc get node "$1" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" = True ]
 }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1"); }
+team_log_has() { grep -qs -- "$1" "$demo"/node/pods/"${ns}"_team-*/runtime.log; }
 ready_replicas_are() { [ "$(kc -n "$ns" get ar demo -o 'jsonpath={.status.readyReplicas}')" = "$1" ]; }
 
 # A running pod's address (each pod gets its own loopback address from the node agent).
@@ -170,6 +176,18 @@ up() {
 		--bin switchboard-node-agent)
 	note "Build" "$(($(date +%s) - s)) s"
 
+	step "Building the Python package (switchboard-agents) for the AutoGen agents' image"
+	say "    (the first run builds the extension in release mode: allow 10-15 minutes)"
+	s=$(date +%s)
+	local venv
+	venv=$("$repo/python/scripts/test.sh" --install | tail -n 1)
+	rm -rf "$python_root"
+	mkdir -p "$python_root/bin" "$python_root/app"
+	printf '#!/bin/sh\nexec "%s/bin/python" "$@"\n' "$venv" >"$python_root/bin/python"
+	chmod +x "$python_root/bin/python"
+	cp "$repo"/examples/autogen/*.py "$python_root/app/"
+	note "Python package" "$(($(date +%s) - s)) s"
+
 	step "Installing the CRDs"
 	kc apply -f "$repo/crds/"
 	kc wait --for condition=established --timeout=60s \
@@ -181,20 +199,22 @@ up() {
 	start_bg node-agent "$bin/switchboard-node-agent" --kubeconfig "$kubeconfig" \
 		--node-name switchboard-demo --pod-cidr "$pod_cidr" \
 		--runtime-bin "$bin/switchboard-runtime" --state-dir "$demo/node" \
-		--namespace "$ns"
+		--namespace "$ns" --image-root "*switchboard-python=$python_root"
 	start_bg python-agent python3 "$repo/examples/http-agent/agent.py" --port "$agent_port"
 	wait_until "operator /healthz" 60 curl -sf "http://127.0.0.1:$metrics_port/healthz"
 	wait_until "node switchboard-demo Ready" 60 node_ready switchboard-demo
 	wait_until "Python agent on 127.0.0.1:$agent_port" 30 port_open "$agent_port"
 
-	step "Applying examples/demo/ (an AgentRuntime with echo, counter, relay and a Python agent; two AgentSubscriptions)"
+	step "Applying examples/demo/ (AgentRuntime demo: echo, counter, relay and an HTTP agent; AgentRuntime team: AutoGen agents in Python; two AgentSubscriptions)"
 	s=$(date +%s)
 	kc apply -f "$repo/examples/demo/namespace.yaml"
 	sed -e "s|127.0.0.1:9092|$bootstrap|" -e "s|127.0.0.1:8081|127.0.0.1:$agent_port|" \
 		"$repo/examples/demo/runtime.yaml" | kc apply -f -
+	sed -e "s|127.0.0.1:9092|$bootstrap|" "$repo/examples/demo/autogen.yaml" | kc apply -f -
 	kc apply -f "$repo/examples/demo/subscriptions.yaml"
 	wait_until "Kafka topics (TopicsReady)" 120 is_true agentruntime demo TopicsReady
 	wait_until "a runtime pod Running and Ready (AgentRuntime Ready)" 180 is_true agentruntime demo Ready
+	wait_until "the AutoGen runtime pod Ready (AgentRuntime team Ready)" 180 is_true agentruntime team Ready
 	wait_until "both subscriptions Ready" 60 subscriptions_ready
 	note "Apply -> Ready" "$(($(date +%s) - s)) s"
 	kc -n "$ns" get agentruntimes,agentsubscriptions,pods -o wide
@@ -212,6 +232,18 @@ up() {
 	say "    the Python agent (greeter/alice, over HTTP from the runtime):"
 	say "    reply: $(rpc greeter/alice demo.Greet '{"name":"Alice"}')"
 	note "RPC greeter/alice (Python)" "$(ms_since "$s") ms"
+
+	step "AutoGen agents in Python (runtime team: planner, researcher, archive; examples/autogen/team.py)"
+	s=$(date +%s%N)
+	say "    through the built-ins' pod gateway to the Python planner, which asks the researcher:"
+	say "    reply: $(rpc planner/alice Question '{"text":"why is the sky blue"}')"
+	note "RPC planner/alice (AutoGen, Python)" "$(ms_since "$s") ms"
+	s=$(date +%s%N)
+	say "    the researcher directly, over Kafka with the CLI (its lookup count is agent state):"
+	say "    reply: $(send_cli researcher/alice Lookup '{"topic":"green grass grows"}')"
+	note "RPC researcher/alice (CLI)" "$(ms_since "$s") ms"
+	wait_until "the archive's line in the team pod's log" 30 team_log_has "archive/alice:"
+	say "    team pod log: $(grep -h -m1 'archive/alice:' "$demo"/node/pods/"${ns}"_team-*/runtime.log)"
 
 	step "Publish/subscribe: 3 events to alerts/k1, 2 to team.ops/k1 (relayed to alerts/k1)"
 	s=$(date +%s%N)
@@ -272,6 +304,7 @@ up() {
 Everything is still running. Try:
   export KUBECONFIG=$kubeconfig PATH=$(dirname "$kubectl"):\$PATH
   kubectl -n $ns get ar,asub,pods
+  curl -s -XPOST -H 'ce-type: Question' -d '{"text":"why is it dark at night"}' http://$gateway/v1/agents/planner/you
   curl -s -XPOST -H 'ce-type: demo.Greet' -d '{"name":"you"}' http://$gateway/v1/agents/greeter/you
   $bin/switchboard-runtime send --bootstrap $bootstrap --prefix demo --to counter/k1 --type demo.Query --data '{}'
 Logs: $demo/*.log (operator, node-agent, python-agent; pods under $demo/node/pods/)

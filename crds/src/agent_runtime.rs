@@ -43,7 +43,10 @@ use serde::{Deserialize, Serialize};
         .message("replicas and autoscaling are mutually exclusive"),
     validation = Rule::new("self.agents.all(a, self.agents.exists_one(b, b.type == a.type))")
         .message("agent types must be unique within an AgentRuntime")
-        .field_path(".agents")
+        .field_path(".agents"),
+    validation = Rule::new("!self.agents.exists(a, has(a.code)) || (has(self.template) && has(self.template.command))")
+        .message("agents with code: {} are registered by the runtime's program: set template.command to run it")
+        .field_path(".template")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AgentRuntimeSpec {
@@ -238,10 +241,19 @@ impl Default for TopicsSpec {
     }
 }
 
-/// One hosted agent type: a built-in agent or an HTTP agent.
+/// One hosted agent type: a built-in agent, an HTTP agent, or an agent the runtime's
+/// program registers itself (`code: {}`).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("has(self.builtin) != has(self.http)")
-    .message("exactly one of builtin and http is required"))]
+#[x_kube(
+    validation = Rule::new("[has(self.builtin), has(self.http), has(self.code)].filter(k, k).size() == 1")
+        .message("exactly one of builtin, http and code is required"),
+    validation = Rule::new("!has(self.relay) || (has(self.builtin) && self.builtin == 'relay')")
+        .message("relay settings are only for the relay builtin")
+        .field_path(".relay"),
+    validation = Rule::new("!has(self.builtin) || self.builtin != 'relay' || has(self.relay)")
+        .message("the relay builtin needs relay.publish.topicType")
+        .field_path(".relay")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentSpec {
     /// Agent type name, unique within the prefix: 1-63 characters of `[A-Za-z0-9_.-]`.
@@ -259,7 +271,19 @@ pub struct AgentSpec {
     /// An agent served over HTTP (any language); each message is POSTed as a CloudEvent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpAgentSpec>,
+    /// An agent the runtime's own program registers (for example an AutoGen agent in
+    /// Python under `python -m switchboard serve`): `code: {}`. The entry declares the
+    /// type to the operator, the registry and subscriptions; the pod fails to start
+    /// if its program does not register it. Needs `template.command` (the program) and
+    /// usually `image` (an image that has it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<CodeAgentSpec>,
 }
+
+/// `code: {}`: the agent comes from the runtime's program; nothing to configure here.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeAgentSpec {}
 
 /// Built-in agents.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -305,6 +329,16 @@ pub struct HttpAgentSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodOverrides {
+    /// Command (entrypoint) of the runtime container, for images whose program hosts
+    /// the agents, e.g. `[python, -m, switchboard, serve, --agents, team:register]`.
+    /// Default `[switchboard-runtime]`. The container gets `SWITCHBOARD_CONFIG` (the
+    /// mounted config file's path); `$(SWITCHBOARD_CONFIG)` expands in command and args.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Arguments of the runtime container. Default `[run, --config, $(SWITCHBOARD_CONFIG)]`
+    /// without `command`, none with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
     /// Resources of the runtime container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,

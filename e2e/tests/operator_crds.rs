@@ -42,8 +42,8 @@ async fn rejected(ar: AgentRuntime) -> String {
     }
 }
 
-#[tokio::test]
-async fn a_valid_runtime_is_accepted() {
+/// Creates (dry run) and fails unless the API server accepts it.
+async fn accepted(ar: AgentRuntime) {
     let client = env::kube_client().await;
     install_crds(&client, FIELD_MANAGER).await.unwrap();
     let api: Api<AgentRuntime> = Api::namespaced(client, "default");
@@ -51,7 +51,12 @@ async fn a_valid_runtime_is_accepted() {
         dry_run: true,
         ..Default::default()
     };
-    api.create(&pp, &runtime(spec())).await.unwrap();
+    api.create(&pp, &ar).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_valid_runtime_is_accepted() {
+    accepted(runtime(spec())).await;
 }
 
 #[tokio::test]
@@ -112,15 +117,56 @@ async fn agent_types_are_unique() {
 }
 
 #[tokio::test]
-async fn an_agent_is_builtin_or_http_not_both() {
+async fn an_agent_has_exactly_one_kind() {
+    for agent in [
+        json!({ "type": "echo", "builtin": "echo", "http": { "url": "http://127.0.0.1:1/x" } }),
+        json!({ "type": "echo", "builtin": "echo", "code": {} }),
+        json!({ "type": "echo" }),
+    ] {
+        let mut s = spec();
+        s["agents"] = json!([agent]);
+        s["template"] = json!({ "command": ["python"] });
+        let msg = rejected(runtime(s)).await;
+        assert!(
+            msg.contains("exactly one of builtin, http and code is required"),
+            "{agent}: {msg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn relay_settings_go_with_the_relay_builtin() {
     let mut s = spec();
-    s["agents"] =
-        json!([{ "type": "echo", "builtin": "echo", "http": { "url": "http://127.0.0.1:1/x" } }]);
+    s["agents"] = json!([{ "type": "echo", "builtin": "echo", "relay": { "publish": { "topicType": "t" } } }]);
     let msg = rejected(runtime(s)).await;
     assert!(
-        msg.contains("exactly one of builtin and http is required"),
+        msg.contains("relay settings are only for the relay builtin"),
         "{msg}"
     );
+    let mut s = spec();
+    s["agents"] = json!([{ "type": "relay", "builtin": "relay" }]);
+    let msg = rejected(runtime(s)).await;
+    assert!(
+        msg.contains("the relay builtin needs relay.publish.topicType"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn code_agents_need_the_program_that_registers_them() {
+    let mut s = spec();
+    s["agents"] = json!([{ "type": "planner", "code": {} }]);
+    let msg = rejected(runtime(s.clone())).await;
+    assert!(
+        msg.contains(
+            "agents with code: {} are registered by the runtime's program: set template.command"
+        ),
+        "{msg}"
+    );
+    // With the program named, the same spec is accepted.
+    s["image"] = json!("example.com/team:1");
+    s["template"] = json!({ "command": ["python", "-m", "switchboard", "serve"], "args": ["--agents", "team:register"] });
+    accepted(runtime(s)).await;
 }
 
 #[tokio::test]

@@ -13,7 +13,8 @@ Run a broker (e2e/infra/kafka.sh start), then in three shells:
     python team.py ask "why is the sky blue"
 
 The same agents as runtime pods: runtime.yaml with
-`python -m switchboard serve --config runtime.yaml --agents team:register_researcher`.
+`python -m switchboard serve --config runtime.yaml --agents team:register_researcher`,
+or all three as an AgentRuntime (examples/demo/autogen.yaml, part of `make demo`).
 """
 
 from __future__ import annotations
@@ -123,6 +124,12 @@ async def register_planner(runtime: SwitchboardAgentRuntime) -> None:
 async def register_researcher(runtime: SwitchboardAgentRuntime) -> None:
     await Researcher.register(runtime, "researcher", Researcher)
     await Archive.register(runtime, "archive", Archive)
+
+
+async def register_team(runtime: SwitchboardAgentRuntime) -> None:
+    """All three in one runtime pod (examples/demo/autogen.yaml)."""
+    await register_planner(runtime)
+    await register_researcher(runtime)
 
 
 async def host(name: str, register) -> None:

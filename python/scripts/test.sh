@@ -10,6 +10,7 @@
 #     SWITCHBOARD_RUNTIME_BIN names one;
 #  5. pytest against a real broker started by e2e/infra/with-infra.sh --kafka-only
 #     (with --bench: python/bench/bench.py instead, into bench/results/python-latest.json).
+# With --install: steps 1 and 3 only (`make demo` uses it), then the venv's path on stdout.
 # pytest's exit code is ours: a failure, an error or nothing collected (5) fails.
 set -euo pipefail
 
@@ -36,12 +37,13 @@ if ! cmp -s "$py_dir/requirements-dev.txt" "$stamp"; then
 fi
 
 bench=0
-if [ "${1:-}" = "--bench" ]; then
-  bench=1
-  shift
-fi
+install=0
+case "${1:-}" in
+--bench) bench=1; shift ;;
+--install) install=1; shift ;;
+esac
 
-if [ "$bench" = 0 ]; then
+if [ "$bench" = 0 ] && [ "$install" = 0 ]; then
   step "fmt + clippy (python/Cargo.toml)"
   (cd "$py_dir" && "$cargo" fmt --check && "$cargo" clippy --release --all-targets --locked -- -D warnings)
 fi
@@ -53,6 +55,10 @@ rm -rf "$dist"
 "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps "$dist"/switchboard_agents-*.whl
 # Dependencies from the wheel's metadata (a no-op when the venv has them).
 "$venv/bin/python" -m pip install --quiet "$dist"/switchboard_agents-*.whl
+if [ "$install" = 1 ]; then
+  echo "$venv"
+  exit 0
+fi
 
 if [ "$bench" = 1 ]; then
   # `make bench-python`: the benchmark program instead of the tests.

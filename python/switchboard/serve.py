@@ -1,9 +1,11 @@
 """``python -m switchboard serve``: a runtime pod whose agents are Python.
 
-Reads the runtime config file (the operator's ConfigMap; ``SWITCHBOARD_*`` variables
-override it as for ``switchboard-runtime run``), calls each ``module:function`` with
-the runtime so it registers its agents (``await MyAgent.register(runtime, ...)``),
-then serves the Rust runtime's own HTTP API (``/healthz``, ``/readyz``, ``/metrics``,
+Reads the runtime config file (the operator's ConfigMap, at ``$SWITCHBOARD_CONFIG`` in
+its pods; ``SWITCHBOARD_*`` variables override it as for ``switchboard-runtime run``),
+calls each ``module:function`` with the runtime so it registers its agents
+(``await MyAgent.register(runtime, ...)``); every ``{type: T, code: {}}`` entry of the
+file must be registered by then, or serving fails naming ``agents[i].code``. Then it
+serves the Rust runtime's own HTTP API (``/healthz``, ``/readyz``, ``/metrics``,
 ``/v1``) until SIGTERM or SIGINT, and stops gracefully.
 """
 
@@ -77,7 +79,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m switchboard", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     s = commands.add_parser("serve", help="host Python agents and serve the runtime's HTTP API until SIGTERM")
-    s.add_argument("--config", required=True, metavar="FILE", help="the runtime config file (YAML or JSON)")
+    s.add_argument(
+        "--config",
+        default=os.environ.get("SWITCHBOARD_CONFIG"),
+        metavar="FILE",
+        help="the runtime config file (YAML or JSON); default $SWITCHBOARD_CONFIG, which the operator sets in its pods",
+    )
     s.add_argument(
         "--agents",
         action="append",
@@ -86,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="a function called with the runtime to register agents (repeatable)",
     )
     args = parser.parse_args(argv)
+    if not args.config:
+        parser.error("--config FILE is required (or set SWITCHBOARD_CONFIG)")
     init_logging("info")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if "" not in sys.path and "." not in sys.path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -36,12 +37,14 @@ async def test_serve_hosts_python_agents_with_the_rust_gateway(prefix, runtime_f
         f"kafka: {{ bootstrapServers: \"{bootstrap()}\", topicPrefix: {prefix} }}\n"
         "runtime: { name: py-pod, partitions: 3 }\n"
         "agents:\n  - { type: echo, builtin: echo }\n"
+        "  - { type: calc, code: {} }\n  - { type: tally, code: {} }\n"
         f"http: {{ listen: \"127.0.0.1:{port}\" }}\n"
     )
     log = open(logs / f"{prefix}-serve.log", "w")
+    # The config comes from $SWITCHBOARD_CONFIG, as in the operator's pods.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "switchboard", "serve", "--config", str(cfg), "--agents", "serve_agents:register"],
-        cwd=HERE, stdout=log, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "switchboard", "serve", "--agents", "serve_agents:register"],
+        cwd=HERE, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "SWITCHBOARD_CONFIG": str(cfg)},
     )
     try:
         deadline = time.monotonic() + 60
@@ -81,3 +84,22 @@ async def test_serve_hosts_python_agents_with_the_rust_gateway(prefix, runtime_f
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_serve_refuses_a_declared_code_agent_the_program_does_not_register(prefix):
+    logs = HERE.parent / ".pytest-logs"
+    logs.mkdir(exist_ok=True)
+    cfg = logs / f"{prefix}-serve-missing.yaml"
+    cfg.write_text(
+        f"kafka: {{ bootstrapServers: \"{bootstrap()}\", topicPrefix: {prefix} }}\n"
+        "runtime: { name: py-pod }\n"
+        "agents:\n  - { type: calc, code: {} }\n  - { type: planner, code: {} }\n"
+        f"http: {{ listen: \"127.0.0.1:{free_port()}\" }}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "switchboard", "serve", "--config", str(cfg), "--agents", "serve_agents:register"],
+        cwd=HERE, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode != 0, done.stderr
+    assert "agents[1].code" in done.stderr and "planner" in done.stderr, done.stderr
+    assert "did not register it" in done.stderr, done.stderr

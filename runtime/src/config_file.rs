@@ -10,6 +10,7 @@
 //!   - { type: counter, builtin: counter }
 //!   - { type: relay,   builtin: relay, relay: { publish: { topicType: out } } }
 //!   - { type: py,      http: { url: "http://127.0.0.1:8081/agents/py" } }
+//!   - { type: planner, code: {} }    # registered by the program itself
 //! subscriptions:
 //!   - { topicType: alerts, agentType: counter }
 //!   - { topicTypePrefix: "team.", agentType: relay }
@@ -145,7 +146,7 @@ fn default_max_message_bytes() -> usize {
     defaults::MAX_MESSAGE_BYTES
 }
 
-/// One entry of `agents:`: exactly one of `builtin` and `http`.
+/// One entry of `agents:`: exactly one of `builtin`, `http` and `code`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentEntry {
@@ -161,6 +162,24 @@ pub struct AgentEntry {
     /// An agent behind HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpAgentSettings>,
+    /// An agent the hosting program registers itself (e.g. an AutoGen agent under
+    /// `python -m switchboard serve`); `switchboard-runtime run` refuses such entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<CodeAgent>,
+}
+
+/// `code: {}` of an agent registered by the hosting program. Empty: the program
+/// knows how to make the agent; the entry declares the type, so the operator, the
+/// registry and subscriptions know it, and the program is checked to register it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeAgent {}
+
+impl AgentEntry {
+    /// Whether the hosting program, not the file, provides this agent.
+    pub fn is_code(&self) -> bool {
+        self.code.is_some()
+    }
 }
 
 /// Built-in agents.
@@ -322,21 +341,32 @@ impl RuntimeConfigFile {
                     "is declared twice",
                 ));
             }
-            match (&a.builtin, &a.http) {
-                (None, None) => {
+            let kinds = [a.builtin.is_some(), a.http.is_some(), a.code.is_some()];
+            match kinds.iter().filter(|k| **k).count() {
+                0 => {
                     return Err(ConfigError::invalid(
                         at("builtin"),
                         "",
-                        "one of builtin or http is required",
+                        "one of builtin, http or code is required",
                     ));
                 }
-                (Some(_), Some(_)) => {
+                1 => {}
+                _ => {
                     return Err(ConfigError::invalid(
-                        at("http"),
+                        at(if a.code.is_some() { "code" } else { "http" }),
                         &a.agent_type,
-                        "builtin and http are exclusive",
+                        "builtin, http and code are exclusive",
                     ));
                 }
+            }
+            if a.relay.is_some() && a.builtin != Some(Builtin::Relay) {
+                return Err(ConfigError::invalid(
+                    at("relay"),
+                    &a.agent_type,
+                    "is only for the relay builtin",
+                ));
+            }
+            match (&a.builtin, &a.http) {
                 (Some(Builtin::Relay), None) if a.relay.is_none() => {
                     return Err(ConfigError::invalid(
                         at("relay.publish.topicType"),

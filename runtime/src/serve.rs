@@ -55,13 +55,15 @@ pub fn load_config(
     Ok(file)
 }
 
-/// The agent factories the file declares, by type, in file order.
+/// The agent factories the file declares, by type, in file order; `code: {}` entries
+/// have none (the hosting program registers them).
 pub fn factories(file: &RuntimeConfigFile) -> Result<Vec<(String, AgentFactory)>, ConfigError> {
     let client = http_agent::client()
         .map_err(|e| ConfigError::invalid("agents", "", format!("http client: {e}")))?;
     file.agents
         .iter()
         .enumerate()
+        .filter(|(_, a)| !a.is_code())
         .map(|(i, a)| {
             let factory = match (&a.builtin, &a.http) {
                 (Some(b), _) => {
@@ -82,6 +84,35 @@ pub fn factories(file: &RuntimeConfigFile) -> Result<Vec<(String, AgentFactory)>
             Ok((a.agent_type.clone(), factory))
         })
         .collect()
+}
+
+/// Every `code: {}` entry must have been registered by the program before serving (a
+/// declared type nobody hosts would leave its RPCs unanswered); a type the program
+/// registers without declaring it works but is logged, since the operator, its status
+/// and `AgentSubscription` validation do not know it.
+pub fn check_program_agents(
+    file: &RuntimeConfigFile,
+    hosted: &[String],
+) -> Result<(), ConfigError> {
+    for (i, a) in file.agents.iter().enumerate() {
+        if a.is_code() && !hosted.contains(&a.agent_type) {
+            return Err(ConfigError::invalid(
+                format!("agents[{i}].code"),
+                &a.agent_type,
+                "is declared but the program did not register it",
+            ));
+        }
+    }
+    for t in hosted {
+        if !file.agents.iter().any(|a| &a.agent_type == t) {
+            tracing::warn!(
+                agent_type = %t,
+                "the program registers an agent type the config file does not declare \
+                 (add `{{type: {t}, code: {{}}}}` to the AgentRuntime's agents)"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Adds the subscriptions that the network does not have yet (same topic matcher and
@@ -139,6 +170,15 @@ pub async fn run(
     env: impl Fn(&str) -> Option<String>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    if let Some(i) = file.agents.iter().position(|a| a.is_code()) {
+        return Err(ConfigError::invalid(
+            format!("agents[{i}].code"),
+            &file.agents[i].agent_type,
+            "is registered by a program (e.g. python -m switchboard serve); \
+             switchboard-runtime run hosts only builtin and http agents",
+        )
+        .into());
+    }
     let worker = file.worker_config(env)?;
     let runtime = KafkaAgentRuntime::new(worker)?;
     run_hosting(file, runtime, shutdown).await
@@ -156,6 +196,7 @@ pub async fn run_hosting(
     for (agent_type, factory) in factories(&file)? {
         runtime.register_factory(&agent_type, factory).await?;
     }
+    check_program_agents(&file, &runtime.hosted_types())?;
     // Bound before starting, so a taken port fails before anything touches Kafka.
     let listen = file.http.listen.clone();
     let http_error = |reason: String| ServeError::Http {
@@ -270,5 +311,31 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(e.field, "kafka.topicPrefix");
+    }
+
+    #[tokio::test]
+    async fn code_agents_come_from_the_program_not_the_binary() {
+        let text = "kafka: { bootstrapServers: \"127.0.0.1:9\", topicPrefix: demo }\n\
+                    runtime: { name: rt1 }\n\
+                    agents:\n  - { type: echo, builtin: echo }\n  - { type: planner, code: {} }\n";
+        let file = load_config(text, |_| None).unwrap();
+        assert_eq!(
+            factories(&file).unwrap().len(),
+            1,
+            "no factory for code: {{}}"
+        );
+        let Err(ServeError::Config(e)) = run(file.clone(), |_| None, std::future::ready(())).await
+        else {
+            panic!("switchboard-runtime run accepted a code agent")
+        };
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("agents[1].code", "planner")
+        );
+        let hosted = |types: &[&str]| types.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>();
+        let e = check_program_agents(&file, &hosted(&["echo"])).unwrap_err();
+        assert_eq!(e.field, "agents[1].code");
+        check_program_agents(&file, &hosted(&["echo", "planner"])).unwrap();
+        check_program_agents(&file, &hosted(&["echo", "planner", "extra"])).unwrap();
     }
 }

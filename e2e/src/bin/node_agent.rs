@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchboard_e2e::node::{DEFAULT_IMAGE_PATTERN, ImagePattern, NodeAgent, NodeAgentConfig};
+use switchboard_e2e::node::{
+    DEFAULT_IMAGE_PATTERN, ImagePattern, ImageRoot, NodeAgent, NodeAgentConfig,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Runs the pods bound to one Node as local processes.
@@ -33,6 +35,10 @@ struct Args {
     /// Take pods whose images' repository matches this glob.
     #[arg(long, default_value = DEFAULT_IMAGE_PATTERN)]
     image_pattern: String,
+    /// Also take pods of images matching PATTERN, run from DIR standing in for the
+    /// image's filesystem (`PATTERN=DIR`, repeatable; see `node::ImageRoot`).
+    #[arg(long = "image-root")]
+    image_roots: Vec<String>,
     /// Write the agent's pid here (removed at exit).
     #[arg(long)]
     pid_file: Option<PathBuf>,
@@ -70,6 +76,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .filter(|n| !n.is_empty())
         .collect();
     config.image_pattern = ImagePattern::new(args.image_pattern);
+    config.image_roots = args
+        .image_roots
+        .iter()
+        .map(|r| ImageRoot::parse(r))
+        .collect::<anyhow::Result<_>>()?;
     if !config.runtime_bin.is_file() {
         anyhow::bail!(
             "--runtime-bin: {} is not a file",

@@ -181,7 +181,7 @@ impl NodeAgent {
             && spec.containers.iter().all(|c| {
                 c.image
                     .as_deref()
-                    .is_some_and(|i| self.config.image_pattern.matches(i))
+                    .is_some_and(|i| self.config.runs_image(i))
             })
     }
 

@@ -33,6 +33,9 @@ pub struct NodeAgentConfig {
     pub namespaces: Vec<String>,
     /// Which container images this agent runs (see [`ImagePattern`]).
     pub image_pattern: ImagePattern,
+    /// More images this agent runs, each from a directory standing in for the image's
+    /// filesystem (see [`ImageRoot`]).
+    pub image_roots: Vec<ImageRoot>,
     /// How often the node Lease is renewed.
     pub lease_interval: Duration,
     /// How often the Ready condition's heartbeat is refreshed.
@@ -78,6 +81,7 @@ impl NodeAgentConfig {
             state_dir: state_dir.into(),
             namespaces: Vec::new(),
             image_pattern: ImagePattern::new(DEFAULT_IMAGE_PATTERN),
+            image_roots: Vec::new(),
             lease_interval: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(30),
             backoff_initial: Duration::from_secs(10),
@@ -86,9 +90,66 @@ impl NodeAgentConfig {
         })
     }
 
+    /// Whether this agent runs containers of `image`.
+    pub fn runs_image(&self, image: &str) -> bool {
+        self.image_pattern.matches(image) || self.image_root(image).is_some()
+    }
+
+    /// The directory standing in for `image`'s filesystem, if one is configured.
+    pub fn image_root(&self, image: &str) -> Option<&ImageRoot> {
+        self.image_roots.iter().find(|r| r.pattern.matches(image))
+    }
+
     /// Whether pods of `namespace` are this agent's.
     pub fn serves_namespace(&self, namespace: &str) -> bool {
         self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace)
+    }
+}
+
+/// An image without a container runtime: a directory whose top-level directories are
+/// what the image has at `/` (`bin/`, `app/`, ...). A container of such an image gets
+/// `<dir>/bin` first in its `PATH`, and an argument or env value under `/<top-level
+/// dir>` is rewritten to the directory (as volume mounts are). `--image-root
+/// 'PATTERN=DIR'` on the binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRoot {
+    /// Images this root stands for.
+    pub pattern: ImagePattern,
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl ImageRoot {
+    /// From `PATTERN=DIR`; the directory must exist.
+    ///
+    /// # Errors
+    /// When there is no `=` or `DIR` is not a directory.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let (pattern, dir) = text
+            .split_once('=')
+            .with_context(|| format!("image root {text:?}: expected PATTERN=DIR"))?;
+        let dir = PathBuf::from(dir);
+        if !dir.is_dir() {
+            bail!("image root {text:?}: {} is not a directory", dir.display());
+        }
+        Ok(Self {
+            pattern: ImagePattern::new(pattern),
+            dir,
+        })
+    }
+
+    /// `(/name, <dir>/name)` for every top-level directory of the root.
+    pub fn mounts(&self) -> Vec<(String, PathBuf)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut mounts: Vec<(String, PathBuf)> = entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| (format!("/{}", e.file_name().to_string_lossy()), e.path()))
+            .collect();
+        mounts.sort();
+        mounts
     }
 }
 
@@ -152,6 +213,26 @@ mod tests {
         assert!(!p.matches("nginx"));
         assert!(!p.matches("ghcr.io/x/switchboard-runtime-debug:1"));
         assert!(!p.matches("switchboard-runtime.example:5000/nginx:1"));
+    }
+
+    #[test]
+    fn an_image_root_maps_its_top_level_directories() {
+        let dir = std::env::temp_dir().join(format!("image-root-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::create_dir_all(dir.join("app")).unwrap();
+        std::fs::write(dir.join("README"), "not a dir").unwrap();
+        let root = ImageRoot::parse(&format!("*switchboard-python={}", dir.display())).unwrap();
+        assert!(root.pattern.matches("ghcr.io/x/switchboard-python:dev"));
+        assert_eq!(
+            root.mounts(),
+            vec![
+                ("/app".to_owned(), dir.join("app")),
+                ("/bin".to_owned(), dir.join("bin"))
+            ]
+        );
+        assert!(ImageRoot::parse("no-equals").is_err());
+        assert!(ImageRoot::parse("x=/nonexistent/dir").is_err());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -17,7 +17,10 @@
 //!   namespaces are given, only in those. Why: there is one node, so there is nothing to
 //!   choose; it avoids building and running another component; and filtering by
 //!   namespace lets several agents (one per test) share a cluster without touching each
-//!   other's pods. Pods with other images stay Pending and unbound.
+//!   other's pods. Pods with other images stay Pending and unbound. Images other than
+//!   the runtime's can be run from an [`ImageRoot`], a directory standing in for the
+//!   image's filesystem (`--image-root PATTERN=DIR`: `DIR/bin` first in `PATH`,
+//!   `/app/...` paths rewritten to `DIR/app/...`); their containers need a `command`.
 //! - **Containers**: `command[0] == "switchboard-runtime"` (or no command: the image's
 //!   entrypoint) runs [`NodeAgentConfig::runtime_bin`]; args as given. The environment
 //!   is built like kubelet's (`envFrom`, `env` with `value`, `configMapKeyRef`,
@@ -65,7 +68,7 @@
 //! ```
 //! The binary is `switchboard-node-agent --kubeconfig F --node-name N --pod-cidr CIDR
 //! --runtime-bin PATH --state-dir DIR [--namespace NS]... [--image-pattern P]
-//! [--pid-file F]`.
+//! [--image-root PATTERN=DIR]... [--pid-file F]`.
 
 mod agent;
 mod config;
@@ -83,7 +86,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use agent::NodeAgent;
-pub use config::{DEFAULT_IMAGE_PATTERN, ImagePattern, NodeAgentConfig, test_pod_cidr};
+pub use config::{DEFAULT_IMAGE_PATTERN, ImagePattern, ImageRoot, NodeAgentConfig, test_pod_cidr};
 pub use process::Exit;
 
 /// How many exits [`Stats`] remembers.

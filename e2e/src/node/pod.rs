@@ -16,7 +16,7 @@ use super::container::{ContainerRun, RestartPolicy};
 use super::env::{Sources, container_env, expand, rewrite_mount_path};
 use super::ipam::{PodIp, PodIps};
 use super::probe::HttpProbe;
-use super::process::ProcessSpec;
+use super::process::{DEFAULT_PATH, ProcessSpec};
 use super::status::{ContainerState, ContainerView, PodView, StatusWriter, now, scheduled_at};
 use super::volumes::{materialise, mounts};
 use super::{NodeAgentConfig, Stats};
@@ -157,7 +157,13 @@ async fn run_containers(
 ) -> End {
     let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
     let spec = pod.spec.clone().unwrap_or_default();
-    let image_id = format!("process://{}", ctx.config.runtime_bin.display());
+    let image_id = |image: &str| {
+        let dir = ctx
+            .config
+            .image_root(image)
+            .map_or(&ctx.config.runtime_bin, |r| &r.dir);
+        format!("process://{}", dir.display())
+    };
     // A pod that ran before (the agent restarted) keeps counting its restarts.
     let previous = pod
         .status
@@ -168,11 +174,8 @@ async fn run_containers(
         .containers
         .iter()
         .map(|c| {
-            let mut view = ContainerView::new(
-                &c.name,
-                c.image.as_deref().unwrap_or_default(),
-                image_id.clone(),
-            );
+            let image = c.image.as_deref().unwrap_or_default();
+            let mut view = ContainerView::new(&c.name, image, image_id(image));
             if let Some(p) = previous.iter().find(|p| p.name == c.name) {
                 let ran = p.container_id.is_some()
                     || p.last_state
@@ -320,8 +323,24 @@ async fn process_spec(
     dir: &std::path::Path,
     sources: &mut Sources,
 ) -> anyhow::Result<ProcessSpec> {
-    let mounts = mounts(c, dir);
+    let image = c.image.as_deref().unwrap_or_default();
+    let root = ctx.config.image_root(image);
+    let mut mounts = mounts(c, dir);
+    if let Some(root) = root {
+        mounts.extend(root.mounts());
+    }
     let mut env = container_env(pod, c, &ip.addr().to_string(), sources).await?;
+    if let Some(root) = root
+        && !env.iter().any(|(k, _)| k == "PATH")
+    {
+        env.insert(
+            0,
+            (
+                "PATH".into(),
+                format!("{}:{DEFAULT_PATH}", root.dir.join("bin").display()),
+            ),
+        );
+    }
     let mut argv: Vec<String> = c.command.clone().unwrap_or_default();
     argv.extend(c.args.clone().unwrap_or_default());
     let argv: Vec<String> = argv
@@ -329,11 +348,18 @@ async fn process_spec(
         .map(|a| rewrite_mount_path(&expand(a, &env), &mounts))
         .collect();
     let has_command = c.command.as_ref().is_some_and(|cmd| !cmd.is_empty());
+    if root.is_some() && !has_command {
+        anyhow::bail!(
+            "container {}: image {image} runs from an image root here, which has no entrypoint: set command",
+            c.name
+        );
+    }
     let (program, args) = match argv.split_first() {
         // No command: the image's entrypoint, which is the runtime.
         _ if !has_command => (ctx.config.runtime_bin.clone(), argv.clone()),
         Some((first, rest))
-            if first == RUNTIME_COMMAND || first.ends_with("/switchboard-runtime") =>
+            if root.is_none()
+                && (first == RUNTIME_COMMAND || first.ends_with("/switchboard-runtime")) =>
         {
             (ctx.config.runtime_bin.clone(), rest.to_vec())
         }

@@ -15,7 +15,7 @@ use anyhow::Context;
 use tokio::process::{Child, Command};
 
 /// The `PATH` a container gets when its image sets none.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What to start.
 #[derive(Debug, Clone)]

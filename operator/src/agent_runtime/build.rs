@@ -15,8 +15,8 @@ use switchboard_crds::agent_runtime::{
     AgentRuntime, BuiltinAgent, SaslMechanism, SecurityProtocol,
 };
 use switchboard_runtime::config_file::{
-    AgentEntry, Builtin, HttpAgentSettings, HttpSection, KafkaSection, RelayPublish, RelaySettings,
-    RuntimeConfigFile, RuntimeSection, SecuritySection,
+    AgentEntry, Builtin, CodeAgent, HttpAgentSettings, HttpSection, KafkaSection, RelayPublish,
+    RelaySettings, RuntimeConfigFile, RuntimeSection, SecuritySection,
 };
 use switchboard_runtime::defaults;
 use switchboard_runtime::protocol::topics::{TopicNames, TopicSpec, validate_runtime_name};
@@ -32,6 +32,10 @@ pub const APPLIED_HASH_ANNOTATION: &str = "switchboard.dev/applied-hash";
 pub const CONFIG_DIR: &str = "/etc/switchboard";
 /// Key of the config file in the ConfigMap.
 pub const CONFIG_KEY: &str = "runtime.yaml";
+/// Environment variable holding the config file's path in the runtime container.
+pub const CONFIG_ENV: &str = "SWITCHBOARD_CONFIG";
+/// The runtime container's command unless `template.command` names another program.
+pub const RUNTIME_COMMAND: &str = "switchboard-runtime";
 /// Where the CA bundle is mounted (TLS only).
 pub const CA_DIR: &str = "/etc/switchboard/tls";
 /// The runtime's HTTP port (API, /healthz, /readyz, /metrics).
@@ -222,6 +226,7 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
                     timeout_ms: u64::try_from(h.timeout_seconds.unwrap_or(30)).unwrap_or(30) * 1000,
                     retries: 2,
                 }),
+                code: a.code.as_ref().map(|_| CodeAgent {}),
             })
             .collect(),
         subscriptions: Vec::new(),
@@ -286,6 +291,19 @@ pub fn build_with_replicas(
             ));
         }
     }
+    let has_program = ar
+        .spec
+        .template
+        .as_ref()
+        .is_some_and(|t| !t.command.is_empty());
+    if let Some(i) = ar.spec.agents.iter().position(|a| a.code.is_some())
+        && !has_program
+    {
+        return Err(SpecError::new(
+            format!("agents[{i}].code"),
+            "is registered by the runtime's program: set template.command to run it",
+        ));
+    }
     let config = runtime_config(ar, &prefix);
     config
         .validate()
@@ -343,7 +361,9 @@ pub fn build_with_replicas(
     )?;
 
     let template = ar.spec.template.clone().unwrap_or_default();
-    let mut env = Vec::new();
+    let config_path = format!("{CONFIG_DIR}/{CONFIG_KEY}");
+    // First, so `$(SWITCHBOARD_CONFIG)` expands in the user's command, args and env.
+    let mut env = vec![json!({ "name": CONFIG_ENV, "value": config_path })];
     if let Some(sasl) = ar
         .spec
         .kafka
@@ -393,11 +413,21 @@ pub fn build_with_replicas(
             "failureThreshold": 3,
         })
     };
+    let (command, args) = if template.command.is_empty() {
+        let args = if template.args.is_empty() {
+            vec!["run".to_owned(), "--config".to_owned(), config_path.clone()]
+        } else {
+            template.args.clone()
+        };
+        (vec![RUNTIME_COMMAND.to_owned()], args)
+    } else {
+        (template.command.clone(), template.args.clone())
+    };
     let mut container = json!({
         "name": CONTAINER,
         "image": ar.spec.image.clone().unwrap_or_else(|| settings.default_image.clone()),
-        "command": ["switchboard-runtime"],
-        "args": ["run", "--config", format!("{CONFIG_DIR}/{CONFIG_KEY}")],
+        "command": command,
+        "args": args,
         "ports": [{ "name": "http", "containerPort": HTTP_PORT, "protocol": "TCP" }],
         "volumeMounts": mounts,
         "livenessProbe": probe("/healthz"),
@@ -410,9 +440,7 @@ pub fn build_with_replicas(
             "seccompProfile": { "type": "RuntimeDefault" },
         },
     });
-    if !env.is_empty() {
-        container["env"] = Value::Array(env);
-    }
+    container["env"] = Value::Array(env);
     if let Some(res) = &template.resources {
         container["resources"] = serde_json::to_value(res)
             .map_err(|e| SpecError::new("template.resources", e.to_string()))?;

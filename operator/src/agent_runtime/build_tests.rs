@@ -215,3 +215,47 @@ fn invalid_specs_name_the_field() {
         "kafka.security.sasl"
     );
 }
+
+#[test]
+fn a_program_hosting_code_agents_gets_its_command_and_the_config_path() {
+    let mut spec = basic();
+    spec["agents"] =
+        json!([{ "type": "echo", "builtin": "echo" }, { "type": "planner", "code": {} }]);
+    let e = build(&runtime(spec.clone()), &settings()).unwrap_err();
+    assert_eq!(e.field, "agents[1].code", "{e}");
+
+    spec["image"] = json!("team:1");
+    spec["template"] = json!({ "command": ["python", "-m", "switchboard", "serve"], "args": ["--agents", "team:register"] });
+    let d = build(&runtime(spec), &settings()).unwrap();
+    let cfg = RuntimeConfigFile::from_yaml(&d.config_yaml).unwrap();
+    assert!(cfg.agents[1].is_code(), "{}", d.config_yaml);
+    assert_eq!(d.agent_types, ["echo", "planner"]);
+    let pod = d.deployment.spec.unwrap().template.spec.unwrap();
+    let c = &pod.containers[0];
+    assert_eq!(c.image.as_deref(), Some("team:1"));
+    assert_eq!(
+        c.command.as_ref().unwrap(),
+        &["python", "-m", "switchboard", "serve"]
+    );
+    assert_eq!(c.args.as_ref().unwrap(), &["--agents", "team:register"]);
+    let env = c.env.as_ref().unwrap();
+    assert_eq!(env[0].name, CONFIG_ENV);
+    assert_eq!(
+        env[0].value.as_deref(),
+        Some("/etc/switchboard/runtime.yaml")
+    );
+}
+
+#[test]
+fn args_alone_keep_the_runtime_command() {
+    let mut spec = basic();
+    spec["template"] = json!({ "args": ["run", "--config", "$(SWITCHBOARD_CONFIG)"] });
+    let d = build(&runtime(spec), &settings()).unwrap();
+    let pod = d.deployment.spec.unwrap().template.spec.unwrap();
+    let c = &pod.containers[0];
+    assert_eq!(c.command.as_ref().unwrap(), &[RUNTIME_COMMAND]);
+    assert_eq!(
+        c.args.as_ref().unwrap(),
+        &["run", "--config", "$(SWITCHBOARD_CONFIG)"]
+    );
+}

@@ -371,6 +371,11 @@ impl KafkaAgentRuntime {
         self.inner.registry.owners(now_ms())
     }
 
+    /// Agent types registered in this process (factories and instances).
+    pub fn hosted_types(&self) -> Vec<String> {
+        self.inner.hosted.agents().types()
+    }
+
     /// Ids of the agents active in this process.
     pub fn active_agents(&self) -> Vec<AgentId> {
         self.inner.hosted.agents().active()
