@@ -47,6 +47,7 @@ pub fn bench_rpc<'py>(
                     timeout: Some(Duration::from_secs(30)),
                     cancellation: None,
                     trace: None,
+                    message_id: None,
                 })
                 .await
                 .map_err(to_py)?;
@@ -88,6 +89,7 @@ pub fn bench_publish<'py>(
                 topic: topics[i % topics.len()].clone(),
                 sender: None,
                 trace: None,
+                message_id: None,
             };
             let rt = rt.clone();
             async move { rt.transport().publish(event).await }

@@ -35,6 +35,7 @@ mod status {
     pub const HANDLER_ERROR: u8 = 2;
     pub const DECODE_ERROR: u8 = 3;
     pub const UNKNOWN_TYPE: u8 = 4;
+    pub const FACTORY_ERROR: u8 = 5;
 }
 
 /// One Python agent, as the Rust runtime holds it.
@@ -202,6 +203,9 @@ impl switchboard_runtime::Agent for PyAgent {
             })),
             status::UNKNOWN_TYPE => Err(AgentError::unknown_message_type(&type_name)),
             status::HANDLER_ERROR => Err(AgentError::new(a.unwrap_or_default())),
+            // The agent could not be made: every retry would fail the same way, so
+            // an RPC's input is dead-lettered too.
+            status::FACTORY_ERROR => Err(AgentError::new(a.unwrap_or_default()).keep_input()),
             other => Err(AgentError::new(format!(
                 "the Python shell returned unknown status {other}"
             ))),

@@ -322,7 +322,7 @@ impl NativeRuntime {
 
     /// Sends an RPC; resolves to `None` or `(type_name, content_type, bytes)`.
     /// `ctx`: the handler context when a handler sends (trace, self-RPC check).
-    #[pyo3(signature = (type_name, content_type, data, recipient, sender=None, timeout=None, ctx=None))]
+    #[pyo3(signature = (type_name, content_type, data, recipient, sender=None, timeout=None, ctx=None, message_id=None))]
     #[allow(clippy::too_many_arguments)]
     fn send<'py>(
         &self,
@@ -334,6 +334,7 @@ impl NativeRuntime {
         sender: Option<(String, String)>,
         timeout: Option<f64>,
         ctx: Option<Bound<'py, HandlerContext>>,
+        message_id: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let recipient = agent_id(&recipient.0, &recipient.1)?;
         let sender = sender.map(|(t, k)| agent_id(&t, &k)).transpose()?;
@@ -364,6 +365,7 @@ impl NativeRuntime {
                 on_behalf.map_or_else(CancellationToken::new, |c| c.cancellation.child_token()),
             ),
             trace: on_behalf.map(|c| c.trace.clone()),
+            message_id,
         };
         let rt = self.rt();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
@@ -373,7 +375,7 @@ impl NativeRuntime {
     }
 
     /// Publishes an event; resolves once Kafka has it.
-    #[pyo3(signature = (type_name, content_type, data, topic, sender=None, ctx=None))]
+    #[pyo3(signature = (type_name, content_type, data, topic, sender=None, ctx=None, message_id=None))]
     #[allow(clippy::too_many_arguments)]
     fn publish<'py>(
         &self,
@@ -384,6 +386,7 @@ impl NativeRuntime {
         topic: (String, String),
         sender: Option<(String, String)>,
         ctx: Option<Bound<'py, HandlerContext>>,
+        message_id: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let topic =
             TopicId::new(&topic.0, &topic.1).map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -397,6 +400,7 @@ impl NativeRuntime {
             topic,
             sender,
             trace,
+            message_id,
         };
         let rt = self.rt();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {

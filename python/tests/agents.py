@@ -83,6 +83,7 @@ class Identity:
     agent: str
     sender: str
     is_rpc: bool
+    message_id: str = ""
 
 
 class Calc(RoutedAgent):
@@ -91,6 +92,7 @@ class Calc(RoutedAgent):
     def __init__(self) -> None:
         super().__init__("A calculator")
         self.notes: List[str] = []
+        self.note_ids: List[str] = []
 
     @rpc
     async def add(self, message: Add, ctx: MessageContext) -> Sum:
@@ -119,11 +121,12 @@ class Calc(RoutedAgent):
 
     @rpc
     async def who(self, message: WhoAmI, ctx: MessageContext) -> Identity:
-        return Identity(agent=str(self.id), sender=str(ctx.sender), is_rpc=ctx.is_rpc)
+        return Identity(agent=str(self.id), sender=str(ctx.sender), is_rpc=ctx.is_rpc, message_id=ctx.message_id)
 
     @event
     async def note(self, message: Note, ctx: MessageContext) -> None:
         self.notes.append(message.text)
+        self.note_ids.append(ctx.message_id)
 
 
 def reply_serializers() -> list:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from autogen_core import (
     AgentId,
     AgentRuntime,
@@ -74,7 +76,13 @@ async def test_routed_agent_rpcs_across_processes_match_single_threaded(prefix, 
     assert isinstance(reply, Product) and reply.value == 9 and reply.by == "calc/k9"
     # The sender reaches the handler as AutoGen's MessageContext.sender.
     who = await rt.send_message(WhoAmI("x"), AgentId("calc", "k1"), sender=AgentId("someone", "s1"))
-    assert who == Identity(agent="calc/k1", sender="someone/s1", is_rpc=True)
+    assert (who.agent, who.sender, who.is_rpc) == ("calc/k1", "someone/s1", True)
+    assert len(who.message_id) == 36, who  # a fresh UUID when the caller gives none
+    # A caller's message_id is the handler's ctx.message_id (the CloudEvents id).
+    who = await rt.send_message(WhoAmI("x"), AgentId("calc", "k1"), message_id="order-17/try-1")
+    assert who.message_id == "order-17/try-1"
+    with pytest.raises(ValueError, match="message id"):
+        await rt.send_message(WhoAmI("x"), AgentId("calc", "k1"), message_id="")
     await rt.stop()
 
 
@@ -148,9 +156,10 @@ async def test_subscriptions_route_events_by_type_prefix_and_default(prefix, wor
 
     # DefaultSubscription / TypeSubscription on a local agent, and an event handler.
     await rt.add_subscription(TypeSubscription("notes", "calc"))
-    await rt.publish_message(Note("hello"), TopicId("notes", "k1"))
+    await rt.publish_message(Note("hello"), TopicId("notes", "k1"), message_id="note-1")
     calc = await rt.try_get_underlying_agent_instance(AgentId("calc", "k1"), Calc)
     await eventually(lambda: calc.notes == ["hello"])
+    assert calc.note_ids == ["note-1"]
     await rt.stop()
 
 

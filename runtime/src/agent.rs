@@ -54,6 +54,7 @@ pub type HandlerResult = Result<Option<Payload>, AgentError>;
 pub struct AgentError {
     kind: AgentErrorKind,
     message: String,
+    keep_input: bool,
 }
 
 /// Why a handler failed; decides where the message goes (caller, dead letters).
@@ -73,7 +74,22 @@ impl AgentError {
         Self {
             kind: AgentErrorKind::Handler,
             message: message.to_string(),
+            keep_input: false,
         }
+    }
+
+    /// This failure also dead-letters the input of an RPC (an event's always is):
+    /// for failures the caller's retry would meet again, e.g. an agent whose factory
+    /// raised, so the message is kept with the reason for whoever mends the agent.
+    #[must_use]
+    pub fn keep_input(mut self) -> Self {
+        self.keep_input = true;
+        self
+    }
+
+    /// Whether [`keep_input`](Self::keep_input) was asked for.
+    pub fn keeps_input(&self) -> bool {
+        self.keep_input
     }
 
     /// No handler for `type_name`.
@@ -81,6 +97,7 @@ impl AgentError {
         Self {
             kind: AgentErrorKind::UnknownMessageType,
             message: format!("no handler for message type {type_name:?}"),
+            keep_input: false,
         }
     }
 
@@ -136,7 +153,11 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for AgentError {
             Some(other) => (AgentErrorKind::Decode, other.to_string()),
             None => (AgentErrorKind::Handler, e.to_string()),
         };
-        Self { kind, message }
+        Self {
+            kind,
+            message,
+            keep_input: false,
+        }
     }
 }
 

@@ -26,6 +26,9 @@ pub struct SendOptions {
     /// The trace the RPC belongs to (its `traceparent` is this span); default: the
     /// current tracing span when OpenTelemetry records it, else a new trace.
     pub trace: Option<TraceContext>,
+    /// The request's id (the handler's `ctx.message_id`); default a fresh UUID.
+    /// Checked by [`crate::ids::validate_message_id`].
+    pub message_id: Option<String>,
 }
 
 /// What the runtime knows about one agent.
@@ -86,6 +89,7 @@ pub trait AgentRuntime: Send + Sync {
             timeout: options.timeout,
             cancellation: options.cancellation,
             trace: options.trace.or_else(crate::trace::current),
+            message_id: options.message_id,
         };
         self.transport().send(rpc).await
     }
@@ -102,6 +106,7 @@ pub trait AgentRuntime: Send + Sync {
             topic: topic.clone(),
             sender,
             trace: crate::trace::current(),
+            message_id: None,
         };
         self.transport().publish(event).await
     }

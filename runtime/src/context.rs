@@ -27,6 +27,9 @@ pub struct OutgoingRpc {
     pub cancellation: Option<CancellationToken>,
     /// Trace context of the caller.
     pub trace: Option<TraceContext>,
+    /// The request's id (the handler's `ctx.message_id`, the CloudEvents `id`), as
+    /// the caller gives it; a fresh UUID when `None`.
+    pub message_id: Option<String>,
 }
 
 /// A publish as handed to a transport.
@@ -40,6 +43,9 @@ pub struct OutgoingEvent {
     pub sender: Option<AgentId>,
     /// Trace context of the publisher.
     pub trace: Option<TraceContext>,
+    /// The event's id (every recipient's `ctx.message_id`), as the publisher gives
+    /// it; a fresh UUID when `None`.
+    pub message_id: Option<String>,
 }
 
 /// How messages leave an agent: implemented by each runtime.
@@ -195,6 +201,7 @@ impl MessageContext {
                 timeout,
                 cancellation: Some(self.cancellation.child_token()),
                 trace: Some(self.trace.clone()),
+                message_id: None,
             })
             .await
     }
@@ -221,6 +228,7 @@ impl MessageContext {
                 topic: topic.clone(),
                 sender: Some(self.recipient.clone()),
                 trace: Some(self.trace.clone()),
+                message_id: None,
             })
             .await
     }

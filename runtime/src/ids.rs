@@ -19,7 +19,8 @@ pub enum IdError {
     /// A part that breaks its character rules.
     #[error("{what} {value:?} is invalid: {rule}")]
     Invalid {
-        /// Which part: `agent type`, `agent key`, `topic type`, `topic source`.
+        /// Which part: `agent type`, `agent key`, `topic type`, `topic source`,
+        /// `message id`.
         what: &'static str,
         /// The rejected value.
         value: String,
@@ -178,9 +179,47 @@ impl FromStr for TopicId {
     }
 }
 
+/// Longest message id a caller may give (CloudEvents `id`, a Kafka header).
+pub const MAX_MESSAGE_ID_LEN: usize = 256;
+
+/// Checks a caller-given message id: 1-256 bytes of printable ASCII, so it travels
+/// unchanged as the CloudEvents `id` header and in logs.
+///
+/// # Errors
+/// [`IdError::Invalid`] naming the rule.
+pub fn validate_message_id(id: &str) -> Result<(), IdError> {
+    let invalid = |rule| IdError::Invalid {
+        what: "message id",
+        value: id.to_owned(),
+        rule,
+    };
+    if id.is_empty() || id.len() > MAX_MESSAGE_ID_LEN {
+        return Err(invalid("must be 1-256 bytes"));
+    }
+    if !id.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return Err(invalid("must be printable ASCII"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_ids_are_printable_and_bounded() {
+        validate_message_id("msg-1 from: alice").unwrap();
+        validate_message_id(&"x".repeat(MAX_MESSAGE_ID_LEN)).unwrap();
+        for bad in [
+            String::new(),
+            "x".repeat(MAX_MESSAGE_ID_LEN + 1),
+            "a\nb".into(),
+            "é".into(),
+        ] {
+            let e = validate_message_id(&bad).unwrap_err();
+            assert!(e.to_string().starts_with("message id"), "{e}");
+        }
+    }
 
     #[test]
     fn agent_id_round_trips_through_its_string_form() {

@@ -181,13 +181,18 @@ impl Transport for Inner {
                 rpc.recipient.agent_type().to_owned(),
             ));
         }
+        if let Some(id) = &rpc.message_id {
+            crate::ids::validate_message_id(id)?;
+        }
         let (tx, rx) = oneshot::channel();
         let delivery = Delivery {
             recipient: rpc.recipient.clone(),
             sender: rpc.sender,
             topic: None,
             is_rpc: true,
-            message_id: uuid::Uuid::new_v4().to_string(),
+            message_id: rpc
+                .message_id
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             trace: rpc.trace,
         };
         self.enqueue(
@@ -222,7 +227,13 @@ impl Transport for Inner {
             r.dedup();
             r
         };
-        let message_id = uuid::Uuid::new_v4().to_string();
+        if let Some(id) = &event.message_id {
+            crate::ids::validate_message_id(id)?;
+        }
+        let message_id = event
+            .message_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         for recipient in recipients {
             let delivery = Delivery {
                 recipient: recipient.clone(),

@@ -296,11 +296,6 @@ class SwitchboardAgentRuntime(AgentRuntime):
         cancellation_token: CancellationToken | None = None,
         message_id: str | None = None,
     ) -> Any:
-        if message_id is not None:
-            raise NotImplementedError(
-                "send_message(message_id=...) is not supported: the Switchboard core gives "
-                "each RPC a fresh id (python/README.md)"
-            )
         await self._ready()
         type_name, content_type, data = self._serializers.encode(message)
         try:
@@ -312,6 +307,7 @@ class SwitchboardAgentRuntime(AgentRuntime):
                 (sender.type, sender.key) if sender is not None else None,
                 None,
                 HANDLER_CONTEXT.get(),
+                message_id,
             )
             if cancellation_token is not None:
                 cancellation_token.link_future(future)
@@ -331,11 +327,6 @@ class SwitchboardAgentRuntime(AgentRuntime):
         cancellation_token: CancellationToken | None = None,
         message_id: str | None = None,
     ) -> None:
-        if message_id is not None:
-            raise NotImplementedError(
-                "publish_message(message_id=...) is not supported: the Switchboard core gives "
-                "each event a fresh id (python/README.md)"
-            )
         await self._ready()
         type_name, content_type, data = self._serializers.encode(message)
         try:
@@ -346,6 +337,7 @@ class SwitchboardAgentRuntime(AgentRuntime):
                 (topic_id.type, topic_id.source),
                 (sender.type, sender.key) if sender is not None else None,
                 HANDLER_CONTEXT.get(),
+                message_id,
             )
             if cancellation_token is not None:
                 cancellation_token.link_future(future)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("switchboard")
 
 # Status codes of `handle` (kept in sync with bridge.rs).
-NO_REPLY, REPLY, HANDLER_ERROR, DECODE_ERROR, UNKNOWN_TYPE = range(5)
+NO_REPLY, REPLY, HANDLER_ERROR, DECODE_ERROR, UNKNOWN_TYPE, FACTORY_ERROR = range(6)
 
 #: The Rust context of the message being handled (trace, self-RPC check, deadline).
 HANDLER_CONTEXT: contextvars.ContextVar[Any] = contextvars.ContextVar("switchboard_handler_context", default=None)
@@ -143,7 +143,7 @@ class AgentShell:
             agent = self._agent if self._agent is not None else await self.instance()
         except Exception as e:
             logger.error("agent factory for %s raised", self._id, exc_info=True)
-            return (HANDLER_ERROR, f"agent factory for {self._id} raised {format_exception(e)}", None, None, None)
+            return (FACTORY_ERROR, f"agent factory for {self._id} raised {format_exception(e)}", None, None, None)
         if topic is not None and sender is not None and sender[0] == self._id.type and sender[1] == self._id.key:
             # AutoGen never delivers a published message back to its sender.
             return (NO_REPLY, None, None, None, None)

@@ -264,6 +264,19 @@ fn incoming_trace(headers: &HeaderMap) -> Option<TraceContext> {
     )
 }
 
+/// The caller's `ce-id` (CloudEvents binary mode), which becomes the message id the
+/// handler sees; checked by the runtime.
+fn incoming_message_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    headers
+        .get("ce-id")
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| ApiError::bad_request("ce-id must be printable ASCII".to_owned()))
+        })
+        .transpose()
+}
+
 async fn rpc(
     State(gw): State<Gateway>,
     Path((agent_type, key)): Path<(String, String)>,
@@ -290,6 +303,7 @@ async fn rpc(
     let options = SendOptions {
         timeout: query.timeout_ms.map(Duration::from_millis),
         trace: Some(trace),
+        message_id: incoming_message_id(&headers)?,
         ..SendOptions::default()
     };
     // The RPC runs in its own task, so a client that hangs up does not abandon it
@@ -343,6 +357,7 @@ async fn publish(
         topic: topic.clone(),
         sender: None,
         trace: Some(trace),
+        message_id: incoming_message_id(&headers)?,
     };
     gw.runtime
         .transport()

@@ -33,6 +33,9 @@ impl Transport for Inner {
         if self.shutdown.is_cancelled() {
             return Err(RuntimeError::Stopped);
         }
+        if let Some(id) = &rpc.message_id {
+            crate::ids::validate_message_id(id)?;
+        }
         let recipient = rpc.recipient;
         let owner = self.owner_of(recipient.agent_type()).await?;
         let replies = self.replies()?;
@@ -42,7 +45,7 @@ impl Transport for Inner {
             || format!("client/{}", self.config.instance_id),
             ToString::to_string,
         );
-        let envelope = Envelope::new(
+        let mut envelope = Envelope::new(
             source,
             rpc.trace,
             Body::Request {
@@ -54,6 +57,9 @@ impl Transport for Inner {
                 payload: rpc.payload,
             },
         );
+        if let Some(id) = rpc.message_id {
+            envelope.id = id;
+        }
         let reply = replies.expect(&request_id, &recipient);
         let started = tokio::time::Instant::now();
         let deadline = started + timeout;
@@ -94,8 +100,11 @@ impl Transport for Inner {
         if self.shutdown.is_cancelled() {
             return Err(RuntimeError::Stopped);
         }
+        if let Some(id) = &event.message_id {
+            crate::ids::validate_message_id(id)?;
+        }
         let key = event.topic.source().as_bytes().to_vec();
-        let envelope = Envelope::new(
+        let mut envelope = Envelope::new(
             event.topic.source().to_owned(),
             event.trace,
             Body::Event {
@@ -105,6 +114,9 @@ impl Transport for Inner {
                 payload: event.payload,
             },
         );
+        if let Some(id) = event.message_id {
+            envelope.id = id;
+        }
         self.outputs
             .produce_envelope(&self.names.events(), &key, &envelope)
             .await

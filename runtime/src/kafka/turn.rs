@@ -15,6 +15,7 @@ use super::Inner;
 use super::consumer_loop::DoneSender;
 use super::original::Original;
 use super::replies::error_to_failure;
+use crate::agent::AgentError;
 use crate::context::{Delivery, MessageContext, Transport};
 use crate::error::RuntimeError;
 use crate::ids::AgentId;
@@ -79,7 +80,7 @@ async fn run_traced(
     work: &Work,
     trace: TraceContext,
 ) -> (Option<RuntimeError>, bool) {
-    let (result, mut outputs_ok) = handle(inner, id, work, trace.clone()).await;
+    let (result, mut outputs_ok, keep_input) = handle(inner, id, work, trace.clone()).await;
     inner.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
     inner.metrics.handled(id.agent_type(), result.is_ok());
     if let Some((reply_to, request_id)) = &work.reply {
@@ -106,10 +107,11 @@ async fn run_traced(
     if let Err(e) = &result {
         // Events have no caller to tell, so any failure is dead-lettered; an RPC's
         // caller got the error, so only input that can never succeed is kept.
-        let poison = matches!(
-            e,
-            RuntimeError::UnknownMessageType { .. } | RuntimeError::Codec(_)
-        );
+        let poison = keep_input
+            || matches!(
+                e,
+                RuntimeError::UnknownMessageType { .. } | RuntimeError::Codec(_)
+            );
         if (work.reply.is_none() || poison)
             && let Err(e) = inner
                 .outputs
@@ -125,18 +127,19 @@ async fn run_traced(
     (result.err(), outputs_ok)
 }
 
-/// Runs the handler and persists changed state; the flag is false when the state
-/// could not be written (the record must then not count as done).
+/// Runs the handler and persists changed state; the first flag is false when the state
+/// could not be written (the record must then not count as done), the second asks for
+/// the input to be dead-lettered ([`AgentError::keep_input`]).
 async fn handle(
     inner: &Arc<Inner>,
     id: &AgentId,
     work: &Work,
     trace: TraceContext,
-) -> (Result<Option<Payload>, RuntimeError>, bool) {
+) -> (Result<Option<Payload>, RuntimeError>, bool, bool) {
     let activated = inner.hosted.agents().activate(id, Some(work.owner));
     let (agent, _, created) = match activated {
         Ok(a) => a,
-        Err(e) => return (Err(e), true),
+        Err(e) => return (Err(e), true, false),
     };
     if created {
         inner.state.restore_into(inner, id, &agent).await;
@@ -165,6 +168,7 @@ async fn handle(
             }
         }
     };
+    let keep_input = result.as_ref().is_err_and(AgentError::keeps_input);
     let result = result.map_err(|e| e.to_runtime_error(id, &work.payload.type_name));
     let persisted = inner
         .state
@@ -172,10 +176,10 @@ async fn handle(
         .await;
     drop(guard);
     match persisted {
-        Ok(()) => (result, true),
+        Ok(()) => (result, true, keep_input),
         Err(e) => {
             tracing::error!(agent = %id, error = %e, "could not persist agent state");
-            (Err(e), false)
+            (Err(e), false, keep_input)
         }
     }
 }
