@@ -6,9 +6,9 @@
 #  2. fmt and clippy of the extension crate (it is not a workspace member);
 #  3. the wheel built by maturin (release; CARGO_TARGET_DIR shared with the workspace)
 #     and installed into the venv, as `pip install ./python` would;
-#  4. the switchboard-runtime binary (the Rust interop tests), unless
-#     SWITCHBOARD_RUNTIME_BIN names one;
-#  5. pytest against a real broker started by e2e/infra/with-infra.sh --kafka-only
+#  4. the switchboard-runtime, switchboard-operator and switchboard-node-agent binaries
+#     (interop and operator-pod tests), unless SWITCHBOARD_*_BIN name them;
+#  5. pytest against a real broker and API server started by e2e/infra/with-infra.sh
 #     (with --bench: python/bench/bench.py instead, into bench/results/python-latest.json).
 # With --install: steps 1 and 3 only (`make demo` uses it), then the venv's path on stdout.
 # pytest's exit code is ours: a failure, an error or nothing collected (5) fails.
@@ -73,21 +73,29 @@ if [ "$bench" = 1 ]; then
   exit 0
 fi
 
-if [ -z "${SWITCHBOARD_RUNTIME_BIN:-}" ]; then
-  # The command the e2e tests build it with (e2e/src/binary.rs): features unify the
-  # same way, so under `make test` this is a no-op that finds the binary built there.
-  step "building switchboard-runtime (interop tests)"
-  SWITCHBOARD_RUNTIME_BIN="$(cd "$root/e2e" && "$cargo" build --quiet -p switchboard-e2e -p switchboard-runtime \
-    --bin switchboard-runtime --message-format=json-render-diagnostics |
+# workspace_bin PACKAGE BIN: builds BIN as the e2e tests do (e2e/src/binary.rs), so
+# features unify the same way and under `make test` this is a no-op that finds the
+# binary built there; prints its path.
+workspace_bin() {
+  local path
+  path="$(cd "$root/e2e" && "$cargo" build --quiet -p switchboard-e2e -p "$1" \
+    --bin "$2" --message-format=json-render-diagnostics |
     "$venv/bin/python" -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "switchboard-runtime":
-        print(m["executable"])')"
-  [ -x "$SWITCHBOARD_RUNTIME_BIN" ] || { echo "python-test: no switchboard-runtime binary" >&2; exit 1; }
-fi
-export SWITCHBOARD_RUNTIME_BIN
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == sys.argv[1]:
+        print(m["executable"])' "$2")"
+  [ -x "$path" ] || { echo "python-test: no $2 binary" >&2; return 1; }
+  echo "$path"
+}
+# The Rust interop tests run switchboard-runtime; the operator-pod test runs the
+# operator and the node agent against the real API server.
+step "building switchboard-runtime, switchboard-operator, switchboard-node-agent"
+SWITCHBOARD_RUNTIME_BIN="${SWITCHBOARD_RUNTIME_BIN:-$(workspace_bin switchboard-runtime switchboard-runtime)}"
+SWITCHBOARD_OPERATOR_BIN="${SWITCHBOARD_OPERATOR_BIN:-$(workspace_bin switchboard-operator switchboard-operator)}"
+SWITCHBOARD_NODE_AGENT_BIN="${SWITCHBOARD_NODE_AGENT_BIN:-$(workspace_bin switchboard-e2e switchboard-node-agent)}"
+export SWITCHBOARD_RUNTIME_BIN SWITCHBOARD_OPERATOR_BIN SWITCHBOARD_NODE_AGENT_BIN
 
-step "pytest against a real broker"
+step "pytest against a real broker and API server"
 cd "$py_dir/tests"
-"$root/e2e/infra/with-infra.sh" --kafka-only "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
+"$root/e2e/infra/with-infra.sh" "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"

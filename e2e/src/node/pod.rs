@@ -330,17 +330,6 @@ async fn process_spec(
         mounts.extend(root.mounts());
     }
     let mut env = container_env(pod, c, &ip.addr().to_string(), sources).await?;
-    if let Some(root) = root
-        && !env.iter().any(|(k, _)| k == "PATH")
-    {
-        env.insert(
-            0,
-            (
-                "PATH".into(),
-                format!("{}:{DEFAULT_PATH}", root.dir.join("bin").display()),
-            ),
-        );
-    }
     let mut argv: Vec<String> = c.command.clone().unwrap_or_default();
     argv.extend(c.args.clone().unwrap_or_default());
     let argv: Vec<String> = argv
@@ -368,6 +357,19 @@ async fn process_spec(
     };
     for (_, value) in &mut env {
         *value = rewrite_mount_path(value, &mounts);
+    }
+    // After the rewriting: the root is a path on this machine, not in the container
+    // (a root under /tmp would otherwise be taken for the pod's /tmp volume).
+    if let Some(root) = root
+        && !env.iter().any(|(k, _)| k == "PATH")
+    {
+        env.insert(
+            0,
+            (
+                "PATH".into(),
+                format!("{}:{DEFAULT_PATH}", root.dir.join("bin").display()),
+            ),
+        );
     }
     if let Some(port) = http_port(c) {
         env.retain(|(k, _)| k != "SWITCHBOARD_HTTP_LISTEN");
