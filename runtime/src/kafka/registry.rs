@@ -20,7 +20,8 @@ pub struct RegistryView {
     claims: HashMap<String, BTreeMap<(i32, i64), Claim>>,
     subscriptions: BTreeMap<String, SubscriptionRecord>,
     /// Per runtime, per replica: last heartbeat time.
-    heartbeats: HashMap<String, HashMap<String, u64>>,
+    /// Per runtime, per replica: the last heartbeat and how long it holds.
+    heartbeats: HashMap<String, HashMap<String, (u64, Option<u64>)>>,
     /// Records applied so far (tells caches the view changed).
     generation: u64,
 }
@@ -76,7 +77,7 @@ impl RegistryView {
                     self.heartbeats
                         .entry(runtime)
                         .or_default()
-                        .insert(instance, h.at_ms);
+                        .insert(instance, (h.at_ms, h.valid_ms));
                 }
                 None => {
                     if let Some(r) = self.heartbeats.get_mut(&runtime) {
@@ -94,7 +95,7 @@ impl RegistryView {
     pub fn is_live(&self, runtime: &str, now_ms: u64, liveness_ms: u64) -> bool {
         self.heartbeats
             .get(runtime)
-            .is_some_and(|r| r.values().any(|&at| at + liveness_ms >= now_ms))
+            .is_some_and(|r| r.values().any(|&beat| alive(beat, now_ms, liveness_ms)))
     }
 
     /// Replicas of `runtime` that beat within `liveness_ms`.
@@ -103,7 +104,7 @@ impl RegistryView {
             .get(runtime)
             .map(|r| {
                 r.iter()
-                    .filter(|(_, at)| **at + liveness_ms >= now_ms)
+                    .filter(|(_, beat)| alive(**beat, now_ms, liveness_ms))
                     .map(|(i, _)| i.clone())
                     .collect()
             })
@@ -231,6 +232,12 @@ impl RecipientCache {
     }
 }
 
+/// Whether a heartbeat `(at, valid)` holds at `now`: for the writer's `valid` span if
+/// it gave one, else the reader's `liveness_ms`.
+fn alive((at, valid): (u64, Option<u64>), now_ms: u64, liveness_ms: u64) -> bool {
+    at + valid.unwrap_or(liveness_ms) >= now_ms
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +267,7 @@ mod tests {
                 runtime: r.into(),
                 instance: "i".into(),
                 at_ms: at,
+                valid_ms: None,
             }),
         }
     }
@@ -288,6 +296,39 @@ mod tests {
             },
         );
         assert!(v.owner("echo", 40_000, LIVE).is_none());
+    }
+
+    #[test]
+    fn a_heartbeat_holds_as_long_as_its_writer_says() {
+        let mut v = RegistryView::default();
+        let RegistryRecord::Heartbeat {
+            heartbeat: Some(mut hb),
+            ..
+        } = beat("rt1", 1_000)
+        else {
+            unreachable!()
+        };
+        // The writer beats every 3 s and holds for 15 s; a reader set for 3 s (fast
+        // failover among its own replicas) must not take it for dead between beats.
+        hb.valid_ms = Some(15_000);
+        v.apply(
+            (0, 1),
+            RegistryRecord::Heartbeat {
+                runtime: "rt1".into(),
+                instance: "i".into(),
+                heartbeat: Some(hb),
+            },
+        );
+        assert!(v.is_live("rt1", 5_000, 3_000));
+        assert!(v.is_live("rt1", 16_000, 3_000));
+        assert!(
+            !v.is_live("rt1", 16_001, 60_000),
+            "the writer's span, not the reader's"
+        );
+        // Without a span (an older writer) the reader's own timeout applies.
+        v.apply((0, 2), beat("rt2", 1_000));
+        assert!(v.is_live("rt2", 4_000, 3_000));
+        assert!(!v.is_live("rt2", 4_001, 3_000));
     }
 
     #[test]

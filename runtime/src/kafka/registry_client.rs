@@ -155,6 +155,7 @@ impl RegistryClient {
             runtime: self.runtime.clone(),
             instance: self.instance.clone(),
             at_ms: now_ms(),
+            valid_ms: Some(self.liveness_ms),
         };
         let value = encode_value("registry heartbeat", &hb)?;
         self.write(

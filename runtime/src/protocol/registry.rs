@@ -46,6 +46,11 @@ pub struct Heartbeat {
     pub instance: String,
     /// When, Unix ms.
     pub at_ms: u64,
+    /// How long after `at_ms` the replica counts as alive: the writer's own liveness
+    /// timeout, so every reader agrees whatever its settings (absent in records from
+    /// older runtimes: readers then use their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_ms: Option<u64>,
 }
 
 /// One registry record, decoded from its key and value.
