@@ -26,12 +26,6 @@ FAST = dict(
 )
 
 
-#: For a test runtime talking to a process that runs with the defaults (heartbeat every
-#: 3 s): liveness is the reader's setting, so FAST's 3 s would take that process for
-#: dead between two of its heartbeats.
-SEES_DEFAULTS = dict(liveness_timeout=15.0)
-
-
 def bootstrap() -> str:
     return os.environ["SWITCHBOARD_TEST_KAFKA"]
 

@@ -18,7 +18,7 @@ from autogen_core import AgentId, TopicId, TypeSubscription
 from switchboard.autogen.builtins import Count as BuiltinCount
 
 from agents import Add, Calc, Note, Ping
-from helpers import SEES_DEFAULTS, HERE, bootstrap, eventually
+from helpers import HERE, bootstrap, eventually
 
 
 def runtime_bin() -> str:
@@ -84,7 +84,7 @@ async def cli(*args: str) -> tuple[int, str, str]:
 
 
 async def test_python_and_rust_builtins_talk_both_ways(prefix, rust_runtime, runtime_factory):
-    rt = runtime_factory(prefix, "py-rt", **SEES_DEFAULTS)
+    rt = runtime_factory(prefix, "py-rt")
     await Calc.register(rt, "calc", Calc)
     await rt.add_subscription(TypeSubscription("from-rust", "calc"))
     await rt.start()

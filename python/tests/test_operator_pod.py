@@ -23,7 +23,7 @@ import pytest
 from autogen_core import AgentId
 
 from agents import Add, Count, Incr, Sum
-from helpers import SEES_DEFAULTS, HERE, bootstrap
+from helpers import HERE, bootstrap
 from test_interop import free_port
 
 ROOT = HERE.parent.parent
@@ -169,7 +169,7 @@ async def test_an_agent_runtime_of_python_agents_runs_as_pods(prefix, cluster, r
     assert "code: {}" in config, config
 
     # The pod's Python agents answer another runtime of the network over Kafka.
-    rt = runtime_factory(prefix, "client", **SEES_DEFAULTS)
+    rt = runtime_factory(prefix, "client")
     await rt.start()
     assert await rt.send_message(Add(40, 2), AgentId("calc", "k1")) == Sum(42)
     assert await rt.send_message(Incr(3), AgentId("tally", "t1")) == Count(3)

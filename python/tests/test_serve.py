@@ -14,7 +14,7 @@ import urllib.request
 from autogen_core import AgentId
 
 from agents import Add, Incr, Sum, Count
-from helpers import SEES_DEFAULTS, HERE, bootstrap
+from helpers import HERE, bootstrap
 from test_interop import free_port
 
 
@@ -71,7 +71,7 @@ async def test_serve_hosts_python_agents_with_the_rust_gateway(prefix, runtime_f
         assert (status, json.loads(body)) == (200, {"x": 1}), body
 
         # And so does another runtime of the network.
-        rt = runtime_factory(prefix, "client", **SEES_DEFAULTS)
+        rt = runtime_factory(prefix, "client")
         await rt.start()
         assert await rt.send_message(Add(1, 2), AgentId("calc", "k2")) == Sum(3)
         assert await rt.send_message(Incr(5), AgentId("tally", "t")) == Count(5)
