@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from autogen_core import AgentId
 
@@ -27,18 +28,27 @@ def http(method: str, url: str, body: bytes | None = None, headers: dict | None 
         return e.code, e.read()
 
 
+def serve_config(prefix: str, name: str, port: int, agents: str) -> Path:
+    """A runtime config file for `serve` (runtime `py-pod`), under .pytest-logs."""
+    logs = HERE.parent / ".pytest-logs"
+    logs.mkdir(exist_ok=True)
+    cfg = logs / f"{prefix}-{name}.yaml"
+    cfg.write_text(
+        f"kafka: {{ bootstrapServers: \"{bootstrap()}\", topicPrefix: {prefix} }}\n"
+        "runtime: { name: py-pod, partitions: 3 }\n"
+        f"agents:\n{agents}"
+        f"http: {{ listen: \"127.0.0.1:{port}\" }}\n"
+    )
+    return cfg
+
+
 async def test_serve_hosts_python_agents_with_the_rust_gateway(prefix, runtime_factory):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     logs = HERE.parent / ".pytest-logs"
-    logs.mkdir(exist_ok=True)
-    cfg = logs / f"{prefix}-serve.yaml"
-    cfg.write_text(
-        f"kafka: {{ bootstrapServers: \"{bootstrap()}\", topicPrefix: {prefix} }}\n"
-        "runtime: { name: py-pod, partitions: 3 }\n"
-        "agents:\n  - { type: echo, builtin: echo }\n"
-        "  - { type: calc, code: {} }\n  - { type: tally, code: {} }\n"
-        f"http: {{ listen: \"127.0.0.1:{port}\" }}\n"
+    cfg = serve_config(
+        prefix, "serve", port,
+        "  - { type: echo, builtin: echo }\n  - { type: calc, code: {} }\n  - { type: tally, code: {} }\n",
     )
     log = open(logs / f"{prefix}-serve.log", "w")
     # The config comes from $SWITCHBOARD_CONFIG, as in the operator's pods.
@@ -87,14 +97,8 @@ async def test_serve_hosts_python_agents_with_the_rust_gateway(prefix, runtime_f
 
 
 def test_serve_refuses_a_declared_code_agent_the_program_does_not_register(prefix):
-    logs = HERE.parent / ".pytest-logs"
-    logs.mkdir(exist_ok=True)
-    cfg = logs / f"{prefix}-serve-missing.yaml"
-    cfg.write_text(
-        f"kafka: {{ bootstrapServers: \"{bootstrap()}\", topicPrefix: {prefix} }}\n"
-        "runtime: { name: py-pod }\n"
-        "agents:\n  - { type: calc, code: {} }\n  - { type: planner, code: {} }\n"
-        f"http: {{ listen: \"127.0.0.1:{free_port()}\" }}\n"
+    cfg = serve_config(
+        prefix, "serve-missing", free_port(), "  - { type: calc, code: {} }\n  - { type: planner, code: {} }\n"
     )
     done = subprocess.run(
         [sys.executable, "-m", "switchboard", "serve", "--config", str(cfg), "--agents", "serve_agents:register"],
