@@ -119,9 +119,14 @@ fn read_state(
     let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, *p, timeout)
-            .map_err(|e| RuntimeError::kafka(format!("reading offsets of {topic}"), e))?;
+        // Retried: right after the topic is created (or a leader moves) the broker
+        // answers "not leader" for a moment, and giving up here would start the
+        // partition's agents empty and overwrite their saved state.
+        let (low, high) = super::tailing::retry_blocking(timeout, || {
+            consumer
+                .fetch_watermarks(topic, *p, timeout)
+                .map_err(|e| RuntimeError::kafka(format!("reading offsets of {topic}"), e))
+        })?;
         if high > low {
             ends.insert(*p, high);
             tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
