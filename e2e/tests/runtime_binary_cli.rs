@@ -319,7 +319,8 @@ async fn two_runtimes_serve_echo_counter_and_the_python_agent() {
         took[45].as_secs_f64() * 1e3,
         took[49].as_secs_f64() * 1e3
     );
-    // Consumer lag comes from librdkafka's statistics, reported every 5 s.
+    // Consumer lag is read from Kafka on each scrape, for the inbox partitions with a
+    // committed offset (the 100 ms commit timer may not have run for the last RPCs yet).
     let start = Instant::now();
     let metrics = loop {
         let metrics = http
