@@ -21,7 +21,7 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 shellcheck:
-	shellcheck e2e/infra/*.sh e2e/*.sh e2e/kind/*.sh python/scripts/*.sh .ci/run
+	shellcheck e2e/infra/*.sh e2e/*.sh e2e/kind/*.sh python/scripts/*.sh bench/*.sh .ci/run
 
 unit:
 	$(CARGO) test --workspace --lib --bins

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::future::BoxFuture;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 
 use crate::agent::{Agent, AgentFactory, SharedAgent};
 use crate::error::RuntimeError;
@@ -212,28 +212,26 @@ impl LocalAgents {
 /// Runs work for agents: one item at a time per agent, in arrival order; different
 /// agents concurrently, at most `permits` at once. Idle agents cost no task.
 ///
-/// Work pushed from a thread outside the tokio runtime's tasks (the Kafka consumer
-/// threads) does not spawn there: spawning from outside wakes a parked worker thread
-/// per task, a system call per record. It goes to a starter task instead, which wakes
-/// once per batch and spawns from inside the runtime.
+/// Work pushed from a Kafka consumer thread spawns its agent's task from there (the
+/// thread has entered the tokio runtime): one wake of a worker, the least an idle
+/// runtime needs, and the handler starts on its first poll. A starter task in between
+/// (tried before) was meant to batch those wakes under load; it put a second task hop
+/// on every message's way, and neither its gain nor the hop's cost showed in the
+/// benchmarks (docs/tuning.md), so the simpler path stays.
 pub(crate) struct Mailboxes<W: Send + 'static> {
     shared: Arc<Shared<W>>,
-    starts: mpsc::UnboundedSender<(AgentId, W)>,
 }
 
 struct Shared<W> {
     queues: Mutex<HashMap<AgentId, VecDeque<W>>>,
     permits: Semaphore,
     run: Box<dyn Fn(AgentId, W) -> BoxFuture<'static, ()> + Send + Sync>,
-    /// The starter's end, until the first push from outside a task spawns it.
-    starter: Mutex<Option<mpsc::UnboundedReceiver<(AgentId, W)>>>,
 }
 
 impl<W: Send + 'static> Clone for Mailboxes<W> {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
-            starts: self.starts.clone(),
         }
     }
 }
@@ -244,15 +242,12 @@ impl<W: Send + 'static> Mailboxes<W> {
         max_concurrency: usize,
         run: impl Fn(AgentId, W) -> BoxFuture<'static, ()> + Send + Sync + 'static,
     ) -> Self {
-        let (starts, starter) = mpsc::unbounded_channel();
         Self {
             shared: Arc::new(Shared {
                 queues: Mutex::default(),
                 permits: Semaphore::new(max_concurrency.max(1)),
                 run: Box::new(run),
-                starter: Mutex::new(Some(starter)),
             }),
-            starts,
         }
     }
 
@@ -264,40 +259,13 @@ impl<W: Send + 'static> Mailboxes<W> {
             // A queue exists while its drain task runs: it will take the item.
             Some(q) => q.push_back(item),
             None => {
+                // Inserted before the task exists: the next push for `id` queues
+                // behind this item, whichever thread it comes from.
                 queues.insert(id.clone(), VecDeque::new());
                 drop(queues);
-                if tokio::task::try_id().is_some() {
-                    let shared = Arc::clone(&self.shared);
-                    tokio::spawn(shared.drain(id, item));
-                } else {
-                    self.start_outside(id, item);
-                }
+                tokio::spawn(Arc::clone(&self.shared).drain(id, item));
             }
         }
-    }
-
-    /// Hands a drain to the starter task (spawned by the first call).
-    fn start_outside(&self, id: AgentId, item: W) {
-        if let Some(mut starts) = self
-            .shared
-            .starter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            let shared = Arc::clone(&self.shared);
-            // Ends when every `Mailboxes` clone (every sender) is gone.
-            tokio::spawn(async move {
-                let mut batch = Vec::new();
-                while starts.recv_many(&mut batch, 256).await > 0 {
-                    for (id, item) in batch.drain(..) {
-                        tokio::spawn(Arc::clone(&shared).drain(id, item));
-                    }
-                }
-            });
-        }
-        // The receiver lives as long as a sender: the starter only ends after this.
-        let _ = self.starts.send((id, item));
     }
 }
 

@@ -198,6 +198,11 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
 }
 
 async fn metrics(State(gw): State<Gateway>) -> Response {
+    // Lag is read from Kafka per scrape (two small requests), not kept up to date
+    // between scrapes; a slow broker delays the scrape by at most twice this.
+    gw.runtime
+        .refresh_consumer_lag(Duration::from_secs(2))
+        .await;
     let text = prometheus::render(
         &gw.runtime.metrics(),
         prometheus::ProcessGauges {

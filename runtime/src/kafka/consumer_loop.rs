@@ -5,7 +5,8 @@
 //! own OS thread, never an async worker thread. Work runs on tokio; each record
 //! reports back through [`DoneSender`] once its outputs are acknowledged.
 //! Per partition the committed offset is the lowest not yet done; a partition with
-//! too much in flight is paused until it drains.
+//! too much in flight is paused until it drains. Its consumer lag is read on demand
+//! ([`ConsumerLoop::lag_reader`]).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +21,7 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
+use super::lag::LagReader;
 use super::offsets::OffsetTracker;
 
 /// A record finished: `(partition, offset)`.
@@ -66,8 +68,6 @@ pub(crate) trait PartitionWorker: Send + Sync + 'static {
     }
     /// Partitions were revoked; their work has finished (or the drain deadline passed).
     fn revoked(&self, _partitions: &[i32]) {}
-    /// Consumer lag per partition of `topic`, from librdkafka's periodic statistics.
-    fn report_lag(&self, _topic: &str, _lags: Vec<(i32, i64)>) {}
 }
 
 /// Limits of a consumer loop.
@@ -179,21 +179,7 @@ pub(crate) struct LoopContext<W> {
     shared: Arc<Shared<W>>,
 }
 
-impl<W: PartitionWorker> ClientContext for LoopContext<W> {
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        let topic = &self.shared.settings.topic;
-        if let Some(t) = statistics.topics.get(topic) {
-            // -1 means unknown (no committed offset or watermark yet).
-            let lags = t
-                .partitions
-                .iter()
-                .filter(|(p, s)| **p >= 0 && s.consumer_lag >= 0);
-            self.shared
-                .worker
-                .report_lag(topic, lags.map(|(p, s)| (*p, s.consumer_lag)).collect());
-        }
-    }
-}
+impl<W: PartitionWorker> ClientContext for LoopContext<W> {}
 
 impl<W: PartitionWorker> ConsumerContext for LoopContext<W> {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -278,6 +264,7 @@ pub(crate) struct ConsumerLoop {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     assignments: watch::Receiver<u64>,
+    lag: LagReader,
 }
 
 impl ConsumerLoop {
@@ -297,10 +284,12 @@ impl ConsumerLoop {
             paused: Mutex::default(),
             assignments: assign_tx,
         });
-        let consumer: BaseConsumer<LoopContext<W>> = config.create_with_context(LoopContext {
-            shared: Arc::clone(&shared),
-        })?;
+        let consumer: Arc<BaseConsumer<LoopContext<W>>> =
+            Arc::new(config.create_with_context(LoopContext {
+                shared: Arc::clone(&shared),
+            })?);
         consumer.subscribe(&[&settings.topic])?;
+        let lag = LagReader::new(&settings.topic, Arc::downgrade(&consumer));
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -315,7 +304,13 @@ impl ConsumerLoop {
             stop,
             thread: Some(thread),
             assignments: assign_rx,
+            lag,
         })
+    }
+
+    /// Reads this loop's consumer lag when asked (see [`LagReader`]).
+    pub(crate) fn lag_reader(&self) -> LagReader {
+        self.lag.clone()
     }
 
     /// Whether the group has handed this member an assignment yet.
@@ -342,7 +337,7 @@ impl Drop for ConsumerLoop {
 }
 
 fn poll_loop<W: PartitionWorker>(
-    consumer: BaseConsumer<LoopContext<W>>,
+    consumer: Arc<BaseConsumer<LoopContext<W>>>,
     shared: Arc<Shared<W>>,
     done: DoneSender,
     stop: Arc<AtomicBool>,
@@ -379,7 +374,8 @@ fn poll_loop<W: PartitionWorker>(
         tracing::warn!(%topic, left, "shutdown deadline passed with work in flight; it will be redelivered");
     }
     shared.commit_final(&consumer, &partitions);
-    // Dropping closes the consumer, which leaves the group at once (no session timeout).
+    // Dropping closes the consumer, which leaves the group at once (no session timeout);
+    // a lag read holding it (bounded by its timeout) delays that until it returns.
     drop(consumer);
     tracing::info!(%topic, "consumer stopped");
 }

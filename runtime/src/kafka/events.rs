@@ -59,10 +59,13 @@ impl PartitionWorker for EventsWorker {
         }
         let inner = Arc::clone(&self.inner);
         let done = done.clone();
-        let envelope = match Envelope::decode(message.headers(), message.payload()) {
+        // One copy of the record, decoded from its headers (librdkafka is not asked for
+        // each header again) and kept for a local delivery's dead letters and spans;
+        // the payload shares its buffer.
+        let original = Arc::new(Original::new(message));
+        let envelope = match Envelope::decode_pairs(original.headers(), original.payload_bytes()) {
             Ok(e) => e,
             Err(e) => {
-                let original = Original::new(message);
                 let reason = format!("undecodable event: {e}");
                 let task = async move {
                     match inner.outputs.dead_letter(&original, &reason).await {
@@ -123,7 +126,7 @@ impl PartitionWorker for EventsWorker {
             done,
         };
         let _entered = self.tokio.enter();
-        local_delivery::offer(&inner, owner, event, message);
+        local_delivery::offer(&inner, owner, event, original);
         Dispatched::Pending
     }
 }

@@ -232,10 +232,6 @@ impl PartitionWorker for InboxWorker {
         self.inner.handoff.busy(partitions)
     }
 
-    fn report_lag(&self, topic: &str, lags: Vec<(i32, i64)>) {
-        self.inner.metrics.set_lag(topic, lags);
-    }
-
     fn revoked(&self, partitions: &[i32]) {
         self.inner.hosted.revoked(partitions);
         self.inner.state.drop_partitions(partitions);

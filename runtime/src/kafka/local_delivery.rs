@@ -6,8 +6,6 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use rdkafka::message::BorrowedMessage;
-
 use super::Inner;
 use super::consumer_loop::{Dispatched, DoneSender};
 use super::delivery::{LocalEvent, deliver_event};
@@ -28,8 +26,8 @@ pub(crate) struct Outgoing {
     pub(crate) done: DoneSender,
 }
 
-/// An event kept for local delivery, with a copy of its events record (for dead
-/// letters and spans); only events that may be delivered locally pay for the copy.
+/// An event kept for local delivery, with the copy of its events record it was decoded
+/// from (for dead letters and spans).
 pub(crate) struct Held {
     event: Outgoing,
     original: Arc<Original>,
@@ -38,19 +36,11 @@ pub(crate) struct Held {
 /// Carries out the handoff's decisions for `inner`'s runtime.
 pub(crate) struct KafkaIo<'a>(pub(crate) &'a Arc<Inner>);
 
-/// Delivers `event` (read as `message`) for inbox partition `owner`: locally, held
+/// Delivers `event` (read as `original`) for inbox partition `owner`: locally, held
 /// for the switch, or forwarded through the inbox topic when this replica does not
 /// own `owner` (or local delivery is off).
-pub(crate) fn offer(
-    inner: &Arc<Inner>,
-    owner: i32,
-    event: Outgoing,
-    message: &BorrowedMessage<'_>,
-) {
-    let hold = |event| Held {
-        event,
-        original: Arc::new(Original::new(message)),
-    };
+pub(crate) fn offer(inner: &Arc<Inner>, owner: i32, event: Outgoing, original: Arc<Original>) {
+    let hold = |event| Held { event, original };
     if let Some(event) = inner.handoff.offer(&KafkaIo(inner), owner, event, hold) {
         forward(inner, event);
     }

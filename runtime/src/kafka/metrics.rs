@@ -1,6 +1,6 @@
 //! What the runtime counts, for `/metrics`: messages by agent type and outcome, RPC
 //! latency as seen by callers in this process, work in flight, dead letters, and
-//! consumer lag per inbox partition (from librdkafka's statistics).
+//! consumer lag per inbox partition (read from Kafka when `/metrics` is scraped).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -59,7 +59,7 @@ impl Metrics {
         }
     }
 
-    /// Replaces the lag figures of `topic` (from a statistics report).
+    /// Replaces the lag figures of `topic` (just read from Kafka).
     pub(crate) fn set_lag(&self, topic: &str, lags: impl IntoIterator<Item = (i32, i64)>) {
         let mut m = self.lag.lock().unwrap_or_else(|e| e.into_inner());
         m.retain(|(t, _), _| t != topic);
@@ -117,6 +117,7 @@ pub struct MetricsSnapshot {
     pub dead_lettered: u64,
     /// Events put into a mailbox by the events consumer itself, not via the inbox.
     pub events_delivered_locally: u64,
-    /// Consumer lag (records) by (topic, partition), refreshed every few seconds.
+    /// Consumer lag (records) by (topic, partition), as of the last
+    /// `KafkaAgentRuntime::refresh_consumer_lag` (each `/metrics` scrape).
     pub consumer_lag: BTreeMap<(String, i32), i64>,
 }

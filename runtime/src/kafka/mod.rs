@@ -13,7 +13,8 @@
 //! - `registry_client`: what this process writes to the registry (claims, heartbeats,
 //!   subscriptions, release on stop); `registry` is the pure view, `registry_log`
 //!   reads the topic; `replies` is the reply channel.
-//! - `consumer_loop` + `offsets`: one consumer thread per group, commit when done.
+//! - `consumer_loop` + `offsets`: one consumer thread per group, commit when done;
+//!   `lag`: its consumer lag, read when `/metrics` asks.
 //! - `inbox`: inbox records into agent mailboxes; `events`: the events topic;
 //!   `delivery`: one event into its recipients' mailboxes.
 //! - `handoff`: the pure route state machine of local delivery; `local_delivery`:
@@ -30,6 +31,7 @@ mod events;
 mod handoff;
 mod hosted;
 mod inbox;
+mod lag;
 mod local_delivery;
 mod metrics;
 mod offsets;
@@ -65,6 +67,7 @@ use crate::protocol::wire::now_ms;
 use consumer_loop::{ConsumerLoop, LoopSettings};
 use handoff::Handoff;
 use hosted::Hosted;
+use lag::LagReader;
 use local_delivery::Held;
 use metrics::Metrics;
 use outputs::Outputs;
@@ -110,6 +113,8 @@ pub(crate) struct Inner {
     registry: RegistryClient,
     replies: OnceLock<ReplyChannel>,
     loops: Mutex<Vec<ConsumerLoop>>,
+    /// Reads the inbox consumer's lag for `/metrics` (set once the loop started).
+    inbox_lag: OnceLock<LagReader>,
     started: AtomicBool,
     stopped: AtomicBool,
     /// Sends and publishes only: no inbox, no heartbeats, no agent types.
@@ -158,6 +163,7 @@ impl KafkaAgentRuntime {
             registry: RegistryClient::new(&config, &names),
             replies: OnceLock::new(),
             loops: Mutex::default(),
+            inbox_lag: OnceLock::new(),
             started: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             client_only,
@@ -257,9 +263,9 @@ impl KafkaAgentRuntime {
         let mut inbox_cfg = cfg
             .kafka
             .consumer_config(&names.inbox_group(&cfg.runtime_name));
-        inbox_cfg
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("statistics.interval.ms", "5000");
+        // No `statistics.interval.ms`: lag is read when /metrics asks
+        // (`refresh_consumer_lag`), not computed every few seconds for nobody.
+        inbox_cfg.set("partition.assignment.strategy", "cooperative-sticky");
         let inbox = ConsumerLoop::start(
             &inbox_cfg,
             settings(names.inbox(&cfg.runtime_name), "inbox"),
@@ -269,9 +275,7 @@ impl KafkaAgentRuntime {
         events::start_at_end_if_new(&cfg.kafka, &names.events(), &events_group, STARTUP_TIMEOUT)
             .await?;
         let mut events_cfg = cfg.kafka.consumer_config(&events_group);
-        events_cfg
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("statistics.interval.ms", "5000");
+        events_cfg.set("partition.assignment.strategy", "cooperative-sticky");
         let events = ConsumerLoop::start(
             &events_cfg,
             settings(names.events(), "events"),
@@ -279,6 +283,7 @@ impl KafkaAgentRuntime {
         )?;
         // Not waiting for the group joins here: records wait in Kafka, and the events
         // group's start position is committed above. `wait_ready` waits for them.
+        let _ = inner.inbox_lag.set(inbox.lag_reader());
         inner.loops().extend([inbox, events]);
         tracing::info!(runtime = %cfg.runtime_name, instance = %cfg.instance_id, prefix = %names.prefix(), "runtime started");
         Ok(())
@@ -361,9 +366,30 @@ impl KafkaAgentRuntime {
         }
     }
 
-    /// Everything counted, for `/metrics`.
+    /// Everything counted, for `/metrics`. Consumer lag is as of the last
+    /// [`KafkaAgentRuntime::refresh_consumer_lag`].
     pub fn metrics(&self) -> MetricsSnapshot {
         self.inner.metrics.snapshot()
+    }
+
+    /// Reads the inbox consumer lag from Kafka now (the group's committed offsets and
+    /// the partitions' end offsets, waiting at most `timeout` for each) and keeps it
+    /// for [`KafkaAgentRuntime::metrics`]. `/metrics` calls this on every scrape: a
+    /// runtime nobody scrapes spends nothing on lag. On failure the last figures stay.
+    pub async fn refresh_consumer_lag(&self, timeout: Duration) {
+        let Some(reader) = self.inner.inbox_lag.get().cloned() else {
+            return; // a client, or not started: no inbox
+        };
+        let read = tokio::task::spawn_blocking(move || {
+            let lags = reader.read(timeout);
+            (reader, lags)
+        })
+        .await;
+        match read {
+            Ok((reader, Ok(lags))) => self.inner.metrics.set_lag(reader.topic(), lags),
+            Ok((_, Err(e))) => tracing::debug!(error = %e, "reading consumer lag failed"),
+            Err(e) => tracing::debug!(error = %e, "reading consumer lag failed"),
+        }
     }
 
     /// Agent types with their hosting runtime, as the registry says now.

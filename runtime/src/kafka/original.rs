@@ -10,6 +10,10 @@ use rdkafka::message::Headers;
 /// Where a header's name and value are in [`Original`]'s buffer.
 type HeaderAt = (Range<usize>, Option<Range<usize>>);
 
+/// Bytes of name and value per header to reserve: our records' headers average
+/// about 35 (a dozen or so per record, ids and trace context the longest).
+const HEADER_BYTES_GUESS: usize = 48;
+
 /// One consumed record copied into a single buffer. librdkafka's own copy
 /// (`BorrowedMessage::detach`) allocates once per header, and every record carries a
 /// dozen; this is one allocation for the bytes and one for the header index.
@@ -27,18 +31,18 @@ pub(crate) struct Original {
 impl Original {
     /// Copies `message`.
     pub(crate) fn new(message: &impl Message) -> Self {
+        // One pass over the headers: each one read from librdkafka is a C call, a
+        // `strlen` and a UTF-8 check, so they are not read once to size the buffer
+        // and again to copy. The buffer is sized for typical header bytes instead and
+        // grows (rarely) when a record carries more.
         let headers = message.headers();
-        let header_bytes: usize = headers.map_or(0, |h| {
-            h.iter()
-                .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
-                .sum()
-        });
+        let count = headers.map_or(0, |h| h.count());
         let (key, value) = (message.key(), message.payload());
         let mut bytes = Vec::with_capacity(
             message.topic().len()
                 + key.map_or(0, <[u8]>::len)
                 + value.map_or(0, <[u8]>::len)
-                + header_bytes,
+                + count * HEADER_BYTES_GUESS,
         );
         let mut put = |b: &[u8]| {
             let start = bytes.len();
@@ -48,13 +52,13 @@ impl Original {
         let topic = put(message.topic().as_bytes());
         let key = key.map(&mut put);
         let value = value.map(&mut put);
-        let headers = headers
-            .map(|h| {
+        let mut index = Vec::with_capacity(count);
+        if let Some(h) = headers {
+            index.extend(
                 h.iter()
-                    .map(|h| (put(h.key.as_bytes()), h.value.map(&mut put)))
-                    .collect()
-            })
-            .unwrap_or_default();
+                    .map(|h| (put(h.key.as_bytes()), h.value.map(&mut put))),
+            );
+        }
         Self {
             partition: message.partition(),
             offset: message.offset(),
@@ -62,7 +66,7 @@ impl Original {
             topic,
             key,
             value,
-            headers,
+            headers: index.into_boxed_slice(),
         }
     }
 
