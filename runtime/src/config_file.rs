@@ -121,6 +121,10 @@ pub struct RuntimeSection {
     /// partition (`WorkerConfig::local_delivery`); `false`: always through the inbox.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub local_delivery: bool,
+    /// Journal durable steps in the state topic (`WorkerConfig::durable_steps`);
+    /// `false`: steps of a redelivered message run again.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub durable_steps: bool,
 }
 
 fn yes() -> bool {
@@ -468,6 +472,7 @@ impl RuntimeConfigFile {
         cfg.rpc_timeout = Duration::from_millis(self.runtime.rpc_timeout_ms);
         cfg.max_message_bytes = self.runtime.max_message_bytes;
         cfg.local_delivery = self.runtime.local_delivery;
+        cfg.durable_steps = self.runtime.durable_steps;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use tracing::field::Empty;
 
+use crate::durable::Steps;
 use crate::error::RuntimeError;
 use crate::ids::{AgentId, TopicId};
 use crate::message::{Message, Payload};
@@ -75,6 +76,8 @@ pub struct MessageContext {
     /// Trace context of the message.
     pub trace: TraceContext,
     transport: Arc<dyn Transport>,
+    /// Durable steps of this message (`durable`); no journal unless the runtime gives one.
+    steps: Steps,
 }
 
 impl std::fmt::Debug for MessageContext {
@@ -169,7 +172,19 @@ impl MessageContext {
             cancellation,
             trace,
             transport,
+            steps: Steps::default(),
         }
+    }
+
+    /// This context with `steps` journaled by the runtime (see [`crate::durable`]).
+    pub(crate) fn with_steps(mut self, steps: Steps) -> Self {
+        self.steps = steps;
+        self
+    }
+
+    /// The durable steps of this message.
+    pub(crate) fn steps(&self) -> &Steps {
+        &self.steps
     }
 
     /// Sends an RPC from this agent and waits for the reply. Calling yourself fails

@@ -10,7 +10,8 @@
 //! # Layout (in reading order)
 //! - The agent API: [`ids`] (agent and topic ids), [`message`] (typed messages and
 //!   their [`Payload`]), [`agent`] (the [`Agent`] trait, typed routes, handler
-//!   errors), [`context`] (what a handler can do while it runs), [`subscription`],
+//!   errors), [`context`] (what a handler can do while it runs), [`durable`] (steps
+//!   of a handler that run once per message), [`subscription`],
 //!   [`api`] (the [`AgentRuntime`] trait both runtimes implement), [`error`].
 //! - Runtimes: [`memory`] (in-process, for tests), [`kafka`] (over Kafka; its module
 //!   doc lists its parts), with `local` (agent instances and mailboxes, shared by both).
@@ -31,6 +32,7 @@ pub mod config;
 pub mod config_file;
 pub mod context;
 pub mod defaults;
+pub mod durable;
 pub mod error;
 pub mod ids;
 pub mod kafka;

@@ -66,6 +66,9 @@ pub(crate) trait PartitionWorker: Send + Sync + 'static {
     }
     /// Partitions were revoked; their work has finished (or the drain deadline passed).
     fn revoked(&self, _partitions: &[i32]) {}
+    /// Offsets of `topic` were committed: `(partition, position)`, everything before
+    /// `position` is done for good. May be called more than once for a position.
+    fn committed(&self, _topic: &str, _commits: &[(i32, i64)]) {}
     /// Consumer lag per partition of `topic`, from librdkafka's periodic statistics.
     fn report_lag(&self, _topic: &str, _lags: Vec<(i32, i64)>) {}
 }
@@ -160,8 +163,13 @@ impl<W: PartitionWorker> Shared<W> {
                 tracing::warn!(partition = p, offset = o, "invalid commit offset");
             }
         }
-        if let Err(e) = consumer.commit(&tpl, mode) {
-            self.commit_failed(&tpl, &e);
+        match consumer.commit(&tpl, mode) {
+            Err(e) => self.commit_failed(&tpl, &e),
+            // An asynchronous commit reports in `commit_callback`.
+            Ok(()) if matches!(mode, CommitMode::Sync) => {
+                self.worker.committed(&self.settings.topic, commits);
+            }
+            Ok(()) => {}
         }
     }
 
@@ -241,8 +249,20 @@ impl<W: PartitionWorker> ConsumerContext for LoopContext<W> {
         offsets: &TopicPartitionList,
     ) {
         // Asynchronous commits report here; a failed one is sent again.
-        if let Err(e) = result {
-            self.shared.commit_failed(offsets, &e);
+        match result {
+            Err(e) => self.shared.commit_failed(offsets, &e),
+            Ok(()) => {
+                let topic = &self.shared.settings.topic;
+                let commits: Vec<(i32, i64)> = offsets
+                    .elements_for_topic(topic)
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some((e.partition(), o)),
+                        _ => None,
+                    })
+                    .collect();
+                self.shared.worker.committed(topic, &commits);
+            }
         }
     }
 

@@ -45,6 +45,12 @@ impl EventsWorker {
 }
 
 impl PartitionWorker for EventsWorker {
+    fn committed(&self, topic: &str, commits: &[(i32, i64)]) {
+        // Events delivered locally journal their steps against the events record.
+        let dropped = self.inner.journal.committed(topic, commits);
+        super::journal::tombstone(&self.inner, dropped, &self.tokio);
+    }
+
     fn assigned(&self, _partitions: &[i32]) {
         let _entered = self.tokio.enter();
         self.inner.handoff.events_assigned(&KafkaIo(&self.inner));

@@ -239,5 +239,11 @@ impl PartitionWorker for InboxWorker {
     fn revoked(&self, partitions: &[i32]) {
         self.inner.hosted.revoked(partitions);
         self.inner.state.drop_partitions(partitions);
+        self.inner.journal.drop_partitions(partitions);
+    }
+
+    fn committed(&self, topic: &str, commits: &[(i32, i64)]) {
+        let dropped = self.inner.journal.committed(topic, commits);
+        super::journal::tombstone(&self.inner, dropped, &self.tokio);
     }
 }
