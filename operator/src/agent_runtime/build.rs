@@ -204,6 +204,7 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
             rpc_timeout_ms: defaults::RPC_TIMEOUT.as_millis() as u64,
             max_message_bytes: defaults::MAX_MESSAGE_BYTES,
             local_delivery: true,
+            durable_steps: true,
         },
         agents: ar
             .spec
