@@ -14,7 +14,7 @@ use crate::error::RuntimeError;
 use crate::gateway::Gateway;
 use crate::kafka::KafkaAgentRuntime;
 use crate::subscription::Subscription;
-use crate::{builtins, http_agent};
+use crate::{builtins, http_agent, llm};
 
 /// How long stopping waits for HTTP requests in flight (RPCs end at their deadline).
 const HTTP_DRAIN: Duration = Duration::from_secs(15);
@@ -58,6 +58,14 @@ pub fn load_config(
 /// The agent factories the file declares, by type, in file order; `code: {}` entries
 /// have none (the hosting program registers them).
 pub fn factories(file: &RuntimeConfigFile) -> Result<Vec<(String, AgentFactory)>, ConfigError> {
+    factories_with_env(file, |k| std::env::var(k).ok())
+}
+
+/// [`factories`], reading the API keys of `llm` agents through `env`.
+pub fn factories_with_env(
+    file: &RuntimeConfigFile,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, AgentFactory)>, ConfigError> {
     let client = http_agent::client()
         .map_err(|e| ConfigError::invalid("agents", "", format!("http client: {e}")))?;
     file.agents
@@ -65,6 +73,22 @@ pub fn factories(file: &RuntimeConfigFile) -> Result<Vec<(String, AgentFactory)>
         .enumerate()
         .filter(|(_, a)| !a.is_code())
         .map(|(i, a)| {
+            if let Some(l) = &a.llm {
+                let key = match &l.model.api_key_env {
+                    None => None,
+                    Some(var) => Some(env(var).filter(|k| !k.is_empty()).ok_or_else(|| {
+                        ConfigError::invalid(
+                            format!("agents[{i}].llm.model.apiKeyEnv"),
+                            var,
+                            "names an environment variable that is not set",
+                        )
+                    })?),
+                };
+                return Ok((
+                    a.agent_type.clone(),
+                    llm::factory(client.clone(), l.clone(), key),
+                ));
+            }
             let factory = match (&a.builtin, &a.http) {
                 (Some(b), _) => {
                     builtins::factory(*b, a.relay.as_ref().map(|r| r.publish.topic_type.as_str()))
