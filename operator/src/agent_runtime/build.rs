@@ -228,6 +228,7 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
                     retries: 2,
                 }),
                 code: a.code.as_ref().map(|_| CodeAgent {}),
+                llm: None,
             })
             .collect(),
         subscriptions: Vec::new(),
