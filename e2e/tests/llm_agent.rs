@@ -272,6 +272,45 @@ fn replies_on(net: &TestNet, instance: &str) -> usize {
     n
 }
 
+/// Journal keys in runtime `runtime`'s state topic: `(written, still live)` — live
+/// means the latest record of the key is not a tombstone.
+fn journal_keys(net: &TestNet, runtime: &str) -> (usize, usize) {
+    let topic = TopicNames::new(&net.prefix).unwrap().state(runtime);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &net.bootstrap)
+        .set("group.id", "llm-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut latest = std::collections::HashMap::new();
+    for p in 0..2 {
+        let (low, high) = consumer
+            .fetch_watermarks(&topic, p, Duration::from_secs(10))
+            .unwrap();
+        if high <= low {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, p, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                use rdkafka::Message as _;
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                if key.contains("#step/") {
+                    latest.insert(key, m.payload().is_some());
+                }
+                if m.offset() + 1 >= high {
+                    break;
+                }
+            }
+        }
+    }
+    (latest.len(), latest.values().filter(|live| **live).count())
+}
+
 /// A three-model-call turn (model, counter, model [held, SIGKILL], counter, model):
 /// what the model server and the counter saw after the hosting process was killed
 /// during the second model call and a new process handled the redelivered message.
@@ -279,6 +318,8 @@ struct CrashOutcome {
     model_calls_per_step: [usize; 3],
     counter_calls: u64,
     replies: usize,
+    /// Journal keys written, and still live a while after the reply.
+    journal: (usize, usize),
 }
 
 async fn crash_during_a_turn(durable: bool) -> CrashOutcome {
@@ -349,11 +390,19 @@ async fn crash_during_a_turn(durable: bool) -> CrashOutcome {
         .unwrap_or_else(|e| panic!("{e}; log:\n{}", second.log_text()));
     assert_eq!(answer["content"], "done");
     let replies = replies_on(&net, &instance);
+    // The input is committed within the commit interval; its journal is then dropped.
+    let start = Instant::now();
+    let mut journal = journal_keys(&net, "asst");
+    while journal.1 > 0 && start.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        journal = journal_keys(&net, "asst");
+    }
     let outcome = CrashOutcome {
         model_calls_per_step: [0, 1, 2].map(|s| model.count_at("go", s)),
         // This call counts too.
         counter_calls: count_of(&caller, "bob").await - 1,
         replies,
+        journal,
     };
     caller.stop().await.unwrap();
     for p in [&mut second, &mut tools] {
@@ -373,6 +422,12 @@ async fn durable_steps_make_each_completed_model_and_tool_call_once_across_a_sig
     );
     assert_eq!(o.counter_calls, 2, "each completed tool call was made once");
     assert_eq!(o.replies, 1, "the caller got one reply");
+    // model/0, tool/0 (first process), model/1, tool/1, model/2 (second).
+    assert_eq!(
+        o.journal,
+        (5, 0),
+        "five steps journaled, all dropped after the commit"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,6 +440,7 @@ async fn durable_steps_disabled_repeat_the_completed_calls_after_a_sigkill() {
     );
     assert_eq!(o.counter_calls, 3, "and the first tool call too");
     assert_eq!(o.replies, 1);
+    assert_eq!(o.journal, (0, 0), "nothing journaled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -69,6 +69,11 @@ pub(crate) trait PartitionWorker: Send + Sync + 'static {
     /// Offsets of `topic` were committed: `(partition, position)`, everything before
     /// `position` is done for good. May be called more than once for a position.
     fn committed(&self, _topic: &str, _commits: &[(i32, i64)]) {}
+    /// Whether [`PartitionWorker::committed`] has something to do for these commits
+    /// (then they are made synchronously, so it is called once they are durable).
+    fn awaits_commit(&self, _topic: &str, _commits: &[(i32, i64)]) -> bool {
+        false
+    }
     /// Consumer lag per partition of `topic`, from librdkafka's periodic statistics.
     fn report_lag(&self, _topic: &str, _lags: Vec<(i32, i64)>) {}
 }
@@ -135,6 +140,14 @@ impl<W: PartitionWorker> Shared<W> {
     /// Commits what moved since the last commit.
     fn commit<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, mode: CommitMode) {
         let commits = self.tracker().take_commits();
+        // A commit the worker waits for (to drop journal entries) is made synchronously:
+        // the results of asynchronous commits were not seen reaching `commit_callback`
+        // (rdkafka 0.39), and acting before the commit is durable would be wrong.
+        let mode = if self.worker.awaits_commit(&self.settings.topic, &commits) {
+            CommitMode::Sync
+        } else {
+            mode
+        };
         self.send_commits(consumer, &commits, mode);
     }
 

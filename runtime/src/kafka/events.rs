@@ -45,6 +45,10 @@ impl EventsWorker {
 }
 
 impl PartitionWorker for EventsWorker {
+    fn awaits_commit(&self, topic: &str, commits: &[(i32, i64)]) -> bool {
+        self.inner.journal.awaits(topic, commits)
+    }
+
     fn committed(&self, topic: &str, commits: &[(i32, i64)]) {
         // Events delivered locally journal their steps against the events record.
         let dropped = self.inner.journal.committed(topic, commits);

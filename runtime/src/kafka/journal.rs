@@ -132,6 +132,7 @@ impl Journal {
                 let done = std::mem::replace(by_offset, later);
                 dropped.extend(done.into_values().flatten());
             }
+            pending.retain(|_, by_offset| !by_offset.is_empty());
         }
         if !dropped.is_empty() {
             let mut entries = self.entries();
@@ -142,6 +143,17 @@ impl Journal {
             }
         }
         dropped
+    }
+
+    /// Whether committing `commits` of `topic` would let entries be dropped.
+    pub(crate) fn awaits(&self, topic: &str, commits: &[(i32, i64)]) -> bool {
+        let pending = self.pending();
+        commits.iter().any(|(p, pos)| {
+            pending
+                .get(&(topic.to_owned(), *p))
+                .and_then(|by_offset| by_offset.keys().next())
+                .is_some_and(|first| first < pos)
+        })
     }
 
     /// State partitions revoked: their entries belong to the next owner now.
@@ -286,6 +298,8 @@ mod tests {
             j.committed("p.rt.inbox", &[(0, 5)]).is_empty(),
             "5 not committed yet"
         );
+        assert!(!j.awaits("p.rt.inbox", &[(0, 5)]));
+        assert!(j.awaits("p.rt.inbox", &[(0, 6)]));
         let mut dropped = j.committed("p.rt.inbox", &[(0, 6)]);
         dropped.sort();
         assert_eq!(
