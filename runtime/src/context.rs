@@ -182,9 +182,23 @@ impl MessageContext {
         self
     }
 
-    /// The durable steps of this message.
-    pub(crate) fn steps(&self) -> &Steps {
-        &self.steps
+    /// Runs `work` as durable step `name` of this message: if the step completed
+    /// when this message was handled before, its journaled result is returned and
+    /// `work` does not run; otherwise `work` runs and its successful result is
+    /// journaled before this returns. A failed step is not journaled (it runs again
+    /// next time). Side effects of `work` must be idempotent or keyed: a step that was
+    /// interrupted before its result was journaled runs again. Steps are numbered per
+    /// name in call order, so call them in the same order for the same message; see
+    /// [`crate::durable`] and docs/protocol.md ("Durable steps").
+    pub async fn step<T, E, F>(&self, name: &str, work: F) -> Result<T, E>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        E: From<RuntimeError>,
+        F: std::future::Future<Output = Result<T, E>>,
+    {
+        self.steps
+            .run(&self.recipient, &self.message_id, name, work)
+            .await
     }
 
     /// Sends an RPC from this agent and waits for the reply. Calling yourself fails

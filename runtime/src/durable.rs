@@ -24,8 +24,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::config::ConfigError;
-use crate::context::MessageContext;
 use crate::error::RuntimeError;
+use crate::ids::AgentId;
 
 /// Where completed steps of the message being handled are kept.
 #[async_trait]
@@ -80,37 +80,38 @@ fn check_name(name: &str) -> Result<(), RuntimeError> {
     }
 }
 
-impl MessageContext {
-    /// Runs `work` as durable step `name` of this message: if the step completed
-    /// when this message was handled before, its journaled result is returned and
-    /// `work` does not run; otherwise `work` runs and its successful result is
-    /// journaled before this returns. A failed step is not journaled (it runs again
-    /// next time). Side effects of `work` must be idempotent or keyed: a step that was
-    /// interrupted before its result was journaled runs again.
-    pub async fn step<T, E, F>(&self, name: &str, work: F) -> Result<T, E>
+impl Steps {
+    /// Runs `work` as step `name` of message `message_id` handled by `agent`: see
+    /// [`MessageContext::step`](crate::context::MessageContext::step).
+    pub(crate) async fn run<T, E, F>(
+        &self,
+        agent: &AgentId,
+        message_id: &str,
+        name: &str,
+        work: F,
+    ) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned,
         E: From<RuntimeError>,
         F: Future<Output = Result<T, E>>,
     {
         check_name(name)?;
-        let steps = self.steps();
-        let n = steps.next_number(name);
-        let Some(journal) = &steps.journal else {
+        let n = self.next_number(name);
+        let Some(journal) = &self.journal else {
             return work.await;
         };
         if let Some(value) = journal.lookup(name, n) {
-            tracing::debug!(step = name, n, message_id = %self.message_id, "step replayed from the journal");
+            tracing::debug!(step = name, n, message_id, "step replayed from the journal");
             return serde_json::from_value(value).map_err(|e| {
                 E::from(RuntimeError::Handler {
-                    agent: self.recipient.to_string(),
+                    agent: agent.to_string(),
                     message: format!("journaled result of step {name}/{n} does not decode: {e}"),
                 })
             });
         }
         let result = work.await?;
         let value = serde_json::to_value(&result).map_err(|e| RuntimeError::Handler {
-            agent: self.recipient.to_string(),
+            agent: agent.to_string(),
             message: format!("result of step {name}/{n} does not encode: {e}"),
         })?;
         journal.record(name, n, &value).await?;
@@ -121,22 +122,7 @@ impl MessageContext {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::{Delivery, OutgoingEvent, OutgoingRpc, Transport};
-    use crate::ids::AgentId;
-    use crate::message::Payload;
     use std::sync::atomic::{AtomicU32, Ordering};
-    use tokio_util::sync::CancellationToken;
-
-    struct NoTransport;
-    #[async_trait]
-    impl Transport for NoTransport {
-        async fn send(&self, _: OutgoingRpc) -> Result<Option<Payload>, RuntimeError> {
-            Err(RuntimeError::Stopped)
-        }
-        async fn publish(&self, _: OutgoingEvent) -> Result<(), RuntimeError> {
-            Err(RuntimeError::Stopped)
-        }
-    }
 
     #[derive(Default)]
     struct MapJournal(Mutex<HashMap<(String, u32), Value>>);
@@ -154,27 +140,20 @@ mod tests {
         }
     }
 
-    fn ctx(journal: Option<Arc<MapJournal>>) -> MessageContext {
-        let delivery = Delivery {
-            recipient: AgentId::new("a", "k").unwrap(),
-            sender: None,
-            topic: None,
-            is_rpc: true,
-            message_id: "m1".into(),
-            trace: None,
-        };
-        let ctx = MessageContext::new(delivery, CancellationToken::new(), Arc::new(NoTransport));
+    /// The steps of one delivery of message `m1` to `a/k`.
+    fn delivery(journal: Option<Arc<MapJournal>>) -> Steps {
         match journal {
-            Some(j) => ctx.with_steps(Steps::journaled(j)),
-            None => ctx,
+            Some(j) => Steps::journaled(j),
+            None => Steps::default(),
         }
     }
 
-    async fn handler(ctx: &MessageContext, runs: &AtomicU32, fail_second: bool) -> Vec<u32> {
+    async fn handler(steps: &Steps, runs: &AtomicU32, fail_second: bool) -> Vec<u32> {
+        let agent = AgentId::new("a", "k").unwrap();
         let mut out = Vec::new();
         for i in 0..2u32 {
-            let r: Result<u32, RuntimeError> = ctx
-                .step("call", async {
+            let r: Result<u32, RuntimeError> = steps
+                .run(&agent, "m1", "call", async {
                     runs.fetch_add(1, Ordering::SeqCst);
                     if fail_second && i == 1 {
                         return Err(RuntimeError::Stopped);
@@ -195,38 +174,48 @@ mod tests {
         let journal = Arc::new(MapJournal::default());
         let runs = AtomicU32::new(0);
         // First attempt: step 0 completes, step 1 fails (as if the process died there).
-        assert_eq!(handler(&ctx(Some(journal.clone())), &runs, true).await, [0]);
+        assert_eq!(
+            handler(&delivery(Some(journal.clone())), &runs, true).await,
+            [0]
+        );
         assert_eq!(runs.load(Ordering::SeqCst), 2);
         // Redelivery: step 0 is replayed, only step 1 runs.
         assert_eq!(
-            handler(&ctx(Some(journal.clone())), &runs, false).await,
+            handler(&delivery(Some(journal.clone())), &runs, false).await,
             [0, 10]
         );
         assert_eq!(runs.load(Ordering::SeqCst), 3, "step 0 did not run again");
         // A third delivery runs nothing.
-        assert_eq!(handler(&ctx(Some(journal)), &runs, false).await, [0, 10]);
+        assert_eq!(
+            handler(&delivery(Some(journal)), &runs, false).await,
+            [0, 10]
+        );
         assert_eq!(runs.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
     async fn without_a_journal_every_step_runs() {
         let runs = AtomicU32::new(0);
-        handler(&ctx(None), &runs, false).await;
-        handler(&ctx(None), &runs, false).await;
+        handler(&delivery(None), &runs, false).await;
+        handler(&delivery(None), &runs, false).await;
         assert_eq!(runs.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]
     async fn bad_step_names_and_undecodable_journal_entries_fail() {
-        let c = ctx(None);
-        let r: Result<u32, RuntimeError> = c.step("a/b", async { Ok(1) }).await;
+        let agent = AgentId::new("a", "k").unwrap();
+        let r: Result<u32, RuntimeError> = delivery(None)
+            .run(&agent, "m1", "a/b", async { Ok(1) })
+            .await;
         assert!(r.is_err());
         let journal = Arc::new(MapJournal::default());
         journal
             .record("s", 0, &Value::String("not a number".into()))
             .await
             .unwrap();
-        let r: Result<u32, RuntimeError> = ctx(Some(journal)).step("s", async { Ok(1) }).await;
+        let r: Result<u32, RuntimeError> = delivery(Some(journal))
+            .run(&agent, "m1", "s", async { Ok(1) })
+            .await;
         assert!(matches!(r, Err(RuntimeError::Handler { .. })), "{r:?}");
     }
 }
