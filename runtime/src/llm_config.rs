@@ -101,17 +101,26 @@ impl Default for MemorySettings {
     }
 }
 
+/// Default of `maxIterations`.
+pub const DEFAULT_MAX_ITERATIONS: u32 = 8;
+/// Default of `model.timeoutMs`.
+pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
+/// Default of `model.retries`.
+pub const DEFAULT_RETRIES: u32 = 3;
+/// Default of `memory.maxMessages`.
+pub const DEFAULT_MAX_MESSAGES: usize = 20;
+
 fn default_max_iterations() -> u32 {
-    8
+    DEFAULT_MAX_ITERATIONS
 }
 fn default_timeout_ms() -> u64 {
-    60_000
+    DEFAULT_TIMEOUT_MS
 }
 fn default_retries() -> u32 {
-    3
+    DEFAULT_RETRIES
 }
 fn default_max_messages() -> usize {
-    20
+    DEFAULT_MAX_MESSAGES
 }
 
 impl LlmSettings {

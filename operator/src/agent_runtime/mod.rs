@@ -3,6 +3,7 @@
 
 pub mod autoscale;
 pub mod build;
+pub mod llm_build;
 mod status;
 
 use std::sync::Arc;
