@@ -49,6 +49,12 @@ impl PartitionWorker for EventsWorker {
         self.inner.journal.awaits(topic, commits)
     }
 
+    fn revoked(&self, partitions: &[i32]) {
+        self.inner
+            .journal
+            .forget_inputs(&self.inner.names.events(), partitions);
+    }
+
     fn committed(&self, topic: &str, commits: &[(i32, i64)]) {
         // Events delivered locally journal their steps against the events record.
         let dropped = self.inner.journal.committed(topic, commits);

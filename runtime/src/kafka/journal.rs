@@ -173,6 +173,14 @@ impl Journal {
         pending.retain(|_, by_offset| !by_offset.is_empty());
     }
 
+    /// Partitions of input topic `topic` were revoked: their commits are no longer
+    /// seen here, so what waited for them is forgotten (the entries stay in the topic
+    /// until the next owner of their state partition drops them).
+    pub(crate) fn forget_inputs(&self, topic: &str, partitions: &[i32]) {
+        self.pending()
+            .retain(|(t, p), _| t != topic || !partitions.contains(p));
+    }
+
     /// Entries held in memory (for tests and metrics).
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -322,6 +330,13 @@ mod tests {
         record(&j, "a/k#step/m5/s/0", 5);
         j.restore(3, "a/k#step/bad/s/0", Some(b"not json"));
         assert_eq!(j.len(), 1, "undecodable entries are skipped");
+        j.forget_inputs("p.rt.inbox", &[1]);
+        assert!(
+            j.awaits("p.rt.inbox", &[(0, 100)]),
+            "other partitions are kept"
+        );
+        j.forget_inputs("p.rt.inbox", &[0]);
+        assert!(!j.awaits("p.rt.inbox", &[(0, 100)]));
         j.drop_partitions(&[3]);
         assert_eq!(j.len(), 0);
         assert!(j.committed("p.rt.inbox", &[(0, 100)]).is_empty());
