@@ -199,7 +199,7 @@ pub async fn run(
             format!("agents[{i}].code"),
             &file.agents[i].agent_type,
             "is registered by a program (e.g. python -m switchboard serve); \
-             switchboard-runtime run hosts only builtin and http agents",
+             switchboard-runtime run hosts only builtin, http and llm agents",
         )
         .into());
     }
@@ -335,6 +335,23 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(e.field, "kafka.topicPrefix");
+    }
+
+    #[test]
+    fn an_llm_agent_needs_the_api_key_variable_it_names() {
+        let text = "kafka: { bootstrapServers: \"127.0.0.1:9\", topicPrefix: demo }\n\
+                    runtime: { name: rt1 }\n\
+                    agents:\n  - { type: a, llm: { model: { endpoint: \"http://127.0.0.1:9/v1\", model: m, apiKeyEnv: KEY_A } } }\n";
+        let file = load_config(text, |_| None).unwrap();
+        let Err(e) = factories_with_env(&file, |_| None) else {
+            panic!("an unset key variable was accepted")
+        };
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("agents[0].llm.model.apiKeyEnv", "KEY_A")
+        );
+        let set = factories_with_env(&file, |k| (k == "KEY_A").then(|| "sk-1".to_owned()));
+        assert_eq!(set.map(|f| f.len()).ok(), Some(1));
     }
 
     #[tokio::test]
