@@ -11,6 +11,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::llm_agent::LlmAgentSpec;
+
 /// Desired state of an AgentRuntime: which agents to host, on how many pods, over
 /// which Kafka cluster and topic prefix.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -241,12 +243,12 @@ impl Default for TopicsSpec {
     }
 }
 
-/// One hosted agent type: a built-in agent, an HTTP agent, or an agent the runtime's
-/// program registers itself (`code: {}`).
+/// One hosted agent type: a built-in agent, an HTTP agent, an agent the runtime's
+/// program registers itself (`code: {}`), or a model-backed agent (`llm`).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(
-    validation = Rule::new("[has(self.builtin), has(self.http), has(self.code)].filter(k, k).size() == 1")
-        .message("exactly one of builtin, http and code is required"),
+    validation = Rule::new("[has(self.builtin), has(self.http), has(self.code), has(self.llm)].filter(k, k).size() == 1")
+        .message("exactly one of builtin, http, code and llm is required"),
     validation = Rule::new("!has(self.relay) || (has(self.builtin) && self.builtin == 'relay')")
         .message("relay settings are only for the relay builtin")
         .field_path(".relay"),
@@ -278,6 +280,11 @@ pub struct AgentSpec {
     /// usually `image` (an image that has it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<CodeAgentSpec>,
+    /// A model-backed agent: an OpenAI-compatible Chat Completions model, other agent
+    /// types as tools, conversation memory per key; every model and tool call is a
+    /// durable step (not repeated when a message is redelivered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmAgentSpec>,
 }
 
 /// `code: {}`: the agent comes from the runtime's program; nothing to configure here.

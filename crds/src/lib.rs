@@ -8,11 +8,13 @@
 //! # Layout
 //! - [`agent_runtime`] — `AgentRuntime` (spec, status, CEL rules).
 //! - [`agent_subscription`] — `AgentSubscription`.
+//! - [`llm_agent`] — the `llm` agent kind of an `AgentRuntime`.
 //! - this file: the group and [`all`] CRDs, as `crdgen` writes them.
 
 pub mod agent_runtime;
 pub mod agent_subscription;
 pub mod description;
+pub mod llm_agent;
 
 pub use agent_runtime::{AgentRuntime, AgentRuntimeSpec, AgentRuntimeStatus};
 pub use agent_subscription::{AgentSubscription, AgentSubscriptionSpec, AgentSubscriptionStatus};

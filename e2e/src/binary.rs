@@ -208,6 +208,17 @@ impl RuntimeProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends SIGKILL (by pid) and reaps the process: no graceful stop, no commit.
+    pub async fn kill_hard(&mut self) {
+        let pid = self.child.id().expect("the process is running");
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -KILL {pid} failed");
+        let _ = self.child.wait().await;
+    }
+
     /// Sends SIGTERM (by pid).
     pub fn terminate(&self) {
         let pid = self.child.id().expect("the process is running");

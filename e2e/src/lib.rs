@@ -9,7 +9,8 @@
 //!   [`client_settings`] (librdkafka settings the benchmarks apply to every client).
 //! - Runtime tests: [`net`] (an agent network with a fresh prefix per test), [`agents`]
 //!   (the test agents and messages), [`binary`] (the `switchboard-runtime` binary as
-//!   a subprocess).
+//!   a subprocess), [`model_server`] (an OpenAI Chat Completions server with scripted
+//!   replies, for the `llm` agent).
 //! - Cluster tests: [`system`] (the end-to-end suite's system under test), [`crds`]
 //!   (installing the CRDs), [`node`] (the pods-as-processes node agent).
 //! - [`wait`]: bounded waits, so no test hangs.
@@ -19,6 +20,7 @@ pub mod binary;
 pub mod client_settings;
 pub mod crds;
 pub mod env;
+pub mod model_server;
 pub mod net;
 pub mod node;
 pub mod system;

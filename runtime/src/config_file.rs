@@ -11,6 +11,7 @@
 //!   - { type: relay,   builtin: relay, relay: { publish: { topicType: out } } }
 //!   - { type: py,      http: { url: "http://127.0.0.1:8081/agents/py" } }
 //!   - { type: planner, code: {} }    # registered by the program itself
+//!   - { type: assistant, llm: { model: { endpoint: "http://127.0.0.1:8000/v1", model: m } } }
 //! subscriptions:
 //!   - { topicType: alerts, agentType: counter }
 //!   - { topicTypePrefix: "team.", agentType: relay }
@@ -32,6 +33,7 @@ use crate::config::{ConfigError, KafkaConfig, SaslCredentials};
 use crate::defaults;
 use crate::ids::validate_agent_type;
 use crate::kafka::WorkerConfig;
+use crate::llm_config::LlmSettings;
 use crate::subscription::Subscription;
 
 /// The whole file.
@@ -121,6 +123,10 @@ pub struct RuntimeSection {
     /// partition (`WorkerConfig::local_delivery`); `false`: always through the inbox.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub local_delivery: bool,
+    /// Journal durable steps in the state topic (`WorkerConfig::durable_steps`);
+    /// `false`: steps of a redelivered message run again.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub durable_steps: bool,
 }
 
 fn yes() -> bool {
@@ -146,7 +152,7 @@ fn default_max_message_bytes() -> usize {
     defaults::MAX_MESSAGE_BYTES
 }
 
-/// One entry of `agents:`: exactly one of `builtin`, `http` and `code`.
+/// One entry of `agents:`: exactly one of `builtin`, `http`, `code` and `llm`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentEntry {
@@ -166,6 +172,9 @@ pub struct AgentEntry {
     /// `python -m switchboard serve`); `switchboard-runtime run` refuses such entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<CodeAgent>,
+    /// A model-backed agent (OpenAI-compatible Chat Completions, tools, memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmSettings>,
 }
 
 /// `code: {}` of an agent registered by the hosting program. Empty: the program
@@ -341,23 +350,37 @@ impl RuntimeConfigFile {
                     "is declared twice",
                 ));
             }
-            let kinds = [a.builtin.is_some(), a.http.is_some(), a.code.is_some()];
+            let kinds = [
+                a.builtin.is_some(),
+                a.http.is_some(),
+                a.code.is_some(),
+                a.llm.is_some(),
+            ];
             match kinds.iter().filter(|k| **k).count() {
                 0 => {
                     return Err(ConfigError::invalid(
                         at("builtin"),
                         "",
-                        "one of builtin, http or code is required",
+                        "one of builtin, http, code or llm is required",
                     ));
                 }
                 1 => {}
                 _ => {
                     return Err(ConfigError::invalid(
-                        at(if a.code.is_some() { "code" } else { "http" }),
+                        at(if a.llm.is_some() {
+                            "llm"
+                        } else if a.code.is_some() {
+                            "code"
+                        } else {
+                            "http"
+                        }),
                         &a.agent_type,
-                        "builtin, http and code are exclusive",
+                        "builtin, http, code and llm are exclusive",
                     ));
                 }
+            }
+            if let Some(l) = &a.llm {
+                l.validate(&at("llm"))?;
             }
             if a.relay.is_some() && a.builtin != Some(Builtin::Relay) {
                 return Err(ConfigError::invalid(
@@ -468,6 +491,7 @@ impl RuntimeConfigFile {
         cfg.rpc_timeout = Duration::from_millis(self.runtime.rpc_timeout_ms);
         cfg.max_message_bytes = self.runtime.max_message_bytes;
         cfg.local_delivery = self.runtime.local_delivery;
+        cfg.durable_steps = self.runtime.durable_steps;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -540,6 +564,28 @@ http: { listen: "0.0.0.0:8080" }
         );
         let e = err(&EXAMPLE.replace("maxConcurrency", "maxConcurency"));
         assert!(e.to_string().contains("maxConcurency"), "{e}");
+    }
+
+    #[test]
+    fn llm_entries_are_a_fourth_exclusive_kind() {
+        let llm = "  - { type: assistant, llm: { model: { endpoint: \"http://127.0.0.1:1/v1\", model: m, apiKeyEnv: KEY } } }\n";
+        let yaml = EXAMPLE.replace("subscriptions:\n", &format!("{llm}subscriptions:\n"));
+        let cfg = RuntimeConfigFile::from_yaml(&yaml).unwrap();
+        cfg.validate().unwrap();
+        let again = RuntimeConfigFile::from_yaml(&cfg.to_yaml().unwrap()).unwrap();
+        assert_eq!(again, cfg);
+        let e = err(&yaml.replace(
+            "type: assistant, llm:",
+            "type: assistant, builtin: echo, llm:",
+        ));
+        assert_eq!(e.field, "agents[4].llm");
+        let e = err(&yaml.replace("model: m,", "model: \"\","));
+        assert_eq!(e.field, "agents[4].llm.model.model");
+        let off = RuntimeConfigFile::from_yaml(
+            &EXAMPLE.replace("maxConcurrency: 256", "durableSteps: false"),
+        )
+        .unwrap();
+        assert!(!off.worker_config(|_| None).unwrap().durable_steps);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use tracing::field::Empty;
 
+use crate::durable::Steps;
 use crate::error::RuntimeError;
 use crate::ids::{AgentId, TopicId};
 use crate::message::{Message, Payload};
@@ -75,6 +76,8 @@ pub struct MessageContext {
     /// Trace context of the message.
     pub trace: TraceContext,
     transport: Arc<dyn Transport>,
+    /// Durable steps of this message (`durable`); no journal unless the runtime gives one.
+    steps: Steps,
 }
 
 impl std::fmt::Debug for MessageContext {
@@ -169,7 +172,33 @@ impl MessageContext {
             cancellation,
             trace,
             transport,
+            steps: Steps::default(),
         }
+    }
+
+    /// This context with `steps` journaled by the runtime (see [`crate::durable`]).
+    pub(crate) fn with_steps(mut self, steps: Steps) -> Self {
+        self.steps = steps;
+        self
+    }
+
+    /// Runs `work` as durable step `name` of this message: if the step completed
+    /// when this message was handled before, its journaled result is returned and
+    /// `work` does not run; otherwise `work` runs and its successful result is
+    /// journaled before this returns. A failed step is not journaled (it runs again
+    /// next time). Side effects of `work` must be idempotent or keyed: a step that was
+    /// interrupted before its result was journaled runs again. Steps are numbered per
+    /// name in call order, so call them in the same order for the same message; see
+    /// [`crate::durable`] and docs/protocol.md ("Durable steps").
+    pub async fn step<T, E, F>(&self, name: &str, work: F) -> Result<T, E>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        E: From<RuntimeError>,
+        F: std::future::Future<Output = Result<T, E>>,
+    {
+        self.steps
+            .run(&self.recipient, &self.message_id, name, work)
+            .await
     }
 
     /// Sends an RPC from this agent and waits for the reply. Calling yourself fails

@@ -10,7 +10,8 @@
 //! # Layout (in reading order)
 //! - The agent API: [`ids`] (agent and topic ids), [`message`] (typed messages and
 //!   their [`Payload`]), [`agent`] (the [`Agent`] trait, typed routes, handler
-//!   errors), [`context`] (what a handler can do while it runs), [`subscription`],
+//!   errors), [`context`] (what a handler can do while it runs), [`durable`] (steps
+//!   of a handler that run once per message), [`subscription`],
 //!   [`api`] (the [`AgentRuntime`] trait both runtimes implement), [`error`].
 //! - Runtimes: [`memory`] (in-process, for tests), [`kafka`] (over Kafka; its module
 //!   doc lists its parts), with `local` (agent instances and mailboxes, shared by both).
@@ -18,9 +19,11 @@
 //!   record format, the partitioner), [`admin`] (creating and growing topics),
 //!   [`trace`] (W3C trace context on records and spans).
 //! - Configuration: [`config`] (Kafka connection and security), [`config_file`] (the
-//!   runtime's YAML file, as the operator writes it), [`defaults`] (each default once).
+//!   runtime's YAML file, as the operator writes it), [`llm_config`] (its `llm:` agent
+//!   entries), [`defaults`] (each default once).
 //! - The server, behind the default `server` feature: [`serve`] (hosting the agents of
-//!   a config file), [`builtins`], [`http_agent`], [`gateway`] (HTTP API, probes,
+//!   a config file), [`builtins`], [`http_agent`], [`llm`] (model-backed agents),
+//!   [`gateway`] (HTTP API, probes,
 //!   metrics), [`telemetry`] (logs and OTLP), [`cli`] (the `switchboard-runtime`
 //!   binary's verbs).
 
@@ -31,9 +34,11 @@ pub mod config;
 pub mod config_file;
 pub mod context;
 pub mod defaults;
+pub mod durable;
 pub mod error;
 pub mod ids;
 pub mod kafka;
+pub mod llm_config;
 mod local;
 pub mod memory;
 pub mod message;
@@ -49,6 +54,8 @@ pub mod cli;
 pub mod gateway;
 #[cfg(feature = "server")]
 pub mod http_agent;
+#[cfg(feature = "server")]
+pub mod llm;
 #[cfg(feature = "server")]
 pub mod serve;
 #[cfg(feature = "server")]

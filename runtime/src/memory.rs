@@ -1,6 +1,7 @@
 //! An in-process runtime with the same API as the Kafka runtime, for unit-testing
 //! agents without a broker. Same semantics: one message at a time per agent, RPC
-//! timeouts, subscriptions; no persistence beyond the process.
+//! timeouts, subscriptions; no persistence beyond the process, so durable steps
+//! (`ctx.step`) are not journaled here: every step runs.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

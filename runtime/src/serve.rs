@@ -14,7 +14,7 @@ use crate::error::RuntimeError;
 use crate::gateway::Gateway;
 use crate::kafka::KafkaAgentRuntime;
 use crate::subscription::Subscription;
-use crate::{builtins, http_agent};
+use crate::{builtins, http_agent, llm};
 
 /// How long stopping waits for HTTP requests in flight (RPCs end at their deadline).
 const HTTP_DRAIN: Duration = Duration::from_secs(15);
@@ -58,6 +58,14 @@ pub fn load_config(
 /// The agent factories the file declares, by type, in file order; `code: {}` entries
 /// have none (the hosting program registers them).
 pub fn factories(file: &RuntimeConfigFile) -> Result<Vec<(String, AgentFactory)>, ConfigError> {
+    factories_with_env(file, |k| std::env::var(k).ok())
+}
+
+/// [`factories`], reading the API keys of `llm` agents through `env`.
+pub fn factories_with_env(
+    file: &RuntimeConfigFile,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, AgentFactory)>, ConfigError> {
     let client = http_agent::client()
         .map_err(|e| ConfigError::invalid("agents", "", format!("http client: {e}")))?;
     file.agents
@@ -65,6 +73,22 @@ pub fn factories(file: &RuntimeConfigFile) -> Result<Vec<(String, AgentFactory)>
         .enumerate()
         .filter(|(_, a)| !a.is_code())
         .map(|(i, a)| {
+            if let Some(l) = &a.llm {
+                let key = match &l.model.api_key_env {
+                    None => None,
+                    Some(var) => Some(env(var).filter(|k| !k.is_empty()).ok_or_else(|| {
+                        ConfigError::invalid(
+                            format!("agents[{i}].llm.model.apiKeyEnv"),
+                            var,
+                            "names an environment variable that is not set",
+                        )
+                    })?),
+                };
+                return Ok((
+                    a.agent_type.clone(),
+                    llm::factory(client.clone(), l.clone(), key),
+                ));
+            }
             let factory = match (&a.builtin, &a.http) {
                 (Some(b), _) => {
                     builtins::factory(*b, a.relay.as_ref().map(|r| r.publish.topic_type.as_str()))
@@ -175,7 +199,7 @@ pub async fn run(
             format!("agents[{i}].code"),
             &file.agents[i].agent_type,
             "is registered by a program (e.g. python -m switchboard serve); \
-             switchboard-runtime run hosts only builtin and http agents",
+             switchboard-runtime run hosts only builtin, http and llm agents",
         )
         .into());
     }
@@ -311,6 +335,23 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(e.field, "kafka.topicPrefix");
+    }
+
+    #[test]
+    fn an_llm_agent_needs_the_api_key_variable_it_names() {
+        let text = "kafka: { bootstrapServers: \"127.0.0.1:9\", topicPrefix: demo }\n\
+                    runtime: { name: rt1 }\n\
+                    agents:\n  - { type: a, llm: { model: { endpoint: \"http://127.0.0.1:9/v1\", model: m, apiKeyEnv: KEY_A } } }\n";
+        let file = load_config(text, |_| None).unwrap();
+        let Err(e) = factories_with_env(&file, |_| None) else {
+            panic!("an unset key variable was accepted")
+        };
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("agents[0].llm.model.apiKeyEnv", "KEY_A")
+        );
+        let set = factories_with_env(&file, |k| (k == "KEY_A").then(|| "sk-1".to_owned()));
+        assert_eq!(set.map(|f| f.len()).ok(), Some(1));
     }
 
     #[tokio::test]

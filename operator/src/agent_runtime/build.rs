@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::llm_build::{api_key_env_vars, llm_settings};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -204,6 +205,7 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
             rpc_timeout_ms: defaults::RPC_TIMEOUT.as_millis() as u64,
             max_message_bytes: defaults::MAX_MESSAGE_BYTES,
             local_delivery: true,
+            durable_steps: true,
         },
         agents: ar
             .spec
@@ -227,6 +229,7 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
                     retries: 2,
                 }),
                 code: a.code.as_ref().map(|_| CodeAgent {}),
+                llm: a.llm.as_ref().map(|l| llm_settings(&a.agent_type, l)),
             })
             .collect(),
         subscriptions: Vec::new(),
@@ -385,6 +388,13 @@ pub fn build_with_replicas(
             env.push(json!({ "name": var, "valueFrom": { "secretKeyRef": { "name": r.name, "key": key } } }));
         }
     }
+    let keys = api_key_env_vars(&ar.spec.agents).map_err(|(i, other)| {
+        SpecError::new(
+            format!("agents[{i}].type"),
+            format!("its API key variable would be the same as agent type {other:?}'s"),
+        )
+    })?;
+    env.extend(keys);
     for e in &template.env {
         env.push(
             serde_json::to_value(e).map_err(|e| SpecError::new("template.env", e.to_string()))?,

@@ -207,3 +207,58 @@ async fn kafka_down_is_reported_in_status_once_and_retried_later() {
     assert_eq!(err.backoff(), Duration::from_secs(10));
     server.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_missing_llm_api_key_secret_is_named_in_status() {
+    let (ctx, mut handle) = context(false);
+    let mut ar = (*runtime()).clone();
+    ar.spec.agents = serde_json::from_value(json!([{ "type": "assistant", "llm": {
+        "model": { "endpoint": "http://m/v1", "model": "m", "apiKeySecretRef": { "name": "openai-key" } } } }]))
+    .unwrap();
+    let stored = serde_json::to_value(&ar).unwrap();
+    let server = tokio::spawn(async move {
+        let (req, send) = tokio::time::timeout(Duration::from_secs(1), handle.next_request())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            req.uri()
+                .path()
+                .ends_with("/api/v1/namespaces/ns/secrets/openai-key"),
+            "{}",
+            req.uri()
+        );
+        send.send_response(
+            Response::builder()
+                .status(404)
+                .body(Body::from(
+                    serde_json::to_vec(&status(404, "NotFound")).unwrap(),
+                ))
+                .unwrap(),
+        );
+        let mut status_body = None;
+        // The status write, then Events: answer them all, keep the status body.
+        while let Ok(Some((req, send))) =
+            tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await
+        {
+            if req.uri().path().ends_with("/agentruntimes/rt1/status") {
+                let bytes = req.into_body().collect_bytes().await.unwrap();
+                status_body = Some(String::from_utf8_lossy(&bytes).into_owned());
+            }
+            send.send_response(
+                Response::builder()
+                    .status(200)
+                    .body(Body::from(serde_json::to_vec(&stored).unwrap()))
+                    .unwrap(),
+            );
+        }
+        status_body.expect("a status write")
+    });
+    let err = reconcile(Arc::new(ar), Arc::clone(&ctx)).await.unwrap_err();
+    assert_eq!(err.metric_label(), "secret", "{err}");
+    let body = server.await.unwrap();
+    assert!(
+        body.contains("SecretNotFound") && body.contains("openai-key"),
+        "{body}"
+    );
+}

@@ -3,6 +3,7 @@
 
 pub mod autoscale;
 pub mod build;
+pub mod llm_build;
 mod status;
 
 use std::sync::Arc;
@@ -78,8 +79,13 @@ async fn reconcile_inner(ar: &AgentRuntime, ctx: &Context) -> Result<Action> {
             return Ok(Action::await_change());
         }
     };
-    // Dereference: credentials for the operator's own Kafka client.
-    let conn = match connection(ar, ctx).await {
+    // Dereference: credentials for the operator's own Kafka client, and the API key
+    // Secrets of `llm` agents (a pod whose env names a missing Secret never starts).
+    let dereferenced = match llm_api_keys(ar, ctx).await {
+        Ok(()) => connection(ar, ctx).await,
+        Err(e) => Err(e),
+    };
+    let conn = match dereferenced {
         Ok(c) => c,
         Err(e @ Error::Secret { .. }) => {
             write_status(
@@ -347,6 +353,24 @@ pub async fn connection_for(
         }
     }
     Ok(KafkaConnection { config, ca_pem })
+}
+
+/// Checks that the API key Secret of every `llm` agent has its key (the value is
+/// not kept: the pods read it from their environment).
+async fn llm_api_keys(ar: &AgentRuntime, ctx: &Context) -> Result<()> {
+    let ns = ar.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    for a in &ar.spec.agents {
+        if let Some(r) = a
+            .llm
+            .as_ref()
+            .and_then(|l| l.model.api_key_secret_ref.as_ref())
+        {
+            let key = r.key.as_deref().unwrap_or(llm_build::DEFAULT_API_KEY_KEY);
+            secret_value(&secrets, &r.name, key).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn secret_value(secrets: &Api<Secret>, name: &str, key: &str) -> Result<String> {

@@ -68,6 +68,14 @@ pub(crate) trait PartitionWorker: Send + Sync + 'static {
     }
     /// Partitions were revoked; their work has finished (or the drain deadline passed).
     fn revoked(&self, _partitions: &[i32]) {}
+    /// Offsets of `topic` were committed: `(partition, position)`, everything before
+    /// `position` is done for good. May be called more than once for a position.
+    fn committed(&self, _topic: &str, _commits: &[(i32, i64)]) {}
+    /// Whether [`PartitionWorker::committed`] has something to do for these commits
+    /// (then they are made synchronously, so it is called once they are durable).
+    fn awaits_commit(&self, _topic: &str, _commits: &[(i32, i64)]) -> bool {
+        false
+    }
 }
 
 /// Limits of a consumer loop.
@@ -132,6 +140,14 @@ impl<W: PartitionWorker> Shared<W> {
     /// Commits what moved since the last commit.
     fn commit<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, mode: CommitMode) {
         let commits = self.tracker().take_commits();
+        // A commit the worker waits for (to drop journal entries) is made synchronously:
+        // the results of asynchronous commits were not seen reaching `commit_callback`
+        // (rdkafka 0.39), and acting before the commit is durable would be wrong.
+        let mode = if self.worker.awaits_commit(&self.settings.topic, &commits) {
+            CommitMode::Sync
+        } else {
+            mode
+        };
         self.send_commits(consumer, &commits, mode);
     }
 
@@ -160,8 +176,13 @@ impl<W: PartitionWorker> Shared<W> {
                 tracing::warn!(partition = p, offset = o, "invalid commit offset");
             }
         }
-        if let Err(e) = consumer.commit(&tpl, mode) {
-            self.commit_failed(&tpl, &e);
+        match consumer.commit(&tpl, mode) {
+            Err(e) => self.commit_failed(&tpl, &e),
+            // An asynchronous commit reports in `commit_callback`.
+            Ok(()) if matches!(mode, CommitMode::Sync) => {
+                self.worker.committed(&self.settings.topic, commits);
+            }
+            Ok(()) => {}
         }
     }
 
@@ -227,8 +248,20 @@ impl<W: PartitionWorker> ConsumerContext for LoopContext<W> {
         offsets: &TopicPartitionList,
     ) {
         // Asynchronous commits report here; a failed one is sent again.
-        if let Err(e) = result {
-            self.shared.commit_failed(offsets, &e);
+        match result {
+            Err(e) => self.shared.commit_failed(offsets, &e),
+            Ok(()) => {
+                let topic = &self.shared.settings.topic;
+                let commits: Vec<(i32, i64)> = offsets
+                    .elements_for_topic(topic)
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some((e.partition(), o)),
+                        _ => None,
+                    })
+                    .collect();
+                self.shared.worker.committed(topic, &commits);
+            }
         }
     }
 

@@ -45,6 +45,22 @@ impl EventsWorker {
 }
 
 impl PartitionWorker for EventsWorker {
+    fn awaits_commit(&self, topic: &str, commits: &[(i32, i64)]) -> bool {
+        self.inner.journal.awaits(topic, commits)
+    }
+
+    fn revoked(&self, partitions: &[i32]) {
+        self.inner
+            .journal
+            .forget_inputs(&self.inner.names.events(), partitions);
+    }
+
+    fn committed(&self, topic: &str, commits: &[(i32, i64)]) {
+        // Events delivered locally journal their steps against the events record.
+        let dropped = self.inner.journal.committed(topic, commits);
+        super::journal::tombstone(&self.inner, dropped, &self.tokio);
+    }
+
     fn assigned(&self, _partitions: &[i32]) {
         let _entered = self.tokio.enter();
         self.inner.handoff.events_assigned(&KafkaIo(&self.inner));

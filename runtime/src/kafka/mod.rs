@@ -20,7 +20,8 @@
 //! - `handoff`: the pure route state machine of local delivery; `local_delivery`:
 //!   its Kafka side (markers, forwards).
 //! - `hosted`: the agents of this process, their mailboxes and inbox partitions.
-//! - `turn`: running one message to completion; `state_store`: agent state snapshots.
+//! - `turn`: running one message to completion; `state_store`: agent state snapshots;
+//!   `journal`: results of durable steps, beside the state, until their input is committed.
 //! - helpers: `outputs` (the producer), `original` (a consumed record kept for dead
 //!   letters), `tailing`, `metrics`, `worker_config`.
 
@@ -31,6 +32,7 @@ mod events;
 mod handoff;
 mod hosted;
 mod inbox;
+mod journal;
 mod lag;
 mod local_delivery;
 mod metrics;
@@ -108,6 +110,8 @@ pub(crate) struct Inner {
     tasks: TaskTracker,
     hosted: Hosted,
     state: StateStore,
+    /// Journaled results of durable steps (`crate::durable`).
+    journal: journal::Journal,
     /// How events reach the mailboxes of owned inbox partitions.
     handoff: Handoff<Held>,
     registry: RegistryClient,
@@ -159,6 +163,7 @@ impl KafkaAgentRuntime {
             tasks: TaskTracker::new(),
             hosted: Hosted::default(),
             state: StateStore::default(),
+            journal: journal::Journal::default(),
             handoff: Handoff::new(config.instance_id.clone()),
             registry: RegistryClient::new(&config, &names),
             replies: OnceLock::new(),

@@ -1,7 +1,8 @@
 //! Agent state in the runtime's compacted state topic, co-partitioned with the inbox:
 //! the state of inbox partition p's agents lives in state partition p. Restored when
 //! a partition is assigned, before it is dispatched; written after a handler that
-//! changed it (unchanged state is not written again).
+//! changed it (unchanged state is not written again). Journal entries of durable
+//! steps share the topic (`journal`); they are handed to the journal on restore.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -12,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::Value;
 
-use super::Inner;
+use super::{Inner, journal};
 use crate::agent::{Agent, SharedAgent};
 use crate::error::RuntimeError;
 use crate::ids::AgentId;
@@ -148,6 +149,14 @@ fn read_state(
         };
         let message = message.map_err(|e| RuntimeError::kafka(format!("reading {topic}"), e))?;
         let p = message.partition();
+        let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
+        if let Some(key) = key.filter(|k| journal::is_journal_key(k)) {
+            inner.journal.restore(p, key, message.payload());
+            if ends.get(&p).is_some_and(|end| message.offset() + 1 >= *end) {
+                ends.remove(&p);
+            }
+            continue;
+        }
         let id = message
             .key()
             .and_then(|k| std::str::from_utf8(k).ok())

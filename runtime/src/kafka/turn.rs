@@ -13,10 +13,12 @@ use tracing::Instrument as _;
 
 use super::Inner;
 use super::consumer_loop::DoneSender;
+use super::journal::{InputRef, TurnJournal};
 use super::original::Original;
 use super::replies::error_to_failure;
 use crate::agent::AgentError;
 use crate::context::{Delivery, MessageContext, Transport};
+use crate::durable::Steps;
 use crate::error::RuntimeError;
 use crate::ids::AgentId;
 use crate::message::Payload;
@@ -148,6 +150,21 @@ async fn handle(
     let transport: Arc<dyn Transport> = Arc::clone(inner) as Arc<dyn Transport>;
     // What the handler sends or publishes is a child of this message's span.
     let ctx = MessageContext::with_trace(work.delivery.clone(), cancel.clone(), transport, trace);
+    let ctx = if inner.config.durable_steps {
+        ctx.with_steps(Steps::journaled(Arc::new(TurnJournal {
+            inner: Arc::clone(inner),
+            agent: id.clone(),
+            message_id: work.delivery.message_id.clone(),
+            partition: work.owner,
+            input: InputRef {
+                topic: work.original.topic().to_owned(),
+                partition: work.partition,
+                offset: work.offset,
+            },
+        })))
+    } else {
+        ctx
+    };
     let mut guard = agent.lock().await;
     let result = {
         let handler = guard.on_message(work.payload.clone(), &ctx);

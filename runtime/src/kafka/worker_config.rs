@@ -44,6 +44,9 @@ pub struct WorkerConfig {
     /// inbox partition, instead of forwarding it through the inbox topic (same order
     /// and commit rules; see `handoff`). Off: every delivery takes the inbox.
     pub local_delivery: bool,
+    /// Journal the results of durable steps (`ctx.step`) so that a redelivered
+    /// message replays them; off: every step runs again on redelivery.
+    pub durable_steps: bool,
 }
 
 impl WorkerConfig {
@@ -72,6 +75,7 @@ impl WorkerConfig {
             drain_timeout: defaults::DRAIN_TIMEOUT,
             commit_interval: defaults::COMMIT_INTERVAL,
             local_delivery: true,
+            durable_steps: true,
         }
     }
 

@@ -14,6 +14,7 @@
 //! raw baseline alternate.
 
 mod host;
+mod llm;
 mod operator;
 mod raw;
 mod scenarios;
@@ -29,13 +30,14 @@ use serde_json::Value;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "rpc-latency",
     "gateway-rpc",
     "rpc-throughput",
     "publish-throughput",
     "fanout",
     "agents-memory",
+    "llm-overhead",
 ];
 
 #[tokio::main]

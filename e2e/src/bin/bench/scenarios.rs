@@ -31,6 +31,7 @@ pub async fn run(name: &str, kafka: &KafkaConfig) -> anyhow::Result<Value> {
         "publish-throughput" => publish_throughput(kafka, &prefix).await?,
         "fanout" => fanout(kafka, &prefix).await?,
         "agents-memory" => agents_memory(kafka, &prefix).await?,
+        "llm-overhead" => crate::llm::llm_overhead(kafka, &prefix).await?,
         other => bail!("unknown scenario {other}"),
     };
     result["scenario"] = json!(name);
