@@ -259,6 +259,35 @@ pub struct AgentSpec {
     /// An agent served over HTTP (any language); each message is POSTed as a CloudEvent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpAgentSpec>,
+    /// What the agent does: the description of its A2A skill and MCP tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub description: Option<String>,
+    /// The message types the agent accepts. A2A and MCP callers may send only these
+    /// (none listed: any), and the MCP tool's input schema is built from them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub message_types: Vec<MessageTypeSpec>,
+}
+
+/// One message type an agent accepts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageTypeSpec {
+    /// The message type name (the `ce-type` of its records).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// JSON Schema of the message's data (the MCP tool's `message` input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_json_object")]
+    pub schema: Option<serde_json::Value>,
+}
+
+/// A JSON object kept as written (a JSON Schema document).
+fn any_json_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 /// Built-in agents.

@@ -9,7 +9,11 @@
 //!   - { type: echo,    builtin: echo }
 //!   - { type: counter, builtin: counter }
 //!   - { type: relay,   builtin: relay, relay: { publish: { topicType: out } } }
-//!   - { type: py,      http: { url: "http://127.0.0.1:8081/agents/py" } }
+//!   - type: py
+//!     http: { url: "http://127.0.0.1:8081/agents/py" }
+//!     description: "Answers questions"        # A2A skill / MCP tool description
+//!     messageTypes:                            # what A2A and MCP callers may send
+//!       - { name: demo.Ask, schema: { type: object, required: [q] } }
 //! subscriptions:
 //!   - { topicType: alerts, agentType: counter }
 //!   - { topicTypePrefix: "team.", agentType: relay }
@@ -161,6 +165,24 @@ pub struct AgentEntry {
     /// An agent behind HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpAgentSettings>,
+    /// What the agent does: its A2A skill's and MCP tool's description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The message types it accepts (A2A and MCP callers may send only these, and
+    /// the MCP tool's input schema is built from them); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub message_types: Vec<MessageTypeEntry>,
+}
+
+/// One entry of `agents[].messageTypes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MessageTypeEntry {
+    /// The message type name (`ce-type`).
+    pub name: String,
+    /// JSON Schema of the message's data (the MCP tool's `message` input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
 }
 
 /// Built-in agents.
@@ -322,6 +344,23 @@ impl RuntimeConfigFile {
                     "is declared twice",
                 ));
             }
+            for (j, m) in a.message_types.iter().enumerate() {
+                let field = at(&format!("messageTypes[{j}]"));
+                if m.name.trim().is_empty() {
+                    return Err(ConfigError::invalid(
+                        format!("{field}.name"),
+                        &m.name,
+                        "must not be empty",
+                    ));
+                }
+                if m.schema.as_ref().is_some_and(|s| !s.is_object()) {
+                    return Err(ConfigError::invalid(
+                        format!("{field}.schema"),
+                        &m.name,
+                        "must be a JSON Schema object",
+                    ));
+                }
+            }
             match (&a.builtin, &a.http) {
                 (None, None) => {
                     return Err(ConfigError::invalid(
@@ -454,7 +493,11 @@ agents:
   - { type: echo,    builtin: echo }
   - { type: counter, builtin: counter }
   - { type: relay,   builtin: relay, relay: { publish: { topicType: out } } }
-  - { type: py,      http: { url: "http://127.0.0.1:8081/agents/py" } }
+  - type: py
+    http: { url: "http://127.0.0.1:8081/agents/py" }
+    description: "Answers questions"
+    messageTypes:
+      - { name: demo.Ask, schema: { type: object, required: [q] } }
 subscriptions:
   - { topicType: alerts, agentType: counter }
   - { topicTypePrefix: "team.", agentType: relay }
@@ -474,6 +517,11 @@ http: { listen: "0.0.0.0:8080" }
         let cfg = RuntimeConfigFile::from_yaml(EXAMPLE).unwrap();
         cfg.validate().unwrap();
         assert_eq!(cfg.agents.len(), 4);
+        assert_eq!(cfg.agents[3].message_types[0].name, "demo.Ask");
+        assert_eq!(
+            cfg.agents[3].message_types[0].schema,
+            Some(serde_json::json!({"type": "object", "required": ["q"]}))
+        );
         assert_eq!(cfg.subscriptions().unwrap().len(), 2);
         let again = RuntimeConfigFile::from_yaml(&cfg.to_yaml().unwrap()).unwrap();
         assert_eq!(again, cfg);
@@ -508,6 +556,8 @@ http: { listen: "0.0.0.0:8080" }
             (e.field.as_str(), e.value.as_str()),
             ("subscriptions[0].agentType", "nobody")
         );
+        let e = err(&EXAMPLE.replace("schema: { type: object, required: [q] }", "schema: 3"));
+        assert_eq!(e.field, "agents[3].messageTypes[0].schema");
         let e = err(&EXAMPLE.replace("maxConcurrency", "maxConcurency"));
         assert!(e.to_string().contains("maxConcurency"), "{e}");
     }

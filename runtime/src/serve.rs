@@ -12,6 +12,7 @@ use crate::config::ConfigError;
 use crate::config_file::RuntimeConfigFile;
 use crate::error::RuntimeError;
 use crate::gateway::Gateway;
+use crate::gateway::catalog::AgentInfo;
 use crate::kafka::KafkaAgentRuntime;
 use crate::subscription::Subscription;
 use crate::{builtins, http_agent};
@@ -174,7 +175,8 @@ pub async fn run_hosting(
         runtime.clone(),
         file.http.bearer_token.clone(),
         stopping.clone(),
-    );
+    )
+    .with_agents(file.agents.iter().map(AgentInfo::from_entry).collect());
     let server = {
         let stopping = stopping.clone();
         tokio::spawn(
@@ -188,6 +190,11 @@ pub async fn run_hosting(
     let started = async {
         runtime.start().await?;
         let added = ensure_subscriptions(&runtime, file.subscriptions()?).await?;
+        // After start, which created the runtime's topics (or found them). Without its
+        // tasks topic the runtime still serves everything else; A2A task methods say why.
+        if let Err(e) = gateway.load_tasks(stopping.clone()).await {
+            tracing::warn!(error = %e, "A2A tasks unavailable");
+        }
         // Only now: an event read before its subscription is known is not delivered.
         gateway.set_up();
         tracing::info!(

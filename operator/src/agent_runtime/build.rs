@@ -15,8 +15,8 @@ use switchboard_crds::agent_runtime::{
     AgentRuntime, BuiltinAgent, SaslMechanism, SecurityProtocol,
 };
 use switchboard_runtime::config_file::{
-    AgentEntry, Builtin, HttpAgentSettings, HttpSection, KafkaSection, RelayPublish, RelaySettings,
-    RuntimeConfigFile, RuntimeSection, SecuritySection,
+    AgentEntry, Builtin, HttpAgentSettings, HttpSection, KafkaSection, MessageTypeEntry,
+    RelayPublish, RelaySettings, RuntimeConfigFile, RuntimeSection, SecuritySection,
 };
 use switchboard_runtime::defaults;
 use switchboard_runtime::protocol::topics::{TopicNames, TopicSpec, validate_runtime_name};
@@ -222,6 +222,15 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
                     timeout_ms: u64::try_from(h.timeout_seconds.unwrap_or(30)).unwrap_or(30) * 1000,
                     retries: 2,
                 }),
+                description: a.description.clone(),
+                message_types: a
+                    .message_types
+                    .iter()
+                    .map(|m| MessageTypeEntry {
+                        name: m.name.clone(),
+                        schema: m.schema.clone(),
+                    })
+                    .collect(),
             })
             .collect(),
         subscriptions: Vec::new(),

@@ -47,13 +47,18 @@ fn topics_are_the_runtime_librarys_with_spec_partitions_and_configs() {
         by_name("switchboard.team-a.rt1.state").config["cleanup.policy"],
         "compact"
     );
-    assert_eq!(d.topics.len(), 5);
+    assert_eq!(
+        by_name("switchboard.team-a.rt1.tasks").config["cleanup.policy"],
+        "compact"
+    );
+    assert_eq!(d.topics.len(), 6);
     assert_eq!(
         d.owned_topics,
         vec![
             "switchboard.team-a.rt1.inbox".to_owned(),
             "switchboard.team-a.rt1.state".to_owned(),
             "switchboard.team-a.rt1.dlq".to_owned(),
+            "switchboard.team-a.rt1.tasks".to_owned(),
         ]
     );
 }

@@ -1,0 +1,678 @@
+//! A2A's data model (messages, parts, tasks, artifacts) as the server keeps it, and its
+//! two JSON dialects: v1.0 (proto JSON: `{"text": ..}` parts, `TASK_STATE_COMPLETED`,
+//! `ROLE_USER`, results wrapped as `{"task": ..}`) and v0.3 (`kind`-tagged parts and
+//! objects, `completed`, `user`, results bare). Incoming messages are read in either
+//! dialect; answers are written in the caller's ([`Dialect`]).
+//!
+//! The serde form of these types is the stored form (the tasks topic, docs/protocol.md);
+//! it happens to match v1.0 for parts.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// The JSON shapes a caller speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// A2A 1.0.
+    V1,
+    /// A2A 0.3 (the `message/send` family of method names).
+    V03,
+}
+
+/// A task's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TaskState {
+    /// Accepted, not started.
+    Submitted,
+    /// The RPC is in the agent's inbox or its handler runs.
+    Working,
+    /// The agent needs more input (not produced by Switchboard agents yet).
+    InputRequired,
+    /// The agent replied.
+    Completed,
+    /// The agent's handler failed, or the RPC timed out.
+    Failed,
+    /// Canceled by a client.
+    Canceled,
+    /// The agent refused it.
+    Rejected,
+    /// Authentication is needed (not produced by Switchboard agents yet).
+    AuthRequired,
+}
+
+impl TaskState {
+    const ALL: [TaskState; 8] = [
+        Self::Submitted,
+        Self::Working,
+        Self::InputRequired,
+        Self::Completed,
+        Self::Failed,
+        Self::Canceled,
+        Self::Rejected,
+        Self::AuthRequired,
+    ];
+
+    /// No further change: completed, failed, canceled, rejected.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::Failed | Self::Canceled | Self::Rejected
+        )
+    }
+
+    /// The v1.0 name, e.g. `TASK_STATE_COMPLETED`.
+    pub fn v1_name(self) -> &'static str {
+        match self {
+            Self::Submitted => "TASK_STATE_SUBMITTED",
+            Self::Working => "TASK_STATE_WORKING",
+            Self::InputRequired => "TASK_STATE_INPUT_REQUIRED",
+            Self::Completed => "TASK_STATE_COMPLETED",
+            Self::Failed => "TASK_STATE_FAILED",
+            Self::Canceled => "TASK_STATE_CANCELED",
+            Self::Rejected => "TASK_STATE_REJECTED",
+            Self::AuthRequired => "TASK_STATE_AUTH_REQUIRED",
+        }
+    }
+
+    /// The v0.3 name, e.g. `completed`.
+    pub fn v03_name(self) -> &'static str {
+        match self {
+            Self::Submitted => "submitted",
+            Self::Working => "working",
+            Self::InputRequired => "input-required",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+            Self::Rejected => "rejected",
+            Self::AuthRequired => "auth-required",
+        }
+    }
+
+    /// Reads a state in either dialect.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.v1_name() == text || s.v03_name() == text)
+    }
+
+    fn name(self, dialect: Dialect) -> &'static str {
+        match dialect {
+            Dialect::V1 => self.v1_name(),
+            Dialect::V03 => self.v03_name(),
+        }
+    }
+}
+
+/// Who sent a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Role {
+    /// The client.
+    User,
+    /// The agent.
+    Agent,
+}
+
+/// What a part carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Content {
+    /// Text.
+    Text(String),
+    /// Structured JSON.
+    Data(Value),
+    /// A file by URL.
+    Url(String),
+    /// File bytes, base64.
+    Raw(String),
+}
+
+/// One part of a message or artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Part {
+    /// Its content.
+    #[serde(flatten)]
+    pub content: Content,
+    /// Media type, e.g. `application/json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// File name of a file part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    /// Free-form metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+}
+
+impl Part {
+    /// A text part.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            content: Content::Text(text.into()),
+            media_type: None,
+            filename: None,
+            metadata: None,
+        }
+    }
+
+    /// A data part.
+    pub fn data(data: Value) -> Self {
+        Self {
+            content: Content::Data(data),
+            media_type: None,
+            filename: None,
+            metadata: None,
+        }
+    }
+}
+
+/// A message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct A2aMessage {
+    /// Its id, chosen by the sender.
+    pub message_id: String,
+    /// The conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_id: Option<String>,
+    /// The task it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// Sender.
+    pub role: Role,
+    /// Content.
+    pub parts: Vec<Part>,
+    /// Free-form metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+}
+
+/// An output of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Artifact {
+    /// Its id.
+    pub artifact_id: String,
+    /// A name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Content.
+    pub parts: Vec<Part>,
+    /// Free-form metadata (the reply's message type is in `messageType`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+}
+
+/// A task: one RPC into an agent's inbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    /// Its id (a UUID chosen by the server).
+    pub id: String,
+    /// The conversation (= the agent key).
+    pub context_id: String,
+    /// Current state.
+    pub state: TaskState,
+    /// Why it is in that state (a failure's reason, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
+    /// When the state was set, RFC 3339.
+    pub timestamp: String,
+    /// Outputs.
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
+    /// The messages exchanged.
+    #[serde(default)]
+    pub history: Vec<A2aMessage>,
+}
+
+/// Reading a message a client sent; the error says what is wrong.
+pub fn parse_message(value: &Value) -> Result<A2aMessage, String> {
+    let object = value.as_object().ok_or("message must be an object")?;
+    let text = |k: &str| object.get(k).and_then(Value::as_str).map(str::to_owned);
+    let message_id = text("messageId").ok_or("message.messageId is required")?;
+    let role = match object.get("role").and_then(Value::as_str) {
+        Some("ROLE_USER" | "user") | None => Role::User,
+        Some("ROLE_AGENT" | "agent") => Role::Agent,
+        Some(other) => return Err(format!("message.role {other:?} is not a role")),
+    };
+    let parts = object
+        .get("parts")
+        .and_then(Value::as_array)
+        .ok_or("message.parts must be a list")?
+        .iter()
+        .enumerate()
+        .map(|(i, p)| parse_part(p).map_err(|e| format!("message.parts[{i}]: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if parts.is_empty() {
+        return Err("message.parts must not be empty".into());
+    }
+    Ok(A2aMessage {
+        message_id,
+        context_id: text("contextId").filter(|c| !c.is_empty()),
+        task_id: text("taskId").filter(|t| !t.is_empty()),
+        role,
+        parts,
+        metadata: object.get("metadata").filter(|m| m.is_object()).cloned(),
+    })
+}
+
+fn parse_part(value: &Value) -> Result<Part, String> {
+    let object = value.as_object().ok_or("a part must be an object")?;
+    let text = |k: &str| object.get(k).and_then(Value::as_str).map(str::to_owned);
+    let metadata = object.get("metadata").filter(|m| m.is_object()).cloned();
+    // v0.3: {"kind": "text" | "data" | "file", ...}; v1.0: the member present says.
+    let (content, media_type, filename) = match object.get("kind").and_then(Value::as_str) {
+        Some("text") => (
+            Content::Text(text("text").ok_or("a text part needs text")?),
+            None,
+            None,
+        ),
+        Some("data") => (
+            Content::Data(
+                object
+                    .get("data")
+                    .cloned()
+                    .ok_or("a data part needs data")?,
+            ),
+            None,
+            None,
+        ),
+        Some("file") => {
+            let file = object
+                .get("file")
+                .and_then(Value::as_object)
+                .ok_or("a file part needs file")?;
+            let f = |k: &str| file.get(k).and_then(Value::as_str).map(str::to_owned);
+            let content = match (f("uri"), f("bytes")) {
+                (Some(u), _) => Content::Url(u),
+                (None, Some(b)) => Content::Raw(b),
+                (None, None) => return Err("a file part needs file.uri or file.bytes".into()),
+            };
+            (content, f("mimeType"), f("name"))
+        }
+        Some(other) => return Err(format!("part kind {other:?} is unknown")),
+        None => {
+            let content = if let Some(t) = text("text") {
+                Content::Text(t)
+            } else if let Some(d) = object.get("data") {
+                Content::Data(d.clone())
+            } else if let Some(u) = text("url") {
+                Content::Url(u)
+            } else if let Some(r) = text("raw") {
+                Content::Raw(r)
+            } else {
+                return Err("a part needs one of text, data, url, raw".into());
+            };
+            (content, text("mediaType"), text("filename"))
+        }
+    };
+    Ok(Part {
+        content,
+        media_type,
+        filename,
+        metadata,
+    })
+}
+
+fn insert_opt(object: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(v) = value {
+        object.insert(key.to_owned(), v);
+    }
+}
+
+/// A part in `dialect`.
+pub fn render_part(part: &Part, dialect: Dialect) -> Value {
+    let mut out = Map::new();
+    match dialect {
+        Dialect::V1 => {
+            match &part.content {
+                Content::Text(t) => out.insert("text".into(), json!(t)),
+                Content::Data(d) => out.insert("data".into(), d.clone()),
+                Content::Url(u) => out.insert("url".into(), json!(u)),
+                Content::Raw(r) => out.insert("raw".into(), json!(r)),
+            };
+            insert_opt(
+                &mut out,
+                "mediaType",
+                part.media_type.as_ref().map(|m| json!(m)),
+            );
+            insert_opt(
+                &mut out,
+                "filename",
+                part.filename.as_ref().map(|f| json!(f)),
+            );
+        }
+        Dialect::V03 => match &part.content {
+            Content::Text(t) => {
+                out.insert("kind".into(), json!("text"));
+                out.insert("text".into(), json!(t));
+            }
+            // v0.3 data parts hold an object; other JSON is wrapped.
+            Content::Data(d) => {
+                out.insert("kind".into(), json!("data"));
+                let data = if d.is_object() {
+                    d.clone()
+                } else {
+                    json!({ "value": d })
+                };
+                out.insert("data".into(), data);
+            }
+            Content::Url(_) | Content::Raw(_) => {
+                let mut file = Map::new();
+                match &part.content {
+                    Content::Url(u) => file.insert("uri".into(), json!(u)),
+                    _ => file.insert(
+                        "bytes".into(),
+                        json!(match &part.content {
+                            Content::Raw(r) => r.as_str(),
+                            _ => "",
+                        }),
+                    ),
+                };
+                insert_opt(
+                    &mut file,
+                    "mimeType",
+                    part.media_type.as_ref().map(|m| json!(m)),
+                );
+                insert_opt(&mut file, "name", part.filename.as_ref().map(|f| json!(f)));
+                out.insert("kind".into(), json!("file"));
+                out.insert("file".into(), Value::Object(file));
+            }
+        },
+    }
+    insert_opt(&mut out, "metadata", part.metadata.clone());
+    Value::Object(out)
+}
+
+fn render_parts(parts: &[Part], dialect: Dialect) -> Value {
+    Value::Array(parts.iter().map(|p| render_part(p, dialect)).collect())
+}
+
+/// A message in `dialect`.
+pub fn render_message(m: &A2aMessage, dialect: Dialect) -> Value {
+    let mut out = Map::new();
+    if dialect == Dialect::V03 {
+        out.insert("kind".into(), json!("message"));
+    }
+    out.insert("messageId".into(), json!(m.message_id));
+    insert_opt(
+        &mut out,
+        "contextId",
+        m.context_id.as_ref().map(|c| json!(c)),
+    );
+    insert_opt(&mut out, "taskId", m.task_id.as_ref().map(|t| json!(t)));
+    let role = match (m.role, dialect) {
+        (Role::User, Dialect::V1) => "ROLE_USER",
+        (Role::Agent, Dialect::V1) => "ROLE_AGENT",
+        (Role::User, Dialect::V03) => "user",
+        (Role::Agent, Dialect::V03) => "agent",
+    };
+    out.insert("role".into(), json!(role));
+    out.insert("parts".into(), render_parts(&m.parts, dialect));
+    insert_opt(&mut out, "metadata", m.metadata.clone());
+    Value::Object(out)
+}
+
+/// An artifact in `dialect`.
+pub fn render_artifact(a: &Artifact, dialect: Dialect) -> Value {
+    let mut out = Map::new();
+    out.insert("artifactId".into(), json!(a.artifact_id));
+    insert_opt(&mut out, "name", a.name.as_ref().map(|n| json!(n)));
+    out.insert("parts".into(), render_parts(&a.parts, dialect));
+    insert_opt(&mut out, "metadata", a.metadata.clone());
+    Value::Object(out)
+}
+
+/// A task's status in `dialect`.
+pub fn render_status(task: &Task, dialect: Dialect) -> Value {
+    let mut status = json!({
+        "state": task.state.name(dialect),
+        "timestamp": task.timestamp,
+    });
+    if let Some(reason) = &task.status_message {
+        let message = A2aMessage {
+            message_id: format!("{}-status", task.id),
+            context_id: Some(task.context_id.clone()),
+            task_id: Some(task.id.clone()),
+            role: Role::Agent,
+            parts: vec![Part::text(reason)],
+            metadata: None,
+        };
+        status["message"] = render_message(&message, dialect);
+    }
+    status
+}
+
+/// What of a task to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View {
+    /// At most this many history messages (the latest); `None`: all.
+    pub history_length: Option<usize>,
+    /// Include artifacts.
+    pub artifacts: bool,
+}
+
+impl View {
+    /// Everything.
+    pub const FULL: View = View {
+        history_length: None,
+        artifacts: true,
+    };
+}
+
+/// A task in `dialect`.
+pub fn render_task(task: &Task, dialect: Dialect, view: View) -> Value {
+    let mut out = Map::new();
+    if dialect == Dialect::V03 {
+        out.insert("kind".into(), json!("task"));
+    }
+    out.insert("id".into(), json!(task.id));
+    out.insert("contextId".into(), json!(task.context_id));
+    out.insert("status".into(), render_status(task, dialect));
+    if view.artifacts && !task.artifacts.is_empty() {
+        out.insert(
+            "artifacts".into(),
+            Value::Array(
+                task.artifacts
+                    .iter()
+                    .map(|a| render_artifact(a, dialect))
+                    .collect(),
+            ),
+        );
+    }
+    let skip = view
+        .history_length
+        .map_or(0, |n| task.history.len().saturating_sub(n));
+    let history: Vec<Value> = task.history[skip..]
+        .iter()
+        .map(|m| render_message(m, dialect))
+        .collect();
+    if !history.is_empty() {
+        out.insert("history".into(), Value::Array(history));
+    }
+    Value::Object(out)
+}
+
+/// The result of `SendMessage`: v1.0 wraps the task (`{"task": ..}`), v0.3 does not.
+pub fn send_result(task: &Task, dialect: Dialect, view: View) -> Value {
+    let t = render_task(task, dialect, view);
+    match dialect {
+        Dialect::V1 => json!({ "task": t }),
+        Dialect::V03 => t,
+    }
+}
+
+/// Stream events (`SendStreamingMessage`, `SubscribeToTask`) in `dialect`.
+pub mod event {
+    use super::*;
+
+    /// The task as it is now (the first event of a stream).
+    pub fn task(task: &Task, dialect: Dialect) -> Value {
+        send_result(task, dialect, View::FULL)
+    }
+
+    /// A status change; v0.3 marks the last with `final`.
+    pub fn status(task: &Task, dialect: Dialect) -> Value {
+        let mut e = json!({
+            "taskId": task.id,
+            "contextId": task.context_id,
+            "status": render_status(task, dialect),
+        });
+        match dialect {
+            Dialect::V1 => json!({ "statusUpdate": e }),
+            Dialect::V03 => {
+                e["kind"] = json!("status-update");
+                e["final"] = json!(task.state.is_terminal());
+                e
+            }
+        }
+    }
+
+    /// One whole artifact (never chunked).
+    pub fn artifact(task: &Task, artifact: &Artifact, dialect: Dialect) -> Value {
+        let mut e = json!({
+            "taskId": task.id,
+            "contextId": task.context_id,
+            "artifact": render_artifact(artifact, dialect),
+            "lastChunk": true,
+        });
+        match dialect {
+            Dialect::V1 => json!({ "artifactUpdate": e }),
+            Dialect::V03 => {
+                e["kind"] = json!("artifact-update");
+                e
+            }
+        }
+    }
+}
+
+/// `ms` since the Unix epoch as RFC 3339 UTC with milliseconds.
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil-from-days: the proleptic Gregorian date of day `days`.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_of_both_dialects_read_alike() {
+        let v1 = json!({"messageId": "m1", "role": "ROLE_USER", "contextId": "c",
+                        "parts": [{"text": "hi"}, {"data": {"n": 1}, "mediaType": "application/json"}]});
+        let v03 = json!({"kind": "message", "messageId": "m1", "role": "user", "contextId": "c",
+                         "parts": [{"kind": "text", "text": "hi"}, {"kind": "data", "data": {"n": 1}}]});
+        let (a, b) = (parse_message(&v1).unwrap(), parse_message(&v03).unwrap());
+        assert_eq!(a.parts[0], b.parts[0]);
+        assert_eq!(a.parts[1].content, b.parts[1].content);
+        assert_eq!(a.context_id.as_deref(), Some("c"));
+        for bad in [
+            json!({"role": "user", "parts": [{"text": "x"}]}),
+            json!({"messageId": "m", "parts": []}),
+            json!({"messageId": "m", "parts": [{"kind": "video"}]}),
+            json!({"messageId": "m", "parts": [{"nothing": 1}]}),
+            json!({"messageId": "m", "role": "boss", "parts": [{"text": "x"}]}),
+        ] {
+            assert!(parse_message(&bad).is_err(), "{bad}");
+        }
+    }
+
+    fn task() -> Task {
+        Task {
+            id: "t1".into(),
+            context_id: "c1".into(),
+            state: TaskState::Completed,
+            status_message: None,
+            timestamp: rfc3339(0),
+            artifacts: vec![Artifact {
+                artifact_id: "a1".into(),
+                name: None,
+                parts: vec![Part::text("hello")],
+                metadata: None,
+            }],
+            history: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn tasks_render_in_the_callers_dialect() {
+        let t = task();
+        let v1 = send_result(&t, Dialect::V1, View::FULL);
+        assert_eq!(v1["task"]["status"]["state"], "TASK_STATE_COMPLETED");
+        assert_eq!(
+            v1["task"]["artifacts"][0]["parts"][0],
+            json!({"text": "hello"})
+        );
+        assert!(v1["task"].get("kind").is_none());
+        let v03 = send_result(&t, Dialect::V03, View::FULL);
+        assert_eq!(v03["kind"], "task");
+        assert_eq!(v03["status"]["state"], "completed");
+        assert_eq!(
+            v03["artifacts"][0]["parts"][0],
+            json!({"kind": "text", "text": "hello"})
+        );
+        let e = event::status(&t, Dialect::V03);
+        assert_eq!(
+            (e["kind"].clone(), e["final"].clone()),
+            (json!("status-update"), json!(true))
+        );
+        assert!(event::status(&t, Dialect::V1)["statusUpdate"]["status"].is_object());
+        let hidden = render_task(
+            &t,
+            Dialect::V1,
+            View {
+                history_length: Some(0),
+                artifacts: false,
+            },
+        );
+        assert!(hidden.get("artifacts").is_none());
+    }
+
+    #[test]
+    fn stored_form_round_trips() {
+        let t = task();
+        let text = serde_json::to_string(&t).unwrap();
+        assert!(text.contains(r#""parts":[{"text":"hello"}]"#), "{text}");
+        assert_eq!(serde_json::from_str::<Task>(&text).unwrap(), t);
+    }
+
+    #[test]
+    fn states_parse_in_both_dialects() {
+        assert_eq!(
+            TaskState::parse("TASK_STATE_CANCELED"),
+            Some(TaskState::Canceled)
+        );
+        assert_eq!(
+            TaskState::parse("input-required"),
+            Some(TaskState::InputRequired)
+        );
+        assert_eq!(TaskState::parse("done"), None);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_764_607_445_123), "2025-12-01T16:44:05.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}
