@@ -342,6 +342,28 @@ mod tests {
         }
     }
 
+    /// The record docs/protocol.md shows is one this server reads and writes alike.
+    #[test]
+    fn docs_protocol_md_shows_a_task_record_as_stored() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let block: String = doc
+            .split("```json task-record\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n```").next())
+            .expect("docs/protocol.md has a task-record block")
+            .to_owned();
+        let record: TaskRecord = serde_json::from_str(&block).unwrap();
+        assert_eq!(record.task.state, TaskState::Completed);
+        assert_eq!(record.agent_type, "counter");
+        let again: serde_json::Value = serde_json::to_value(&record).unwrap();
+        let shown: serde_json::Value = serde_json::from_str(&block).unwrap();
+        assert_eq!(
+            again, shown,
+            "the document shows every field the writer writes"
+        );
+    }
+
     #[test]
     fn the_first_terminal_record_wins_and_ends_the_local_wait() {
         let (changes, mut rx) = broadcast::channel(8);
