@@ -238,10 +238,12 @@ impl Default for TopicsSpec {
     }
 }
 
-/// One hosted agent type: a built-in agent or an HTTP agent.
+/// One hosted agent type: a built-in agent, an HTTP agent, or a remote A2A agent.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("has(self.builtin) != has(self.http)")
-    .message("exactly one of builtin and http is required"))]
+#[x_kube(validation = Rule::new(
+    "(has(self.builtin) ? 1 : 0) + (has(self.http) ? 1 : 0) + (has(self.a2a) ? 1 : 0) == 1"
+)
+.message("exactly one of builtin, http and a2a is required"))]
 #[serde(rename_all = "camelCase")]
 pub struct AgentSpec {
     /// Agent type name, unique within the prefix: 1-63 characters of `[A-Za-z0-9_.-]`.
@@ -259,6 +261,10 @@ pub struct AgentSpec {
     /// An agent served over HTTP (any language); each message is POSTed as a CloudEvent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpAgentSpec>,
+    /// A remote A2A agent: every message is sent to it (A2A `SendMessage`, JSON-RPC
+    /// binding) and its result is the reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a2a: Option<A2aAgentSpec>,
     /// What the agent does: the description of its A2A skill and MCP tool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
@@ -267,6 +273,24 @@ pub struct AgentSpec {
     /// (none listed: any), and the MCP tool's input schema is built from them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub message_types: Vec<MessageTypeSpec>,
+}
+
+/// A remote A2A agent.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct A2aAgentSpec {
+    /// The remote agent's JSON-RPC endpoint (its agent card's `supportedInterfaces[].url`
+    /// with `protocolBinding: JSONRPC`).
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')")
+        .message("a2a.url must be an http(s) URL"))]
+    pub url: String,
+    /// Secret key holding the bearer token sent to the remote agent. Default key `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// How long one message may take, in seconds (1-3600). Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: Option<i32>,
 }
 
 /// One message type an agent accepts.

@@ -75,16 +75,22 @@ def py_agent_url():
 class Runtime:
     """One `switchboard-runtime run` process."""
 
-    def __init__(self, name: str, prefix: str, port: int, py_url: str, log: Path):
+    def __init__(
+        self,
+        name: str,
+        prefix: str,
+        port: int,
+        py_url: str,
+        log: Path,
+        agents: str | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
         config = log.with_suffix(".yaml")
-        config.write_text(
-            f"""
-kafka: {{ bootstrapServers: "{os.environ['SWITCHBOARD_TEST_KAFKA']}", topicPrefix: {prefix} }}
-runtime: {{ name: {name}, createTopics: true, partitions: 2, maxMessageBytes: {MAX_MESSAGE_BYTES} }}
-agents:
+        if agents is None:
+            agents = f"""
   - {{ type: echo, builtin: echo }}
   - {{ type: counter, builtin: counter }}
   - type: py
@@ -93,6 +99,12 @@ agents:
     messageTypes:
       - name: demo.Ask
         schema: {{ type: object, properties: {{ text: {{ type: string }}, sleep: {{ type: number }} }}, required: [text] }}
+"""
+        config.write_text(
+            f"""
+kafka: {{ bootstrapServers: "{os.environ['SWITCHBOARD_TEST_KAFKA']}", topicPrefix: {prefix} }}
+runtime: {{ name: {name}, createTopics: true, partitions: 2, maxMessageBytes: {MAX_MESSAGE_BYTES} }}
+agents:{agents}
 http: {{ listen: "127.0.0.1:{port}", bearerToken: "{TOKEN}" }}
 """
         )
@@ -100,7 +112,7 @@ http: {{ listen: "127.0.0.1:{port}", bearerToken: "{TOKEN}" }}
             [os.environ["SWITCHBOARD_RUNTIME_BIN"], "run", "--config", str(config)],
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
-            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")},
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info"), **(env or {})},
         )
         log.with_suffix(".pid").write_text(str(self.proc.pid))
         self._wait_ready()
@@ -145,11 +157,13 @@ class Network:
         self._next_port = int(os.environ.get("SWITCHBOARD_PROTOCOL_PORT_BASE", "18110"))
         STATE.mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str = "rt") -> Runtime:
+    def start(self, name: str = "rt", agents: str | None = None, env: dict[str, str] | None = None) -> Runtime:
+        """A replica of runtime `name`; `agents` replaces the default agents block (YAML
+        list items), `env` adds to the process environment."""
         port = _free_port(self._next_port)
         self._next_port = port + 1
         log = STATE / f"{self.prefix}-{name}-{port}.log"
-        rt = Runtime(name, f"{self.prefix}-{name}", port, self.py_url, log)
+        rt = Runtime(name, f"{self.prefix}-{name}", port, self.py_url, log, agents, env)
         self.runtimes.append(rt)
         return rt
 

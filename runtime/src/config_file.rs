@@ -14,6 +14,7 @@
 //!     description: "Answers questions"        # A2A skill / MCP tool description
 //!     messageTypes:                            # what A2A and MCP callers may send
 //!       - { name: demo.Ask, schema: { type: object, required: [q] } }
+//!   - { type: researcher, a2a: { url: "https://research.example/a2a", tokenEnv: TOKEN } }
 //! subscriptions:
 //!   - { topicType: alerts, agentType: counter }
 //!   - { topicTypePrefix: "team.", agentType: relay }
@@ -165,6 +166,9 @@ pub struct AgentEntry {
     /// An agent behind HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpAgentSettings>,
+    /// A remote A2A agent this agent type forwards every message to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a2a: Option<A2aAgentSettings>,
     /// What the agent does: its A2A skill's and MCP tool's description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -172,6 +176,21 @@ pub struct AgentEntry {
     /// the MCP tool's input schema is built from them); empty: any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub message_types: Vec<MessageTypeEntry>,
+}
+
+/// `a2a:` of an agent forwarding to a remote A2A agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct A2aAgentSettings {
+    /// The remote agent's JSON-RPC endpoint (its card's `supportedInterfaces[].url`).
+    pub url: String,
+    /// Environment variable holding the bearer token for the remote (the operator
+    /// sets it from the agent's `a2a.secretRef`); unset: no token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// How long one message may take, polling included, milliseconds.
+    #[serde(default = "default_http_timeout_ms")]
+    pub timeout_ms: u64,
 }
 
 /// One entry of `agents[].messageTypes`.
@@ -273,6 +292,15 @@ impl Default for HttpSection {
     }
 }
 
+/// An absolute `http://` or `https://` URL with a host.
+fn is_http_url(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://"))
+        && url
+            .split("://")
+            .nth(1)
+            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+}
+
 impl RuntimeConfigFile {
     /// Parses YAML; errors name the offending field path.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
@@ -361,21 +389,34 @@ impl RuntimeConfigFile {
                     ));
                 }
             }
-            match (&a.builtin, &a.http) {
-                (None, None) => {
+            let kinds = [a.builtin.is_some(), a.http.is_some(), a.a2a.is_some()];
+            match kinds.iter().filter(|k| **k).count() {
+                0 => {
                     return Err(ConfigError::invalid(
                         at("builtin"),
                         "",
-                        "one of builtin or http is required",
+                        "one of builtin, http or a2a is required",
                     ));
                 }
-                (Some(_), Some(_)) => {
+                1 => {}
+                _ => {
                     return Err(ConfigError::invalid(
                         at("http"),
                         &a.agent_type,
-                        "builtin and http are exclusive",
+                        "builtin, http and a2a are exclusive",
                     ));
                 }
+            }
+            if let Some(r) = &a.a2a
+                && !is_http_url(&r.url)
+            {
+                return Err(ConfigError::invalid(
+                    at("a2a.url"),
+                    &r.url,
+                    "must be an absolute http(s) URL",
+                ));
+            }
+            match (&a.builtin, &a.http) {
                 (Some(Builtin::Relay), None) if a.relay.is_none() => {
                     return Err(ConfigError::invalid(
                         at("relay.publish.topicType"),
@@ -383,19 +424,12 @@ impl RuntimeConfigFile {
                         "is required for the relay builtin",
                     ));
                 }
-                (_, Some(h)) => {
-                    let ok = (h.url.starts_with("http://") || h.url.starts_with("https://"))
-                        && h.url
-                            .split("://")
-                            .nth(1)
-                            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
-                    if !ok {
-                        return Err(ConfigError::invalid(
-                            at("http.url"),
-                            &h.url,
-                            "must be an absolute http(s) URL",
-                        ));
-                    }
+                (_, Some(h)) if !is_http_url(&h.url) => {
+                    return Err(ConfigError::invalid(
+                        at("http.url"),
+                        &h.url,
+                        "must be an absolute http(s) URL",
+                    ));
                 }
                 _ => {}
             }
@@ -556,6 +590,20 @@ http: { listen: "0.0.0.0:8080" }
             (e.field.as_str(), e.value.as_str()),
             ("subscriptions[0].agentType", "nobody")
         );
+        let remote = EXAMPLE.replace(
+            "- { type: echo,    builtin: echo }",
+            "- { type: echo, a2a: { url: \"http://127.0.0.1:1/a2a/x\", tokenEnv: T } }",
+        );
+        let cfg = RuntimeConfigFile::from_yaml(&remote).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.agents[0].a2a.as_ref().unwrap().timeout_ms, 30_000);
+        let e = err(&remote.replace("http://127.0.0.1:1/a2a/x", "a2a/x"));
+        assert_eq!(e.field, "agents[0].a2a.url");
+        let e = err(&EXAMPLE.replace(
+            "builtin: echo }",
+            "builtin: echo, a2a: { url: \"http://h/a\" } }",
+        ));
+        assert_eq!(e.field, "agents[0].http", "{e}");
         let e = err(&EXAMPLE.replace("schema: { type: object, required: [q] }", "schema: 3"));
         assert_eq!(e.field, "agents[3].messageTypes[0].schema");
         let e = err(&EXAMPLE.replace("maxConcurrency", "maxConcurency"));

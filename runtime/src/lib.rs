@@ -20,8 +20,8 @@
 //! - Configuration: [`config`] (Kafka connection and security), [`config_file`] (the
 //!   runtime's YAML file, as the operator writes it), [`defaults`] (each default once).
 //! - The server, behind the default `server` feature: [`serve`] (hosting the agents of
-//!   a config file), [`builtins`], [`http_agent`], [`gateway`] (HTTP API, probes,
-//!   metrics), [`telemetry`] (logs and OTLP), [`cli`] (the `switchboard-runtime`
+//!   a config file), [`builtins`], [`http_agent`], [`a2a_agent`] (remote A2A agents),
+//!   [`gateway`] (HTTP API, probes, metrics, the A2A and MCP servers), [`telemetry`] (logs and OTLP), [`cli`] (the `switchboard-runtime`
 //!   binary's verbs).
 
 pub mod admin;
@@ -41,6 +41,8 @@ pub mod protocol;
 pub mod subscription;
 pub mod trace;
 
+#[cfg(feature = "server")]
+pub mod a2a_agent;
 #[cfg(feature = "server")]
 pub mod builtins;
 #[cfg(feature = "server")]

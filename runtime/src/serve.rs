@@ -15,7 +15,7 @@ use crate::gateway::Gateway;
 use crate::gateway::catalog::AgentInfo;
 use crate::kafka::KafkaAgentRuntime;
 use crate::subscription::Subscription;
-use crate::{builtins, http_agent};
+use crate::{a2a_agent, builtins, http_agent};
 
 /// How long stopping waits for HTTP requests in flight (RPCs end at their deadline).
 const HTTP_DRAIN: Duration = Duration::from_secs(15);
@@ -56,7 +56,8 @@ pub fn load_config(
     Ok(file)
 }
 
-/// The agent factories the file declares, by type, in file order.
+/// The agent factories the file declares, by type, in file order. Bearer tokens of
+/// `a2a` agents are read from the process environment (`a2a.tokenEnv`).
 pub fn factories(file: &RuntimeConfigFile) -> Result<Vec<(String, AgentFactory)>, ConfigError> {
     let client = http_agent::client()
         .map_err(|e| ConfigError::invalid("agents", "", format!("http client: {e}")))?;
@@ -64,19 +65,32 @@ pub fn factories(file: &RuntimeConfigFile) -> Result<Vec<(String, AgentFactory)>
         .iter()
         .enumerate()
         .map(|(i, a)| {
-            let factory = match (&a.builtin, &a.http) {
-                (Some(b), _) => {
+            let factory = match (&a.builtin, &a.http, &a.a2a) {
+                (None, None, Some(remote)) => {
+                    let token = match &remote.token_env {
+                        None => None,
+                        Some(var) => Some(std::env::var(var).map_err(|_| {
+                            ConfigError::invalid(
+                                format!("agents[{i}].a2a.tokenEnv"),
+                                var,
+                                "names an environment variable that is not set",
+                            )
+                        })?),
+                    };
+                    a2a_agent::factory(client.clone(), remote.clone(), token)
+                }
+                (Some(b), _, _) => {
                     builtins::factory(*b, a.relay.as_ref().map(|r| r.publish.topic_type.as_str()))
                         .map_err(|e| {
                         ConfigError::invalid(format!("agents[{i}].builtin"), format!("{b:?}"), e)
                     })?
                 }
-                (None, Some(h)) => http_agent::factory(client.clone(), h.clone()),
-                (None, None) => {
+                (None, Some(h), _) => http_agent::factory(client.clone(), h.clone()),
+                (None, None, None) => {
                     return Err(ConfigError::invalid(
                         format!("agents[{i}].builtin"),
                         "",
-                        "one of builtin or http is required",
+                        "one of builtin, http or a2a is required",
                     ));
                 }
             };

@@ -15,8 +15,9 @@ use switchboard_crds::agent_runtime::{
     AgentRuntime, BuiltinAgent, SaslMechanism, SecurityProtocol,
 };
 use switchboard_runtime::config_file::{
-    AgentEntry, Builtin, HttpAgentSettings, HttpSection, KafkaSection, MessageTypeEntry,
-    RelayPublish, RelaySettings, RuntimeConfigFile, RuntimeSection, SecuritySection,
+    A2aAgentSettings, AgentEntry, Builtin, HttpAgentSettings, HttpSection, KafkaSection,
+    MessageTypeEntry, RelayPublish, RelaySettings, RuntimeConfigFile, RuntimeSection,
+    SecuritySection,
 };
 use switchboard_runtime::defaults;
 use switchboard_runtime::protocol::topics::{TopicNames, TopicSpec, validate_runtime_name};
@@ -205,7 +206,8 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
             .spec
             .agents
             .iter()
-            .map(|a| AgentEntry {
+            .enumerate()
+            .map(|(i, a)| AgentEntry {
                 agent_type: a.agent_type.clone(),
                 builtin: a.builtin.map(|b| match b {
                     BuiltinAgent::Echo => Builtin::Echo,
@@ -221,6 +223,11 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
                     url: h.url.clone(),
                     timeout_ms: u64::try_from(h.timeout_seconds.unwrap_or(30)).unwrap_or(30) * 1000,
                     retries: 2,
+                }),
+                a2a: a.a2a.as_ref().map(|r| A2aAgentSettings {
+                    url: r.url.clone(),
+                    token_env: r.secret_ref.as_ref().map(|_| a2a_token_env(i)),
+                    timeout_ms: u64::try_from(r.timeout_seconds.unwrap_or(30)).unwrap_or(30) * 1000,
                 }),
                 description: a.description.clone(),
                 message_types: a
@@ -239,6 +246,11 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
             bearer_token: None,
         },
     }
+}
+
+/// The environment variable holding the bearer token of agent `i`'s remote A2A agent.
+fn a2a_token_env(i: usize) -> String {
+    format!("SWITCHBOARD_A2A_TOKEN_{i}")
 }
 
 fn digest(text: &str) -> String {
@@ -372,6 +384,13 @@ pub fn build_with_replicas(
             ),
         ] {
             env.push(json!({ "name": var, "valueFrom": { "secretKeyRef": { "name": r.name, "key": key } } }));
+        }
+    }
+    // Each a2a agent's token, from its Secret, under the name its config entry reads.
+    for (i, a) in ar.spec.agents.iter().enumerate() {
+        if let Some(r) = a.a2a.as_ref().and_then(|r| r.secret_ref.as_ref()) {
+            let key = r.key.as_deref().unwrap_or("token");
+            env.push(json!({ "name": a2a_token_env(i), "valueFrom": { "secretKeyRef": { "name": r.name, "key": key } } }));
         }
     }
     for e in &template.env {

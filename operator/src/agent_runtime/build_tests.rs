@@ -220,3 +220,65 @@ fn invalid_specs_name_the_field() {
         "kafka.security.sasl"
     );
 }
+
+#[test]
+fn a2a_agents_get_their_token_from_their_secret_and_their_fields_reach_the_config() {
+    let mut spec = basic();
+    spec["agents"] = json!([
+        { "type": "echo", "builtin": "echo", "description": "says it back",
+          "messageTypes": [{ "name": "demo.Ask", "schema": { "type": "object" } }] },
+        { "type": "researcher", "a2a": { "url": "http://remote:8080/a2a/r",
+          "secretRef": { "name": "remote-token" }, "timeoutSeconds": 5 } },
+    ]);
+    let d = build(&runtime(spec), &settings()).unwrap();
+    let text = &d.config_map.data.as_ref().unwrap()[CONFIG_KEY];
+    let cfg = RuntimeConfigFile::from_yaml(text).unwrap();
+    cfg.validate().unwrap();
+    assert_eq!(cfg.agents[0].description.as_deref(), Some("says it back"));
+    assert_eq!(cfg.agents[0].message_types[0].name, "demo.Ask");
+    let remote = cfg.agents[1].a2a.as_ref().unwrap();
+    assert_eq!(
+        (
+            remote.url.as_str(),
+            remote.token_env.as_deref(),
+            remote.timeout_ms
+        ),
+        (
+            "http://remote:8080/a2a/r",
+            Some("SWITCHBOARD_A2A_TOKEN_1"),
+            5000
+        )
+    );
+    let c = &d
+        .deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let token = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "SWITCHBOARD_A2A_TOKEN_1")
+        .unwrap();
+    let key = token
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (key.name.as_str(), key.key.as_str()),
+        ("remote-token", "token")
+    );
+    assert!(
+        !text.contains("remote-token"),
+        "the Secret's name stays out of the ConfigMap"
+    );
+}

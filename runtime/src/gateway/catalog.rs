@@ -36,10 +36,11 @@ pub struct AgentInfo {
 impl AgentInfo {
     /// The entry as the protocols show it.
     pub fn from_entry(entry: &AgentEntry) -> Self {
-        let kind = match (&entry.builtin, &entry.http) {
-            (Some(b), _) => format!("builtin:{}", builtin_name(*b)),
-            (None, Some(_)) => "http".to_owned(),
-            (None, None) => "code".to_owned(),
+        let kind = match (&entry.builtin, &entry.http, &entry.a2a) {
+            (Some(b), _, _) => format!("builtin:{}", builtin_name(*b)),
+            (None, Some(_), _) => "http".to_owned(),
+            (None, None, Some(_)) => "a2a".to_owned(),
+            (None, None, None) => "code".to_owned(),
         };
         let description = entry
             .description
@@ -153,6 +154,7 @@ mod tests {
             builtin: None,
             relay: None,
             http: None,
+            a2a: None,
             description: Some("does things".into()),
             message_types: types,
         }

@@ -118,6 +118,7 @@ mod tests {
                     builtin: Some(b),
                     relay: None,
                     http: None,
+                    a2a: None,
                     description: None,
                     message_types: Vec::new(),
                 })

@@ -130,6 +130,7 @@ mod tests {
             builtin: Some(Builtin::Echo),
             relay: None,
             http: None,
+            a2a: None,
             description: None,
             message_types: types
                 .iter()

@@ -259,7 +259,8 @@ pub fn parse_message(value: &Value) -> Result<A2aMessage, String> {
     })
 }
 
-fn parse_part(value: &Value) -> Result<Part, String> {
+/// Reading one part in either dialect; the error says what is wrong.
+pub fn parse_part(value: &Value) -> Result<Part, String> {
     let object = value.as_object().ok_or("a part must be an object")?;
     let text = |k: &str| object.get(k).and_then(Value::as_str).map(str::to_owned);
     let metadata = object.get("metadata").filter(|m| m.is_object()).cloned();
