@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 use crate::agent::{Agent, AgentError, AgentFactory, HandlerResult};
 use crate::config_file::A2aAgentSettings;
 use crate::context::MessageContext;
-use crate::gateway::a2a::model::{Content, Dialect, Part, TaskState, parse_part, render_part};
+use crate::gateway::a2a::model::{Content, Dialect, Part, TaskState, parse_part};
+use crate::gateway::a2a::render::render_part;
 use crate::gateway::catalog::{DATA_TYPE, TEXT_TYPE};
 use crate::message::{Payload, is_json};
 

@@ -12,7 +12,8 @@
 
 use serde_json::{Value, json};
 
-use super::model::{A2aMessage, Artifact, Content, Dialect, Part, render_part};
+use super::model::{A2aMessage, Artifact, Content, Dialect, Part};
+use super::render::render_part;
 use crate::gateway::catalog::{AgentInfo, DATA_TYPE, TEXT_TYPE};
 use crate::message::{Payload, is_json};
 

@@ -20,6 +20,8 @@
 pub mod card;
 pub mod mapping;
 pub mod model;
+pub mod render;
+mod runner;
 pub mod task_log;
 mod tasks;
 

@@ -1,56 +1,33 @@
-//! A2A tasks as inbox RPCs: the methods of the JSON-RPC binding.
-//!
-//! `SendMessage` writes the task `working` to the tasks topic and sends the RPC at once
-//! (the record is enqueued first, so it precedes the final record in the log); when the
-//! reply, the handler's error or the timeout comes, the final record (`completed` with
-//! the reply as artifact, or `failed`) is written and read back through the log. The RPC
-//! runs in a task owned by the gateway, so a client that hangs up (or asked
-//! `returnImmediately`) does not abandon it, and stopping waits for it.
+//! The methods of A2A's JSON-RPC binding: validating each call and answering it from
+//! the task log; a task itself is run by [`super::runner`].
 //!
 //! `CancelTask` writes `canceled`, from any replica; the replica waiting for the reply
 //! reads it from the log and stops waiting. The agent's handler is not interrupted (a
 //! turn runs to its end); its late reply is dropped, since the first terminal record wins.
-//! A task whose waiting replica died without a final record shows as `failed` once its
-//! deadline has passed by [`STALE_AFTER`].
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Map, Value, json};
-use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
 use super::UNSUPPORTED_OPERATION;
-use super::mapping::{Refusal, artifact_of, payload_of};
-use super::model::{self, A2aMessage, Dialect, Task, TaskState, View, event, render_task};
+use super::mapping::{Refusal, payload_of};
+use super::model::{self, A2aMessage, Dialect, Task, TaskState};
+use super::render::{self, View, render_task};
+use super::runner::{Started, effective, now_ms, start_task, stream};
 use super::task_log::{TaskLog, TaskRecord};
 use super::{CONTENT_TYPE_NOT_SUPPORTED, PUSH_NOT_SUPPORTED, TASK_NOT_CANCELABLE, TASK_NOT_FOUND};
-use crate::api::{AgentRuntime, SendOptions};
 use crate::error::RuntimeError;
 use crate::gateway::Gateway;
 use crate::gateway::catalog::AgentInfo;
-use crate::gateway::jsonrpc::{RpcError, result_envelope, result_response};
+use crate::gateway::jsonrpc::{RpcError, result_response};
 use crate::ids::AgentId;
-use crate::message::Payload;
 
-/// How long past its deadline a `working` task whose waiter wrote nothing shows as failed.
-pub const STALE_AFTER: Duration = Duration::from_secs(10);
 /// Largest `ListTasks` page.
 const MAX_PAGE: usize = 100;
 /// Default `ListTasks` page.
 const DEFAULT_PAGE: usize = 50;
-/// Events a stream buffers for a slow client.
-const STREAM_BUFFER: usize = 16;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// One JSON-RPC call: who, in which dialect, with which params.
 pub(super) struct Call<'a> {
     pub gw: &'a Gateway,
@@ -67,24 +44,6 @@ fn not_found(id: &str) -> RpcError {
 fn unavailable(e: &RuntimeError) -> RpcError {
     RpcError::internal(format!("the task store is unavailable: {e}"))
         .with_status(axum::http::StatusCode::SERVICE_UNAVAILABLE)
-}
-
-/// The task as a client should see it now: `working` past its deadline is `failed`.
-fn effective(mut record: TaskRecord, now: u64) -> TaskRecord {
-    if !record.task.state.is_terminal()
-        && now
-            > record
-                .deadline_ms
-                .saturating_add(STALE_AFTER.as_millis() as u64)
-    {
-        record.task.state = TaskState::Failed;
-        record.task.status_message = Some(
-            "no replica waits for this task's reply any more (the one running it stopped \
-             before the reply came)"
-                .into(),
-        );
-    }
-    record
 }
 
 impl Call<'_> {
@@ -249,7 +208,7 @@ impl Call<'_> {
                 .map_err(|_| RpcError::internal("the task's runner ended without an answer"))?
                 .map_err(|e| unavailable(&e))?
         };
-        Ok(self.respond(model::send_result(&record.task, self.dialect, view)))
+        Ok(self.respond(render::send_result(&record.task, self.dialect, view)))
     }
 
     pub async fn send_streaming(&self) -> Result<Response, RpcError> {
@@ -258,7 +217,14 @@ impl Call<'_> {
         let changes = log.changes();
         let (started, _) = self.start().await?;
         let working = started.working.clone();
-        Ok(stream(log, changes, working, self.dialect, self.id.clone()))
+        Ok(stream(
+            self.gw,
+            log,
+            changes,
+            working,
+            self.dialect,
+            self.id.clone(),
+        ))
     }
 
     pub async fn subscribe(&self) -> Result<Response, RpcError> {
@@ -271,6 +237,7 @@ impl Call<'_> {
             .map_err(|e| unavailable(&e))?
             .ok_or_else(|| not_found(id))?;
         Ok(stream(
+            self.gw,
             log,
             changes,
             effective(record, now_ms()),
@@ -395,183 +362,5 @@ impl Call<'_> {
             return Err(not_cancelable(decided.task.state));
         }
         Ok(self.respond(render_task(&decided.task, self.dialect, View::FULL)))
-    }
-}
-
-/// A task started by [`start_task`].
-struct Started {
-    /// The task as first written.
-    working: TaskRecord,
-    /// Resolves once the `working` record is in Kafka.
-    durable: oneshot::Receiver<Result<(), RuntimeError>>,
-    /// The task as the log decided it, once it ended.
-    done: tokio::task::JoinHandle<Result<TaskRecord, RuntimeError>>,
-}
-
-/// Writes `working` and sends its RPC, in a task the gateway owns.
-fn start_task(
-    gw: &Gateway,
-    log: Arc<TaskLog>,
-    working: TaskRecord,
-    recipient: AgentId,
-    payload: Payload,
-    timeout: Duration,
-) -> Result<Started, RpcError> {
-    let written = log.write(&working).map_err(|e| unavailable(&e))?;
-    let (durable_tx, durable) = oneshot::channel();
-    let token = CancellationToken::new();
-    log.running(&working.task.id, token.clone());
-    let runtime = gw.runtime.clone();
-    let record = working.clone();
-    let done = gw.rpcs.spawn(async move {
-        let options = SendOptions {
-            timeout: Some(timeout),
-            cancellation: Some(token),
-            ..SendOptions::default()
-        };
-        let first = async {
-            let r = written.await.map(|_| ());
-            let _ = durable_tx.send(
-                r.as_ref()
-                    .map(|_| ())
-                    .map_err(|e| RuntimeError::Unavailable(e.to_string())),
-            );
-            r
-        };
-        let (first, reply) =
-            tokio::join!(first, runtime.send_payload(payload, &recipient, options));
-        log.finished(&record.task.id);
-        first?;
-        let mut last = record;
-        last.task.timestamp = model::rfc3339(now_ms());
-        match reply {
-            Ok(Some(reply)) => match artifact_of(&last.task.id, &reply) {
-                Ok(artifact) => {
-                    last.task.state = TaskState::Completed;
-                    last.task.artifacts.push(artifact);
-                }
-                Err(why) => {
-                    last.task.state = TaskState::Failed;
-                    last.task.status_message = Some(why);
-                }
-            },
-            Ok(None) => last.task.state = TaskState::Completed,
-            // A terminal record (a client's cancel) read from the log ended the wait.
-            Err(RuntimeError::Cancelled(_)) => {
-                return log.get(&last.task.id).await?.ok_or_else(|| {
-                    RuntimeError::Unavailable("canceled task not read back".into())
-                });
-            }
-            Err(e @ (RuntimeError::Rejected { .. } | RuntimeError::UnknownMessageType { .. })) => {
-                last.task.state = TaskState::Rejected;
-                last.task.status_message = Some(e.to_string());
-            }
-            Err(e) => {
-                last.task.state = TaskState::Failed;
-                last.task.status_message = Some(e.to_string());
-            }
-        }
-        log.write_and_read(&last).await
-    });
-    Ok(Started {
-        working,
-        durable,
-        done,
-    })
-}
-
-/// An SSE stream of a task's events until it ends: the task, then status updates, then
-/// its artifacts and the final status. Each event is a JSON-RPC response to `rpc_id`.
-fn stream(
-    log: Arc<TaskLog>,
-    mut changes: broadcast::Receiver<TaskRecord>,
-    first: TaskRecord,
-    dialect: Dialect,
-    rpc_id: Value,
-) -> Response {
-    let (tx, rx) = mpsc::channel::<Value>(STREAM_BUFFER);
-    tokio::spawn(async move {
-        let id = first.task.id.clone();
-        let give_up =
-            Duration::from_millis(first.deadline_ms.saturating_sub(now_ms())) + STALE_AFTER;
-        let send = |v: Value| {
-            let tx = tx.clone();
-            async move { tx.send(v).await.is_ok() }
-        };
-        if !send(event::task(&first.task, dialect)).await {
-            return;
-        }
-        let mut current = first;
-        let deadline = tokio::time::Instant::now() + give_up;
-        while !current.task.state.is_terminal() {
-            let next = tokio::select! {
-                () = tx.closed() => return,
-                () = tokio::time::sleep_until(deadline) => Some(effective(current.clone(), u64::MAX)),
-                r = changes.recv() => match r {
-                    Ok(r) if r.task.id == id => Some(r),
-                    Ok(_) => None,
-                    // Fell behind: the log's view is the truth.
-                    Err(broadcast::error::RecvError::Lagged(_)) => log.local(&id),
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-            };
-            let Some(next) = next else { continue };
-            if next.task.state.is_terminal() {
-                current = next;
-                break;
-            }
-            if next.task.state != current.task.state
-                && !send(event::status(&next.task, dialect)).await
-            {
-                return;
-            }
-            current = next;
-        }
-        for a in &current.task.artifacts {
-            if !send(event::artifact(&current.task, a, dialect)).await {
-                return;
-            }
-        }
-        send(event::status(&current.task, dialect)).await;
-    });
-    let events = futures::stream::unfold((rx, rpc_id), |(mut rx, rpc_id)| async move {
-        let value = rx.recv().await?;
-        let event = Event::default().data(result_envelope(&rpc_id, value).to_string());
-        Some((Ok::<_, Infallible>(event), (rx, rpc_id)))
-    });
-    Sse::new(events)
-        .keep_alive(KeepAlive::default())
-        .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_working_task_past_its_deadline_shows_as_failed() {
-        let record = TaskRecord {
-            task: Task {
-                id: "t".into(),
-                context_id: "c".into(),
-                state: TaskState::Working,
-                status_message: None,
-                timestamp: model::rfc3339(0),
-                artifacts: Vec::new(),
-                history: Vec::new(),
-            },
-            agent_type: "echo".into(),
-            instance: "i".into(),
-            deadline_ms: 1_000,
-        };
-        assert_eq!(
-            effective(record.clone(), 1_000).task.state,
-            TaskState::Working
-        );
-        let late = effective(record.clone(), 1_000 + STALE_AFTER.as_millis() as u64 + 1);
-        assert_eq!(late.task.state, TaskState::Failed);
-        let mut done = record;
-        done.task.state = TaskState::Completed;
-        assert_eq!(effective(done, u64::MAX).task.state, TaskState::Completed);
     }
 }
