@@ -15,6 +15,7 @@
 
 mod host;
 mod operator;
+mod protocols;
 mod raw;
 mod scenarios;
 mod stats;
@@ -29,9 +30,10 @@ use serde_json::Value;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "rpc-latency",
     "gateway-rpc",
+    "protocols-rpc",
     "rpc-throughput",
     "publish-throughput",
     "fanout",
