@@ -238,12 +238,13 @@ impl Default for TopicsSpec {
     }
 }
 
-/// One hosted agent type: a built-in agent, an HTTP agent, or a remote A2A agent.
+/// One hosted agent type: a built-in agent, an HTTP agent, a remote A2A agent, or one
+/// tool of a remote MCP server.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new(
-    "(has(self.builtin) ? 1 : 0) + (has(self.http) ? 1 : 0) + (has(self.a2a) ? 1 : 0) == 1"
+    "(has(self.builtin) ? 1 : 0) + (has(self.http) ? 1 : 0) + (has(self.a2a) ? 1 : 0) + (has(self.mcp) ? 1 : 0) == 1"
 )
-.message("exactly one of builtin, http and a2a is required"))]
+.message("exactly one of builtin, http, a2a and mcp is required"))]
 #[serde(rename_all = "camelCase")]
 pub struct AgentSpec {
     /// Agent type name, unique within the prefix: 1-63 characters of `[A-Za-z0-9_.-]`.
@@ -265,6 +266,10 @@ pub struct AgentSpec {
     /// binding) and its result is the reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub a2a: Option<A2aAgentSpec>,
+    /// One tool of a remote MCP server (Streamable HTTP, 2026-07-28): every message is
+    /// the tool's arguments, and its result is the reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpAgentSpec>,
     /// What the agent does: the description of its A2A skill and MCP tool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
@@ -288,6 +293,26 @@ pub struct A2aAgentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
     /// How long one message may take, in seconds (1-3600). Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: Option<i32>,
+}
+
+/// One tool of a remote MCP server.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct McpAgentSpec {
+    /// The server's Streamable HTTP endpoint, e.g. `http://tools:8000/mcp`.
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')")
+        .message("mcp.url must be an http(s) URL"))]
+    pub url: String,
+    /// The tool's name.
+    #[schemars(length(min = 1, max = 128))]
+    pub tool: String,
+    /// Secret key holding the bearer token sent to the server. Default key `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// How long one call may take, in seconds (1-3600). Default 30.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 3600))]
     pub timeout_seconds: Option<i32>,

@@ -112,17 +112,18 @@ async fn agent_types_are_unique() {
 }
 
 #[tokio::test]
-async fn an_agent_is_builtin_or_http_or_a2a_not_two() {
+async fn an_agent_is_exactly_one_kind() {
     for agent in [
         json!({ "type": "echo", "builtin": "echo", "http": { "url": "http://127.0.0.1:1/x" } }),
         json!({ "type": "echo", "http": { "url": "http://127.0.0.1:1/x" }, "a2a": { "url": "http://127.0.0.1:1/a2a" } }),
+        json!({ "type": "echo", "builtin": "echo", "mcp": { "url": "http://127.0.0.1:1/mcp", "tool": "t" } }),
         json!({ "type": "echo" }),
     ] {
         let mut s = spec();
         s["agents"] = json!([agent]);
         let msg = rejected(runtime(s)).await;
         assert!(
-            msg.contains("exactly one of builtin, http and a2a is required"),
+            msg.contains("exactly one of builtin, http, a2a and mcp is required"),
             "{msg}"
         );
     }

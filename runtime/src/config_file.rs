@@ -15,6 +15,7 @@
 //!     messageTypes:                            # what A2A and MCP callers may send
 //!       - { name: demo.Ask, schema: { type: object, required: [q] } }
 //!   - { type: researcher, a2a: { url: "https://research.example/a2a", tokenEnv: TOKEN } }
+//!   - { type: weather, mcp: { url: "http://127.0.0.1:8000/mcp", tool: get_weather } }
 //! subscriptions:
 //!   - { topicType: alerts, agentType: counter }
 //!   - { topicTypePrefix: "team.", agentType: relay }
@@ -169,6 +170,9 @@ pub struct AgentEntry {
     /// A remote A2A agent this agent type forwards every message to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub a2a: Option<A2aAgentSettings>,
+    /// One tool of a remote MCP server this agent type calls with every message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpAgentSettings>,
     /// What the agent does: its A2A skill's and MCP tool's description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -189,6 +193,23 @@ pub struct A2aAgentSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
     /// How long one message may take, polling included, milliseconds.
+    #[serde(default = "default_http_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// `mcp:` of an agent calling one tool of a remote MCP server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpAgentSettings {
+    /// The server's Streamable HTTP endpoint (e.g. `http://host:8000/mcp`).
+    pub url: String,
+    /// The tool called.
+    pub tool: String,
+    /// Environment variable holding the bearer token for the server (the operator sets
+    /// it from the agent's `mcp.secretRef`); unset: no token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// How long one call may take, milliseconds.
     #[serde(default = "default_http_timeout_ms")]
     pub timeout_ms: u64,
 }
@@ -389,13 +410,18 @@ impl RuntimeConfigFile {
                     ));
                 }
             }
-            let kinds = [a.builtin.is_some(), a.http.is_some(), a.a2a.is_some()];
+            let kinds = [
+                a.builtin.is_some(),
+                a.http.is_some(),
+                a.a2a.is_some(),
+                a.mcp.is_some(),
+            ];
             match kinds.iter().filter(|k| **k).count() {
                 0 => {
                     return Err(ConfigError::invalid(
                         at("builtin"),
                         "",
-                        "one of builtin, http or a2a is required",
+                        "one of builtin, http, a2a or mcp is required",
                     ));
                 }
                 1 => {}
@@ -403,7 +429,7 @@ impl RuntimeConfigFile {
                     return Err(ConfigError::invalid(
                         at("http"),
                         &a.agent_type,
-                        "builtin, http and a2a are exclusive",
+                        "builtin, http, a2a and mcp are exclusive",
                     ));
                 }
             }
@@ -415,6 +441,22 @@ impl RuntimeConfigFile {
                     &r.url,
                     "must be an absolute http(s) URL",
                 ));
+            }
+            if let Some(m) = &a.mcp {
+                if !is_http_url(&m.url) {
+                    return Err(ConfigError::invalid(
+                        at("mcp.url"),
+                        &m.url,
+                        "must be an absolute http(s) URL",
+                    ));
+                }
+                if m.tool.trim().is_empty() {
+                    return Err(ConfigError::invalid(
+                        at("mcp.tool"),
+                        &m.tool,
+                        "must not be empty",
+                    ));
+                }
             }
             match (&a.builtin, &a.http) {
                 (Some(Builtin::Relay), None) if a.relay.is_none() => {
@@ -604,6 +646,11 @@ http: { listen: "0.0.0.0:8080" }
             "builtin: echo, a2a: { url: \"http://h/a\" } }",
         ));
         assert_eq!(e.field, "agents[0].http", "{e}");
+        let tool = EXAMPLE.replace(
+            "- { type: echo,    builtin: echo }",
+            "- { type: echo, mcp: { url: \"http://127.0.0.1:1/mcp\", tool: \"\" } }",
+        );
+        assert_eq!(err(&tool).field, "agents[0].mcp.tool");
         let e = err(&EXAMPLE.replace("schema: { type: object, required: [q] }", "schema: 3"));
         assert_eq!(e.field, "agents[3].messageTypes[0].schema");
         let e = err(&EXAMPLE.replace("maxConcurrency", "maxConcurency"));

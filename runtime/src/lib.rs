@@ -20,7 +20,7 @@
 //! - Configuration: [`config`] (Kafka connection and security), [`config_file`] (the
 //!   runtime's YAML file, as the operator writes it), [`defaults`] (each default once).
 //! - The server, behind the default `server` feature: [`serve`] (hosting the agents of
-//!   a config file), [`builtins`], [`http_agent`], [`a2a_agent`] (remote A2A agents),
+//!   a config file), [`builtins`], [`http_agent`], [`a2a_agent`] (remote A2A agents), [`mcp_client`] (remote MCP tools),
 //!   [`gateway`] (HTTP API, probes, metrics, the A2A and MCP servers), [`telemetry`] (logs and OTLP), [`cli`] (the `switchboard-runtime`
 //!   binary's verbs).
 
@@ -51,6 +51,8 @@ pub mod cli;
 pub mod gateway;
 #[cfg(feature = "server")]
 pub mod http_agent;
+#[cfg(feature = "server")]
+pub mod mcp_client;
 #[cfg(feature = "server")]
 pub mod serve;
 #[cfg(feature = "server")]

@@ -15,7 +15,7 @@ use crate::gateway::Gateway;
 use crate::gateway::catalog::AgentInfo;
 use crate::kafka::KafkaAgentRuntime;
 use crate::subscription::Subscription;
-use crate::{a2a_agent, builtins, http_agent};
+use crate::{a2a_agent, builtins, http_agent, mcp_client};
 
 /// How long stopping waits for HTTP requests in flight (RPCs end at their deadline).
 const HTTP_DRAIN: Duration = Duration::from_secs(15);
@@ -57,7 +57,7 @@ pub fn load_config(
 }
 
 /// The agent factories the file declares, by type, in file order. Bearer tokens of
-/// `a2a` agents are read from the process environment (`a2a.tokenEnv`).
+/// `a2a` and `mcp` agents are read from the process environment (`tokenEnv`).
 pub fn factories(file: &RuntimeConfigFile) -> Result<Vec<(String, AgentFactory)>, ConfigError> {
     let client = http_agent::client()
         .map_err(|e| ConfigError::invalid("agents", "", format!("http client: {e}")))?;
@@ -65,32 +65,37 @@ pub fn factories(file: &RuntimeConfigFile) -> Result<Vec<(String, AgentFactory)>
         .iter()
         .enumerate()
         .map(|(i, a)| {
-            let factory = match (&a.builtin, &a.http, &a.a2a) {
-                (None, None, Some(remote)) => {
-                    let token = match &remote.token_env {
-                        None => None,
-                        Some(var) => Some(std::env::var(var).map_err(|_| {
-                            ConfigError::invalid(
-                                format!("agents[{i}].a2a.tokenEnv"),
-                                var,
-                                "names an environment variable that is not set",
-                            )
-                        })?),
-                    };
+            let token = |kind: &str, var: &Option<String>| match var {
+                None => Ok(None),
+                Some(var) => std::env::var(var).map(Some).map_err(|_| {
+                    ConfigError::invalid(
+                        format!("agents[{i}].{kind}.tokenEnv"),
+                        var,
+                        "names an environment variable that is not set",
+                    )
+                }),
+            };
+            let factory = match (&a.builtin, &a.http, &a.a2a, &a.mcp) {
+                (None, None, None, Some(tool)) => {
+                    let token = token("mcp", &tool.token_env)?;
+                    mcp_client::factory(client.clone(), tool.clone(), token)
+                }
+                (None, None, Some(remote), _) => {
+                    let token = token("a2a", &remote.token_env)?;
                     a2a_agent::factory(client.clone(), remote.clone(), token)
                 }
-                (Some(b), _, _) => {
+                (Some(b), _, _, _) => {
                     builtins::factory(*b, a.relay.as_ref().map(|r| r.publish.topic_type.as_str()))
                         .map_err(|e| {
                         ConfigError::invalid(format!("agents[{i}].builtin"), format!("{b:?}"), e)
                     })?
                 }
-                (None, Some(h), _) => http_agent::factory(client.clone(), h.clone()),
-                (None, None, None) => {
+                (None, Some(h), _, _) => http_agent::factory(client.clone(), h.clone()),
+                (None, None, None, None) => {
                     return Err(ConfigError::invalid(
                         format!("agents[{i}].builtin"),
                         "",
-                        "one of builtin, http or a2a is required",
+                        "one of builtin, http, a2a or mcp is required",
                     ));
                 }
             };

@@ -16,8 +16,8 @@ use switchboard_crds::agent_runtime::{
 };
 use switchboard_runtime::config_file::{
     A2aAgentSettings, AgentEntry, Builtin, HttpAgentSettings, HttpSection, KafkaSection,
-    MessageTypeEntry, RelayPublish, RelaySettings, RuntimeConfigFile, RuntimeSection,
-    SecuritySection,
+    McpAgentSettings, MessageTypeEntry, RelayPublish, RelaySettings, RuntimeConfigFile,
+    RuntimeSection, SecuritySection,
 };
 use switchboard_runtime::defaults;
 use switchboard_runtime::protocol::topics::{TopicNames, TopicSpec, validate_runtime_name};
@@ -226,8 +226,14 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
                 }),
                 a2a: a.a2a.as_ref().map(|r| A2aAgentSettings {
                     url: r.url.clone(),
-                    token_env: r.secret_ref.as_ref().map(|_| a2a_token_env(i)),
+                    token_env: r.secret_ref.as_ref().map(|_| token_env("A2A", i)),
                     timeout_ms: u64::try_from(r.timeout_seconds.unwrap_or(30)).unwrap_or(30) * 1000,
+                }),
+                mcp: a.mcp.as_ref().map(|m| McpAgentSettings {
+                    url: m.url.clone(),
+                    tool: m.tool.clone(),
+                    token_env: m.secret_ref.as_ref().map(|_| token_env("MCP", i)),
+                    timeout_ms: u64::try_from(m.timeout_seconds.unwrap_or(30)).unwrap_or(30) * 1000,
                 }),
                 description: a.description.clone(),
                 message_types: a
@@ -248,9 +254,10 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
     }
 }
 
-/// The environment variable holding the bearer token of agent `i`'s remote A2A agent.
-fn a2a_token_env(i: usize) -> String {
-    format!("SWITCHBOARD_A2A_TOKEN_{i}")
+/// The environment variable holding the bearer token of agent `i`'s remote (`kind`:
+/// `A2A` or `MCP`).
+fn token_env(kind: &str, i: usize) -> String {
+    format!("SWITCHBOARD_{kind}_TOKEN_{i}")
 }
 
 fn digest(text: &str) -> String {
@@ -386,11 +393,18 @@ pub fn build_with_replicas(
             env.push(json!({ "name": var, "valueFrom": { "secretKeyRef": { "name": r.name, "key": key } } }));
         }
     }
-    // Each a2a agent's token, from its Secret, under the name its config entry reads.
+    // Each a2a and mcp agent's token, from its Secret, under the name its config
+    // entry reads.
     for (i, a) in ar.spec.agents.iter().enumerate() {
-        if let Some(r) = a.a2a.as_ref().and_then(|r| r.secret_ref.as_ref()) {
-            let key = r.key.as_deref().unwrap_or("token");
-            env.push(json!({ "name": a2a_token_env(i), "valueFrom": { "secretKeyRef": { "name": r.name, "key": key } } }));
+        let refs = [
+            ("A2A", a.a2a.as_ref().and_then(|r| r.secret_ref.as_ref())),
+            ("MCP", a.mcp.as_ref().and_then(|m| m.secret_ref.as_ref())),
+        ];
+        for (kind, r) in refs {
+            if let Some(r) = r {
+                let key = r.key.as_deref().unwrap_or("token");
+                env.push(json!({ "name": token_env(kind, i), "valueFrom": { "secretKeyRef": { "name": r.name, "key": key } } }));
+            }
         }
     }
     for e in &template.env {

@@ -222,13 +222,15 @@ fn invalid_specs_name_the_field() {
 }
 
 #[test]
-fn a2a_agents_get_their_token_from_their_secret_and_their_fields_reach_the_config() {
+fn a2a_and_mcp_agents_get_their_tokens_from_their_secrets_and_their_fields_reach_the_config() {
     let mut spec = basic();
     spec["agents"] = json!([
         { "type": "echo", "builtin": "echo", "description": "says it back",
           "messageTypes": [{ "name": "demo.Ask", "schema": { "type": "object" } }] },
         { "type": "researcher", "a2a": { "url": "http://remote:8080/a2a/r",
           "secretRef": { "name": "remote-token" }, "timeoutSeconds": 5 } },
+        { "type": "weather", "mcp": { "url": "http://tools:8000/mcp", "tool": "forecast",
+          "secretRef": { "name": "tools-token", "key": "t" } } },
     ]);
     let d = build(&runtime(spec), &settings()).unwrap();
     let text = &d.config_map.data.as_ref().unwrap()[CONFIG_KEY];

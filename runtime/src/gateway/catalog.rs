@@ -40,6 +40,7 @@ impl AgentInfo {
             (Some(b), _, _) => format!("builtin:{}", builtin_name(*b)),
             (None, Some(_), _) => "http".to_owned(),
             (None, None, Some(_)) => "a2a".to_owned(),
+            (None, None, None) if entry.mcp.is_some() => "mcp".to_owned(),
             (None, None, None) => "code".to_owned(),
         };
         let description = entry
@@ -56,7 +57,10 @@ impl AgentInfo {
                 Some(Builtin::Relay) => {
                     "Publishes every message it gets to a topic; replies nothing.".into()
                 }
-                None => format!("Switchboard agent type {}.", entry.agent_type),
+                None => match &entry.mcp {
+                    Some(m) => format!("Calls MCP tool {} of {}.", m.tool, m.url),
+                    None => format!("Switchboard agent type {}.", entry.agent_type),
+                },
             });
         Self {
             agent_type: entry.agent_type.clone(),
@@ -155,6 +159,7 @@ mod tests {
             relay: None,
             http: None,
             a2a: None,
+            mcp: None,
             description: Some("does things".into()),
             message_types: types,
         }

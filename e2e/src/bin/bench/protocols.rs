@@ -71,6 +71,7 @@ pub async fn protocols_rpc(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<
         relay: None,
         http: None,
         a2a: None,
+        mcp: None,
         description: None,
         message_types: Vec::new(),
     });

@@ -119,6 +119,7 @@ mod tests {
                     relay: None,
                     http: None,
                     a2a: None,
+                    mcp: None,
                     description: None,
                     message_types: Vec::new(),
                 })

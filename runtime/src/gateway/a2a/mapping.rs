@@ -132,6 +132,7 @@ mod tests {
             relay: None,
             http: None,
             a2a: None,
+            mcp: None,
             description: None,
             message_types: types
                 .iter()
