@@ -22,6 +22,8 @@ const HTTP_DRAIN: Duration = Duration::from_secs(15);
 /// Added to the runtime's drain timeout to bound `stop` as a whole (registry
 /// release, producer flush, reply channel deletion).
 const STOP_SLACK: Duration = Duration::from_secs(20);
+/// How often loading the A2A tasks topic is retried when it failed at start.
+const TASKS_RETRY: Duration = Duration::from_secs(10);
 
 /// Why `run` failed.
 #[derive(Debug, thiserror::Error)]
@@ -206,13 +208,31 @@ pub async fn run_hosting(
     };
     // Health and readiness answer while the runtime starts.
     tracing::info!(listen = %local, "http api listening");
+    // Owned here: ended by `stopping`, awaited below.
+    let mut tasks_loader: Option<tokio::task::JoinHandle<()>> = None;
+    let loader_slot = &mut tasks_loader;
     let started = async {
+        let tasks_loader = loader_slot;
         runtime.start().await?;
         let added = ensure_subscriptions(&runtime, file.subscriptions()?).await?;
         // After start, which created the runtime's topics (or found them). Without its
-        // tasks topic the runtime still serves everything else; A2A task methods say why.
+        // tasks topic (an operator that has not created it yet) the runtime still
+        // serves everything else, A2A task methods say why, and loading is retried.
         if let Err(e) = gateway.load_tasks(stopping.clone()).await {
-            tracing::warn!(error = %e, "A2A tasks unavailable");
+            tracing::warn!(error = %e, "A2A tasks unavailable; retrying every 10 s");
+            let (gateway, stopping) = (gateway.clone(), stopping.clone());
+            *tasks_loader = Some(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = stopping.cancelled() => return,
+                        () = tokio::time::sleep(TASKS_RETRY) => {}
+                    }
+                    match gateway.load_tasks(stopping.clone()).await {
+                        Ok(()) => return tracing::info!("A2A tasks loaded"),
+                        Err(e) => tracing::debug!(error = %e, "A2A tasks still unavailable"),
+                    }
+                }
+            }));
         }
         // Only now: an event read before its subscription is known is not delivered.
         gateway.set_up();
@@ -247,6 +267,9 @@ pub async fn run_hosting(
     };
     tracing::info!("stopping");
     stopping.cancel();
+    if let Some(loader) = tasks_loader {
+        let _ = loader.await;
+    }
     if !server.is_finished() && tokio::time::timeout(HTTP_DRAIN, &mut server).await.is_err() {
         tracing::warn!(after = ?HTTP_DRAIN, "http requests still open; closing them");
         server.abort();
