@@ -240,6 +240,24 @@ async def test_v03_method_names_answer_in_v03_shapes(runtime):
                     stream.append(json.loads(line[5:])["result"])
         assert [e["kind"] for e in stream] == ["task", "artifact-update", "status-update"], stream
         assert stream[-1]["final"] is True
+        # v0.3's blocking: false answers at once; the task completes later.
+        later = {**body, "id": 5}
+        later["params"] = {**body["params"], "configuration": {"blocking": False}}
+        later["params"]["message"] = {**body["params"]["message"], "parts": [{"kind": "data", "data": {"text": "v03", "sleep": 0.5}}]}
+        r = (await h.post(f"{runtime.url}/a2a/py", json=later)).json()
+        assert r["result"]["status"]["state"] == "working", r
+        for _ in range(50):
+            got = (
+                await h.post(
+                    f"{runtime.url}/a2a/py",
+                    json={"jsonrpc": "2.0", "id": 6, "method": "tasks/get", "params": {"id": r["result"]["id"]}},
+                )
+            ).json()["result"]
+            if got["status"]["state"] != "working":
+                break
+            await asyncio.sleep(0.1)
+        assert got["status"]["state"] == "completed", got
+        assert got["artifacts"][0]["parts"][0] == {"kind": "text", "text": "py got v03"}
 
 
 async def test_many_concurrent_tasks_all_complete(runtime):

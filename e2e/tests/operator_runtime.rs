@@ -306,7 +306,7 @@ async fn delete_policy_removes_topics_retain_keeps_them_and_owned_objects_are_co
     .await;
     assert_eq!(
         admin.partition_counts(&kept_topics).await.unwrap().len(),
-        3,
+        4,
         "Retain keeps the topics"
     );
     let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
