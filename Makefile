@@ -3,11 +3,11 @@ CARGO ?= cargo
 INFRA := e2e/infra
 
 
-.PHONY: deps test fmt clippy shellcheck unit integration python-test bench bench-python bench-operator infra-up infra-down crds demo demo-down
+.PHONY: deps test fmt clippy shellcheck unit integration python-test protocol-test bench bench-python bench-operator infra-up infra-down crds demo demo-down
 
 ## test: formatting, lints, unit tests, then integration tests against a real
 ## Kafka broker and a real Kubernetes API server (started and stopped here).
-test: deps fmt clippy shellcheck unit integration python-test
+test: deps fmt clippy shellcheck unit integration python-test protocol-test
 
 ## deps: the Debian packages and rustup components a fresh machine lacks (idempotent;
 ## a fraction of a second when all are there).
@@ -21,7 +21,7 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 shellcheck:
-	shellcheck e2e/infra/*.sh e2e/*.sh e2e/kind/*.sh python/scripts/*.sh bench/*.sh .ci/run
+	shellcheck e2e/infra/*.sh e2e/*.sh e2e/kind/*.sh e2e/protocol-clients/*.sh python/scripts/*.sh bench/*.sh .ci/run
 
 unit:
 	$(CARGO) test --workspace --lib --bins
@@ -38,6 +38,13 @@ integration:
 ## wheel built and installed, then pytest against a real broker (started and stopped here).
 python-test:
 	python/scripts/test.sh
+
+## protocol-test: the runtime's A2A and MCP servers with the official Python SDKs
+## (a2a-sdk, mcp from PyPI, pinned in e2e/protocol-clients/requirements.txt; venv cached
+## under ~/.cache/switchboard/protocol-venv) as clients of real runtime processes on a
+## real broker (started and stopped here).
+protocol-test:
+	e2e/protocol-clients/test.sh
 
 ## bench: the runtime benchmarks against a local broker (started and stopped here),
 ## with raw rdkafka baselines measured in the same run; writes bench/results/latest.json

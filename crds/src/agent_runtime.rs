@@ -244,11 +244,12 @@ impl Default for TopicsSpec {
 }
 
 /// One hosted agent type: a built-in agent, an HTTP agent, an agent the runtime's
-/// program registers itself (`code: {}`), or a model-backed agent (`llm`).
+/// program registers itself (`code: {}`), a model-backed agent (`llm`), a remote A2A
+/// agent, or one tool of a remote MCP server.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(
-    validation = Rule::new("[has(self.builtin), has(self.http), has(self.code), has(self.llm)].filter(k, k).size() == 1")
-        .message("exactly one of builtin, http, code and llm is required"),
+    validation = Rule::new("[has(self.builtin), has(self.http), has(self.code), has(self.llm), has(self.a2a), has(self.mcp)].filter(k, k).size() == 1")
+        .message("exactly one of builtin, http, code, llm, a2a and mcp is required"),
     validation = Rule::new("!has(self.relay) || (has(self.builtin) && self.builtin == 'relay')")
         .message("relay settings are only for the relay builtin")
         .field_path(".relay"),
@@ -285,6 +286,81 @@ pub struct AgentSpec {
     /// durable step (not repeated when a message is redelivered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmAgentSpec>,
+    /// A remote A2A agent: every message is sent to it (A2A `SendMessage`, JSON-RPC
+    /// binding) and its result is the reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a2a: Option<A2aAgentSpec>,
+    /// One tool of a remote MCP server (Streamable HTTP, 2026-07-28): every message is
+    /// the tool's arguments, and its result is the reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpAgentSpec>,
+    /// What the agent does: the description of its A2A skill and MCP tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub description: Option<String>,
+    /// The message types the agent accepts. A2A and MCP callers may send only these
+    /// (none listed: any), and the MCP tool's input schema is built from them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub message_types: Vec<MessageTypeSpec>,
+}
+
+/// A remote A2A agent.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct A2aAgentSpec {
+    /// The remote agent's JSON-RPC endpoint (its agent card's `supportedInterfaces[].url`
+    /// with `protocolBinding: JSONRPC`).
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')")
+        .message("a2a.url must be an http(s) URL"))]
+    pub url: String,
+    /// Secret key holding the bearer token sent to the remote agent. Default key `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// How long one message may take, in seconds (1-3600). Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: Option<i32>,
+}
+
+/// One tool of a remote MCP server.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct McpAgentSpec {
+    /// The server's Streamable HTTP endpoint, e.g. `http://tools:8000/mcp`.
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')")
+        .message("mcp.url must be an http(s) URL"))]
+    pub url: String,
+    /// The tool's name.
+    #[schemars(length(min = 1, max = 128))]
+    pub tool: String,
+    /// Secret key holding the bearer token sent to the server. Default key `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// How long one call may take, in seconds (1-3600). Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: Option<i32>,
+}
+
+/// One message type an agent accepts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageTypeSpec {
+    /// The message type name (the `ce-type` of its records).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// JSON Schema of the message's data (the MCP tool's `message` input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_json_object")]
+    pub schema: Option<serde_json::Value>,
+}
+
+/// A JSON object kept as written (a JSON Schema document).
+fn any_json_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 /// `code: {}`: the agent comes from the runtime's program; nothing to configure here.

@@ -121,6 +121,8 @@ async fn an_agent_has_exactly_one_kind() {
     for agent in [
         json!({ "type": "echo", "builtin": "echo", "http": { "url": "http://127.0.0.1:1/x" } }),
         json!({ "type": "echo", "builtin": "echo", "code": {} }),
+        json!({ "type": "echo", "http": { "url": "http://127.0.0.1:1/x" }, "a2a": { "url": "http://127.0.0.1:1/a2a" } }),
+        json!({ "type": "echo", "builtin": "echo", "mcp": { "url": "http://127.0.0.1:1/mcp", "tool": "t" } }),
         json!({ "type": "echo" }),
     ] {
         let mut s = spec();
@@ -128,7 +130,7 @@ async fn an_agent_has_exactly_one_kind() {
         s["template"] = json!({ "command": ["python"] });
         let msg = rejected(runtime(s)).await;
         assert!(
-            msg.contains("exactly one of builtin, http and code is required"),
+            msg.contains("exactly one of builtin, http, code, llm, a2a and mcp is required"),
             "{agent}: {msg}"
         );
     }

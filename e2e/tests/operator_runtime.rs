@@ -68,10 +68,17 @@ async fn a_runtime_gets_its_topics_and_owned_objects_and_partitions_grow() {
     wait_topics_ready(&api, "rt1").await;
 
     let admin = admin();
-    let names: Vec<String> = ["registry", "events", "rt1.inbox", "rt1.state", "rt1.dlq"]
-        .iter()
-        .map(|s| format!("{prefix}.{s}"))
-        .collect();
+    let names: Vec<String> = [
+        "registry",
+        "events",
+        "rt1.inbox",
+        "rt1.state",
+        "rt1.dlq",
+        "rt1.tasks",
+    ]
+    .iter()
+    .map(|s| format!("{prefix}.{s}"))
+    .collect();
     let counts = admin.partition_counts(&names).await.unwrap();
     assert_eq!(counts[&names[0]], 1, "registry has one partition");
     for n in &names[1..] {
@@ -270,15 +277,15 @@ async fn delete_policy_removes_topics_retain_keeps_them_and_owned_objects_are_co
     );
 
     let admin = admin();
-    let gone: Vec<String> = ["inbox", "state", "dlq"]
+    let gone: Vec<String> = ["inbox", "state", "dlq", "tasks"]
         .iter()
         .map(|s| format!("{prefix}.gone.{s}"))
         .collect();
-    let kept_topics: Vec<String> = ["inbox", "state", "dlq"]
+    let kept_topics: Vec<String> = ["inbox", "state", "dlq", "tasks"]
         .iter()
         .map(|s| format!("{prefix}.kept.{s}"))
         .collect();
-    assert_eq!(admin.partition_counts(&gone).await.unwrap().len(), 3);
+    assert_eq!(admin.partition_counts(&gone).await.unwrap().len(), 4);
 
     api.delete("gone", &DeleteParams::default()).await.unwrap();
     api.delete("kept", &DeleteParams::default()).await.unwrap();
@@ -299,7 +306,7 @@ async fn delete_policy_removes_topics_retain_keeps_them_and_owned_objects_are_co
     .await;
     assert_eq!(
         admin.partition_counts(&kept_topics).await.unwrap().len(),
-        3,
+        4,
         "Retain keeps the topics"
     );
     let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);

@@ -9,9 +9,15 @@
 //!   - { type: echo,    builtin: echo }
 //!   - { type: counter, builtin: counter }
 //!   - { type: relay,   builtin: relay, relay: { publish: { topicType: out } } }
-//!   - { type: py,      http: { url: "http://127.0.0.1:8081/agents/py" } }
+//!   - type: py
+//!     http: { url: "http://127.0.0.1:8081/agents/py" }
+//!     description: "Answers questions"        # A2A skill / MCP tool description
+//!     messageTypes:                            # what A2A and MCP callers may send
+//!       - { name: demo.Ask, schema: { type: object, required: [q] } }
 //!   - { type: planner, code: {} }    # registered by the program itself
 //!   - { type: assistant, llm: { model: { endpoint: "http://127.0.0.1:8000/v1", model: m } } }
+//!   - { type: researcher, a2a: { url: "https://research.example/a2a", tokenEnv: TOKEN } }
+//!   - { type: weather, mcp: { url: "http://127.0.0.1:8000/mcp", tool: get_weather } }
 //! subscriptions:
 //!   - { topicType: alerts, agentType: counter }
 //!   - { topicTypePrefix: "team.", agentType: relay }
@@ -175,6 +181,62 @@ pub struct AgentEntry {
     /// A model-backed agent (OpenAI-compatible Chat Completions, tools, memory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmSettings>,
+    /// A remote A2A agent this agent type forwards every message to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a2a: Option<A2aAgentSettings>,
+    /// One tool of a remote MCP server this agent type calls with every message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpAgentSettings>,
+    /// What the agent does: its A2A skill's and MCP tool's description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The message types it accepts (A2A and MCP callers may send only these, and
+    /// the MCP tool's input schema is built from them); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub message_types: Vec<MessageTypeEntry>,
+}
+
+/// `a2a:` of an agent forwarding to a remote A2A agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct A2aAgentSettings {
+    /// The remote agent's JSON-RPC endpoint (its card's `supportedInterfaces[].url`).
+    pub url: String,
+    /// Environment variable holding the bearer token for the remote (the operator
+    /// sets it from the agent's `a2a.secretRef`); unset: no token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// How long one message may take, polling included, milliseconds.
+    #[serde(default = "default_http_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// `mcp:` of an agent calling one tool of a remote MCP server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpAgentSettings {
+    /// The server's Streamable HTTP endpoint (e.g. `http://host:8000/mcp`).
+    pub url: String,
+    /// The tool called.
+    pub tool: String,
+    /// Environment variable holding the bearer token for the server (the operator sets
+    /// it from the agent's `mcp.secretRef`); unset: no token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// How long one call may take, milliseconds.
+    #[serde(default = "default_http_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// One entry of `agents[].messageTypes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MessageTypeEntry {
+    /// The message type name (`ce-type`).
+    pub name: String,
+    /// JSON Schema of the message's data (the MCP tool's `message` input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
 }
 
 /// `code: {}` of an agent registered by the hosting program. Empty: the program
@@ -279,6 +341,15 @@ impl Default for HttpSection {
     }
 }
 
+/// An absolute `http://` or `https://` URL with a host.
+fn is_http_url(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://"))
+        && url
+            .split("://")
+            .nth(1)
+            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+}
+
 impl RuntimeConfigFile {
     /// Parses YAML; errors name the offending field path.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
@@ -350,32 +421,54 @@ impl RuntimeConfigFile {
                     "is declared twice",
                 ));
             }
+            for (j, m) in a.message_types.iter().enumerate() {
+                let field = at(&format!("messageTypes[{j}]"));
+                if m.name.trim().is_empty() {
+                    return Err(ConfigError::invalid(
+                        format!("{field}.name"),
+                        &m.name,
+                        "must not be empty",
+                    ));
+                }
+                if m.schema.as_ref().is_some_and(|s| !s.is_object()) {
+                    return Err(ConfigError::invalid(
+                        format!("{field}.schema"),
+                        &m.name,
+                        "must be a JSON Schema object",
+                    ));
+                }
+            }
             let kinds = [
                 a.builtin.is_some(),
                 a.http.is_some(),
                 a.code.is_some(),
                 a.llm.is_some(),
+                a.a2a.is_some(),
+                a.mcp.is_some(),
             ];
             match kinds.iter().filter(|k| **k).count() {
                 0 => {
                     return Err(ConfigError::invalid(
                         at("builtin"),
                         "",
-                        "one of builtin, http, code or llm is required",
+                        "one of builtin, http, code, llm, a2a or mcp is required",
                     ));
                 }
                 1 => {}
                 _ => {
                     return Err(ConfigError::invalid(
-                        at(if a.llm.is_some() {
-                            "llm"
-                        } else if a.code.is_some() {
-                            "code"
-                        } else {
-                            "http"
-                        }),
+                        // The field named is the later kind of the pair.
+                        at([
+                            ("mcp", a.mcp.is_some()),
+                            ("a2a", a.a2a.is_some()),
+                            ("llm", a.llm.is_some()),
+                            ("code", a.code.is_some()),
+                        ]
+                        .iter()
+                        .find(|(_, set)| *set)
+                        .map_or("http", |(f, _)| f)),
                         &a.agent_type,
-                        "builtin, http, code and llm are exclusive",
+                        "builtin, http, code, llm, a2a and mcp are exclusive",
                     ));
                 }
             }
@@ -389,6 +482,31 @@ impl RuntimeConfigFile {
                     "is only for the relay builtin",
                 ));
             }
+            if let Some(r) = &a.a2a
+                && !is_http_url(&r.url)
+            {
+                return Err(ConfigError::invalid(
+                    at("a2a.url"),
+                    &r.url,
+                    "must be an absolute http(s) URL",
+                ));
+            }
+            if let Some(m) = &a.mcp {
+                if !is_http_url(&m.url) {
+                    return Err(ConfigError::invalid(
+                        at("mcp.url"),
+                        &m.url,
+                        "must be an absolute http(s) URL",
+                    ));
+                }
+                if m.tool.trim().is_empty() {
+                    return Err(ConfigError::invalid(
+                        at("mcp.tool"),
+                        &m.tool,
+                        "must not be empty",
+                    ));
+                }
+            }
             match (&a.builtin, &a.http) {
                 (Some(Builtin::Relay), None) if a.relay.is_none() => {
                     return Err(ConfigError::invalid(
@@ -397,19 +515,12 @@ impl RuntimeConfigFile {
                         "is required for the relay builtin",
                     ));
                 }
-                (_, Some(h)) => {
-                    let ok = (h.url.starts_with("http://") || h.url.starts_with("https://"))
-                        && h.url
-                            .split("://")
-                            .nth(1)
-                            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
-                    if !ok {
-                        return Err(ConfigError::invalid(
-                            at("http.url"),
-                            &h.url,
-                            "must be an absolute http(s) URL",
-                        ));
-                    }
+                (_, Some(h)) if !is_http_url(&h.url) => {
+                    return Err(ConfigError::invalid(
+                        at("http.url"),
+                        &h.url,
+                        "must be an absolute http(s) URL",
+                    ));
                 }
                 _ => {}
             }
@@ -508,7 +619,11 @@ agents:
   - { type: echo,    builtin: echo }
   - { type: counter, builtin: counter }
   - { type: relay,   builtin: relay, relay: { publish: { topicType: out } } }
-  - { type: py,      http: { url: "http://127.0.0.1:8081/agents/py" } }
+  - type: py
+    http: { url: "http://127.0.0.1:8081/agents/py" }
+    description: "Answers questions"
+    messageTypes:
+      - { name: demo.Ask, schema: { type: object, required: [q] } }
 subscriptions:
   - { topicType: alerts, agentType: counter }
   - { topicTypePrefix: "team.", agentType: relay }
@@ -528,6 +643,11 @@ http: { listen: "0.0.0.0:8080" }
         let cfg = RuntimeConfigFile::from_yaml(EXAMPLE).unwrap();
         cfg.validate().unwrap();
         assert_eq!(cfg.agents.len(), 4);
+        assert_eq!(cfg.agents[3].message_types[0].name, "demo.Ask");
+        assert_eq!(
+            cfg.agents[3].message_types[0].schema,
+            Some(serde_json::json!({"type": "object", "required": ["q"]}))
+        );
         assert_eq!(cfg.subscriptions().unwrap().len(), 2);
         let again = RuntimeConfigFile::from_yaml(&cfg.to_yaml().unwrap()).unwrap();
         assert_eq!(again, cfg);
@@ -562,6 +682,27 @@ http: { listen: "0.0.0.0:8080" }
             (e.field.as_str(), e.value.as_str()),
             ("subscriptions[0].agentType", "nobody")
         );
+        let remote = EXAMPLE.replace(
+            "- { type: echo,    builtin: echo }",
+            "- { type: echo, a2a: { url: \"http://127.0.0.1:1/a2a/x\", tokenEnv: T } }",
+        );
+        let cfg = RuntimeConfigFile::from_yaml(&remote).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.agents[0].a2a.as_ref().unwrap().timeout_ms, 30_000);
+        let e = err(&remote.replace("http://127.0.0.1:1/a2a/x", "a2a/x"));
+        assert_eq!(e.field, "agents[0].a2a.url");
+        let e = err(&EXAMPLE.replace(
+            "builtin: echo }",
+            "builtin: echo, a2a: { url: \"http://h/a\" } }",
+        ));
+        assert_eq!(e.field, "agents[0].a2a", "{e}");
+        let tool = EXAMPLE.replace(
+            "- { type: echo,    builtin: echo }",
+            "- { type: echo, mcp: { url: \"http://127.0.0.1:1/mcp\", tool: \"\" } }",
+        );
+        assert_eq!(err(&tool).field, "agents[0].mcp.tool");
+        let e = err(&EXAMPLE.replace("schema: { type: object, required: [q] }", "schema: 3"));
+        assert_eq!(e.field, "agents[3].messageTypes[0].schema");
         let e = err(&EXAMPLE.replace("maxConcurrency", "maxConcurency"));
         assert!(e.to_string().contains("maxConcurency"), "{e}");
     }

@@ -23,8 +23,9 @@
 //!   entries), [`defaults`] (each default once).
 //! - The server, behind the default `server` feature: [`serve`] (hosting the agents of
 //!   a config file), [`builtins`], [`http_agent`], [`llm`] (model-backed agents),
-//!   [`gateway`] (HTTP API, probes,
-//!   metrics), [`telemetry`] (logs and OTLP), [`cli`] (the `switchboard-runtime`
+//!   [`a2a_agent`] (remote A2A agents), [`mcp_client`] (remote MCP tools), [`gateway`]
+//!   (HTTP API, probes, metrics, the A2A and MCP servers), [`telemetry`] (logs and
+//!   OTLP), [`cli`] (the `switchboard-runtime`
 //!   binary's verbs).
 
 pub mod admin;
@@ -47,6 +48,8 @@ pub mod subscription;
 pub mod trace;
 
 #[cfg(feature = "server")]
+pub mod a2a_agent;
+#[cfg(feature = "server")]
 pub mod builtins;
 #[cfg(feature = "server")]
 pub mod cli;
@@ -56,6 +59,8 @@ pub mod gateway;
 pub mod http_agent;
 #[cfg(feature = "server")]
 pub mod llm;
+#[cfg(feature = "server")]
+pub mod mcp_client;
 #[cfg(feature = "server")]
 pub mod serve;
 #[cfg(feature = "server")]

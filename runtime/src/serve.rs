@@ -12,15 +12,18 @@ use crate::config::ConfigError;
 use crate::config_file::RuntimeConfigFile;
 use crate::error::RuntimeError;
 use crate::gateway::Gateway;
+use crate::gateway::catalog::AgentInfo;
 use crate::kafka::KafkaAgentRuntime;
 use crate::subscription::Subscription;
-use crate::{builtins, http_agent, llm};
+use crate::{a2a_agent, builtins, http_agent, llm, mcp_client};
 
 /// How long stopping waits for HTTP requests in flight (RPCs end at their deadline).
 const HTTP_DRAIN: Duration = Duration::from_secs(15);
 /// Added to the runtime's drain timeout to bound `stop` as a whole (registry
 /// release, producer flush, reply channel deletion).
 const STOP_SLACK: Duration = Duration::from_secs(20);
+/// How often loading the A2A tasks topic is retried when it failed at start.
+const TASKS_RETRY: Duration = Duration::from_secs(10);
 
 /// Why `run` failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +59,8 @@ pub fn load_config(
 }
 
 /// The agent factories the file declares, by type, in file order; `code: {}` entries
-/// have none (the hosting program registers them).
+/// have none (the hosting program registers them). Bearer tokens of `a2a` and `mcp`
+/// agents and API keys of `llm` agents are read from the environment.
 pub fn factories(file: &RuntimeConfigFile) -> Result<Vec<(String, AgentFactory)>, ConfigError> {
     factories_with_env(file, |k| std::env::var(k).ok())
 }
@@ -73,6 +77,16 @@ pub fn factories_with_env(
         .enumerate()
         .filter(|(_, a)| !a.is_code())
         .map(|(i, a)| {
+            let token = |kind: &str, var: &Option<String>| match var {
+                None => Ok(None),
+                Some(var) => env(var).map(Some).ok_or_else(|| {
+                    ConfigError::invalid(
+                        format!("agents[{i}].{kind}.tokenEnv"),
+                        var,
+                        "names an environment variable that is not set",
+                    )
+                }),
+            };
             if let Some(l) = &a.llm {
                 let key = match &l.model.api_key_env {
                     None => None,
@@ -89,19 +103,27 @@ pub fn factories_with_env(
                     llm::factory(client.clone(), l.clone(), key),
                 ));
             }
-            let factory = match (&a.builtin, &a.http) {
-                (Some(b), _) => {
+            let factory = match (&a.builtin, &a.http, &a.a2a, &a.mcp) {
+                (None, None, None, Some(tool)) => {
+                    let token = token("mcp", &tool.token_env)?;
+                    mcp_client::factory(client.clone(), tool.clone(), token)
+                }
+                (None, None, Some(remote), _) => {
+                    let token = token("a2a", &remote.token_env)?;
+                    a2a_agent::factory(client.clone(), remote.clone(), token)
+                }
+                (Some(b), _, _, _) => {
                     builtins::factory(*b, a.relay.as_ref().map(|r| r.publish.topic_type.as_str()))
                         .map_err(|e| {
                         ConfigError::invalid(format!("agents[{i}].builtin"), format!("{b:?}"), e)
                     })?
                 }
-                (None, Some(h)) => http_agent::factory(client.clone(), h.clone()),
-                (None, None) => {
+                (None, Some(h), _, _) => http_agent::factory(client.clone(), h.clone()),
+                (None, None, None, None) => {
                     return Err(ConfigError::invalid(
                         format!("agents[{i}].builtin"),
                         "",
-                        "one of builtin or http is required",
+                        "one of builtin, http, code, llm, a2a or mcp is required",
                     ));
                 }
             };
@@ -239,7 +261,8 @@ pub async fn run_hosting(
         runtime.clone(),
         file.http.bearer_token.clone(),
         stopping.clone(),
-    );
+    )
+    .with_agents(file.agents.iter().map(AgentInfo::from_entry).collect());
     let server = {
         let stopping = stopping.clone();
         tokio::spawn(
@@ -250,9 +273,32 @@ pub async fn run_hosting(
     };
     // Health and readiness answer while the runtime starts.
     tracing::info!(listen = %local, "http api listening");
+    // Owned here: ended by `stopping`, awaited below.
+    let mut tasks_loader: Option<tokio::task::JoinHandle<()>> = None;
+    let loader_slot = &mut tasks_loader;
     let started = async {
+        let tasks_loader = loader_slot;
         runtime.start().await?;
         let added = ensure_subscriptions(&runtime, file.subscriptions()?).await?;
+        // After start, which created the runtime's topics (or found them). Without its
+        // tasks topic (an operator that has not created it yet) the runtime still
+        // serves everything else, A2A task methods say why, and loading is retried.
+        if let Err(e) = gateway.load_tasks(stopping.clone()).await {
+            tracing::warn!(error = %e, "A2A tasks unavailable; retrying every 10 s");
+            let (gateway, stopping) = (gateway.clone(), stopping.clone());
+            *tasks_loader = Some(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = stopping.cancelled() => return,
+                        () = tokio::time::sleep(TASKS_RETRY) => {}
+                    }
+                    match gateway.load_tasks(stopping.clone()).await {
+                        Ok(()) => return tracing::info!("A2A tasks loaded"),
+                        Err(e) => tracing::debug!(error = %e, "A2A tasks still unavailable"),
+                    }
+                }
+            }));
+        }
         // Only now: an event read before its subscription is known is not delivered.
         gateway.set_up();
         tracing::info!(
@@ -286,6 +332,9 @@ pub async fn run_hosting(
     };
     tracing::info!("stopping");
     stopping.cancel();
+    if let Some(loader) = tasks_loader {
+        let _ = loader.await;
+    }
     if !server.is_finished() && tokio::time::timeout(HTTP_DRAIN, &mut server).await.is_err() {
         tracing::warn!(after = ?HTTP_DRAIN, "http requests still open; closing them");
         server.abort();

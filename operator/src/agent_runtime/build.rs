@@ -16,8 +16,9 @@ use switchboard_crds::agent_runtime::{
     AgentRuntime, BuiltinAgent, SaslMechanism, SecurityProtocol,
 };
 use switchboard_runtime::config_file::{
-    AgentEntry, Builtin, CodeAgent, HttpAgentSettings, HttpSection, KafkaSection, RelayPublish,
-    RelaySettings, RuntimeConfigFile, RuntimeSection, SecuritySection,
+    A2aAgentSettings, AgentEntry, Builtin, CodeAgent, HttpAgentSettings, HttpSection, KafkaSection,
+    McpAgentSettings, MessageTypeEntry, RelayPublish, RelaySettings, RuntimeConfigFile,
+    RuntimeSection, SecuritySection,
 };
 use switchboard_runtime::defaults;
 use switchboard_runtime::protocol::topics::{TopicNames, TopicSpec, validate_runtime_name};
@@ -211,7 +212,8 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
             .spec
             .agents
             .iter()
-            .map(|a| AgentEntry {
+            .enumerate()
+            .map(|(i, a)| AgentEntry {
                 agent_type: a.agent_type.clone(),
                 builtin: a.builtin.map(|b| match b {
                     BuiltinAgent::Echo => Builtin::Echo,
@@ -230,6 +232,26 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
                 }),
                 code: a.code.as_ref().map(|_| CodeAgent {}),
                 llm: a.llm.as_ref().map(|l| llm_settings(&a.agent_type, l)),
+                a2a: a.a2a.as_ref().map(|r| A2aAgentSettings {
+                    url: r.url.clone(),
+                    token_env: r.secret_ref.as_ref().map(|_| token_env("A2A", i)),
+                    timeout_ms: u64::try_from(r.timeout_seconds.unwrap_or(30)).unwrap_or(30) * 1000,
+                }),
+                mcp: a.mcp.as_ref().map(|m| McpAgentSettings {
+                    url: m.url.clone(),
+                    tool: m.tool.clone(),
+                    token_env: m.secret_ref.as_ref().map(|_| token_env("MCP", i)),
+                    timeout_ms: u64::try_from(m.timeout_seconds.unwrap_or(30)).unwrap_or(30) * 1000,
+                }),
+                description: a.description.clone(),
+                message_types: a
+                    .message_types
+                    .iter()
+                    .map(|m| MessageTypeEntry {
+                        name: m.name.clone(),
+                        schema: m.schema.clone(),
+                    })
+                    .collect(),
             })
             .collect(),
         subscriptions: Vec::new(),
@@ -238,6 +260,12 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
             bearer_token: None,
         },
     }
+}
+
+/// The environment variable holding the bearer token of agent `i`'s remote (`kind`:
+/// `A2A` or `MCP`).
+fn token_env(kind: &str, i: usize) -> String {
+    format!("SWITCHBOARD_{kind}_TOKEN_{i}")
 }
 
 fn digest(text: &str) -> String {
@@ -395,6 +423,20 @@ pub fn build_with_replicas(
         )
     })?;
     env.extend(keys);
+    // Each a2a and mcp agent's token, from its Secret, under the name its config
+    // entry reads.
+    for (i, a) in ar.spec.agents.iter().enumerate() {
+        let refs = [
+            ("A2A", a.a2a.as_ref().and_then(|r| r.secret_ref.as_ref())),
+            ("MCP", a.mcp.as_ref().and_then(|m| m.secret_ref.as_ref())),
+        ];
+        for (kind, r) in refs {
+            if let Some(r) = r {
+                let key = r.key.as_deref().unwrap_or("token");
+                env.push(json!({ "name": token_env(kind, i), "valueFrom": { "secretKeyRef": { "name": r.name, "key": key } } }));
+            }
+        }
+    }
     for e in &template.env {
         env.push(
             serde_json::to_value(e).map_err(|e| SpecError::new("template.env", e.to_string()))?,

@@ -47,13 +47,18 @@ fn topics_are_the_runtime_librarys_with_spec_partitions_and_configs() {
         by_name("switchboard.team-a.rt1.state").config["cleanup.policy"],
         "compact"
     );
-    assert_eq!(d.topics.len(), 5);
+    assert_eq!(
+        by_name("switchboard.team-a.rt1.tasks").config["cleanup.policy"],
+        "compact"
+    );
+    assert_eq!(d.topics.len(), 6);
     assert_eq!(
         d.owned_topics,
         vec![
             "switchboard.team-a.rt1.inbox".to_owned(),
             "switchboard.team-a.rt1.state".to_owned(),
             "switchboard.team-a.rt1.dlq".to_owned(),
+            "switchboard.team-a.rt1.tasks".to_owned(),
         ]
     );
 }
@@ -257,5 +262,69 @@ fn args_alone_keep_the_runtime_command() {
     assert_eq!(
         c.args.as_ref().unwrap(),
         &["run", "--config", "$(SWITCHBOARD_CONFIG)"]
+    );
+}
+
+#[test]
+fn a2a_and_mcp_agents_get_their_tokens_from_their_secrets_and_their_fields_reach_the_config() {
+    let mut spec = basic();
+    spec["agents"] = json!([
+        { "type": "echo", "builtin": "echo", "description": "says it back",
+          "messageTypes": [{ "name": "demo.Ask", "schema": { "type": "object" } }] },
+        { "type": "researcher", "a2a": { "url": "http://remote:8080/a2a/r",
+          "secretRef": { "name": "remote-token" }, "timeoutSeconds": 5 } },
+        { "type": "weather", "mcp": { "url": "http://tools:8000/mcp", "tool": "forecast",
+          "secretRef": { "name": "tools-token", "key": "t" } } },
+    ]);
+    let d = build(&runtime(spec), &settings()).unwrap();
+    let text = &d.config_map.data.as_ref().unwrap()[CONFIG_KEY];
+    let cfg = RuntimeConfigFile::from_yaml(text).unwrap();
+    cfg.validate().unwrap();
+    assert_eq!(cfg.agents[0].description.as_deref(), Some("says it back"));
+    assert_eq!(cfg.agents[0].message_types[0].name, "demo.Ask");
+    let remote = cfg.agents[1].a2a.as_ref().unwrap();
+    assert_eq!(
+        (
+            remote.url.as_str(),
+            remote.token_env.as_deref(),
+            remote.timeout_ms
+        ),
+        (
+            "http://remote:8080/a2a/r",
+            Some("SWITCHBOARD_A2A_TOKEN_1"),
+            5000
+        )
+    );
+    let c = &d
+        .deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let token = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "SWITCHBOARD_A2A_TOKEN_1")
+        .unwrap();
+    let key = token
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (key.name.as_str(), key.key.as_str()),
+        ("remote-token", "token")
+    );
+    assert!(
+        !text.contains("remote-token"),
+        "the Secret's name stays out of the ConfigMap"
     );
 }

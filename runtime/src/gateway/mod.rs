@@ -10,16 +10,22 @@
 //! | `POST /v1/topics/{type}/{source}` | publish; 202 |
 //! | `GET /v1/registry` | agent types with their runtime, and subscriptions |
 //! | `GET /v1/agents` | agent ids active in this process |
+//! | `GET /.well-known/agent-card.json`, `POST /a2a[/{type}]` | A2A v1.0 ([`a2a`]) |
+//! | `POST /mcp` | MCP, Streamable HTTP, stateless ([`mcp`]) |
 //!
 //! The body is JSON (`Content-Type` absent, JSON, or curl's default form type);
 //! another explicit content type is passed through as is. Errors are JSON: `{"error": "...", "kind": "..."}`. With a bearer token configured,
 //! `/v1` routes need `Authorization: Bearer <token>`. A `traceparent` (and `tracestate`)
 //! header on `POST /v1/...` makes the message part of the caller's trace.
 
+pub mod a2a;
+pub mod catalog;
+pub mod jsonrpc;
+pub mod mcp;
 pub mod prometheus;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -54,6 +60,12 @@ pub struct Gateway {
     /// Set when the caller's set-up is done (see [`Gateway::set_up`]).
     set_up: Arc<AtomicBool>,
     rpcs: TaskTracker,
+    /// The hosted agent types as A2A and MCP show them.
+    agents: Arc<Vec<catalog::AgentInfo>>,
+    /// A2A tasks, once loaded ([`Gateway::load_tasks`]).
+    task_log: Arc<OnceLock<Arc<a2a::task_log::TaskLog>>>,
+    /// Largest request body.
+    max_body: usize,
 }
 
 impl Gateway {
@@ -64,13 +76,53 @@ impl Gateway {
         bearer_token: Option<String>,
         stopping: CancellationToken,
     ) -> Self {
+        let max_body = runtime.config().max_message_bytes;
         Self {
             runtime,
             bearer_token: bearer_token.filter(|t| !t.is_empty()),
             stopping,
             set_up: Arc::default(),
             rpcs: TaskTracker::new(),
+            agents: Arc::default(),
+            task_log: Arc::default(),
+            max_body,
         }
+    }
+
+    /// The agent types A2A and MCP offer (the A2A skills, the MCP tools).
+    pub fn with_agents(mut self, agents: Vec<catalog::AgentInfo>) -> Self {
+        self.agents = Arc::new(agents);
+        self
+    }
+
+    /// Starts reading the runtime's A2A tasks topic (call once the runtime started,
+    /// so its topics exist); until then A2A task methods answer "unavailable".
+    pub async fn load_tasks(&self, shutdown: CancellationToken) -> Result<(), RuntimeError> {
+        let config = self.runtime.config();
+        let names = crate::protocol::topics::TopicNames::new(&config.topic_prefix)?;
+        let log = a2a::task_log::TaskLog::load(
+            &config.kafka,
+            &names.tasks(&config.runtime_name),
+            &names.tasks_group(&config.runtime_name, &config.instance_id),
+            Duration::from_secs(10),
+            shutdown,
+        )
+        .await?;
+        // A second call keeps the first log.
+        let _ = self.task_log.set(Arc::new(log));
+        Ok(())
+    }
+
+    /// Whether `headers` carry the bearer token (always, when none is configured).
+    fn bearer_ok(&self, headers: &HeaderMap) -> bool {
+        let Some(expected) = &self.bearer_token else {
+            return true;
+        };
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes()))
     }
 
     /// The runtime's set-up (its configured subscriptions) is in effect: readiness may
@@ -89,11 +141,27 @@ impl Gateway {
             .route("/v1/registry", get(registry))
             .route("/v1/agents", get(active_agents))
             .route_layer(middleware::from_fn_with_state(self.clone(), authorize));
+        // A2A and MCP check the token themselves: their errors are JSON-RPC errors.
+        let protocols = Router::new()
+            .route("/.well-known/agent-card.json", get(a2a::runtime_card))
+            .route(
+                "/a2a/{agent_type}/.well-known/agent-card.json",
+                get(a2a::agent_card),
+            )
+            .route("/a2a", post(a2a::rpc_any))
+            .route("/a2a/{agent_type}", post(a2a::rpc_typed))
+            .route(
+                "/mcp",
+                post(mcp::post)
+                    .get(mcp::not_allowed)
+                    .delete(mcp::not_allowed),
+            );
         Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .merge(v1)
+            .merge(protocols)
             .layer(DefaultBodyLimit::max(max_body))
             .with_state(self.clone())
     }
@@ -165,19 +233,12 @@ async fn authorize(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if let Some(expected) = &gw.bearer_token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or wrong bearer token",
-            ));
-        }
+    if !gw.bearer_ok(request.headers()) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token",
+        ));
     }
     Ok(next.run(request).await)
 }

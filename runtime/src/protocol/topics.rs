@@ -52,6 +52,13 @@ impl TopicNames {
         format!("{}.{runtime}.state", self.prefix)
     }
 
+    /// Compacted A2A tasks of one runtime's agents (their latest state and
+    /// artifacts), keyed by task id; every replica reads it all, so any replica
+    /// answers `GetTask`, after restarts too.
+    pub fn tasks(&self, runtime: &str) -> String {
+        format!("{}.{runtime}.tasks", self.prefix)
+    }
+
     /// Dead letters of one runtime.
     pub fn dlq(&self, runtime: &str) -> String {
         format!("{}.{runtime}.dlq", self.prefix)
@@ -68,8 +75,13 @@ impl TopicNames {
     }
 
     /// The topics owned by one runtime.
-    pub fn per_runtime(&self, runtime: &str) -> [String; 3] {
-        [self.inbox(runtime), self.state(runtime), self.dlq(runtime)]
+    pub fn per_runtime(&self, runtime: &str) -> [String; 4] {
+        [
+            self.inbox(runtime),
+            self.state(runtime),
+            self.dlq(runtime),
+            self.tasks(runtime),
+        ]
     }
 
     /// Consumer group of runtime `runtime`'s inbox: its replicas share the partitions
@@ -91,6 +103,11 @@ impl TopicNames {
     /// Consumer group of one process's reply channel.
     pub fn reply_group(&self, runtime: &str, instance: &str) -> String {
         format!("{}.{runtime}.reply.{instance}", self.prefix)
+    }
+
+    /// Consumer group of one process reading the tasks topic (assigned, never committed).
+    pub fn tasks_group(&self, runtime: &str, instance: &str) -> String {
+        format!("{}.{runtime}.tasks.{instance}", self.prefix)
     }
 
     /// Consumer group of one process restoring agent state (assigned, never committed).
@@ -119,6 +136,8 @@ impl TopicNames {
             // Co-partitioned with the inbox: state of partition p lives in partition p.
             TopicSpec::new(self.state(runtime), n, rf).with_config("cleanup.policy", "compact"),
             TopicSpec::new(self.dlq(runtime), n, rf),
+            // Only the latest record of a task matters.
+            TopicSpec::new(self.tasks(runtime), n, rf).with_config("cleanup.policy", "compact"),
         ]
     }
 
@@ -215,6 +234,7 @@ mod tests {
         assert_eq!(t.inbox("rt1"), "switchboard.default.rt1.inbox");
         assert_eq!(t.state("rt1"), "switchboard.default.rt1.state");
         assert_eq!(t.dlq("rt1"), "switchboard.default.rt1.dlq");
+        assert_eq!(t.tasks("rt1"), "switchboard.default.rt1.tasks");
         assert_eq!(t.reply("rt1-ab12"), "switchboard.default.reply.rt1-ab12");
     }
 

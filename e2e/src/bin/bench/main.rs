@@ -16,6 +16,7 @@
 mod host;
 mod llm;
 mod operator;
+mod protocols;
 mod raw;
 mod scenarios;
 mod stats;
@@ -30,9 +31,10 @@ use serde_json::Value;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "rpc-latency",
     "gateway-rpc",
+    "protocols-rpc",
     "rpc-throughput",
     "publish-throughput",
     "fanout",

@@ -325,7 +325,7 @@ async fn measure(
         "operator_peak_rss_mib": mib(peak),
         "operator_idle_rss_mib": mib(idle_rss_kib),
         "config": {
-            "topics_per_runtime": 3,
+            "topics_per_runtime": 4,
             "partitions": 3,
             "shared_topics": 2,
             "quiet_s": QUIET.as_secs(),

@@ -27,6 +27,7 @@ pub async fn run(name: &str, kafka: &KafkaConfig) -> anyhow::Result<Value> {
     let mut result = match name {
         "rpc-latency" => rpc_latency(kafka, &prefix).await?,
         "gateway-rpc" => gateway_rpc(kafka, &prefix).await?,
+        "protocols-rpc" => crate::protocols::protocols_rpc(kafka, &prefix).await?,
         "rpc-throughput" => rpc_throughput(kafka, &prefix).await?,
         "publish-throughput" => publish_throughput(kafka, &prefix).await?,
         "fanout" => fanout(kafka, &prefix).await?,
@@ -77,10 +78,10 @@ fn ping(n: u64) -> Payload {
 
 /// Rounds of each latency scenario; ours and the raw baseline alternate, so a burst
 /// of load from elsewhere on the machine hits both, and medians are reported.
-const ROUNDS: usize = 3;
+pub(crate) const ROUNDS: usize = 3;
 
 /// Latency figures of `samples` plus CPU per call since `cpu`.
-fn latency_run(samples: &mut [Duration], cpu: &CpuTicks) -> Value {
+pub(crate) fn latency_run(samples: &mut [Duration], cpu: &CpuTicks) -> Value {
     let mut run = latency_ms(samples);
     merge(&mut run, cpu.per(samples.len(), "call"));
     run
