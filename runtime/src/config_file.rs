@@ -158,8 +158,8 @@ fn default_max_message_bytes() -> usize {
     defaults::MAX_MESSAGE_BYTES
 }
 
-/// One entry of `agents:`: exactly one of `builtin`, `http`, `code` and `llm`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One entry of `agents:`: exactly one of `builtin`, `http`, `code`, `llm`, `a2a` and `mcp`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentEntry {
     /// Agent type name.

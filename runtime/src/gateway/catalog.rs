@@ -156,14 +156,9 @@ mod tests {
         AgentEntry {
             agent_type: "py".into(),
             builtin: None,
-            relay: None,
-            http: None,
-            code: None,
-            llm: None,
-            a2a: None,
-            mcp: None,
             description: Some("does things".into()),
             message_types: types,
+            ..AgentEntry::default()
         }
     }
 

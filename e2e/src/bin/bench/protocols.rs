@@ -68,14 +68,7 @@ pub async fn protocols_rpc(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<
     let echo = AgentInfo::from_entry(&AgentEntry {
         agent_type: "echo".into(),
         builtin: Some(Builtin::Echo),
-        relay: None,
-        http: None,
-        code: None,
-        llm: None,
-        a2a: None,
-        mcp: None,
-        description: None,
-        message_types: Vec::new(),
+        ..AgentEntry::default()
     });
     let gateway = Gateway::new(client.clone(), None, stopping.clone()).with_agents(vec![echo]);
     gateway.load_tasks(stopping.clone()).await?;

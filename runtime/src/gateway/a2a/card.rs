@@ -116,14 +116,7 @@ mod tests {
                 AgentInfo::from_entry(&AgentEntry {
                     agent_type: t.into(),
                     builtin: Some(b),
-                    relay: None,
-                    http: None,
-                    code: None,
-                    llm: None,
-                    a2a: None,
-                    mcp: None,
-                    description: None,
-                    message_types: Vec::new(),
+                    ..AgentEntry::default()
                 })
             })
             .collect();

@@ -129,12 +129,6 @@ mod tests {
         AgentInfo::from_entry(&AgentEntry {
             agent_type: "a".into(),
             builtin: Some(Builtin::Echo),
-            relay: None,
-            http: None,
-            code: None,
-            llm: None,
-            a2a: None,
-            mcp: None,
             description: None,
             message_types: types
                 .iter()
@@ -143,6 +137,7 @@ mod tests {
                     schema: None,
                 })
                 .collect(),
+            ..AgentEntry::default()
         })
     }
 

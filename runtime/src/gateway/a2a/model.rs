@@ -341,7 +341,7 @@ pub fn rfc3339(ms: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -366,7 +366,8 @@ mod tests {
         }
     }
 
-    fn task() -> Task {
+    /// A completed task with one text artifact (also the render tests' fixture).
+    pub(crate) fn task() -> Task {
         Task {
             id: "t1".into(),
             context_id: "c1".into(),

@@ -242,24 +242,7 @@ pub mod event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::a2a::model::{TaskState, rfc3339};
-
-    fn task() -> Task {
-        Task {
-            id: "t1".into(),
-            context_id: "c1".into(),
-            state: TaskState::Completed,
-            status_message: None,
-            timestamp: rfc3339(0),
-            artifacts: vec![Artifact {
-                artifact_id: "a1".into(),
-                name: None,
-                parts: vec![Part::text("hello")],
-                metadata: None,
-            }],
-            history: Vec::new(),
-        }
-    }
+    use crate::gateway::a2a::model::tests::task;
 
     #[test]
     fn tasks_render_in_the_callers_dialect() {
