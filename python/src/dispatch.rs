@@ -7,6 +7,11 @@
 //! interpreter's switch interval), and one wake-up drains everything queued
 //! meanwhile. The shell hands the outcome to a [`Completion`], which sends it on a
 //! oneshot channel to the waiting Rust side.
+//!
+//! The other direction goes the same way: an RPC or publish a Python caller awaits
+//! ends on a Tokio thread, which queues the result ([`Dispatcher::complete`]) and wakes
+//! the loop; the drain sets the asyncio future's result there. So no Tokio thread
+//! takes the GIL for a reply (pyo3-async-runtimes' futures do, twice per reply).
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -47,10 +52,21 @@ pub(crate) struct Job {
     pub(crate) done: oneshot::Sender<Result<Outcome, String>>,
 }
 
+/// Turns a finished Rust operation into the Python value of its future (or the
+/// exception it raises); runs on the loop, with the GIL.
+pub(crate) type MakeResult = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
+
+/// A finished operation whose asyncio future is to be resolved on the loop.
+struct Done {
+    future: Py<PyAny>,
+    make: MakeResult,
+}
+
 /// The queue between the Rust runtime's threads and the asyncio loop.
 #[pyclass(frozen, module = "switchboard._native")]
 pub struct Dispatcher {
     queue: Mutex<Vec<Job>>,
+    done: Mutex<Vec<Done>>,
     /// A wake-up is pending (set by the first push after a drain).
     scheduled: AtomicBool,
     locals: Arc<OnceLock<TaskLocals>>,
@@ -67,6 +83,7 @@ impl Dispatcher {
         wake_rx.set_nonblocking(true)?;
         Ok(Self {
             queue: Mutex::default(),
+            done: Mutex::default(),
             scheduled: AtomicBool::new(false),
             locals,
             wake_tx,
@@ -93,6 +110,47 @@ impl Dispatcher {
         self.locals.get()
     }
 
+    /// Whether the loop watches the wake-up socket (futures can be resolved there).
+    pub(crate) fn installed(&self) -> bool {
+        self.installed.load(Ordering::Acquire)
+    }
+
+    /// Queues the result of the operation behind `future` (made by
+    /// `loop.create_future()`) and wakes the loop, which resolves it. No GIL here.
+    pub(crate) fn complete(me: &Py<Dispatcher>, future: Py<PyAny>, make: MakeResult) {
+        let this = me.get();
+        this.done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Done { future, make });
+        if let Err(e) = this.wake() {
+            // Only when the loop is gone (stopped): nobody awaits the future then.
+            tracing::debug!(error = %e, "could not wake the asyncio loop for a reply");
+        }
+    }
+
+    /// Wakes the loop unless a drain is pending already.
+    fn wake(&self) -> Result<(), String> {
+        if self.scheduled.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if !self.installed.load(Ordering::Acquire) {
+            self.scheduled.store(false, Ordering::Release);
+            return Err(
+                "the runtime is not started (no asyncio loop for Python agents)".to_owned(),
+            );
+        }
+        match (&self.wake_tx).write(&[1]) {
+            Ok(_) => Ok(()),
+            // Full: bytes are waiting, so a wake-up is already due.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => {
+                self.scheduled.store(false, Ordering::Release);
+                Err(format!("could not wake the asyncio loop: {e}"))
+            }
+        }
+    }
+
     /// Queues `job`; wakes the loop when no drain is pending. `me` is this
     /// dispatcher as a Python object (what the loop calls back).
     pub(crate) fn push(me: &Py<Dispatcher>, job: Job) -> Result<(), String> {
@@ -102,35 +160,23 @@ impl Dispatcher {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(job);
-        if this.scheduled.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
-        if !this.installed.load(Ordering::Acquire) {
-            this.scheduled.store(false, Ordering::Release);
-            return Err(
-                "the runtime is not started (no asyncio loop for Python agents)".to_owned(),
-            );
-        }
-        match (&this.wake_tx).write(&[1]) {
-            Ok(_) => Ok(()),
-            // Full: bytes are waiting, so a wake-up is already due.
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) => {
-                this.scheduled.store(false, Ordering::Release);
-                Err(format!("could not wake the asyncio loop: {e}"))
-            }
-        }
+        this.wake()
     }
 }
 
 #[pymethods]
 impl Dispatcher {
-    /// Runs on the loop: starts a task per queued message.
+    /// Runs on the loop: resolves finished operations' futures, starts a task per
+    /// queued message.
     fn drain(&self, py: Python<'_>) {
         let mut sink = [0u8; 256];
         while matches!((&self.wake_rx).read(&mut sink), Ok(n) if n > 0) {}
         // Cleared before taking: a push racing with us schedules another wake-up.
         self.scheduled.store(false, Ordering::Release);
+        let finished = std::mem::take(&mut *self.done.lock().unwrap_or_else(|e| e.into_inner()));
+        for Done { future, make } in finished {
+            resolve(py, future.bind(py), make);
+        }
         let jobs = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
         let Some(locals) = self.locals.get() else {
             return;
@@ -193,6 +239,39 @@ impl Dispatcher {
                 let _ = done.send(Err(crate::bridge::python_error_text(py, &e)));
             }
         }
+    }
+}
+
+/// Sets `future`'s result from `make` (or its exception), unless the caller cancelled
+/// it meanwhile.
+fn resolve(py: Python<'_>, future: &Bound<'_, PyAny>, make: MakeResult) {
+    let outcome = (|| -> PyResult<()> {
+        if future.call_method0(intern!(py, "done"))?.is_truthy()? {
+            return Ok(());
+        }
+        match make(py) {
+            Ok(value) => future.call_method1(intern!(py, "set_result"), (value,))?,
+            Err(e) => future.call_method1(intern!(py, "set_exception"), (e.into_value(py),))?,
+        };
+        Ok(())
+    })();
+    if let Err(e) = outcome {
+        tracing::warn!(error = %e, "could not resolve an asyncio future");
+    }
+}
+
+/// Done-callback of a future resolved through the dispatcher: cancels the Rust
+/// operation when the caller cancelled the future (`asyncio.wait_for`, AutoGen's
+/// `CancellationToken.link_future`); a no-op once the operation finished.
+#[pyclass(frozen, module = "switchboard._native")]
+pub struct CancelOnDone {
+    pub(crate) token: tokio_util::sync::CancellationToken,
+}
+
+#[pymethods]
+impl CancelOnDone {
+    fn __call__(&self, _future: Bound<'_, PyAny>) {
+        self.token.cancel();
     }
 }
 

@@ -90,14 +90,15 @@ fn payload(type_name: String, content_type: String, data: &[u8]) -> Payload {
 }
 
 /// `(type_name, content_type, bytes)` of a reply, or `None`.
-fn reply_to_py(reply: Option<Payload>) -> PyResult<Py<PyAny>> {
-    Python::attach(|py| match reply {
+/// A reply as Python sees it: `None` or `(type_name, content_type, bytes)`.
+fn reply_value(py: Python<'_>, reply: Option<Payload>) -> PyResult<Py<PyAny>> {
+    match reply {
         None => Ok(py.None()),
         Some(p) => Ok((p.type_name, p.content_type, PyBytes::new(py, &p.data))
             .into_pyobject(py)?
             .into_any()
             .unbind()),
-    })
+    }
 }
 
 impl NativeRuntime {
@@ -123,6 +124,47 @@ impl NativeRuntime {
 
     fn rt(&self) -> KafkaAgentRuntime {
         self.runtime.clone()
+    }
+
+    /// An asyncio future for `work`, run on Tokio. When the caller is on the runtime's
+    /// loop (the usual case) the result comes back through the dispatcher, so the Tokio
+    /// thread never takes the GIL; else through pyo3-async-runtimes. `cancel` is
+    /// cancelled when the future is done, so a caller's cancellation ends the work.
+    fn resolved_on_loop<'py, T: Send + 'static>(
+        &self,
+        py: Python<'py>,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+        value: impl FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
+        cancel: Option<CancellationToken>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let event_loop = self
+            .locals
+            .get()
+            .filter(|_| self.dispatcher.get().installed())
+            .map(|l| l.event_loop(py))
+            .filter(|l| {
+                pyo3_async_runtimes::get_running_loop(py).is_ok_and(|running| running.is(l))
+            });
+        let Some(event_loop) = event_loop else {
+            return pyo3_async_runtimes::tokio::future_into_py(py, async move {
+                let out = work.await;
+                Python::attach(|py| value(py, out))
+            });
+        };
+        let future = event_loop.call_method0(pyo3::intern!(py, "create_future"))?;
+        if let Some(token) = cancel {
+            future.call_method1(
+                pyo3::intern!(py, "add_done_callback"),
+                (crate::dispatch::CancelOnDone { token },),
+            )?;
+        }
+        let dispatcher = Arc::clone(&self.dispatcher);
+        let handle = future.clone().unbind();
+        pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+            let out = work.await;
+            Dispatcher::complete(&dispatcher, handle, Box::new(move |py| value(py, out)));
+        });
+        Ok(future)
     }
 
     /// The `&'static` class name for instance registration (one leak per class).
@@ -368,10 +410,13 @@ impl NativeRuntime {
             message_id,
         };
         let rt = self.rt();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let reply = rt.transport().send(rpc).await.map_err(to_py)?;
-            reply_to_py(reply)
-        })
+        let cancel = rpc.cancellation.clone();
+        self.resolved_on_loop(
+            py,
+            async move { rt.transport().send(rpc).await },
+            |py, reply| reply_value(py, reply.map_err(to_py)?),
+            cancel,
+        )
     }
 
     /// Publishes an event; resolves once Kafka has it.
@@ -403,9 +448,15 @@ impl NativeRuntime {
             message_id,
         };
         let rt = self.rt();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            rt.transport().publish(event).await.map_err(to_py)
-        })
+        self.resolved_on_loop(
+            py,
+            async move { rt.transport().publish(event).await },
+            |py, done| {
+                done.map_err(to_py)?;
+                Ok(py.None())
+            },
+            None,
+        )
     }
 
     /// Adds a subscription: `kind` is `type` or `prefix`; `id` becomes its id in the
