@@ -62,6 +62,15 @@ impl Call<'_> {
         }
     }
 
+    /// The stored task `params.id` names (the log read to its end first).
+    async fn stored_task(&self, log: &TaskLog) -> Result<TaskRecord, RpcError> {
+        let id = self.task_id()?;
+        log.get(id)
+            .await
+            .map_err(|e| unavailable(&e))?
+            .ok_or_else(|| not_found(id))
+    }
+
     fn task_id(&self) -> Result<&str, RpcError> {
         self.str_param("id")?
             .filter(|s| !s.is_empty())
@@ -229,13 +238,8 @@ impl Call<'_> {
 
     pub async fn subscribe(&self) -> Result<Response, RpcError> {
         let log = self.log()?;
-        let id = self.task_id()?;
         let changes = log.changes();
-        let record = log
-            .get(id)
-            .await
-            .map_err(|e| unavailable(&e))?
-            .ok_or_else(|| not_found(id))?;
+        let record = self.stored_task(&log).await?;
         Ok(stream(
             self.gw,
             log,
@@ -248,12 +252,7 @@ impl Call<'_> {
 
     pub async fn get(&self) -> Result<Response, RpcError> {
         let log = self.log()?;
-        let id = self.task_id()?;
-        let record = log
-            .get(id)
-            .await
-            .map_err(|e| unavailable(&e))?
-            .ok_or_else(|| not_found(id))?;
+        let record = self.stored_task(&log).await?;
         let view = View {
             history_length: self.history_length(self.params)?,
             artifacts: true,
@@ -334,11 +333,7 @@ impl Call<'_> {
     pub async fn cancel(&self) -> Result<Response, RpcError> {
         let log = self.log()?;
         let id = self.task_id()?;
-        let record = log
-            .get(id)
-            .await
-            .map_err(|e| unavailable(&e))?
-            .ok_or_else(|| not_found(id))?;
+        let record = self.stored_task(&log).await?;
         let record = effective(record, now_ms());
         let not_cancelable = |state: TaskState| {
             RpcError::new(
