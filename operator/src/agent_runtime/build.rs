@@ -588,4 +588,4 @@ pub fn applied_hash<T: serde::Serialize>(obj: &T) -> String {
 
 #[cfg(test)]
 #[path = "build_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -19,6 +19,33 @@ fn basic() -> serde_json::Value {
     })
 }
 
+/// The Secret `(name, key)` the runtime container's env var `name` is read from;
+/// fails when the variable is missing or has a literal value.
+pub(crate) fn env_secret(d: &DesiredRuntime, name: &str) -> (String, String) {
+    let pod = d
+        .deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let var = pod.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("no env var {name}"));
+    assert!(var.value.is_none(), "{name} has a literal value");
+    let key = var
+        .value_from
+        .as_ref()
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .unwrap_or_else(|| panic!("{name} is not from a Secret"));
+    (key.name.clone(), key.key.clone())
+}
+
 fn settings() -> BuildSettings {
     BuildSettings {
         default_image: "img:1".into(),
@@ -86,30 +113,10 @@ fn sasl_credentials_come_from_the_secret_into_env_never_into_the_config_map() {
         text.contains("SCRAM-SHA-512") && !text.contains("kafka-creds"),
         "{text}"
     );
-    let c = &d
-        .deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
-    let env = c.env.as_ref().unwrap();
-    let pw = env
-        .iter()
-        .find(|e| e.name == "SWITCHBOARD_SASL_PASSWORD")
-        .unwrap();
-    let key = pw
-        .value_from
-        .as_ref()
-        .unwrap()
-        .secret_key_ref
-        .as_ref()
-        .unwrap();
-    assert_eq!((key.name.as_str(), key.key.as_str()), ("kafka-creds", "pw"));
-    assert!(pw.value.is_none());
+    assert_eq!(
+        env_secret(&d, "SWITCHBOARD_SASL_PASSWORD"),
+        ("kafka-creds".to_owned(), "pw".to_owned())
+    );
 }
 
 #[test]
@@ -295,33 +302,9 @@ fn a2a_and_mcp_agents_get_their_tokens_from_their_secrets_and_their_fields_reach
             5000
         )
     );
-    let c = &d
-        .deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
-    let token = c
-        .env
-        .as_ref()
-        .unwrap()
-        .iter()
-        .find(|e| e.name == "SWITCHBOARD_A2A_TOKEN_1")
-        .unwrap();
-    let key = token
-        .value_from
-        .as_ref()
-        .unwrap()
-        .secret_key_ref
-        .as_ref()
-        .unwrap();
     assert_eq!(
-        (key.name.as_str(), key.key.as_str()),
-        ("remote-token", "token")
+        env_secret(&d, "SWITCHBOARD_A2A_TOKEN_1"),
+        ("remote-token".to_owned(), "token".to_owned())
     );
     assert!(
         !text.contains("remote-token"),

@@ -103,6 +103,7 @@ pub fn api_key_env_vars(agents: &[AgentSpec]) -> Result<Vec<Value>, (usize, Stri
 
 #[cfg(test)]
 mod tests {
+    use super::super::build::tests::env_secret;
     use super::super::build::{BuildSettings, CONFIG_KEY, build};
     use super::*;
     use switchboard_crds::AgentRuntime;
@@ -154,32 +155,10 @@ mod tests {
             !text.contains("openai"),
             "the Secret is not named in the ConfigMap: {text}"
         );
-        let pod = d
-            .deployment
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap();
-        let env = pod.containers[0].env.as_ref().unwrap();
-        let var = env
-            .iter()
-            .find(|e| e.name == "SWITCHBOARD_LLM_API_KEY_ASSISTANT_V1")
-            .unwrap();
-        let key = var
-            .value_from
-            .as_ref()
-            .unwrap()
-            .secret_key_ref
-            .as_ref()
-            .unwrap();
         assert_eq!(
-            (key.name.as_str(), key.key.as_str()),
-            ("openai", DEFAULT_API_KEY_KEY)
+            env_secret(&d, "SWITCHBOARD_LLM_API_KEY_ASSISTANT_V1"),
+            ("openai".to_owned(), DEFAULT_API_KEY_KEY.to_owned())
         );
-        assert!(var.value.is_none());
     }
 
     #[test]
