@@ -48,7 +48,10 @@ use crate::llm_agent::LlmAgentSpec;
         .field_path(".agents"),
     validation = Rule::new("!self.agents.exists(a, has(a.code)) || (has(self.template) && has(self.template.command))")
         .message("agents with code: {} are registered by the runtime's program: set template.command to run it")
-        .field_path(".template")
+        .field_path(".template"),
+    validation = Rule::new("self.agents.all(a, !has(a.llm) || !has(a.llm.tools) || a.llm.tools.all(t, !has(t.mcp) || (has(self.mcpServers) && self.mcpServers.exists(s, s.name == t.mcp.server))))")
+        .message("an llm tool's mcp.server must be the name of an entry of mcpServers")
+        .field_path(".agents")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AgentRuntimeSpec {
@@ -76,6 +79,12 @@ pub struct AgentRuntimeSpec {
     /// The agent types this runtime hosts. A type belongs to exactly one runtime per prefix.
     #[schemars(length(min = 1, max = 64))]
     pub agents: Vec<AgentSpec>,
+    /// Remote MCP servers whose tools the `llm` agents may call (`llm.tools[].mcp`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(o, o.name == s.name))")
+        .message("mcpServers names must be unique"))]
+    pub mcp_servers: Vec<McpServerSpec>,
     /// Overrides for the runtime pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<PodOverrides>,
@@ -317,6 +326,29 @@ pub struct A2aAgentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
     /// How long one message may take, in seconds (1-3600). Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: Option<i32>,
+}
+
+/// A remote MCP server (Streamable HTTP) whose tools agents may call.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct McpServerSpec {
+    /// The name tools refer to it by (letters, digits, `-`, `_`).
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_-]+$')")
+        .message("mcpServers[].name must be letters, digits, '-' or '_'"))]
+    pub name: String,
+    /// The server's Streamable HTTP endpoint, e.g. `http://tools:8000/mcp`.
+    #[schemars(length(max = 1024))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')")
+        .message("mcpServers[].url must be an http(s) URL"))]
+    pub url: String,
+    /// Secret key holding the bearer token sent to the server. Default key `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// How long one call may take, in seconds (1-3600). Default 30.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 3600))]
     pub timeout_seconds: Option<i32>,

@@ -18,6 +18,8 @@
 //!   - { type: assistant, llm: { model: { endpoint: "http://127.0.0.1:8000/v1", model: m } } }
 //!   - { type: researcher, a2a: { url: "https://research.example/a2a", tokenEnv: TOKEN } }
 //!   - { type: weather, mcp: { url: "http://127.0.0.1:8000/mcp", tool: get_weather } }
+//! mcpServers:                          # MCP servers `llm` tools may call by name
+//!   - { name: docs, url: "http://127.0.0.1:8000/mcp", tokenEnv: DOCS_TOKEN }
 //! subscriptions:
 //!   - { topicType: alerts, agentType: counter }
 //!   - { topicTypePrefix: "team.", agentType: relay }
@@ -44,7 +46,7 @@ use crate::subscription::Subscription;
 mod agents;
 pub use agents::{
     A2aAgentSettings, AgentEntry, Builtin, CodeAgent, HttpAgentSettings, McpAgentSettings,
-    MessageTypeEntry, RelayPublish, RelaySettings,
+    McpServerEntry, MessageTypeEntry, RelayPublish, RelaySettings,
 };
 
 /// The whole file.
@@ -61,6 +63,9 @@ pub struct RuntimeConfigFile {
     /// Subscriptions this runtime adds at start.
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionEntry>,
+    /// Remote MCP servers the agents' tools may call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<McpServerEntry>,
     /// The HTTP API (health, metrics, gateway).
     #[serde(default)]
     pub http: HttpSection,
@@ -275,6 +280,31 @@ impl RuntimeConfigFile {
             }
             a.validate(i)?;
         }
+        let mut servers = std::collections::BTreeSet::new();
+        for (i, m) in self.mcp_servers.iter().enumerate() {
+            m.validate(i)?;
+            if !servers.insert(m.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("mcpServers[{i}].name"),
+                    &m.name,
+                    "is declared twice",
+                ));
+            }
+        }
+        for (i, a) in self.agents.iter().enumerate() {
+            let Some(l) = &a.llm else { continue };
+            for (j, t) in l.tools.iter().enumerate() {
+                if let Some(m) = &t.mcp
+                    && !servers.contains(m.server.as_str())
+                {
+                    return Err(ConfigError::invalid(
+                        format!("agents[{i}].llm.tools[{j}].mcp.server"),
+                        &m.server,
+                        "is not the name of an entry of mcpServers",
+                    ));
+                }
+            }
+        }
         for (i, s) in self.subscriptions.iter().enumerate() {
             self.subscription(i, s)?;
         }
@@ -477,6 +507,25 @@ http: { listen: "0.0.0.0:8080" }
         )
         .unwrap();
         assert!(!off.worker_config(|_| None).unwrap().durable_steps);
+    }
+
+    #[test]
+    fn llm_mcp_tools_name_a_declared_server() {
+        let llm = "  - { type: assistant, llm: { model: { endpoint: \"http://127.0.0.1:1/v1\", model: m }, tools: [{ mcp: { server: docs, tool: lookup } }] } }\n";
+        let yaml = EXAMPLE.replace("subscriptions:\n", &format!("{llm}subscriptions:\n"));
+        let e = err(&yaml);
+        assert_eq!(e.field, "agents[4].llm.tools[0].mcp.server");
+        let with =
+            format!("{yaml}mcpServers:\n  - {{ name: docs, url: \"http://127.0.0.1:1/mcp\" }}\n");
+        let cfg = RuntimeConfigFile::from_yaml(&with).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.mcp_servers[0].timeout_ms, 30_000);
+        let again = RuntimeConfigFile::from_yaml(&cfg.to_yaml().unwrap()).unwrap();
+        assert_eq!(again, cfg);
+        let twice = format!("{with}  - {{ name: docs, url: \"http://127.0.0.1:2/mcp\" }}\n");
+        assert_eq!(err(&twice).field, "mcpServers[1].name");
+        let bad_url = with.replace("http://127.0.0.1:1/mcp", "127.0.0.1:1/mcp");
+        assert_eq!(err(&bad_url).field, "mcpServers[0].url");
     }
 
     #[test]

@@ -11,10 +11,18 @@
 //!         model: gpt-4o-mini
 //!         apiKeyEnv: SWITCHBOARD_LLM_API_KEY_ASSISTANT   # the key itself never is in the file
 //!       systemPrompt: "You are a helpful assistant."
-//!       tools: [{ agent: echo, description: "Repeats its input" }]
+//!       tools:
+//!         - { agent: echo, description: "Repeats its input" }   # RPC to echo/<key>
+//!         - { mcp: { server: docs, tool: lookup } }              # mcpServers[].name
+//!         - { publish: { topicType: notes } }                     # event to notes/<key>
 //!       maxIterations: 8
+//!       maxToolCalls: 16
+//!       maxTokensPerTurn: 20000
+//!       maxConcurrentCalls: 4
 //!       temperature: 0.2
 //!       memory: { maxMessages: 20 }
+//! mcpServers:
+//!   - { name: docs, url: "http://127.0.0.1:8000/mcp", tokenEnv: DOCS_TOKEN }
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -31,13 +39,27 @@ pub struct LlmSettings {
     /// The system message of every model call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_prompt: Option<String>,
-    /// Agent types the model may call as tools.
+    /// What the model may call: agent types, MCP tools, publishing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolSettings>,
     /// Model calls per message at most: a turn that still asks for tools after this
     /// many fails with an error saying so.
     #[serde(default = "default_max_iterations")]
     pub max_iterations: u32,
+    /// Tool calls per message at most: a turn whose model asks for more fails with an
+    /// error saying so (before the extra calls are made). Unset: bounded by
+    /// `maxIterations` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tool_calls: Option<u32>,
+    /// Tokens (prompt + completion, as the server reports them) per message at most:
+    /// a turn that has used more fails with an error saying so, without a further
+    /// model call. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens_per_turn: Option<u64>,
+    /// Model calls of this agent type in flight at once in one process; further calls
+    /// wait for a free slot. Unset: bounded by `runtime.maxConcurrency` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_calls: Option<u32>,
     /// Sampling temperature sent to the model (0-2); the model's default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
@@ -71,16 +93,87 @@ pub struct ModelSettings {
     pub retries: u32,
 }
 
-/// One entry of `llm.tools:`: another agent type, called by RPC.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One entry of `llm.tools:`: exactly one of `agent`, `mcp` and `publish`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ToolSettings {
-    /// The agent type called; the RPC goes to `<agent>/<this agent's key>` with the
-    /// model's arguments (a JSON object) as a `switchboard.llm.ToolCall` message.
-    pub agent: String,
+    /// An agent type: the RPC goes to `<agent>/<this agent's key>` with the model's
+    /// arguments (a JSON object) as data. When that type is declared in the same file
+    /// with exactly one `messageTypes` entry, the message has that type and the tool's
+    /// parameters are its schema; otherwise the type is `switchboard.llm.ToolCall`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// A tool of an MCP server in the file's `mcpServers` (parameters: the tool's
+    /// `inputSchema` from the server's `tools/list`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpToolRef>,
+    /// Publishing an event: the model's arguments are published to
+    /// `<topicType>/<this agent's key>` as `switchboard.llm.Published`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<PublishTool>,
     /// What the tool does, for the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+}
+
+/// `llm.tools[].mcp:`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpToolRef {
+    /// `name` of an entry of the file's `mcpServers`.
+    pub server: String,
+    /// The tool's name on that server.
+    pub tool: String,
+}
+
+/// `llm.tools[].publish:`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PublishTool {
+    /// The topic type published to (the topic source is the agent's key).
+    pub topic_type: String,
+}
+
+/// What a tool entry calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolTarget<'a> {
+    /// An agent type.
+    Agent(&'a str),
+    /// An MCP tool.
+    Mcp(&'a McpToolRef),
+    /// Publishing to a topic type.
+    Publish(&'a str),
+}
+
+impl ToolSettings {
+    /// A tool calling agent type `agent`.
+    pub fn agent(agent: impl Into<String>) -> Self {
+        Self {
+            agent: Some(agent.into()),
+            ..Self::default()
+        }
+    }
+
+    /// What this entry calls; `None` unless exactly one kind is set (see `validate`).
+    pub fn target(&self) -> Option<ToolTarget<'_>> {
+        match (&self.agent, &self.mcp, &self.publish) {
+            (Some(a), None, None) => Some(ToolTarget::Agent(a)),
+            (None, Some(m), None) => Some(ToolTarget::Mcp(m)),
+            (None, None, Some(p)) => Some(ToolTarget::Publish(&p.topic_type)),
+            _ => None,
+        }
+    }
+
+    /// The function name the model sees: the agent type, the MCP tool's name, or
+    /// `publish_<topicType>`, as a valid function name ([`tool_name`]).
+    pub fn function_name(&self) -> String {
+        match self.target() {
+            Some(ToolTarget::Agent(a)) => tool_name(a),
+            Some(ToolTarget::Mcp(m)) => tool_name(&m.tool),
+            Some(ToolTarget::Publish(t)) => tool_name(&format!("publish_{t}")),
+            None => String::new(),
+        }
+    }
 }
 
 /// `llm.memory:`
@@ -171,16 +264,51 @@ impl LlmSettings {
                 "must be between 0 and 2",
             ));
         }
+        for (f, v) in [
+            ("maxToolCalls", self.max_tool_calls.map(u64::from)),
+            ("maxTokensPerTurn", self.max_tokens_per_turn),
+            (
+                "maxConcurrentCalls",
+                self.max_concurrent_calls.map(u64::from),
+            ),
+        ] {
+            if v == Some(0) {
+                return Err(ConfigError::invalid(field(f), "0", "must be at least 1"));
+            }
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, t) in self.tools.iter().enumerate() {
-            validate_agent_type(&t.agent).map_err(|e| {
-                ConfigError::invalid(field(&format!("tools[{i}].agent")), &t.agent, e.to_string())
-            })?;
-            if !names.insert(tool_name(&t.agent)) {
+            let at = |f: &str| field(&format!("tools[{i}].{f}"));
+            match t.target() {
+                None => {
+                    return Err(ConfigError::invalid(
+                        at("agent"),
+                        "",
+                        "exactly one of agent, mcp and publish is required",
+                    ));
+                }
+                Some(ToolTarget::Agent(a)) => validate_agent_type(a)
+                    .map_err(|e| ConfigError::invalid(at("agent"), a, e.to_string()))?,
+                Some(ToolTarget::Mcp(m)) => {
+                    if m.server.is_empty() {
+                        return Err(ConfigError::invalid(at("mcp.server"), "", "is required"));
+                    }
+                    if m.tool.is_empty() {
+                        return Err(ConfigError::invalid(at("mcp.tool"), "", "is required"));
+                    }
+                }
+                Some(ToolTarget::Publish(topic)) => {
+                    crate::ids::TopicId::new(topic, "k").map_err(|e| {
+                        ConfigError::invalid(at("publish.topicType"), topic, e.to_string())
+                    })?;
+                }
+            }
+            let name = t.function_name();
+            if !names.insert(name.clone()) {
                 return Err(ConfigError::invalid(
-                    field(&format!("tools[{i}].agent")),
-                    &t.agent,
-                    "is listed twice (or maps to the same tool name as another)",
+                    field(&format!("tools[{i}]")),
+                    name,
+                    "is a tool name listed twice (two entries map to the same function name)",
                 ));
             }
         }
@@ -229,7 +357,22 @@ mod tests {
         let bad = parse(
             "{model: {endpoint: 'http://h/v1', model: m}, tools: [{agent: a.b}, {agent: a_b}]}",
         );
-        assert_eq!(bad.validate("a").unwrap_err().field, "a.tools[1].agent");
+        assert_eq!(bad.validate("a").unwrap_err().field, "a.tools[1]");
+        let bad = parse(
+            "{model: {endpoint: 'http://h/v1', model: m}, tools: [{agent: a, publish: {topicType: t}}]}",
+        );
+        assert_eq!(bad.validate("a").unwrap_err().field, "a.tools[0].agent");
+        let bad = parse("{model: {endpoint: 'http://h/v1', model: m}, tools: [{}]}");
+        assert_eq!(bad.validate("a").unwrap_err().field, "a.tools[0].agent");
+        let bad = parse(
+            "{model: {endpoint: 'http://h/v1', model: m}, tools: [{mcp: {server: '', tool: x}}]}",
+        );
+        assert_eq!(
+            bad.validate("a").unwrap_err().field,
+            "a.tools[0].mcp.server"
+        );
+        let bad = parse("{model: {endpoint: 'http://h/v1', model: m}, maxToolCalls: 0}");
+        assert_eq!(bad.validate("a").unwrap_err().field, "a.maxToolCalls");
         let bad = parse("model: {endpoint: 'http://h/v1', model: m, apiKeyEnv: 'sk-123 secret'}");
         assert_eq!(bad.validate("a").unwrap_err().field, "a.model.apiKeyEnv");
         assert!(
@@ -242,5 +385,11 @@ mod tests {
     fn tool_names_are_valid_function_names() {
         assert_eq!(tool_name("search.web:v2"), "search_web_v2");
         assert_eq!(tool_name("echo"), "echo");
+        let s = parse(
+            "{model: {endpoint: 'http://h/v1', model: m}, tools: [{agent: echo}, \
+             {mcp: {server: docs, tool: look.up}}, {publish: {topicType: team.notes}}]}",
+        );
+        let names: Vec<String> = s.tools.iter().map(ToolSettings::function_name).collect();
+        assert_eq!(names, ["echo", "look_up", "publish_team_notes"]);
     }
 }

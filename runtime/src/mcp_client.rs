@@ -127,6 +127,11 @@ impl McpClient {
         }
     }
 
+    /// The server's endpoint.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     fn transport(&self, reason: impl Into<String>) -> McpError {
         McpError::Transport {
             url: self.url.clone(),

@@ -2,6 +2,7 @@
 //! API, and stop gracefully on a signal.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -60,18 +61,44 @@ pub fn load_config(
 
 /// The agent factories the file declares, by type, in file order; `code: {}` entries
 /// have none (the hosting program registers them). Bearer tokens of `a2a` and `mcp`
-/// agents and API keys of `llm` agents are read from the environment.
-pub fn factories(file: &RuntimeConfigFile) -> Result<Vec<(String, AgentFactory)>, ConfigError> {
-    factories_with_env(file, |k| std::env::var(k).ok())
+/// agents and MCP servers, and API keys of `llm` agents are read from the environment;
+/// `llm` agents count their calls in `metrics`.
+pub fn factories(
+    file: &RuntimeConfigFile,
+    metrics: &Arc<llm::LlmMetrics>,
+) -> Result<Vec<(String, AgentFactory)>, ConfigError> {
+    factories_with_env(file, |k| std::env::var(k).ok(), metrics)
 }
 
-/// [`factories`], reading the API keys of `llm` agents through `env`.
+/// [`factories`], reading tokens and API keys through `env`.
 pub fn factories_with_env(
     file: &RuntimeConfigFile,
     env: impl Fn(&str) -> Option<String>,
+    metrics: &Arc<llm::LlmMetrics>,
 ) -> Result<Vec<(String, AgentFactory)>, ConfigError> {
     let client = http_agent::client()
         .map_err(|e| ConfigError::invalid("agents", "", format!("http client: {e}")))?;
+    let servers = file
+        .mcp_servers
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let token = match &m.token_env {
+                None => None,
+                Some(var) => Some(env(var).ok_or_else(|| {
+                    ConfigError::invalid(
+                        format!("mcpServers[{i}].tokenEnv"),
+                        var,
+                        "names an environment variable that is not set",
+                    )
+                })?),
+            };
+            Ok(llm::McpServer {
+                entry: m.clone(),
+                token,
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
     file.agents
         .iter()
         .enumerate()
@@ -98,9 +125,17 @@ pub fn factories_with_env(
                         )
                     })?),
                 };
+                let tools = llm::Tools::new(&client, l, &file.agents, &servers);
                 return Ok((
                     a.agent_type.clone(),
-                    llm::factory(client.clone(), l.clone(), key),
+                    llm::factory(
+                        client.clone(),
+                        &a.agent_type,
+                        l.clone(),
+                        key,
+                        tools,
+                        Arc::clone(metrics),
+                    ),
                 ));
             }
             let factory = match (&a.builtin, &a.http, &a.a2a, &a.mcp) {
@@ -239,7 +274,8 @@ pub async fn run_hosting(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let stop_limit = runtime.config().drain_timeout + STOP_SLACK;
-    for (agent_type, factory) in factories(&file)? {
+    let llm_metrics = Arc::new(llm::LlmMetrics::default());
+    for (agent_type, factory) in factories(&file, &llm_metrics)? {
         runtime.register_factory(&agent_type, factory).await?;
     }
     check_program_agents(&file, &runtime.hosted_types())?;
@@ -262,7 +298,8 @@ pub async fn run_hosting(
         file.http.bearer_token.clone(),
         stopping.clone(),
     )
-    .with_agents(file.agents.iter().map(AgentInfo::from_entry).collect());
+    .with_agents(file.agents.iter().map(AgentInfo::from_entry).collect())
+    .with_llm_metrics(llm_metrics);
     let server = {
         let stopping = stopping.clone();
         tokio::spawn(
@@ -392,14 +429,18 @@ mod tests {
                     runtime: { name: rt1 }\n\
                     agents:\n  - { type: a, llm: { model: { endpoint: \"http://127.0.0.1:9/v1\", model: m, apiKeyEnv: KEY_A } } }\n";
         let file = load_config(text, |_| None).unwrap();
-        let Err(e) = factories_with_env(&file, |_| None) else {
+        let Err(e) = factories_with_env(&file, |_| None, &Default::default()) else {
             panic!("an unset key variable was accepted")
         };
         assert_eq!(
             (e.field.as_str(), e.value.as_str()),
             ("agents[0].llm.model.apiKeyEnv", "KEY_A")
         );
-        let set = factories_with_env(&file, |k| (k == "KEY_A").then(|| "sk-1".to_owned()));
+        let set = factories_with_env(
+            &file,
+            |k| (k == "KEY_A").then(|| "sk-1".to_owned()),
+            &Default::default(),
+        );
         assert_eq!(set.map(|f| f.len()).ok(), Some(1));
     }
 
@@ -410,7 +451,7 @@ mod tests {
                     agents:\n  - { type: echo, builtin: echo }\n  - { type: planner, code: {} }\n";
         let file = load_config(text, |_| None).unwrap();
         assert_eq!(
-            factories(&file).unwrap().len(),
+            factories(&file, &Default::default()).unwrap().len(),
             1,
             "no factory for code: {{}}"
         );

@@ -255,6 +255,7 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
             })
             .collect(),
         subscriptions: Vec::new(),
+        mcp_servers: super::llm_build::mcp_servers(&ar.spec.mcp_servers),
         http: HttpSection {
             listen: format!("0.0.0.0:{HTTP_PORT}"),
             bearer_token: None,
@@ -437,6 +438,9 @@ pub fn build_with_replicas(
             }
         }
     }
+    env.extend(super::llm_build::mcp_server_token_env_vars(
+        &ar.spec.mcp_servers,
+    ));
     for e in &template.env {
         env.push(
             serde_json::to_value(e).map_err(|e| SpecError::new("template.env", e.to_string()))?,

@@ -5,10 +5,12 @@
 
 use serde_json::{Value, json};
 use switchboard_crds::agent_runtime::AgentSpec;
+use switchboard_crds::agent_runtime::McpServerSpec;
 use switchboard_crds::llm_agent::LlmAgentSpec;
+use switchboard_runtime::config_file::McpServerEntry;
 use switchboard_runtime::llm_config::{
-    DEFAULT_MAX_ITERATIONS, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, LlmSettings, MemorySettings,
-    ModelSettings, ToolSettings,
+    DEFAULT_MAX_ITERATIONS, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, LlmSettings, McpToolRef,
+    MemorySettings, ModelSettings, PublishTool, ToolSettings,
 };
 
 /// Default key of the API key in its Secret.
@@ -56,6 +58,13 @@ pub fn llm_settings(agent_type: &str, spec: &LlmAgentSpec) -> LlmSettings {
             .iter()
             .map(|t| ToolSettings {
                 agent: t.agent.clone(),
+                mcp: t.mcp.as_ref().map(|m| McpToolRef {
+                    server: m.server.clone(),
+                    tool: m.tool.clone(),
+                }),
+                publish: t.publish.as_ref().map(|p| PublishTool {
+                    topic_type: p.topic_type.clone(),
+                }),
                 description: t.description.clone(),
             })
             .collect(),
@@ -63,6 +72,11 @@ pub fn llm_settings(agent_type: &str, spec: &LlmAgentSpec) -> LlmSettings {
             .max_iterations
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(DEFAULT_MAX_ITERATIONS),
+        max_tool_calls: spec.max_tool_calls.and_then(|n| u32::try_from(n).ok()),
+        max_tokens_per_turn: spec.max_tokens_per_turn.and_then(|n| u64::try_from(n).ok()),
+        max_concurrent_calls: spec
+            .max_concurrent_calls
+            .and_then(|n| u32::try_from(n).ok()),
         temperature: spec.temperature,
         memory: spec
             .memory
@@ -73,6 +87,38 @@ pub fn llm_settings(agent_type: &str, spec: &LlmAgentSpec) -> LlmSettings {
                 max_messages,
             }),
     }
+}
+
+/// The environment variable carrying the bearer token of `mcpServers[i]`.
+pub fn mcp_server_token_env(i: usize) -> String {
+    format!("SWITCHBOARD_MCP_SERVER_TOKEN_{i}")
+}
+
+/// The config file's `mcpServers`.
+pub fn mcp_servers(servers: &[McpServerSpec]) -> Vec<McpServerEntry> {
+    servers
+        .iter()
+        .enumerate()
+        .map(|(i, m)| McpServerEntry {
+            name: m.name.clone(),
+            url: m.url.clone(),
+            token_env: m.secret_ref.as_ref().map(|_| mcp_server_token_env(i)),
+            timeout_ms: u64::try_from(m.timeout_seconds.unwrap_or(30)).unwrap_or(30) * 1000,
+        })
+        .collect()
+}
+
+/// The pod env entries of the MCP servers' tokens, from their Secrets.
+pub fn mcp_server_token_env_vars(servers: &[McpServerSpec]) -> Vec<Value> {
+    servers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| {
+            let r = m.secret_ref.as_ref()?;
+            let key = r.key.as_deref().unwrap_or("token");
+            Some(json!({ "name": mcp_server_token_env(i), "valueFrom": { "secretKeyRef": { "name": r.name, "key": key } } }))
+        })
+        .collect()
 }
 
 /// The pod env entries of every `llm` agent's API key; `Err((index, other))` when

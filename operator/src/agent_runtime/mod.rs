@@ -355,8 +355,9 @@ pub async fn connection_for(
     Ok(KafkaConnection { config, ca_pem })
 }
 
-/// Checks that the API key Secret of every `llm` agent has its key (the value is
-/// not kept: the pods read it from their environment).
+/// Checks that the API key Secret of every `llm` agent, and the token Secret of every
+/// MCP server, has its key (the value is not kept: the pods read it from their
+/// environment).
 async fn llm_api_keys(ar: &AgentRuntime, ctx: &Context) -> Result<()> {
     let ns = ar.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
@@ -369,6 +370,14 @@ async fn llm_api_keys(ar: &AgentRuntime, ctx: &Context) -> Result<()> {
             let key = r.key.as_deref().unwrap_or(llm_build::DEFAULT_API_KEY_KEY);
             secret_value(&secrets, &r.name, key).await?;
         }
+    }
+    for r in ar
+        .spec
+        .mcp_servers
+        .iter()
+        .filter_map(|m| m.secret_ref.as_ref())
+    {
+        secret_value(&secrets, &r.name, r.key.as_deref().unwrap_or("token")).await?;
     }
     Ok(())
 }

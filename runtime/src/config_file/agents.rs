@@ -76,6 +76,51 @@ pub struct McpAgentSettings {
     pub timeout_ms: u64,
 }
 
+/// One entry of `mcpServers:`: a remote MCP server the agents' tools may call
+/// (`llm.tools[].mcp.server` names it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpServerEntry {
+    /// The name tools refer to it by.
+    pub name: String,
+    /// Its Streamable HTTP endpoint (e.g. `http://host:8000/mcp`).
+    pub url: String,
+    /// Environment variable holding the bearer token for the server (the operator sets
+    /// it from `mcpServers[].secretRef`); unset: no token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// How long one call may take, milliseconds.
+    #[serde(default = "default_http_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl McpServerEntry {
+    /// Checks of entry `i` of `mcpServers`.
+    pub(super) fn validate(&self, i: usize) -> Result<(), ConfigError> {
+        let at = |f: &str| format!("mcpServers[{i}].{f}");
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::invalid(
+                at("name"),
+                &self.name,
+                "must be letters, digits, '-' or '_'",
+            ));
+        }
+        if !is_http_url(&self.url) {
+            return Err(ConfigError::invalid(
+                at("url"),
+                &self.url,
+                "must be an absolute http(s) URL",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One entry of `agents[].messageTypes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -66,6 +66,8 @@ pub struct Gateway {
     task_log: Arc<OnceLock<Arc<a2a::task_log::TaskLog>>>,
     /// Largest request body.
     max_body: usize,
+    /// Figures of the `llm` agents, when the caller hosts any.
+    llm_metrics: Option<Arc<crate::llm::LlmMetrics>>,
 }
 
 impl Gateway {
@@ -86,12 +88,19 @@ impl Gateway {
             agents: Arc::default(),
             task_log: Arc::default(),
             max_body,
+            llm_metrics: None,
         }
     }
 
     /// The agent types A2A and MCP offer (the A2A skills, the MCP tools).
     pub fn with_agents(mut self, agents: Vec<catalog::AgentInfo>) -> Self {
         self.agents = Arc::new(agents);
+        self
+    }
+
+    /// Adds the `llm` agents' figures to `/metrics`.
+    pub fn with_llm_metrics(mut self, metrics: Arc<crate::llm::LlmMetrics>) -> Self {
+        self.llm_metrics = Some(metrics);
         self
     }
 
@@ -264,13 +273,16 @@ async fn metrics(State(gw): State<Gateway>) -> Response {
     gw.runtime
         .refresh_consumer_lag(Duration::from_secs(2))
         .await;
-    let text = prometheus::render(
+    let mut text = prometheus::render(
         &gw.runtime.metrics(),
         prometheus::ProcessGauges {
             active_agents: gw.runtime.active_agents().len(),
             ready: gw.ready(),
         },
     );
+    if let Some(llm) = &gw.llm_metrics {
+        llm.render(&mut text);
+    }
     (
         [(
             header::CONTENT_TYPE,

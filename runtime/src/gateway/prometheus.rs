@@ -151,11 +151,11 @@ pub fn render(m: &MetricsSnapshot, gauges: ProcessGauges) -> String {
     out
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: u64) {
+pub(crate) fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: u64) {
     out.push_str(name);
     if !labels.is_empty() {
         out.push('{');
@@ -171,7 +171,7 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: u64) {
 }
 
 /// Escapes a label value: backslash, double quote and newline.
-fn escape(value: &str) -> String {
+pub(crate) fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

@@ -100,7 +100,14 @@ pub async fn llm_overhead(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<V
     .await?;
     host.register_factory(
         "assistant",
-        switchboard_runtime::llm::factory(http.clone(), settings, None),
+        switchboard_runtime::llm::factory(
+            http.clone(),
+            "assistant",
+            settings.clone(),
+            None,
+            switchboard_runtime::llm::Tools::new(&http, &settings, &[], &[]),
+            Default::default(),
+        ),
     )
     .await?;
     host.start().await?;
