@@ -541,3 +541,162 @@ async fn llm_agent_bad_input_fails_clearly_and_the_runtime_keeps_serving() {
     rt.terminate();
     rt.wait_exit(Duration::from_secs(60)).await;
 }
+
+/// The value of the sample `line` (`name{labels}`) in `/metrics` of `http`.
+async fn metric(http: SocketAddr, line: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_agent_uses_mcp_publish_and_typed_agent_tools_within_its_budgets() {
+    let net = TestNet::new();
+    let http = addr();
+    let model = ModelServer::start(vec![
+        Rule::at(
+            "use every tool",
+            0,
+            Reply::ToolCalls(vec![
+                (
+                    "counter".into(),
+                    json!({"message": {"n": 1}, "key": "via-mcp"}),
+                ),
+                ("publish_notes".into(), json!({"text": "remember this"})),
+                ("search".into(), json!({"q": "kafka"})),
+            ]),
+        ),
+        Rule::at("use every tool", 1, Reply::Text("all done".into())),
+        Rule::at(
+            "too many",
+            0,
+            Reply::ToolCalls(vec![
+                ("search".into(), json!({"q": "a"})),
+                ("search".into(), json!({"q": "b"})),
+            ]),
+        ),
+    ])
+    .await;
+    let endpoint = model.endpoint();
+    let schema = r#"{ type: object, properties: { q: { type: string } }, required: [q] }"#;
+    let agents = [
+        "  - { type: counter, builtin: counter }".to_owned(),
+        format!("  - {{ type: search, builtin: echo, messageTypes: [{{ name: demo.Search, schema: {schema} }}] }}"),
+        "  - type: assistant".to_owned(),
+        "    llm:".to_owned(),
+        format!("      model: {{ endpoint: \"{endpoint}\", model: big }}"),
+        "      tools: [{ mcp: { server: self, tool: counter } }, { publish: { topicType: notes } }, { agent: search }]".to_owned(),
+        "      maxToolCalls: 3".to_owned(),
+        "  - type: frugal".to_owned(),
+        "    llm:".to_owned(),
+        format!("      model: {{ endpoint: \"{endpoint}\", model: small }}"),
+        "      tools: [{ agent: search }]".to_owned(),
+        "      maxToolCalls: 1".to_owned(),
+        String::new(),
+    ]
+    .join("\n");
+    // The MCP server is this runtime's own /mcp (each hosted type is a tool there).
+    let yaml = format!(
+        "{}subscriptions:\n  - {{ topicType: notes, agentType: counter }}\n\
+         mcpServers:\n  - {{ name: self, url: \"http://{http}/mcp\" }}\n",
+        config(&net, "tools", "", &agents, http)
+    );
+    let mut rt = RuntimeProcess::spawn_with_env("llm-tools", &yaml, http, &[]);
+    rt.wait_ready(READY).await;
+    let caller = client(&net).await;
+
+    let answer = ask(
+        &caller,
+        "assistant/alice",
+        "use every tool",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}; log:\n{}", rt.log_text()));
+    assert_eq!(answer["content"], "all done");
+    assert_eq!(answer["toolCalls"], 3);
+    let seen = model.seen();
+    let first = seen
+        .iter()
+        .find(|s| s.user == "use every tool" && s.step == 0)
+        .unwrap();
+    let tools = first.body["tools"].as_array().unwrap();
+    let by_name = |n: &str| {
+        tools
+            .iter()
+            .find(|t| t["function"]["name"] == n)
+            .unwrap_or_else(|| panic!("no tool {n} in {tools:?}"))["function"]
+            .clone()
+    };
+    // The MCP tool's schema is what the server lists; the agent tool's is declared.
+    assert_eq!(
+        by_name("counter")["parameters"]["required"],
+        json!(["message"]),
+        "{tools:?}"
+    );
+    assert_eq!(by_name("search")["parameters"]["required"], json!(["q"]));
+    assert_eq!(by_name("publish_notes")["parameters"]["type"], "object");
+    let second = seen
+        .iter()
+        .find(|s| s.user == "use every tool" && s.step == 1)
+        .unwrap();
+    let results: Vec<Value> = tool_messages(&second.body)
+        .iter()
+        .map(|t| serde_json::from_str(t).unwrap_or_else(|_| json!(t)))
+        .collect();
+    assert_eq!(results[0]["count"], 1, "counter via MCP: {results:?}");
+    assert_eq!(results[1]["published"]["topicType"], "notes", "{results:?}");
+    assert_eq!(
+        results[2],
+        json!({"q": "kafka"}),
+        "echo of the typed message"
+    );
+    // The MCP call reached counter/via-mcp; the published note reached counter/alice
+    // through the subscription (the RPC below counts too).
+    assert_eq!(count_of(&caller, "via-mcp").await, 2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = count_of(&caller, "alice").await;
+        if n >= 2 {
+            assert_eq!(n, 2, "one published note, one query");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the published note never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // maxToolCalls: two calls asked, one allowed; the turn fails before calling.
+    let e = ask(&caller, "frugal/bob", "too many", Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("maxToolCalls=1"), "{e}");
+    assert_eq!(model.count_at("too many", 1), 0, "no call after the stop");
+
+    // The figures of both, by agent type and model.
+    let ok =
+        "switchboard_llm_model_calls_total{agent_type=\"assistant\",model=\"big\",outcome=\"ok\"}";
+    assert_eq!(metric(http, ok).await, Some(2.0));
+    let tokens =
+        "switchboard_llm_tokens_total{agent_type=\"assistant\",model=\"big\",kind=\"prompt\"}";
+    assert!(metric(http, tokens).await.unwrap() > 0.0);
+    for tool in ["counter", "publish_notes", "search"] {
+        let line = format!(
+            "switchboard_llm_tool_calls_total{{agent_type=\"assistant\",tool=\"{tool}\",outcome=\"ok\"}}"
+        );
+        assert_eq!(metric(http, &line).await, Some(1.0), "{line}");
+    }
+    let stopped =
+        "switchboard_llm_turns_stopped_total{agent_type=\"frugal\",reason=\"max_tool_calls\"}";
+    assert_eq!(metric(http, stopped).await, Some(1.0));
+    caller.stop().await.unwrap();
+    rt.terminate();
+    rt.wait_exit(Duration::from_secs(60)).await;
+}

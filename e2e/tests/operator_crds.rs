@@ -172,6 +172,50 @@ async fn code_agents_need_the_program_that_registers_them() {
 }
 
 #[tokio::test]
+async fn llm_tools_have_one_kind_and_mcp_tools_a_declared_server() {
+    let llm = |tools: Value| {
+        let mut s = spec();
+        s["agents"] = json!([{ "type": "assistant", "llm": {
+            "model": { "endpoint": "http://127.0.0.1:1/v1", "model": "m" }, "tools": tools } }]);
+        s
+    };
+    let msg = rejected(runtime(llm(
+        json!([{ "agent": "echo", "publish": { "topicType": "t" } }]),
+    )))
+    .await;
+    assert!(
+        msg.contains("a tool is exactly one of agent, mcp and publish"),
+        "{msg}"
+    );
+    let msg = rejected(runtime(llm(json!([{}])))).await;
+    assert!(
+        msg.contains("a tool is exactly one of agent, mcp and publish"),
+        "{msg}"
+    );
+    let mcp = json!([{ "mcp": { "server": "docs", "tool": "lookup" } }]);
+    let msg = rejected(runtime(llm(mcp.clone()))).await;
+    assert!(
+        msg.contains("an llm tool's mcp.server must be the name of an entry of mcpServers"),
+        "{msg}"
+    );
+    let mut s = llm(mcp);
+    s["mcpServers"] = json!([{ "name": "docs", "url": "http://127.0.0.1:1/mcp" }]);
+    accepted(runtime(s.clone())).await;
+    s["mcpServers"] = json!([
+        { "name": "docs", "url": "http://127.0.0.1:1/mcp" },
+        { "name": "docs", "url": "http://127.0.0.1:2/mcp" },
+    ]);
+    let msg = rejected(runtime(s.clone())).await;
+    assert!(msg.contains("mcpServers names must be unique"), "{msg}");
+    s["mcpServers"] = json!([{ "name": "docs", "url": "127.0.0.1:1/mcp" }]);
+    let msg = rejected(runtime(s)).await;
+    assert!(
+        msg.contains("mcpServers[].url must be an http(s) URL"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
 async fn partitions_never_decrease() {
     let client = env::kube_client().await;
     install_crds(&client, FIELD_MANAGER).await.unwrap();

@@ -196,7 +196,7 @@ mod tests {
         );
         assert_eq!((llm.max_iterations, llm.memory.max_messages), (4, 6));
         assert_eq!(llm.temperature, Some(0.3));
-        assert_eq!(llm.tools[0].agent, "echo");
+        assert_eq!(llm.tools[0].agent.as_deref(), Some("echo"));
         assert!(
             !text.contains("openai"),
             "the Secret is not named in the ConfigMap: {text}"
@@ -204,6 +204,48 @@ mod tests {
         assert_eq!(
             env_secret(&d, "SWITCHBOARD_LLM_API_KEY_ASSISTANT_V1"),
             ("openai".to_owned(), DEFAULT_API_KEY_KEY.to_owned())
+        );
+    }
+
+    #[test]
+    fn mcp_servers_and_tool_kinds_reach_the_config_map_and_tokens_only_the_env() {
+        let mut ar = runtime(json!([
+            { "type": "assistant", "llm": {
+                "model": { "endpoint": "https://models.example/v1", "model": "m" },
+                "tools": [{ "mcp": { "server": "docs", "tool": "lookup" } },
+                          { "publish": { "topicType": "notes" } }],
+                "maxToolCalls": 5, "maxTokensPerTurn": 9000, "maxConcurrentCalls": 2 } },
+        ]));
+        ar.spec.mcp_servers = serde_json::from_value(json!([
+            { "name": "docs", "url": "http://docs:8000/mcp", "secretRef": { "name": "docs-token" },
+              "timeoutSeconds": 7 },
+        ]))
+        .unwrap();
+        let d = build(&ar, &settings()).unwrap();
+        let text = &d.config_map.data.as_ref().unwrap()[CONFIG_KEY];
+        let cfg = RuntimeConfigFile::from_yaml(text).unwrap();
+        cfg.validate().unwrap();
+        let llm = cfg.agents[0].llm.as_ref().unwrap();
+        assert_eq!(llm.tools[0].mcp.as_ref().unwrap().tool, "lookup");
+        assert_eq!(llm.tools[1].publish.as_ref().unwrap().topic_type, "notes");
+        assert_eq!(
+            (
+                llm.max_tool_calls,
+                llm.max_tokens_per_turn,
+                llm.max_concurrent_calls
+            ),
+            (Some(5), Some(9000), Some(2))
+        );
+        let server = &cfg.mcp_servers[0];
+        assert_eq!((server.name.as_str(), server.timeout_ms), ("docs", 7000));
+        assert_eq!(
+            server.token_env.as_deref(),
+            Some("SWITCHBOARD_MCP_SERVER_TOKEN_0")
+        );
+        assert!(!text.contains("docs-token"), "{text}");
+        assert_eq!(
+            env_secret(&d, "SWITCHBOARD_MCP_SERVER_TOKEN_0"),
+            ("docs-token".to_owned(), "token".to_owned())
         );
     }
 
