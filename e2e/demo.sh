@@ -4,14 +4,16 @@
 #   e2e/demo.sh up     start Kafka and a Kubernetes control plane on 127.0.0.1, build
 #                      the binaries and the Python package, install the CRDs, start
 #                      the operator and the node agent (pods as local processes),
-#                      apply examples/demo/ (built-ins, an HTTP agent and AutoGen
-#                      agents in Python), then run a short scripted conversation and
-#                      leave everything running
+#                      apply examples/demo/ (built-ins, an HTTP agent, AutoGen
+#                      agents in Python and an LLM agent against a local test model
+#                      server), then run a short scripted conversation and leave
+#                      everything running
 #   e2e/demo.sh down   stop everything `up` started (by the process ids it recorded)
 #
 # Environment: SWITCHBOARD_STATE_DIR (default <repo>/.state) and the port variables
 # of e2e/infra/kafka.sh and cluster.sh; SWITCHBOARD_DEMO_AGENT_PORT (Python agent,
-# 8081), SWITCHBOARD_DEMO_METRICS_PORT (operator, 9808), SWITCHBOARD_DEMO_POD_CIDR
+# 8081), SWITCHBOARD_DEMO_METRICS_PORT (operator, 9808), SWITCHBOARD_DEMO_MODEL_PORT
+# (test model server, 8082), SWITCHBOARD_DEMO_POD_CIDR
 # (pod addresses, 127.0.1.0/24), CARGO_TARGET_DIR.
 set -euo pipefail
 
@@ -25,13 +27,14 @@ bin="$target/debug"
 ns=switchboard-demo
 agent_port="${SWITCHBOARD_DEMO_AGENT_PORT:-8081}"
 metrics_port="${SWITCHBOARD_DEMO_METRICS_PORT:-9808}"
+model_port="${SWITCHBOARD_DEMO_MODEL_PORT:-8082}"
 pod_cidr="${SWITCHBOARD_DEMO_POD_CIDR:-127.0.1.0/24}"
 runtime_image=ghcr.io/switchboard-dev/switchboard-runtime:dev
 # The node agent runs the Python image (python/Dockerfile) from this directory, which
 # stands in for the image's filesystem: bin/python (the package's venv) and app/.
 python_root="$demo/images/switchboard-python"
 # Processes this script starts, in stop order.
-services=(python-agent node-agent operator)
+services=(model-server python-agent node-agent operator)
 
 t0=$(date +%s)
 declare -a summary=()
@@ -112,9 +115,10 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1"); }
 team_log_has() { grep -qs -- "$1" "$demo"/node/pods/"${ns}"_team-*/runtime.log; }
 ready_replicas_are() { [ "$(kc -n "$ns" get ar demo -o 'jsonpath={.status.readyReplicas}')" = "$1" ]; }
 
-# A running pod's address (each pod gets its own loopback address from the node agent).
+# pod_ip [RUNTIME]: a running pod's address (each pod gets its own loopback address
+# from the node agent); RUNTIME defaults to demo.
 pod_ip() {
-	kc -n "$ns" get pods -l app.kubernetes.io/instance=demo \
+	kc -n "$ns" get pods -l "app.kubernetes.io/instance=${1:-demo}" \
 		--field-selector=status.phase=Running \
 		-o 'jsonpath={range .items[*]}{.status.podIP}{"\n"}{end}' | grep -m1 .
 }
@@ -169,11 +173,11 @@ up() {
 	note "Kafka + control plane up" "$(($(date +%s) - s)) s"
 	say "    Kafka at $bootstrap, API server kubeconfig $kubeconfig"
 
-	step "Building switchboard-runtime, switchboard-operator and switchboard-node-agent"
+	step "Building switchboard-runtime, switchboard-operator, switchboard-node-agent and the test model server"
 	s=$(date +%s)
 	(cd "$repo" && cargo build -p switchboard-runtime -p switchboard-operator \
 		-p switchboard-e2e --bin switchboard-runtime --bin switchboard-operator \
-		--bin switchboard-node-agent)
+		--bin switchboard-node-agent --bin switchboard-model-server)
 	note "Build" "$(($(date +%s) - s)) s"
 
 	step "Building the Python package (switchboard-agents) for the AutoGen agents' image"
@@ -193,7 +197,7 @@ up() {
 	kc wait --for condition=established --timeout=60s \
 		crd/agentruntimes.switchboard.dev crd/agentsubscriptions.switchboard.dev
 
-	step "Starting the operator, the node agent and the Python HTTP agent"
+	step "Starting the operator, the node agent, the Python HTTP agent and the test model server"
 	start_bg operator "$bin/switchboard-operator" run --kubeconfig "$kubeconfig" \
 		--runtime-image "$runtime_image" --metrics-addr "127.0.0.1:$metrics_port"
 	start_bg node-agent "$bin/switchboard-node-agent" --kubeconfig "$kubeconfig" \
@@ -201,20 +205,26 @@ up() {
 		--runtime-bin "$bin/switchboard-runtime" --state-dir "$demo/node" \
 		--namespace "$ns" --image-root "*switchboard-python=$python_root"
 	start_bg python-agent python3 "$repo/examples/http-agent/agent.py" --port "$agent_port"
+	start_bg model-server "$bin/switchboard-model-server" --listen "127.0.0.1:$model_port" \
+		--script "$repo/examples/demo/model-script.json"
 	wait_until "operator /healthz" 60 curl -sf "http://127.0.0.1:$metrics_port/healthz"
 	wait_until "node switchboard-demo Ready" 60 node_ready switchboard-demo
 	wait_until "Python agent on 127.0.0.1:$agent_port" 30 port_open "$agent_port"
+	wait_until "test model server on 127.0.0.1:$model_port" 30 port_open "$model_port"
 
-	step "Applying examples/demo/ (AgentRuntime demo: echo, counter, relay and an HTTP agent; AgentRuntime team: AutoGen agents in Python; two AgentSubscriptions)"
+	step "Applying examples/demo/ (AgentRuntime demo: echo, counter, relay and an HTTP agent; team: AutoGen agents in Python; assistants: an LLM agent; two AgentSubscriptions)"
 	s=$(date +%s)
 	kc apply -f "$repo/examples/demo/namespace.yaml"
 	sed -e "s|127.0.0.1:9092|$bootstrap|" -e "s|127.0.0.1:8081|127.0.0.1:$agent_port|" \
 		"$repo/examples/demo/runtime.yaml" | kc apply -f -
 	sed -e "s|127.0.0.1:9092|$bootstrap|" "$repo/examples/demo/autogen.yaml" | kc apply -f -
+	sed -e "s|127.0.0.1:9092|$bootstrap|" -e "s|127.0.0.1:8082|127.0.0.1:$model_port|" \
+		"$repo/examples/demo/llm.yaml" | kc apply -f -
 	kc apply -f "$repo/examples/demo/subscriptions.yaml"
 	wait_until "Kafka topics (TopicsReady)" 120 is_true agentruntime demo TopicsReady
 	wait_until "a runtime pod Running and Ready (AgentRuntime Ready)" 180 is_true agentruntime demo Ready
 	wait_until "the AutoGen runtime pod Ready (AgentRuntime team Ready)" 180 is_true agentruntime team Ready
+	wait_until "the LLM agent's pod Ready (AgentRuntime assistants Ready)" 180 is_true agentruntime assistants Ready
 	wait_until "both subscriptions Ready" 60 subscriptions_ready
 	note "Apply -> Ready" "$(($(date +%s) - s)) s"
 	kc -n "$ns" get agentruntimes,agentsubscriptions,pods -o wide
@@ -244,6 +254,15 @@ up() {
 	note "RPC researcher/alice (CLI)" "$(ms_since "$s") ms"
 	wait_until "the archive's line in the team pod's log" 30 team_log_has "archive/alice:"
 	say "    team pod log: $(grep -h -m1 'archive/alice:' "$demo"/node/pods/"${ns}"_team-*/runtime.log)"
+
+	step "An LLM agent (runtime assistants; examples/demo/llm.yaml) on the local test model server"
+	s=$(date +%s%N)
+	say "    assistant/alice calls the model, which asks for two tools: counter/alice (RPC) and publish_alerts:"
+	say "    reply: $(rpc assistant/alice demo.Ask '{"content":"how many questions so far?"}')"
+	note "RPC assistant/alice (LLM, 2 model + 2 tool calls)" "$(ms_since "$s") ms"
+	say "    its pod's /metrics:"
+	curl -sS --max-time 5 "http://$(pod_ip assistants):8080/metrics" |
+		grep -E '^switchboard_llm_(model_calls|tokens|tool_calls)_total' | sed 's/^/      /'
 
 	step "Publish/subscribe: 3 events to alerts/k1, 2 to team.ops/k1 (relayed to alerts/k1)"
 	s=$(date +%s%N)
@@ -306,8 +325,9 @@ Everything is still running. Try:
   kubectl -n $ns get ar,asub,pods
   curl -s -XPOST -H 'ce-type: Question' -d '{"text":"why is it dark at night"}' http://$gateway/v1/agents/planner/you
   curl -s -XPOST -H 'ce-type: demo.Greet' -d '{"name":"you"}' http://$gateway/v1/agents/greeter/you
+  curl -s -XPOST -H 'ce-type: demo.Ask' -d '{"content":"how many questions so far?"}' http://$gateway/v1/agents/assistant/you
   $bin/switchboard-runtime send --bootstrap $bootstrap --prefix demo --to counter/k1 --type demo.Query --data '{}'
-Logs: $demo/*.log (operator, node-agent, python-agent; pods under $demo/node/pods/)
+Logs: $demo/*.log (operator, node-agent, python-agent, model-server; pods under $demo/node/pods/)
 Stop it all: make demo-down
 EOF
 }

@@ -30,7 +30,8 @@ use tokio::sync::Notify;
 /// What the model answers.
 #[derive(Debug, Clone)]
 pub enum Reply {
-    /// A final answer.
+    /// A final answer; `{{tool_results}}` in it is replaced by the contents of the
+    /// request's `tool` messages after the last assistant message, joined by `; `.
     Text(String),
     /// Calls of tools: `(function name, arguments object)`.
     ToolCalls(Vec<(String, Value)>),
@@ -136,6 +137,16 @@ impl ModelServer {
     /// # Panics
     /// When it cannot bind.
     pub async fn start(rules: Vec<Rule>) -> Self {
+        Self::start_on("127.0.0.1:0", rules)
+            .await
+            .expect("bind the model server")
+    }
+
+    /// Starts a server with `rules` on `listen` (a loopback `IP:PORT`).
+    ///
+    /// # Errors
+    /// When it cannot bind.
+    pub async fn start_on(listen: &str, rules: Vec<Rule>) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 held: vec![false; rules.len()],
@@ -147,14 +158,12 @@ impl ModelServer {
         let router = Router::new()
             .route("/v1/chat/completions", post(completions))
             .with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the model server");
-        let addr = listener.local_addr().expect("its address");
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        Self { addr, shared, task }
+        Ok(Self { addr, shared, task })
     }
 
     /// The base URL clients are configured with (`.../v1`).
@@ -199,6 +208,63 @@ impl ModelServer {
     pub fn release(&self) {
         self.shared.release.notify_waiters();
     }
+}
+
+/// The placeholder of [`Reply::Text`].
+pub const TOOL_RESULTS: &str = "{{tool_results}}";
+
+/// The `tool` messages after the last assistant message, joined by `; `.
+fn last_tool_results(body: &Value) -> String {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let from = messages
+        .iter()
+        .rposition(|m| m["role"] == "assistant")
+        .map_or(0, |i| i + 1);
+    messages[from..]
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .filter_map(|m| m["content"].as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Rules from a JSON script: `[{"user": "contains", "step": 0, "text": "..."} |
+/// {"user": .., "step": .., "toolCalls": [{"name": .., "arguments": {..}}]}]`; without
+/// `step` a rule answers every step.
+///
+/// # Errors
+/// When the script is not such a list; names the entry.
+pub fn rules_from_script(script: &Value) -> Result<Vec<Rule>, String> {
+    let entries = script.as_array().ok_or("the script must be a JSON list")?;
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let user = e["user"].as_str().unwrap_or_default();
+            let reply = match (e.get("text"), e.get("toolCalls")) {
+                (Some(Value::String(t)), None) => Reply::Text(t.clone()),
+                (None, Some(Value::Array(calls))) => Reply::ToolCalls(
+                    calls
+                        .iter()
+                        .map(|c| {
+                            let name = c["name"].as_str().ok_or_else(|| {
+                                format!("script[{i}].toolCalls: every call needs a name")
+                            })?;
+                            Ok((
+                                name.to_owned(),
+                                c.get("arguments").cloned().unwrap_or(json!({})),
+                            ))
+                        })
+                        .collect::<Result<_, String>>()?,
+                ),
+                _ => return Err(format!("script[{i}]: exactly one of text and toolCalls")),
+            };
+            Ok(match e.get("step").and_then(Value::as_u64) {
+                Some(step) => Rule::at(user, usize::try_from(step).unwrap_or(usize::MAX), reply),
+                None => Rule::always(user, reply),
+            })
+        })
+        .collect()
 }
 
 /// The last user message's text and the step (assistant messages after it).
@@ -293,7 +359,14 @@ async fn completions(
             "{\"id\": \"chatcmpl-x\", \"choices\": [",
         )
             .into_response(),
-        Reply::Text(text) => completion(&model, step, json!(text), None, stream),
+        Reply::Text(text) => {
+            let text = if text.contains(TOOL_RESULTS) {
+                text.replace(TOOL_RESULTS, &last_tool_results(&body))
+            } else {
+                text
+            };
+            completion(&model, step, json!(text), None, stream)
+        }
         Reply::ToolCalls(calls) => {
             let calls: Vec<Value> = calls
                 .iter()

@@ -91,3 +91,42 @@ async fn llm_model_server_scripts_errors_and_rejects_bad_requests() {
     assert_eq!(r.status(), 400, "model is required");
     assert_eq!(server.count(), 2, "only well-formed requests are counted");
 }
+
+#[tokio::test]
+async fn llm_model_server_scripts_load_from_json_and_quote_tool_results() {
+    let script = json!([
+        {"user": "count", "step": 0, "toolCalls": [{"name": "counter", "arguments": {}}]},
+        {"user": "count", "step": 1, "text": "The counter says {{tool_results}}."},
+    ]);
+    let rules = switchboard_e2e::model_server::rules_from_script(&script).unwrap();
+    let server = ModelServer::start(rules).await;
+    let r: Value = post(
+        &server,
+        json!({"model": "m", "messages": [{"role": "user", "content": "count me"}]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        r["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "counter"
+    );
+    let r: Value = post(&server, json!({"model": "m", "messages": [
+        {"role": "user", "content": "count me"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_0_0", "type": "function",
+            "function": {"name": "counter", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_0_0", "content": "{\"count\":3}"},
+    ]}))
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        r["choices"][0]["message"]["content"],
+        "The counter says {\"count\":3}."
+    );
+    let bad = json!([{"user": "x", "text": "a", "toolCalls": []}]);
+    let e = switchboard_e2e::model_server::rules_from_script(&bad).unwrap_err();
+    assert!(e.contains("script[0]"), "{e}");
+}
