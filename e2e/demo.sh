@@ -108,6 +108,13 @@ is_true() { [ "$(condition "$@")" = True ]; }
 subscriptions_ready() {
 	is_true agentsubscription alerts-to-counter Ready && is_true agentsubscription team-to-relay Ready
 }
+crds_established() {
+	local c
+	for c in agentruntimes agentsubscriptions; do
+		[ "$(kc get crd "$c.switchboard.dev" \
+			-o 'jsonpath={.status.conditions[?(@.type=="Established")].status}')" = True ] || return 1
+	done
+}
 node_ready() {
 	[ "$(kc get node "$1" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" = True ]
 }
@@ -194,8 +201,9 @@ up() {
 
 	step "Installing the CRDs"
 	kc apply -f "$repo/crds/"
-	kc wait --for condition=established --timeout=60s \
-		crd/agentruntimes.switchboard.dev crd/agentsubscriptions.switchboard.dev
+	# Polled rather than `kubectl wait`, which fails at once while a just-created CRD
+	# has no status conditions yet.
+	wait_until "the CRDs Established" 60 crds_established
 
 	step "Starting the operator, the node agent, the Python HTTP agent and the test model server"
 	start_bg operator "$bin/switchboard-operator" run --kubeconfig "$kubeconfig" \

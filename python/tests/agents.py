@@ -339,5 +339,56 @@ async def scenario_collector(runtime: SwitchboardAgentRuntime) -> None:
 
 SCENARIOS.update({"fragile": scenario_fragile, "collector": scenario_collector})
 
+
+# -- durable steps ----------------------------------------------------------------------
+
+
+@dataclass
+class Work:
+    """Do two steps, marking each run in files under ``dir``; step b waits for dir/go."""
+
+    dir: str
+
+
+@dataclass
+class Done:
+    a_runs: int
+    b_runs: int
+
+
+def _mark(path: str) -> int:
+    with open(path, "a") as f:
+        f.write("run\n")
+    with open(path) as f:
+        return len(f.readlines())
+
+
+class Stepper(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("two durable steps")
+
+    @message_handler
+    async def on_work(self, message: Work, ctx: MessageContext) -> Done:
+        from switchboard import step
+
+        a = await step("a", lambda: _mark(os.path.join(message.dir, "a")))
+
+        async def b() -> int:
+            n = _mark(os.path.join(message.dir, "b"))
+            for _ in range(1200):  # bounded: 60 s
+                if os.path.exists(os.path.join(message.dir, "go")):
+                    return n
+                await asyncio.sleep(0.05)
+            raise TimeoutError("dir/go never appeared")
+
+        return Done(a, await step("b", b))
+
+
+async def scenario_stepper(runtime: SwitchboardAgentRuntime) -> None:
+    await Stepper.register(runtime, "stepper", Stepper)
+
+
+SCENARIOS["stepper"] = scenario_stepper
+
 #: Replies the tests' callers decode (registered by helpers.make_runtime).
-REPLY_TYPES = (Sum, Product, Identity, Count, Seen)
+REPLY_TYPES = (Sum, Product, Identity, Count, Seen, Done)

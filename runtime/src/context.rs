@@ -201,6 +201,26 @@ impl MessageContext {
             .await
     }
 
+    /// For hosts that run a step's work outside Rust (the Python package's
+    /// `switchboard.step`): the number of this call of step `name` and, when it
+    /// completed when this message was handled before, its journaled result. When
+    /// there is none, run the work and pass its result to [`MessageContext::record_step`]
+    /// before going on; see [`MessageContext::step`] for the guarantees.
+    pub fn begin_step(&self, name: &str) -> Result<(u32, Option<serde_json::Value>), RuntimeError> {
+        self.steps.begin(name)
+    }
+
+    /// Journals `value` as the result of call `n` of step `name` (from
+    /// [`MessageContext::begin_step`]); returns once it is durable.
+    pub async fn record_step(
+        &self,
+        name: &str,
+        n: u32,
+        value: &serde_json::Value,
+    ) -> Result<(), RuntimeError> {
+        self.steps.record(name, n, value).await
+    }
+
     /// Sends an RPC from this agent and waits for the reply. Calling yourself fails
     /// fast: you would wait for a turn that only comes after your own.
     pub async fn send_message<M: Message>(

@@ -81,6 +81,27 @@ fn check_name(name: &str) -> Result<(), RuntimeError> {
 }
 
 impl Steps {
+    /// Starts step `name`: its number and, when it completed before, its journaled
+    /// result (`None` without a journal).
+    pub(crate) fn begin(&self, name: &str) -> Result<(u32, Option<Value>), RuntimeError> {
+        check_name(name)?;
+        let n = self.next_number(name);
+        Ok((n, self.journal.as_ref().and_then(|j| j.lookup(name, n))))
+    }
+
+    /// Journals the result of step `name` number `n` (nothing without a journal).
+    pub(crate) async fn record(
+        &self,
+        name: &str,
+        n: u32,
+        value: &Value,
+    ) -> Result<(), RuntimeError> {
+        match &self.journal {
+            Some(j) => j.record(name, n, value).await,
+            None => Ok(()),
+        }
+    }
+
     /// Runs `work` as step `name` of message `message_id` handled by `agent`: see
     /// [`MessageContext::step`](crate::context::MessageContext::step).
     pub(crate) async fn run<T, E, F>(
@@ -95,12 +116,8 @@ impl Steps {
         E: From<RuntimeError>,
         F: Future<Output = Result<T, E>>,
     {
-        check_name(name)?;
-        let n = self.next_number(name);
-        let Some(journal) = &self.journal else {
-            return work.await;
-        };
-        if let Some(value) = journal.lookup(name, n) {
+        let (n, journaled) = self.begin(name)?;
+        if let Some(value) = journaled {
             tracing::debug!(step = name, n, message_id, "step replayed from the journal");
             return serde_json::from_value(value).map_err(|e| {
                 E::from(RuntimeError::Handler {
@@ -110,11 +127,14 @@ impl Steps {
             });
         }
         let result = work.await?;
+        if self.journal.is_none() {
+            return Ok(result);
+        }
         let value = serde_json::to_value(&result).map_err(|e| RuntimeError::Handler {
             agent: agent.to_string(),
             message: format!("result of step {name}/{n} does not encode: {e}"),
         })?;
-        journal.record(name, n, &value).await?;
+        self.record(name, n, &value).await?;
         Ok(result)
     }
 }

@@ -54,6 +54,7 @@ class RuntimeSettings:
     heartbeat_interval: Optional[float] = None
     liveness_timeout: Optional[float] = None
     drain_timeout: Optional[float] = None
+    durable_steps: Optional[bool] = None
 
     def config_text(self) -> str:
         """The runtime config file (JSON) these settings describe."""
@@ -83,6 +84,7 @@ class RuntimeSettings:
             ("maxConcurrency", self.max_concurrency),
             ("maxMessageBytes", self.max_message_bytes),
             ("localDelivery", self.local_delivery),
+            ("durableSteps", self.durable_steps),
         ):
             if value is not None:
                 runtime[key] = value
