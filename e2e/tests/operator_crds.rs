@@ -215,6 +215,39 @@ async fn llm_tools_have_one_kind_and_mcp_tools_a_declared_server() {
     );
 }
 
+/// Every AgentRuntime in examples/ (what users copy first) is valid as written.
+#[tokio::test]
+async fn the_example_agent_runtimes_are_accepted() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut checked = Vec::new();
+    for dir in std::fs::read_dir(&root).unwrap() {
+        let dir = dir.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let mut v: Value = serde::Deserialize::deserialize(doc).unwrap();
+                if v["kind"] != "AgentRuntime" {
+                    continue;
+                }
+                // Dry runs in `default`: the examples' own namespaces may not exist here.
+                v["metadata"]["namespace"] = json!("default");
+                let ar: AgentRuntime =
+                    serde_json::from_value(v).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                accepted(ar).await;
+                checked.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(checked.len() >= 4, "found only {checked:?}");
+}
+
 #[tokio::test]
 async fn partitions_never_decrease() {
     let client = env::kube_client().await;

@@ -258,4 +258,35 @@ impl HandlerContext {
     fn traceparent(&self) -> String {
         self.ctx.trace.traceparent()
     }
+
+    /// Starts durable step `name` (`switchboard.step`): `(n, journaled JSON text or
+    /// None)`; with `None`, run the work and pass its result to `step_record`.
+    fn step_begin(&self, name: &str) -> PyResult<(u32, Option<String>)> {
+        let (n, journaled) = self.ctx.begin_step(name).map_err(crate::errors::to_py)?;
+        Ok((n, journaled.map(|v| v.to_string())))
+    }
+
+    /// Journals the JSON text `result` as call `n` of step `name`; resolves once the
+    /// journal record is acknowledged by Kafka. Steps are rare and slow by nature, so
+    /// this resolves through pyo3-async-runtimes (one GIL acquisition on a Tokio thread)
+    /// rather than the dispatcher's batch path.
+    fn step_record<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        n: u32,
+        result: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let value: Value = serde_json::from_str(result).map_err(|e| {
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "the result of step {name:?} is not JSON: {e}"
+            ))
+        })?;
+        let ctx = self.ctx.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            ctx.record_step(&name, n, &value)
+                .await
+                .map_err(crate::errors::to_py)
+        })
+    }
 }
