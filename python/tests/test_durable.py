@@ -28,7 +28,7 @@ def lines(path: str) -> int:
 @pytest.mark.parametrize("durable", [True, False])
 async def test_a_completed_step_is_not_run_again_after_a_sigkill(prefix, workers, runtime_factory, tmp_path, durable):
     settings = dict(FAST_GROUP, durable_steps=durable)
-    first = workers("stepper", prefix, "w1", args={"runtime": dict(settings)})
+    first = workers("stepper", prefix, "steps", args={"runtime": dict(settings)})
     caller = runtime_factory(prefix, "caller", rpc_timeout=60.0)
     caller.add_message_serializer(try_get_known_serializers_for_type(Work))
     await caller.start()
@@ -41,7 +41,7 @@ async def test_a_completed_step_is_not_run_again_after_a_sigkill(prefix, workers
     await eventually(b_started, timeout=60, every=0.2)
     assert lines(os.path.join(d, "a")) == 1
     first.kill()  # SIGKILL while step b waits: a is journaled, b is not
-    workers("stepper", prefix, "w2", args={"runtime": dict(settings)})
+    workers("stepper", prefix, "steps", args={"runtime": dict(settings)})
     open(os.path.join(d, "go"), "w").close()
     done = await asyncio.wait_for(reply, timeout=90)
     assert isinstance(done, Done)
