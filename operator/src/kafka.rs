@@ -24,6 +24,8 @@ pub struct KafkaConnection {
     pub config: KafkaConfig,
     /// PEM of the CA, read from the TLS Secret.
     pub ca_pem: Option<String>,
+    /// PEM of the client certificate and of its private key (mTLS), from their Secret.
+    pub client_cert_pem: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for KafkaConnection {
@@ -32,6 +34,10 @@ impl std::fmt::Debug for KafkaConnection {
         f.debug_struct("KafkaConnection")
             .field("config", &self.config)
             .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<pem>"))
+            .field(
+                "client_cert_pem",
+                &self.client_cert_pem.as_ref().map(|_| "<pem>"),
+            )
             .finish()
     }
 }
@@ -42,16 +48,25 @@ impl KafkaConnection {
         Self {
             config: KafkaConfig::new(bootstrap_servers),
             ca_pem: None,
+            client_cert_pem: None,
         }
     }
 
     fn client_config(&self) -> ClientConfig {
         let mut c = self.config.base_client_config();
+        self.add_pems(&mut c);
+        c
+    }
+
+    /// The operator's identity and the PEMs read from Secrets (never files).
+    fn add_pems(&self, c: &mut ClientConfig) {
         c.set("client.id", "switchboard-operator");
         if let Some(pem) = &self.ca_pem {
             c.set("ssl.ca.pem", pem);
         }
-        c
+        if let Some((cert, key)) = &self.client_cert_pem {
+            c.set("ssl.certificate.pem", cert).set("ssl.key.pem", key);
+        }
     }
 
     /// A key for caching clients; a digest so credentials are not kept in clear twice.
@@ -69,6 +84,12 @@ impl KafkaConnection {
         if let Some(pem) = &self.ca_pem {
             h.update([0]);
             h.update(pem.as_bytes());
+        }
+        if let Some((cert, key)) = &self.client_cert_pem {
+            for part in [cert, key] {
+                h.update([1]);
+                h.update(part.as_bytes());
+            }
         }
         format!("{:x}", h.finalize())
     }
@@ -184,10 +205,7 @@ impl RdKafka {
             return Ok(p.clone());
         }
         let mut cfg = conn.config.producer_config();
-        cfg.set("client.id", "switchboard-operator");
-        if let Some(pem) = &conn.ca_pem {
-            cfg.set("ssl.ca.pem", pem);
-        }
+        conn.add_pems(&mut cfg);
         let producer: FutureProducer = cfg.create().map_err(|e| Error::Kafka(e.to_string()))?;
         producers.insert(key, producer.clone());
         Ok(producer)

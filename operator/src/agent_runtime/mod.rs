@@ -323,6 +323,7 @@ pub async fn connection_for(
 ) -> Result<KafkaConnection> {
     let mut config = KafkaConfig::new(kafka.bootstrap_servers.clone());
     let mut ca_pem = None;
+    let mut client_cert_pem = None;
     if let Some(sec) = &kafka.security {
         config.security_protocol = build::security_protocol(sec.protocol);
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
@@ -351,8 +352,23 @@ pub async fn connection_for(
             ca_pem =
                 Some(secret_value(&secrets, &r.name, r.key.as_deref().unwrap_or("ca.crt")).await?);
         }
+        if let Some(r) = build::client_cert(sec) {
+            let cert = secret_value(
+                &secrets,
+                &r.name,
+                r.cert_key.as_deref().unwrap_or("tls.crt"),
+            )
+            .await?;
+            let key =
+                secret_value(&secrets, &r.name, r.key_key.as_deref().unwrap_or("tls.key")).await?;
+            client_cert_pem = Some((cert, key));
+        }
     }
-    Ok(KafkaConnection { config, ca_pem })
+    Ok(KafkaConnection {
+        config,
+        ca_pem,
+        client_cert_pem,
+    })
 }
 
 /// Checks that the API key Secret of every `llm` agent has its key (the value is
