@@ -10,10 +10,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::TopicPartitionList;
 
 use crate::config::KafkaConfig;
 
@@ -85,12 +85,20 @@ impl AccessError {
 
     /// Classifies an error librdkafka's error callback reported (`None`: not an
     /// authentication or TLS problem).
-    pub fn from_client_error(cfg: &KafkaConfig, code: RDKafkaErrorCode, reason: &str) -> Option<Self> {
+    pub fn from_client_error(
+        cfg: &KafkaConfig,
+        code: RDKafkaErrorCode,
+        reason: &str,
+    ) -> Option<Self> {
         let detail = reason.to_owned();
         match code {
             RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => {
                 Some(Self::Authentication {
-                    user: cfg.sasl.as_ref().map(|s| s.username.clone()).unwrap_or_default(),
+                    user: cfg
+                        .sasl
+                        .as_ref()
+                        .map(|s| s.username.clone())
+                        .unwrap_or_default(),
                     detail,
                 })
             }
@@ -163,7 +171,23 @@ pub fn check_blocking(
         .consumer_config(group)
         .create_with_context(context)
         .map_err(|e| unreachable(e.to_string()))?;
-    let taken = || problem.lock().unwrap_or_else(|e| e.into_inner()).take();
+    // Error events reach the context only while the client is polled.
+    let taken = || {
+        for _ in 0..10 {
+            if let Some(Err(e)) = consumer.poll(Duration::from_millis(20)) {
+                if let Some(p) = e
+                    .rdkafka_error_code()
+                    .and_then(|c| AccessError::from_client_error(cfg, c, &e.to_string()))
+                {
+                    problem
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(p);
+                }
+            }
+        }
+        problem.lock().unwrap_or_else(|e| e.into_inner()).take()
+    };
     if let Err(e) = consumer.fetch_metadata(None, timeout) {
         return Err(taken().unwrap_or_else(|| unreachable(e.to_string())));
     }
@@ -175,7 +199,8 @@ pub fn check_blocking(
             .fetch_metadata(Some(topic), timeout)
             .map_err(|e| taken().unwrap_or_else(|| unreachable(e.to_string())))?;
         for t in md.topics() {
-            if t.error().map(RDKafkaErrorCode::from) == Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+            if t.error().map(RDKafkaErrorCode::from)
+                == Some(RDKafkaErrorCode::TopicAuthorizationFailed)
             {
                 return Err(AccessError::TopicAuthorization {
                     topic: topic.clone(),
@@ -206,6 +231,19 @@ pub fn check_blocking(
                 }
                 // A topic that does not exist yet is not an access problem.
                 Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {}
+                // librdkafka retries a refused coordinator look-up until the timeout
+                // and queues the refusal as a consumer error.
+                Some(RDKafkaErrorCode::OperationTimedOut)
+                    if (0..10).any(|_| {
+                        matches!(consumer.poll(Duration::from_millis(50)),
+                            Some(Err(e)) if e.rdkafka_error_code()
+                                == Some(RDKafkaErrorCode::GroupAuthorizationFailed))
+                    }) =>
+                {
+                    return Err(AccessError::GroupAuthorization {
+                        group: group.clone(),
+                    });
+                }
                 _ => return Err(unreachable(format!("committed offsets of {group}: {e}"))),
             },
         }
@@ -214,7 +252,11 @@ pub fn check_blocking(
 }
 
 /// [`check_blocking`] on a blocking thread.
-pub async fn check(cfg: &KafkaConfig, what: AccessCheck, timeout: Duration) -> Result<(), AccessError> {
+pub async fn check(
+    cfg: &KafkaConfig,
+    what: AccessCheck,
+    timeout: Duration,
+) -> Result<(), AccessError> {
     let cfg = cfg.clone();
     tokio::task::spawn_blocking(move || check_blocking(&cfg, &what, timeout))
         .await
@@ -248,7 +290,10 @@ mod tests {
         .unwrap();
         assert_eq!(auth.reason(), "KafkaAuthenticationFailed");
         let text = auth.to_string();
-        assert!(text.contains("\"alice\"") && !text.contains("secret-pw"), "{text}");
+        assert!(
+            text.contains("\"alice\"") && !text.contains("secret-pw"),
+            "{text}"
+        );
         let tls = AccessError::from_client_error(
             &cfg,
             RDKafkaErrorCode::SSL,

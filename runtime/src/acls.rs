@@ -330,16 +330,21 @@ mod tests {
     #[test]
     fn a_runtime_gets_its_own_names_and_not_another_runtime_s() {
         let names = TopicNames::new("sb.team").unwrap();
-        let acls =
-            runtime_acls(&names, "rt", "User:rt", &RuntimeAccess::default()).unwrap();
+        let acls = runtime_acls(&names, "rt", "User:rt", &RuntimeAccess::default()).unwrap();
         let instance = format!("{}abc", crate::protocol::topics::instance_prefix("rt"));
         use Operation::{Read, Write};
         use ResourceType::{Group, Topic};
         for t in names.per_runtime("rt") {
-            assert!(covers(&acls, Topic, &t, Read) && covers(&acls, Topic, &t, Write), "{t}");
+            assert!(
+                covers(&acls, Topic, &t, Read) && covers(&acls, Topic, &t, Write),
+                "{t}"
+            );
         }
         for t in names.shared() {
-            assert!(covers(&acls, Topic, &t, Read) && covers(&acls, Topic, &t, Write), "{t}");
+            assert!(
+                covers(&acls, Topic, &t, Read) && covers(&acls, Topic, &t, Write),
+                "{t}"
+            );
         }
         assert!(covers(&acls, Topic, &names.reply(&instance), Read));
         for g in [
@@ -354,7 +359,10 @@ mod tests {
         }
         let other = format!("{}abc", crate::protocol::topics::instance_prefix("rt-b"));
         for t in [names.inbox("rt-b"), names.state("rt-b")] {
-            assert!(!covers(&acls, Topic, &t, Read) && !covers(&acls, Topic, &t, Write), "{t}");
+            assert!(
+                !covers(&acls, Topic, &t, Read) && !covers(&acls, Topic, &t, Write),
+                "{t}"
+            );
         }
         assert!(!covers(&acls, Topic, &names.reply(&other), Read));
         assert!(!covers(&acls, Group, &names.inbox_group("rt-b"), Read));

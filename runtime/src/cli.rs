@@ -94,7 +94,12 @@ pub enum Command {
         #[arg(long, value_name = "P")]
         prefix: String,
         /// The runtime's name.
-        #[arg(long, value_name = "R", required_unless_present = "operator", conflicts_with = "operator")]
+        #[arg(
+            long,
+            value_name = "R",
+            required_unless_present = "operator",
+            conflicts_with = "operator"
+        )]
         runtime: Option<String>,
         /// The operator's ACLs instead of a runtime's.
         #[arg(long)]
@@ -273,7 +278,9 @@ pub async fn main(cli: Cli) -> Result<(), CliError> {
                 runtime.as_deref().map(|r| (r, access))
             };
             if who.is_none() && !operator {
-                return Err(CliError::Usage("--runtime or --operator is required".into()));
+                return Err(CliError::Usage(
+                    "--runtime or --operator is required".into(),
+                ));
             }
             print_acls(&prefix, who, &principal, format)
         }
@@ -295,14 +302,17 @@ fn print_acls(
         }
         None => crate::acls::operator_acls(&names, principal).map_err(usage)?,
     };
-    match format {
-        AclFormat::KafkaAcls => print!("{}", crate::acls::to_kafka_acls(&acls)),
-        AclFormat::Json => println!(
-            "{}",
+    let text = match format {
+        AclFormat::KafkaAcls => crate::acls::to_kafka_acls(&acls),
+        AclFormat::Json => {
             serde_json::to_string_pretty(&acls)
                 .map_err(|e| CliError::Usage(format!("cannot encode the ACLs: {e}")))?
-        ),
-    }
+                + "\n"
+        }
+    };
+    // A closed pipe (`| head`) is not an error worth a panic.
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
     Ok(())
 }
 

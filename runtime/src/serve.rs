@@ -217,10 +217,7 @@ fn same_route(a: &Subscription, b: &Subscription) -> bool {
 /// process stays up, not ready, and says why in its log and on `/readyz`, instead of
 /// exiting into a crash loop. Returns once access works (the caller's shutdown
 /// select ends the wait on a signal).
-async fn wait_for_access(
-    runtime: &KafkaAgentRuntime,
-    gateway: &Gateway,
-) -> Result<(), ServeError> {
+async fn wait_for_access(runtime: &KafkaAgentRuntime, gateway: &Gateway) -> Result<(), ServeError> {
     let config = runtime.config();
     let names = crate::protocol::topics::TopicNames::new(&config.topic_prefix)?;
     let rt = &config.runtime_name;

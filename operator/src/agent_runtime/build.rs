@@ -482,7 +482,9 @@ pub fn build_with_replicas(
                 { "key": r.key_key.as_deref().unwrap_or("tls.key"), "path": "tls.key" },
             ],
         }}));
-        mounts.push(json!({ "name": "kafka-client-cert", "mountPath": CLIENT_CERT_DIR, "readOnly": true }));
+        mounts.push(
+            json!({ "name": "kafka-client-cert", "mountPath": CLIENT_CERT_DIR, "readOnly": true }),
+        );
     }
     let probe = |path: &str| {
         json!({

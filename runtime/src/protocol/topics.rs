@@ -283,7 +283,10 @@ mod tests {
             assert!(name.starts_with(&own), "{name} outside {own}");
             assert!(!name.starts_with(&t.runtime_prefix("rt-b")), "{name}");
         }
-        assert!(t.reply(&instance).starts_with(&t.runtime_replies_prefix("rt")));
+        assert!(
+            t.reply(&instance)
+                .starts_with(&t.runtime_replies_prefix("rt"))
+        );
         assert!(t.reply(&instance).starts_with(&t.replies_prefix()));
         assert!(
             t.restore_group(&instance)
