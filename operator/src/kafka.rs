@@ -10,6 +10,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
 use switchboard_runtime::KafkaConfig;
+use switchboard_runtime::access::{AccessCheck, AccessError};
 use switchboard_runtime::admin::{TopicAdmin, TopicChange, TopicSpec};
 
 use crate::error::{Error, Result};
@@ -60,13 +61,21 @@ impl KafkaConnection {
 
     /// The operator's identity and the PEMs read from Secrets (never files).
     fn add_pems(&self, c: &mut ClientConfig) {
-        c.set("client.id", "switchboard-operator");
+        for (k, v) in self.pem_properties() {
+            c.set(k, v);
+        }
+    }
+
+    fn pem_properties(&self) -> Vec<(String, String)> {
+        let mut props = vec![("client.id".to_owned(), "switchboard-operator".to_owned())];
         if let Some(pem) = &self.ca_pem {
-            c.set("ssl.ca.pem", pem);
+            props.push(("ssl.ca.pem".to_owned(), pem.clone()));
         }
         if let Some((cert, key)) = &self.client_cert_pem {
-            c.set("ssl.certificate.pem", cert).set("ssl.key.pem", key);
+            props.push(("ssl.certificate.pem".to_owned(), cert.clone()));
+            props.push(("ssl.key.pem".to_owned(), key.clone()));
         }
+        props
     }
 
     /// A key for caching clients; a digest so credentials are not kept in clear twice.
@@ -136,6 +145,11 @@ pub trait KafkaBackend: Send + Sync {
         key: &str,
         value: Option<&[u8]>,
     ) -> Result<()>;
+    /// After a failed request: why the brokers refuse `conn` on `topics` (wrong
+    /// password, untrusted CA, missing ACL), if that is the cause.
+    async fn diagnose(&self, _conn: &KafkaConnection, _topics: &[String]) -> Option<AccessError> {
+        None
+    }
 }
 
 /// Offsets of one partition, as read for a lag measurement.
@@ -335,6 +349,22 @@ impl KafkaBackend for RdKafka {
             .await
             .map_err(|(e, _)| Error::Kafka(format!("writing {key} to {topic}: {e}")))?;
         Ok(())
+    }
+
+    async fn diagnose(&self, conn: &KafkaConnection, topics: &[String]) -> Option<AccessError> {
+        let what = AccessCheck {
+            topics: topics.to_vec(),
+            groups: Vec::new(),
+        };
+        switchboard_runtime::access::check_with(
+            &conn.config,
+            conn.pem_properties(),
+            what,
+            KAFKA_TIMEOUT,
+        )
+        .await
+        .err()
+        .filter(|e| !matches!(e, AccessError::Unreachable { .. }))
     }
 }
 

@@ -154,6 +154,24 @@ pub fn check_blocking(
     what: &AccessCheck,
     timeout: Duration,
 ) -> Result<(), AccessError> {
+    check_blocking_with(cfg, &[], what, timeout)
+}
+
+/// [`check_blocking`] with librdkafka properties set on top of `cfg`'s (the operator
+/// adds `ssl.ca.pem` and the client certificate it read from Secrets).
+pub fn check_blocking_with(
+    cfg: &KafkaConfig,
+    extra: &[(String, String)],
+    what: &AccessCheck,
+    timeout: Duration,
+) -> Result<(), AccessError> {
+    let consumer_config = |group: &str| {
+        let mut c = cfg.consumer_config(group);
+        for (k, v) in extra {
+            c.set(k, v);
+        }
+        c
+    };
     let problem = Arc::new(Mutex::new(None));
     let context = ProblemContext {
         config: cfg.clone(),
@@ -167,8 +185,7 @@ pub fn check_blocking(
         servers: cfg.bootstrap_servers.clone(),
         detail,
     };
-    let consumer: BaseConsumer<ProblemContext> = cfg
-        .consumer_config(group)
+    let consumer: BaseConsumer<ProblemContext> = consumer_config(group)
         .create_with_context(context)
         .map_err(|e| unreachable(e.to_string()))?;
     // Error events reach the context only while the client is polled.
@@ -210,8 +227,7 @@ pub fn check_blocking(
     }
     for (group, topic) in &what.groups {
         // One consumer per group: the group is part of the client's configuration.
-        let consumer: BaseConsumer = cfg
-            .consumer_config(group)
+        let consumer: BaseConsumer = consumer_config(group)
             .create()
             .map_err(|e| unreachable(e.to_string()))?;
         let mut tpl = TopicPartitionList::new();
@@ -257,8 +273,18 @@ pub async fn check(
     what: AccessCheck,
     timeout: Duration,
 ) -> Result<(), AccessError> {
+    check_with(cfg, Vec::new(), what, timeout).await
+}
+
+/// [`check_blocking_with`] on a blocking thread.
+pub async fn check_with(
+    cfg: &KafkaConfig,
+    extra: Vec<(String, String)>,
+    what: AccessCheck,
+    timeout: Duration,
+) -> Result<(), AccessError> {
     let cfg = cfg.clone();
-    tokio::task::spawn_blocking(move || check_blocking(&cfg, &what, timeout))
+    tokio::task::spawn_blocking(move || check_blocking_with(&cfg, &extra, &what, timeout))
         .await
         .unwrap_or_else(|e| {
             Err(AccessError::Unreachable {

@@ -105,15 +105,14 @@ async fn reconcile_inner(ar: &AgentRuntime, ctx: &Context) -> Result<Action> {
     let reports = match ctx.kafka.ensure_topics(&conn, &desired.topics).await {
         Ok(r) => r,
         Err(e) => {
-            write_status(
-                ar,
-                &api,
-                ctx,
-                Outcome::KafkaUnavailable(e.to_string()),
-                None,
-                None,
-            )
-            .await?;
+            // Name the cause when the brokers refuse us (credentials, CA, ACLs):
+            // librdkafka reports those only as timeouts of the request itself.
+            let names: Vec<String> = desired.topics.iter().map(|t| t.name.clone()).collect();
+            let outcome = match ctx.kafka.diagnose(&conn, &names).await {
+                Some(refusal) => Outcome::KafkaRefused(refusal),
+                None => Outcome::KafkaUnavailable(e.to_string()),
+            };
+            write_status(ar, &api, ctx, outcome, None, None).await?;
             return Err(e);
         }
     };
