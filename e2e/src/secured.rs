@@ -42,11 +42,12 @@ fn kafka_sh(args: &[&str], stdin: Option<&str>) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run kafka.sh {args:?}: {e}"));
-    if let Some(mut pipe) = child.stdin.take() {
-        if let Some(text) = stdin {
-            pipe.write_all(text.as_bytes())
-                .expect("write kafka.sh stdin");
-        }
+    // Dropping the pipe closes stdin, so a verb reading it sees the end.
+    if let Some(mut pipe) = child.stdin.take()
+        && let Some(text) = stdin
+    {
+        pipe.write_all(text.as_bytes())
+            .expect("write kafka.sh stdin");
     }
     let out = child.wait_with_output().expect("wait for kafka.sh");
     assert!(

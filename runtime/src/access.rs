@@ -191,16 +191,15 @@ pub fn check_blocking_with(
     // Error events reach the context only while the client is polled.
     let taken = || {
         for _ in 0..10 {
-            if let Some(Err(e)) = consumer.poll(Duration::from_millis(20)) {
-                if let Some(p) = e
+            if let Some(Err(e)) = consumer.poll(Duration::from_millis(20))
+                && let Some(p) = e
                     .rdkafka_error_code()
                     .and_then(|c| AccessError::from_client_error(cfg, c, &e.to_string()))
-                {
-                    problem
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get_or_insert(p);
-                }
+            {
+                problem
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(p);
             }
         }
         problem.lock().unwrap_or_else(|e| e.into_inner()).take()
