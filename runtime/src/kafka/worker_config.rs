@@ -210,7 +210,7 @@ mod tests {
             ("SWITCHBOARD_TOPIC_PREFIX", "demo"),
         ]))
         .unwrap();
-        assert!(cfg.instance_id.starts_with("rt1-"));
+        assert!(cfg.instance_id.starts_with("rt1."), "{}", cfg.instance_id);
         assert_eq!(cfg.topic_prefix, "demo");
     }
 }
