@@ -8,7 +8,7 @@
 //! (committed offsets).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
@@ -204,8 +204,21 @@ pub fn check_blocking_with(
         }
         problem.lock().unwrap_or_else(|e| e.into_inner()).take()
     };
-    if let Err(e) = consumer.fetch_metadata(None, timeout) {
-        return Err(taken().unwrap_or_else(|| unreachable(e.to_string())));
+    // Short attempts: a refused login is known after the first one, not at `timeout`.
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match consumer.fetch_metadata(None, left.min(Duration::from_secs(1))) {
+            Ok(_) => break,
+            Err(e) => {
+                if let Some(p) = taken() {
+                    return Err(p);
+                }
+                if Instant::now() >= deadline {
+                    return Err(unreachable(e.to_string()));
+                }
+            }
+        }
     }
     if let Some(p) = taken() {
         return Err(p);
