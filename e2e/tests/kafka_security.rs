@@ -320,6 +320,42 @@ async fn sasl_wrong_password_untrusted_ca_and_missing_acl_are_named_and_retried(
         ],
     );
 
+    // A user with the topic ACLs of the acls output but none of its group ACLs.
+    let no_group = unique_name("no-group");
+    let no_group_pw = password();
+    kafka.add_user(&no_group, &no_group_pw);
+    let out = cli(
+        &["acls", "--prefix", &prefix, "--runtime", "rt1"],
+        CLI_LIMIT,
+    )
+    .await;
+    assert_ne!(out.code, Some(0), "--principal is required: {out:?}");
+    let out = cli(
+        &[
+            "acls",
+            "--prefix",
+            &prefix,
+            "--runtime",
+            "rt1",
+            "--principal",
+            &format!("User:{no_group}"),
+            "--create-topics",
+        ],
+        CLI_LIMIT,
+    )
+    .await;
+    for line in out.stdout.lines().filter(|l| !l.contains("--group")) {
+        kafka.add_acl_line(line);
+    }
+    let mut no_group_acl = spawn(
+        "sec-nogroup",
+        scram_security(kafka),
+        vec![
+            ("SWITCHBOARD_SASL_USERNAME".to_owned(), no_group.clone()),
+            ("SWITCHBOARD_SASL_PASSWORD".to_owned(), no_group_pw.clone()),
+        ],
+    );
+
     not_ready_because(
         &mut bad_pw,
         "KafkaAuthenticationFailed",
@@ -333,7 +369,13 @@ async fn sasl_wrong_password_untrusted_ca_and_missing_acl_are_named_and_retried(
         "not authorized for topic",
     )
     .await;
-    for p in [&bad_pw, &bad_tls, &no_acl] {
+    not_ready_because(
+        &mut no_group_acl,
+        "KafkaGroupAuthorizationFailed",
+        "not authorized for consumer group",
+    )
+    .await;
+    for p in [&bad_pw, &bad_tls, &no_acl, &no_group_acl] {
         assert!(!p.log_text().contains(&wrong) && !p.log_text().contains(&good));
     }
 
@@ -342,7 +384,7 @@ async fn sasl_wrong_password_untrusted_ca_and_missing_acl_are_named_and_retried(
     bad_pw.wait_ready(READY).await;
     bad_pw.terminate();
     assert!(bad_pw.wait_exit(Duration::from_secs(60)).await.success());
-    for mut p in [bad_tls, no_acl] {
+    for mut p in [bad_tls, no_acl, no_group_acl] {
         p.terminate();
         assert!(
             p.wait_exit(Duration::from_secs(30)).await.success(),
