@@ -133,8 +133,14 @@ pub struct KafkaSpec {
 }
 
 /// Transport security and authentication.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.sasl) == (self.protocol == 'SASL_PLAINTEXT' || self.protocol == 'SASL_SSL')")
+        .message("kafka.security.sasl is required with SASL_PLAINTEXT/SASL_SSL and forbidden otherwise"),
+    validation = Rule::new("!has(self.tls) || self.protocol == 'SSL' || self.protocol == 'SASL_SSL'")
+        .message("kafka.security.tls is only allowed with SSL or SASL_SSL"),
+)]
 pub struct KafkaSecurity {
     /// Kafka security.protocol.
     pub protocol: SecurityProtocol,
@@ -204,6 +210,25 @@ pub struct CredentialsSecretRef {
 pub struct TlsSpec {
     /// Secret in the same namespace holding the CA certificate (PEM).
     pub ca_secret_ref: SecretKeyRef,
+    /// Secret in the same namespace holding this runtime's client certificate and
+    /// private key (PEM) for mTLS, e.g. a `kubernetes.io/tls` Secret. The key is
+    /// mounted as a file, never put into the environment or the ConfigMap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_secret_ref: Option<ClientCertSecretRef>,
+}
+
+/// A Secret holding a client certificate and its private key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCertSecretRef {
+    /// Secret name.
+    pub name: String,
+    /// Key of the certificate (PEM). Default `tls.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_key: Option<String>,
+    /// Key of the private key (PEM, unencrypted). Default `tls.key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_key: Option<String>,
 }
 
 /// One key of a Secret.

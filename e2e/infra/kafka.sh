@@ -3,6 +3,7 @@
 # tests, run straight from Maven Central jars: no Docker, no tarball download.
 #
 # Usage: e2e/infra/kafka.sh start|stop|status|bootstrap|pid|fetch|topics [args...]
+#        SWITCHBOARD_KAFKA_SECURITY=1 e2e/infra/kafka.sh start|...|env|add-user|acls|...
 #
 #   fetch      resolve the broker + admin-tool jars into the cache (once; a
 #              stamp file makes later calls instant). `start` does this too.
@@ -16,12 +17,39 @@
 #   topics     run TopicCommand against the broker; no args = --list, e.g.
 #              kafka.sh topics --describe --topic foo
 #
+# Secured mode (SWITCHBOARD_KAFKA_SECURITY=1): a second, independent broker with
+# its own state dir (.../kafka-secured) and ports, and no PLAINTEXT listener:
+#   - SASL_SSL listener (SCRAM-SHA-512) on SWITCHBOARD_KAFKA_SASL_PORT,
+#   - mTLS listener (SSL, ssl.client.auth=required) on SWITCHBOARD_KAFKA_MTLS_PORT,
+#     the principal is the client certificate's CN (User:<CN>),
+#   - KRaft controller over mTLS on SWITCHBOARD_KAFKA_SECURED_CONTROLLER_PORT,
+#   - certificates made per start with openssl under <state>/tls (CA, broker cert
+#     with SAN IP:127.0.0.1),
+#   - StandardAuthorizer, allow.everyone.if.no.acl.found=false; super users are
+#     only User:broker (the broker/controller itself) and User:admin (this
+#     script and the test harness, SCRAM password generated per start).
+# Extra verbs in secured mode (all go through the broker's own tools):
+#   env               KEY=VALUE lines: SASL_BOOTSTRAP, MTLS_BOOTSTRAP, CA_FILE,
+#                     TLS_DIR, ADMIN_USER, ADMIN_PASSWORD_FILE
+#   bootstrap-mtls    the mTLS listener's address (`bootstrap` = SASL_SSL's)
+#   ca                path of the CA certificate (PEM)
+#   add-user NAME     create/replace SCRAM-SHA-512 user NAME, password on stdin
+#   client-cert NAME  issue a client certificate CN=NAME signed by the CA; prints
+#                     the certificate path and the key path (one per line)
+#   acls ARGS...      AclCommand (kafka-acls) as admin, e.g.
+#                     kafka.sh acls --add --allow-principal User:x --operation Read --topic t
+#   configs ARGS...   ConfigCommand (kafka-configs) as admin
+#
 # Environment:
 #   SWITCHBOARD_CACHE                  jar cache root (~/.cache/switchboard)
 #   SWITCHBOARD_STATE_DIR              state root (<repo>/.state); ours is .../kafka
 #   SWITCHBOARD_KAFKA_VERSION          Kafka version (default below)
 #   SWITCHBOARD_KAFKA_PORT             PLAINTEXT listener port (9092)
 #   SWITCHBOARD_KAFKA_CONTROLLER_PORT  KRaft controller port (9093)
+#   SWITCHBOARD_KAFKA_SECURITY=1       secured mode (see above)
+#   SWITCHBOARD_KAFKA_SASL_PORT        secured: SASL_SSL listener port (9094)
+#   SWITCHBOARD_KAFKA_MTLS_PORT        secured: mTLS listener port (9095)
+#   SWITCHBOARD_KAFKA_SECURED_CONTROLLER_PORT  secured: controller port (9096)
 #   SWITCHBOARD_KAFKA_KEEP_DATA=1      keep the data dir across stop/start
 #                                      (default: fresh, empty cluster per start)
 #   SWITCHBOARD_KAFKA_HEAP_OPTS        broker heap flags (-Xms128m -Xmx512m)
@@ -40,7 +68,13 @@ CACHE_DIR="${SWITCHBOARD_CACHE:-$HOME/.cache/switchboard}/kafka/$KAFKA_VERSION"
 LIBS_DIR="$CACHE_DIR/libs"
 STAMP="$CACHE_DIR/.fetched"
 
-STATE_DIR="${SWITCHBOARD_STATE_DIR:-$REPO_ROOT/.state}/kafka"
+SECURED="${SWITCHBOARD_KAFKA_SECURITY:-0}"
+[[ "$SECURED" == 0 || "$SECURED" == 1 ]] || { echo "[kafka] error: SWITCHBOARD_KAFKA_SECURITY must be 0 or 1, got '$SECURED'" >&2; exit 2; }
+if [[ "$SECURED" == 1 ]]; then
+  STATE_DIR="${SWITCHBOARD_STATE_DIR:-$REPO_ROOT/.state}/kafka-secured"
+else
+  STATE_DIR="${SWITCHBOARD_STATE_DIR:-$REPO_ROOT/.state}/kafka"
+fi
 DATA_DIR="$STATE_DIR/data"
 LOG_DIR="$STATE_DIR/logs"
 PID_FILE="$STATE_DIR/kafka.pid"
@@ -49,9 +83,21 @@ LOG4J_BROKER="$STATE_DIR/log4j2.properties"
 LOG4J_TOOLS="$STATE_DIR/tools-log4j2.properties"
 ADMIN_PROPS="$STATE_DIR/admin.properties"
 
+TLS_DIR="$STATE_DIR/tls"
+ADMIN_USER="admin"
+ADMIN_PASSWORD_FILE="$STATE_DIR/admin.password"
+
 HOST=127.0.0.1
-PORT="${SWITCHBOARD_KAFKA_PORT:-9092}"
-CONTROLLER_PORT="${SWITCHBOARD_KAFKA_CONTROLLER_PORT:-9093}"
+if [[ "$SECURED" == 1 ]]; then
+  # PORT is the listener the readiness checks and the harness use (SASL_SSL).
+  PORT="${SWITCHBOARD_KAFKA_SASL_PORT:-9094}"
+  MTLS_PORT="${SWITCHBOARD_KAFKA_MTLS_PORT:-9095}"
+  CONTROLLER_PORT="${SWITCHBOARD_KAFKA_SECURED_CONTROLLER_PORT:-9096}"
+else
+  PORT="${SWITCHBOARD_KAFKA_PORT:-9092}"
+  MTLS_PORT=
+  CONTROLLER_PORT="${SWITCHBOARD_KAFKA_CONTROLLER_PORT:-9093}"
+fi
 BOOTSTRAP="$HOST:$PORT"
 KEEP_DATA="${SWITCHBOARD_KAFKA_KEEP_DATA:-0}"
 HEAP_OPTS="${SWITCHBOARD_KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}"
@@ -164,11 +210,7 @@ write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$PORT
-inter.broker.listener.name=PLAINTEXT
-controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+$(listener_config)
 log.dirs=$DATA_DIR
 
 # Our code must create its topics explicitly, as on most production clusters.
@@ -230,6 +272,93 @@ EOF
 request.timeout.ms=5000
 default.api.timeout.ms=10000
 EOF
+  if [[ "$SECURED" == 1 ]]; then
+    chmod 600 "$ADMIN_PROPS"
+    cat >>"$ADMIN_PROPS" <<EOF
+# Secured mode: the harness's super user over SASL_SSL.
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$ADMIN_USER" password="$(cat "$ADMIN_PASSWORD_FILE")";
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.crt
+EOF
+  fi
+}
+
+listener_config() { # the listener block of server.properties
+  if [[ "$SECURED" == 0 ]]; then
+    cat <<EOF
+listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$PORT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+EOF
+    return
+  fi
+  cat <<EOF
+# Secured mode: no PLAINTEXT listener. Clients use SASL_SSL (SCRAM-SHA-512) or
+# mTLS; the broker talks to itself (controller, inter-broker) over mTLS as
+# User:broker.
+listeners=SASL_SSL://$HOST:$PORT,MTLS://$HOST:$MTLS_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+advertised.listeners=SASL_SSL://$HOST:$PORT,MTLS://$HOST:$MTLS_PORT
+inter.broker.listener.name=MTLS
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:SSL,SASL_SSL:SASL_SSL,MTLS:SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=$TLS_DIR/broker.keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.crt
+listener.name.mtls.ssl.client.auth=required
+listener.name.controller.ssl.client.auth=required
+listener.name.sasl_ssl.ssl.client.auth=none
+# mTLS principal: the certificate's CN, e.g. User:rt-a for CN=rt-a.
+ssl.principal.mapping.rules=RULE:^CN=([^,]+).*\$/\$1/,DEFAULT
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:broker;User:$ADMIN_USER
+EOF
+}
+
+# --- certificates (secured mode) ------------------------------------------------
+
+random_password() { head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24; }
+
+issue_cert() { # name cn [san] -> $TLS_DIR/<name>.key, <name>.crt signed by the CA
+  local name="$1" cn="$2" san="${3:-}"
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TLS_DIR/$name.key" 2>/dev/null
+  chmod 600 "$TLS_DIR/$name.key"
+  openssl req -new -key "$TLS_DIR/$name.key" -subj "/CN=$cn" \
+    -out "$TLS_DIR/$name.csr" 2>/dev/null
+  local ext="$TLS_DIR/$name.ext"
+  {
+    echo "basicConstraints=CA:FALSE"
+    echo "keyUsage=digitalSignature,keyEncipherment"
+    echo "extendedKeyUsage=serverAuth,clientAuth"
+    [[ -z "$san" ]] || echo "subjectAltName=$san"
+  } >"$ext"
+  openssl x509 -req -in "$TLS_DIR/$name.csr" -CA "$TLS_DIR/ca.crt" -CAkey "$TLS_DIR/ca.key" \
+    -CAcreateserial -days 2 -sha256 -extfile "$ext" -out "$TLS_DIR/$name.crt" 2>/dev/null
+  rm -f "$TLS_DIR/$name.csr" "$ext"
+}
+
+make_certs() { # a fresh CA, broker and admin certificates, admin password
+  command -v openssl >/dev/null 2>&1 || die "openssl not found (e2e/infra/deps.sh installs it)"
+  rm -rf "$TLS_DIR"
+  mkdir -p "$TLS_DIR"
+  chmod 700 "$TLS_DIR"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.crt" \
+    -days 2 -subj "/CN=switchboard-e2e-ca" 2>/dev/null || die "openssl: creating the CA failed"
+  chmod 600 "$TLS_DIR/ca.key"
+  issue_cert broker broker "IP:$HOST,DNS:localhost" || die "openssl: broker certificate failed"
+  # Kafka's PEM keystore: unencrypted PKCS#8 key followed by the certificate chain.
+  cat "$TLS_DIR/broker.key" "$TLS_DIR/broker.crt" >"$TLS_DIR/broker.keystore.pem"
+  chmod 600 "$TLS_DIR/broker.keystore.pem"
+  issue_cert admin "$ADMIN_USER" || die "openssl: admin certificate failed"
+  random_password >"$ADMIN_PASSWORD_FILE"
+  chmod 600 "$ADMIN_PASSWORD_FILE"
 }
 
 random_cluster_id() { # 16 random bytes, URL-safe base64 without padding (Kafka Uuid)
@@ -249,7 +378,10 @@ format_storage() {
   mkdir -p "$DATA_DIR"
   local id out
   id="$(random_cluster_id)"
-  if ! out="$(run_tool kafka.tools.StorageTool format -t "$id" -c "$SERVER_PROPS" 2>&1)"; then
+  local scram=()
+  # The harness's SCRAM user exists before the broker first starts.
+  [[ "$SECURED" == 0 ]] || scram=(--add-scram "SCRAM-SHA-512=[name=$ADMIN_USER,password=$(cat "$ADMIN_PASSWORD_FILE")]")
+  if ! out="$(run_tool kafka.tools.StorageTool format -t "$id" -c "$SERVER_PROPS" "${scram[@]}" 2>&1)"; then
     printf '%s\n' "$out" >&2
     die "formatting $DATA_DIR failed"
   fi
@@ -316,6 +448,13 @@ cmd_start() {
   fetch
   port_open "$PORT" && die "port $PORT is in use by another process (not our broker)"
   port_open "$CONTROLLER_PORT" && die "port $CONTROLLER_PORT is in use by another process (not our broker)"
+  if [[ "$SECURED" == 1 ]]; then
+    port_open "$MTLS_PORT" && die "port $MTLS_PORT is in use by another process (not our broker)"
+    # Fresh certificates and admin password per start; kept with the data dir.
+    if [[ "$KEEP_DATA" != 1 || ! -f "$DATA_DIR/meta.properties" || ! -f "$ADMIN_PASSWORD_FILE" ]]; then
+      make_certs
+    fi
+  fi
   write_config
   format_storage
   [[ -f "$LOG_DIR/server.log" ]] && mv -f "$LOG_DIR/server.log" "$LOG_DIR/server.log.prev"
@@ -380,8 +519,63 @@ cmd_topics() {
     --command-config "$ADMIN_PROPS" "$@"
 }
 
+need_secured() { # verb
+  [[ "$SECURED" == 1 ]] || die "'$1' needs the secured broker: set SWITCHBOARD_KAFKA_SECURITY=1"
+}
+
+cmd_env() {
+  need_secured env
+  [[ -f "$ADMIN_PASSWORD_FILE" && -f "$TLS_DIR/ca.crt" ]] || die "no secured broker state in $STATE_DIR (run '$0 start')"
+  cat <<EOF
+SASL_BOOTSTRAP=$BOOTSTRAP
+MTLS_BOOTSTRAP=$HOST:$MTLS_PORT
+CA_FILE=$TLS_DIR/ca.crt
+TLS_DIR=$TLS_DIR
+ADMIN_USER=$ADMIN_USER
+ADMIN_PASSWORD_FILE=$ADMIN_PASSWORD_FILE
+EOF
+}
+
+cmd_add_user() { # name; password on stdin
+  need_secured add-user
+  local name="${1:-}" pw
+  [[ "$name" =~ ^[A-Za-z0-9._-]+$ ]] || die "add-user: user name must be [A-Za-z0-9._-]+, got '$name'"
+  running_pid >/dev/null || die "broker not running (run '$0 start')"
+  IFS= read -r pw || true
+  [[ -n "$pw" ]] || die "add-user $name: empty password on stdin"
+  [[ "$pw" != *[\],\[=]* ]] || die "add-user $name: password must not contain , = [ ]"
+  # The password is an argument of a short-lived local JVM: acceptable for the
+  # test harness (ConfigCommand's --add-config-file rejects SCRAM entries).
+  run_tool kafka.admin.ConfigCommand --bootstrap-server "$BOOTSTRAP" \
+    --command-config "$ADMIN_PROPS" --alter --entity-type users --entity-name "$name" \
+    --add-config "SCRAM-SHA-512=[password=$pw]" >/dev/null || die "add-user $name: ConfigCommand failed"
+  log "SCRAM-SHA-512 user $name set"
+}
+
+cmd_client_cert() { # name -> prints cert path, key path
+  need_secured client-cert
+  local name="${1:-}"
+  [[ "$name" =~ ^[A-Za-z0-9._-]+$ ]] || die "client-cert: name must be [A-Za-z0-9._-]+, got '$name'"
+  [[ -f "$TLS_DIR/ca.key" ]] || die "no CA in $TLS_DIR (run '$0 start')"
+  mkdir -p "$TLS_DIR/clients"
+  exec 7>"$TLS_DIR/.ca.lock"
+  flock 7 # the CA's serial file is shared
+  issue_cert "clients/$name" "$name" || die "openssl: client certificate $name failed"
+  exec 7>&-
+  printf '%s\n%s\n' "$TLS_DIR/clients/$name.crt" "$TLS_DIR/clients/$name.key"
+}
+
+cmd_admin_tool() { # main-class verb args...
+  local class="$1" verb="$2"
+  shift 2
+  need_secured "$verb"
+  running_pid >/dev/null || die "broker not running (run '$0 start')"
+  run_tool "$class" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_PROPS" "$@"
+}
+
 usage() {
   echo "usage: $0 start|stop|status|bootstrap|fetch|topics [TopicCommand args]" >&2
+  echo "  secured (SWITCHBOARD_KAFKA_SECURITY=1) also: env|bootstrap-mtls|ca|add-user NAME|client-cert NAME|acls ARGS|configs ARGS" >&2
   exit 2
 }
 
@@ -394,5 +588,12 @@ case "${1:-}" in
   pid) pid="$(read_pid)" && is_our_broker "$pid" && echo "$pid" || exit 3 ;;
   fetch) fetch ;;
   topics) shift; cmd_topics "$@" ;;
+  env) cmd_env ;;
+  bootstrap-mtls) need_secured bootstrap-mtls; echo "$HOST:$MTLS_PORT" ;;
+  ca) need_secured ca; echo "$TLS_DIR/ca.crt" ;;
+  add-user) shift; cmd_add_user "$@" ;;
+  client-cert) shift; cmd_client_cert "$@" ;;
+  acls) shift; cmd_admin_tool org.apache.kafka.tools.AclCommand acls "$@" ;;
+  configs) shift; cmd_admin_tool kafka.admin.ConfigCommand configs "$@" ;;
   *) usage ;;
 esac

@@ -3,14 +3,20 @@
 # Kubernetes control plane (in parallel), exports SWITCHBOARD_TEST_KAFKA and
 # KUBECONFIG, runs the command, and stops both again whatever the outcome.
 # `with-infra.sh --kafka-only CMD` starts just the broker (benchmarks).
+# Without --kafka-only it also starts the secured broker (kafka.sh with
+# SWITCHBOARD_KAFKA_SECURITY=1: SASL_SSL + mTLS + ACLs, own ports and state) for
+# the security tests and exports SWITCHBOARD_TEST_KAFKA_SECURED=1;
+# SWITCHBOARD_INFRA_SECURED=0 leaves it out.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 state="${SWITCHBOARD_STATE_DIR:-$(cd "$here/../.." && pwd)/.state}"
 mkdir -p "$state"
 with_cluster=1
+with_secured="${SWITCHBOARD_INFRA_SECURED:-1}"
 if [ "${1:-}" = "--kafka-only" ]; then
   with_cluster=0
+  with_secured=0
   shift
 fi
 
@@ -18,6 +24,7 @@ stop_all() {
   local rc=$?
   echo "with-infra: stopping what it started" >&2
   [ "$with_cluster" = 0 ] || "$here/cluster.sh" stop >&2 || true
+  [ "$with_secured" = 0 ] || SWITCHBOARD_KAFKA_SECURITY=1 "$here/kafka.sh" stop >&2 || true
   "$here/kafka.sh" stop >&2 || true
   exit "$rc"
 }
@@ -32,10 +39,17 @@ if [ "$with_cluster" = 1 ]; then
   "$here/cluster.sh" start >"$state/cluster-start.log" 2>&1 &
   cluster_pid=$!
 fi
+if [ "$with_secured" = 1 ]; then
+  SWITCHBOARD_KAFKA_SECURITY=1 "$here/kafka.sh" start >"$state/kafka-secured-start.log" 2>&1 &
+  secured_pid=$!
+fi
 failed=0
 wait "$kafka_pid" || { echo "with-infra: Kafka failed to start:" >&2; cat "$state/kafka-start.log" >&2; failed=1; }
 if [ "$with_cluster" = 1 ]; then
   wait "$cluster_pid" || { echo "with-infra: control plane failed to start:" >&2; cat "$state/cluster-start.log" >&2; failed=1; }
+fi
+if [ "$with_secured" = 1 ]; then
+  wait "$secured_pid" || { echo "with-infra: secured Kafka failed to start:" >&2; cat "$state/kafka-secured-start.log" >&2; failed=1; }
 fi
 [ "$failed" = 0 ] || exit 1
 tail -n 1 "$state/kafka-start.log" >&2
@@ -45,6 +59,11 @@ if [ "$with_cluster" = 1 ]; then
   tail -n 1 "$state/cluster-start.log" >&2
   KUBECONFIG="$("$here/cluster.sh" kubeconfig)"
   export KUBECONFIG
+fi
+if [ "$with_secured" = 1 ]; then
+  tail -n 1 "$state/kafka-secured-start.log" >&2
+  SWITCHBOARD_TEST_KAFKA_SECURED=1
+  export SWITCHBOARD_TEST_KAFKA_SECURED
 fi
 echo "with-infra: SWITCHBOARD_TEST_KAFKA=$SWITCHBOARD_TEST_KAFKA KUBECONFIG=${KUBECONFIG:-}" >&2
 

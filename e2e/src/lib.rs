@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //! - Finding the infrastructure: [`env`] (broker and API server from the environment),
-//!   [`client_settings`] (librdkafka settings the benchmarks apply to every client).
+//!   [`client_settings`] (librdkafka settings the benchmarks apply to every client),
+//!   [`secured`] (the SASL_SSL/mTLS broker with ACLs, and setting up its principals).
 //! - Runtime tests: [`net`] (an agent network with a fresh prefix per test), [`agents`]
 //!   (the test agents and messages), [`binary`] (the `switchboard-runtime` binary as
 //!   a subprocess), [`model_server`] (an OpenAI Chat Completions server with scripted
@@ -23,5 +24,6 @@ pub mod env;
 pub mod model_server;
 pub mod net;
 pub mod node;
+pub mod secured;
 pub mod system;
 pub mod wait;

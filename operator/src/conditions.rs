@@ -25,6 +25,14 @@ pub mod reason {
     pub const PARTITIONS_CANNOT_SHRINK: &str = "PartitionsCannotShrink";
     /// The Kafka cluster did not answer or refused.
     pub const KAFKA_UNAVAILABLE: &str = "KafkaUnavailable";
+    /// The brokers refused the SASL credentials (wrong user name or password).
+    pub const KAFKA_AUTHENTICATION_FAILED: &str = "KafkaAuthenticationFailed";
+    /// The TLS handshake failed (CA does not match the brokers, or client cert refused).
+    pub const KAFKA_TLS_HANDSHAKE_FAILED: &str = "KafkaTlsHandshakeFailed";
+    /// No ACL allows the operator's principal on a topic.
+    pub const KAFKA_TOPIC_AUTHORIZATION_FAILED: &str = "KafkaTopicAuthorizationFailed";
+    /// No ACL allows the operator's principal on a consumer group.
+    pub const KAFKA_GROUP_AUTHORIZATION_FAILED: &str = "KafkaGroupAuthorizationFailed";
     /// The spec fails validation.
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// A referenced Secret is missing or lacks a key.

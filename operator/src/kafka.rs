@@ -10,6 +10,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
 use switchboard_runtime::KafkaConfig;
+use switchboard_runtime::access::{AccessCheck, AccessError};
 use switchboard_runtime::admin::{TopicAdmin, TopicChange, TopicSpec};
 
 use crate::error::{Error, Result};
@@ -24,6 +25,8 @@ pub struct KafkaConnection {
     pub config: KafkaConfig,
     /// PEM of the CA, read from the TLS Secret.
     pub ca_pem: Option<String>,
+    /// PEM of the client certificate and of its private key (mTLS), from their Secret.
+    pub client_cert_pem: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for KafkaConnection {
@@ -32,6 +35,10 @@ impl std::fmt::Debug for KafkaConnection {
         f.debug_struct("KafkaConnection")
             .field("config", &self.config)
             .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<pem>"))
+            .field(
+                "client_cert_pem",
+                &self.client_cert_pem.as_ref().map(|_| "<pem>"),
+            )
             .finish()
     }
 }
@@ -42,16 +49,33 @@ impl KafkaConnection {
         Self {
             config: KafkaConfig::new(bootstrap_servers),
             ca_pem: None,
+            client_cert_pem: None,
         }
     }
 
     fn client_config(&self) -> ClientConfig {
         let mut c = self.config.base_client_config();
-        c.set("client.id", "switchboard-operator");
-        if let Some(pem) = &self.ca_pem {
-            c.set("ssl.ca.pem", pem);
-        }
+        self.add_pems(&mut c);
         c
+    }
+
+    /// The operator's identity and the PEMs read from Secrets (never files).
+    fn add_pems(&self, c: &mut ClientConfig) {
+        for (k, v) in self.pem_properties() {
+            c.set(k, v);
+        }
+    }
+
+    fn pem_properties(&self) -> Vec<(String, String)> {
+        let mut props = vec![("client.id".to_owned(), "switchboard-operator".to_owned())];
+        if let Some(pem) = &self.ca_pem {
+            props.push(("ssl.ca.pem".to_owned(), pem.clone()));
+        }
+        if let Some((cert, key)) = &self.client_cert_pem {
+            props.push(("ssl.certificate.pem".to_owned(), cert.clone()));
+            props.push(("ssl.key.pem".to_owned(), key.clone()));
+        }
+        props
     }
 
     /// A key for caching clients; a digest so credentials are not kept in clear twice.
@@ -69,6 +93,12 @@ impl KafkaConnection {
         if let Some(pem) = &self.ca_pem {
             h.update([0]);
             h.update(pem.as_bytes());
+        }
+        if let Some((cert, key)) = &self.client_cert_pem {
+            for part in [cert, key] {
+                h.update([1]);
+                h.update(part.as_bytes());
+            }
         }
         format!("{:x}", h.finalize())
     }
@@ -115,6 +145,11 @@ pub trait KafkaBackend: Send + Sync {
         key: &str,
         value: Option<&[u8]>,
     ) -> Result<()>;
+    /// After a failed request: why the brokers refuse `conn` on `topics` (wrong
+    /// password, untrusted CA, missing ACL), if that is the cause.
+    async fn diagnose(&self, _conn: &KafkaConnection, _topics: &[String]) -> Option<AccessError> {
+        None
+    }
 }
 
 /// Offsets of one partition, as read for a lag measurement.
@@ -184,10 +219,7 @@ impl RdKafka {
             return Ok(p.clone());
         }
         let mut cfg = conn.config.producer_config();
-        cfg.set("client.id", "switchboard-operator");
-        if let Some(pem) = &conn.ca_pem {
-            cfg.set("ssl.ca.pem", pem);
-        }
+        conn.add_pems(&mut cfg);
         let producer: FutureProducer = cfg.create().map_err(|e| Error::Kafka(e.to_string()))?;
         producers.insert(key, producer.clone());
         Ok(producer)
@@ -317,6 +349,22 @@ impl KafkaBackend for RdKafka {
             .await
             .map_err(|(e, _)| Error::Kafka(format!("writing {key} to {topic}: {e}")))?;
         Ok(())
+    }
+
+    async fn diagnose(&self, conn: &KafkaConnection, topics: &[String]) -> Option<AccessError> {
+        let what = AccessCheck {
+            topics: topics.to_vec(),
+            groups: Vec::new(),
+        };
+        switchboard_runtime::access::check_with(
+            &conn.config,
+            conn.pem_properties(),
+            what,
+            KAFKA_TIMEOUT,
+        )
+        .await
+        .err()
+        .filter(|e| !matches!(e, AccessError::Unreachable { .. }))
     }
 }
 

@@ -1,4 +1,4 @@
-//! The `switchboard-runtime` command line: `run`, `send`, `publish`. `main.rs` parses
+//! The `switchboard-runtime` command line: `run`, `send`, `publish`, `acls`. `main.rs` parses
 //! and calls [`main`]; everything else lives here, where tests reach it.
 
 use std::path::PathBuf;
@@ -84,6 +84,49 @@ pub enum Command {
         #[arg(long, value_name = "JSON")]
         data: String,
     },
+    /// Print the Kafka ACLs a runtime (or, with --operator, the operator) needs.
+    ///
+    /// Derived from the same topic and group names the code uses; docs/security.md
+    /// explains each rule. Apply the kafka-acls lines with
+    /// `kafka-acls.sh --bootstrap-server B --command-config admin.properties LINE`.
+    Acls {
+        /// Topic prefix of the agent network.
+        #[arg(long, value_name = "P")]
+        prefix: String,
+        /// The runtime's name.
+        #[arg(
+            long,
+            value_name = "R",
+            required_unless_present = "operator",
+            conflicts_with = "operator"
+        )]
+        runtime: Option<String>,
+        /// The operator's ACLs instead of a runtime's.
+        #[arg(long)]
+        operator: bool,
+        /// The principal to allow, User:<name> (SCRAM user name or certificate CN).
+        #[arg(long, value_name = "User:NAME")]
+        principal: String,
+        /// A runtime whose agents this runtime sends RPCs to (repeatable).
+        #[arg(long, value_name = "RUNTIME", conflicts_with = "operator")]
+        calls: Vec<String>,
+        /// The runtime creates its own topics (createTopics: true, no operator).
+        #[arg(long, conflicts_with = "operator")]
+        create_topics: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = AclFormat::KafkaAcls)]
+        format: AclFormat,
+    },
+}
+
+/// Output format of `acls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AclFormat {
+    /// One `kafka-acls` argument list per line (after --bootstrap-server and
+    /// --command-config).
+    KafkaAcls,
+    /// A JSON array of rules, each with the reason it is needed.
+    Json,
 }
 
 /// Which agent network to talk to.
@@ -215,7 +258,62 @@ pub async fn main(cli: Cli) -> Result<(), CliError> {
             stop_client(&runtime).await;
             Ok(published?)
         }
+        Command::Acls {
+            prefix,
+            runtime,
+            operator,
+            principal,
+            calls,
+            create_topics,
+            format,
+        } => {
+            let access = crate::acls::RuntimeAccess {
+                calls,
+                create_topics,
+            };
+            let who = if operator {
+                None
+            } else {
+                // clap requires --runtime unless --operator.
+                runtime.as_deref().map(|r| (r, access))
+            };
+            if who.is_none() && !operator {
+                return Err(CliError::Usage(
+                    "--runtime or --operator is required".into(),
+                ));
+            }
+            print_acls(&prefix, who, &principal, format)
+        }
     }
+}
+
+/// `acls`: the rules, printed in `format`.
+fn print_acls(
+    prefix: &str,
+    who: Option<(&str, crate::acls::RuntimeAccess)>,
+    principal: &str,
+    format: AclFormat,
+) -> Result<(), CliError> {
+    let usage = |e: crate::config::ConfigError| CliError::Usage(e.to_string());
+    let names = crate::protocol::topics::TopicNames::new(prefix).map_err(usage)?;
+    let acls = match who {
+        Some((runtime, access)) => {
+            crate::acls::runtime_acls(&names, runtime, principal, &access).map_err(usage)?
+        }
+        None => crate::acls::operator_acls(&names, principal).map_err(usage)?,
+    };
+    let text = match format {
+        AclFormat::KafkaAcls => crate::acls::to_kafka_acls(&acls),
+        AclFormat::Json => {
+            serde_json::to_string_pretty(&acls)
+                .map_err(|e| CliError::Usage(format!("cannot encode the ACLs: {e}")))?
+                + "\n"
+        }
+    };
+    // A closed pipe (`| head`) is not an error worth a panic.
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(())
 }
 
 /// `send`/`publish` print only their result and errors, not the runtime's info logs.
@@ -258,11 +356,12 @@ async fn client_runtime(
     rpc_timeout: Duration,
 ) -> Result<KafkaAgentRuntime, CliError> {
     let suffix = uuid::Uuid::new_v4().simple().to_string();
-    let mut cfg = WorkerConfig::new(
-        KafkaConfig::new(&network.bootstrap),
-        &network.prefix,
-        format!("cli-{}", &suffix[..8]),
-    );
+    let mut kafka = KafkaConfig::new(&network.bootstrap);
+    // Security only from the environment: a password never goes on the command line.
+    kafka
+        .security_from_lookup(|k| std::env::var(k).ok())
+        .map_err(|e| CliError::Usage(format!("invalid Kafka security settings: {e}")))?;
+    let mut cfg = WorkerConfig::new(kafka, &network.prefix, format!("cli-{}", &suffix[..8]));
     cfg.create_topics = false;
     cfg.rpc_timeout = rpc_timeout;
     cfg.validate()

@@ -168,6 +168,10 @@ pub struct KafkaConfig {
     pub sasl: Option<SaslCredentials>,
     /// PEM file with the CA that signed the brokers' certificates (TLS protocols).
     pub ssl_ca_location: Option<String>,
+    /// PEM file with this client's certificate, for mTLS (with `ssl_key_location`).
+    pub ssl_certificate_location: Option<String>,
+    /// PEM file with this client's private key, for mTLS (with `ssl_certificate_location`).
+    pub ssl_key_location: Option<String>,
     /// librdkafka properties applied to producers (e.g. `linger.ms`), last wins.
     pub producer: BTreeMap<String, String>,
     /// librdkafka properties applied to consumers (e.g. `fetch.wait.max.ms`), last wins.
@@ -183,14 +187,15 @@ impl KafkaConfig {
             security_protocol: SecurityProtocol::Plaintext,
             sasl: None,
             ssl_ca_location: None,
+            ssl_certificate_location: None,
+            ssl_key_location: None,
             producer: BTreeMap::new(),
             consumer: BTreeMap::new(),
         }
     }
 
-    /// Reads `SWITCHBOARD_BOOTSTRAP_SERVERS` (required), `SWITCHBOARD_CLIENT_ID`,
-    /// `SWITCHBOARD_SECURITY_PROTOCOL`, `SWITCHBOARD_SASL_MECHANISM`,
-    /// `SWITCHBOARD_SASL_USERNAME`, `SWITCHBOARD_SASL_PASSWORD`, `SWITCHBOARD_SSL_CA_LOCATION`.
+    /// Reads `SWITCHBOARD_BOOTSTRAP_SERVERS` (required), `SWITCHBOARD_CLIENT_ID` and the
+    /// security variables of [`KafkaConfig::security_from_lookup`].
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -204,19 +209,41 @@ impl KafkaConfig {
         if let Some(id) = get("SWITCHBOARD_CLIENT_ID") {
             cfg.client_id = id;
         }
+        cfg.security_from_lookup(&get)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Sets the security fields from `SWITCHBOARD_SECURITY_PROTOCOL`,
+    /// `SWITCHBOARD_SASL_MECHANISM`, `SWITCHBOARD_SASL_USERNAME`, `SWITCHBOARD_SASL_PASSWORD`,
+    /// `SWITCHBOARD_SSL_CA_LOCATION`, `SWITCHBOARD_SSL_CERTIFICATE_LOCATION` and
+    /// `SWITCHBOARD_SSL_KEY_LOCATION`, where set (the CLI's `send` and `publish` use it).
+    pub fn security_from_lookup(
+        &mut self,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
         if let Some(p) = get("SWITCHBOARD_SECURITY_PROTOCOL") {
-            cfg.security_protocol = p.parse()?;
+            self.security_protocol = p.parse()?;
         }
         if let Some(m) = get("SWITCHBOARD_SASL_MECHANISM") {
-            cfg.sasl = Some(SaslCredentials {
+            self.sasl = Some(SaslCredentials {
                 mechanism: m.parse()?,
                 username: get("SWITCHBOARD_SASL_USERNAME").unwrap_or_default(),
                 password: get("SWITCHBOARD_SASL_PASSWORD").unwrap_or_default(),
             });
         }
-        cfg.ssl_ca_location = get("SWITCHBOARD_SSL_CA_LOCATION");
-        cfg.validate()?;
-        Ok(cfg)
+        let set = |slot: &mut Option<String>, var: &str| {
+            if let Some(v) = get(var) {
+                *slot = Some(v);
+            }
+        };
+        set(&mut self.ssl_ca_location, "SWITCHBOARD_SSL_CA_LOCATION");
+        set(
+            &mut self.ssl_certificate_location,
+            "SWITCHBOARD_SSL_CERTIFICATE_LOCATION",
+        );
+        set(&mut self.ssl_key_location, "SWITCHBOARD_SSL_KEY_LOCATION");
+        Ok(())
     }
 
     /// Checks every field; the first problem found is returned.
@@ -278,6 +305,30 @@ impl KafkaConfig {
                 "is only allowed with SSL or SASL_SSL",
             ));
         }
+        match (&self.ssl_certificate_location, &self.ssl_key_location) {
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "kafka.security.tls.keyLocation",
+                    "",
+                    "is required with tls.certLocation (client certificate and key go together)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "kafka.security.tls.certLocation",
+                    "",
+                    "is required with tls.keyLocation (client certificate and key go together)",
+                ));
+            }
+            (Some(_), Some(_)) if !self.security_protocol.uses_tls() => {
+                return Err(ConfigError::invalid(
+                    "kafka.security.tls.certLocation",
+                    self.security_protocol.as_kafka(),
+                    "a client certificate is only allowed with SSL or SASL_SSL",
+                ));
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -294,6 +345,12 @@ impl KafkaConfig {
         }
         if let Some(ca) = &self.ssl_ca_location {
             c.set("ssl.ca.location", ca);
+        }
+        if let Some(cert) = &self.ssl_certificate_location {
+            c.set("ssl.certificate.location", cert);
+        }
+        if let Some(key) = &self.ssl_key_location {
+            c.set("ssl.key.location", key);
         }
         c
     }
@@ -390,6 +447,32 @@ mod tests {
         let mut cfg = KafkaConfig::new("k:1");
         cfg.security_protocol = SecurityProtocol::SaslPlaintext;
         assert_eq!(cfg.validate().unwrap_err().field, "kafka.security.sasl");
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key_and_tls() {
+        let mut cfg = KafkaConfig::new("k:1");
+        cfg.security_protocol = SecurityProtocol::Ssl;
+        cfg.ssl_certificate_location = Some("/tls/tls.crt".into());
+        assert_eq!(
+            cfg.validate().unwrap_err().field,
+            "kafka.security.tls.keyLocation"
+        );
+        cfg.ssl_key_location = Some("/tls/tls.key".into());
+        cfg.validate().unwrap();
+        let c = cfg.base_client_config();
+        assert_eq!(c.get("ssl.certificate.location"), Some("/tls/tls.crt"));
+        assert_eq!(c.get("ssl.key.location"), Some("/tls/tls.key"));
+        cfg.security_protocol = SecurityProtocol::SaslPlaintext;
+        cfg.sasl = Some(SaslCredentials {
+            mechanism: SaslMechanism::ScramSha512,
+            username: "u".into(),
+            password: "p".into(),
+        });
+        assert_eq!(
+            cfg.validate().unwrap_err().field,
+            "kafka.security.tls.certLocation"
+        );
     }
 
     #[test]

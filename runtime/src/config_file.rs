@@ -108,6 +108,12 @@ pub struct SecuritySection {
     /// PEM file of the CA for TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_location: Option<String>,
+    /// PEM file of the client certificate for mTLS (with `keyLocation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_location: Option<String>,
+    /// PEM file of the client's private key for mTLS (with `certLocation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_location: Option<String>,
 }
 
 /// `runtime:`
@@ -361,6 +367,8 @@ impl RuntimeConfigFile {
         if let Some(sec) = &self.kafka.security {
             kafka.security_protocol = sec.protocol.parse()?;
             kafka.ssl_ca_location = sec.ca_location.clone();
+            kafka.ssl_certificate_location = sec.cert_location.clone();
+            kafka.ssl_key_location = sec.key_location.clone();
             if let Some(m) = &sec.sasl_mechanism {
                 kafka.sasl = Some(SaslCredentials {
                     mechanism: m.parse().map_err(|e: ConfigError| ConfigError {

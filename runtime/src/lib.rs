@@ -17,7 +17,9 @@
 //!   doc lists its parts), with `local` (agent instances and mailboxes, shared by both).
 //! - What crosses Kafka: [`protocol`] (topic and group names, registry records, the
 //!   record format, the partitioner), [`admin`] (creating and growing topics),
-//!   [`trace`] (W3C trace context on records and spans).
+//!   [`trace`] (W3C trace context on records and spans), [`acls`] (the Kafka ACLs a
+//!   runtime and the operator need, from the same names), [`access`] (checking them at
+//!   start and naming the cause when the broker refuses).
 //! - Configuration: [`config`] (Kafka connection and security), [`config_file`] (the
 //!   runtime's YAML file, as the operator writes it), [`llm_config`] (its `llm:` agent
 //!   entries), [`defaults`] (each default once).
@@ -28,6 +30,8 @@
 //!   OTLP), [`cli`] (the `switchboard-runtime`
 //!   binary's verbs).
 
+pub mod access;
+pub mod acls;
 pub mod admin;
 pub mod agent;
 pub mod api;

@@ -23,6 +23,10 @@ const HTTP_DRAIN: Duration = Duration::from_secs(15);
 /// Added to the runtime's drain timeout to bound `stop` as a whole (registry
 /// release, producer flush, reply channel deletion).
 const STOP_SLACK: Duration = Duration::from_secs(20);
+/// Longest wait between two Kafka access checks at start.
+const ACCESS_RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long one access check waits for the brokers.
+const ACCESS_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often loading the A2A tasks topic is retried when it failed at start.
 const TASKS_RETRY: Duration = Duration::from_secs(10);
 
@@ -243,6 +247,49 @@ fn same_route(a: &Subscription, b: &Subscription) -> bool {
     }
 }
 
+/// Checks the broker accepts this runtime's credentials and ACLs, retrying with
+/// bounded backoff (1 s doubling to [`ACCESS_RETRY_MAX`]) while it does not: the
+/// process stays up, not ready, and says why in its log and on `/readyz`, instead of
+/// exiting into a crash loop. Returns once access works (the caller's shutdown
+/// select ends the wait on a signal).
+async fn wait_for_access(runtime: &KafkaAgentRuntime, gateway: &Gateway) -> Result<(), ServeError> {
+    let config = runtime.config();
+    let names = crate::protocol::topics::TopicNames::new(&config.topic_prefix)?;
+    let rt = &config.runtime_name;
+    let check = crate::access::AccessCheck {
+        topics: vec![
+            names.registry(),
+            names.events(),
+            names.inbox(rt),
+            names.state(rt),
+        ],
+        groups: vec![
+            (names.inbox_group(rt), names.inbox(rt)),
+            (names.events_group(rt), names.events()),
+        ],
+    };
+    let mut backoff = Duration::from_secs(1);
+    let mut failures = 0u32;
+    loop {
+        match crate::access::check(&config.kafka, check.clone(), ACCESS_TIMEOUT).await {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(failures, "kafka access works now");
+                }
+                gateway.set_problem(None);
+                return Ok(());
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::error!(reason = e.reason(), error = %e, retry_in = ?backoff, "cannot use kafka; retrying");
+                gateway.set_problem(Some(format!("{}: {e}", e.reason())));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCESS_RETRY_MAX);
+            }
+        }
+    }
+}
+
 /// Runs the runtime `file` describes until `shutdown` resolves, then stops: readiness
 /// off and new API work refused, HTTP requests in flight finish (bounded), the
 /// runtime drains, commits, leaves its groups and deletes its reply channel.
@@ -315,6 +362,7 @@ pub async fn run_hosting(
     let loader_slot = &mut tasks_loader;
     let started = async {
         let tasks_loader = loader_slot;
+        wait_for_access(&runtime, &gateway).await?;
         runtime.start().await?;
         let added = ensure_subscriptions(&runtime, file.subscriptions()?).await?;
         // After start, which created the runtime's topics (or found them). Without its

@@ -40,6 +40,18 @@ pub const CONFIG_ENV: &str = "SWITCHBOARD_CONFIG";
 pub const RUNTIME_COMMAND: &str = "switchboard-runtime";
 /// Where the CA bundle is mounted (TLS only).
 pub const CA_DIR: &str = "/etc/switchboard/tls";
+/// Where the client certificate and key are mounted (mTLS only).
+pub const CLIENT_CERT_DIR: &str = "/etc/switchboard/tls-client";
+
+/// The client certificate Secret of `security`, if mTLS is configured.
+pub fn client_cert(
+    security: &switchboard_crds::agent_runtime::KafkaSecurity,
+) -> Option<&switchboard_crds::agent_runtime::ClientCertSecretRef> {
+    security
+        .tls
+        .as_ref()
+        .and_then(|t| t.cert_secret_ref.as_ref())
+}
 /// The runtime's HTTP port (API, /healthz, /readyz, /metrics).
 pub const HTTP_PORT: i32 = 8080;
 /// Name of the runtime container.
@@ -187,6 +199,8 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
             .as_ref()
             .map(|sasl| sasl_mechanism(sasl.mechanism).as_kafka().to_owned()),
         ca_location: s.tls.as_ref().map(|_| format!("{CA_DIR}/ca.crt")),
+        cert_location: client_cert(s).map(|_| format!("{CLIENT_CERT_DIR}/tls.crt")),
+        key_location: client_cert(s).map(|_| format!("{CLIENT_CERT_DIR}/tls.key")),
     });
     RuntimeConfigFile {
         kafka: KafkaSection {
@@ -461,6 +475,20 @@ pub fn build_with_replicas(
             "items": [{ "key": key, "path": "ca.crt" }],
         }}));
         mounts.push(json!({ "name": "kafka-ca", "mountPath": CA_DIR, "readOnly": true }));
+    }
+    if let Some(r) = ar.spec.kafka.security.as_ref().and_then(client_cert) {
+        volumes.push(json!({ "name": "kafka-client-cert", "secret": {
+            "secretName": r.name,
+            // Not world-readable: it holds a private key (the pod's fsGroup reads it).
+            "defaultMode": 0o440,
+            "items": [
+                { "key": r.cert_key.as_deref().unwrap_or("tls.crt"), "path": "tls.crt" },
+                { "key": r.key_key.as_deref().unwrap_or("tls.key"), "path": "tls.key" },
+            ],
+        }}));
+        mounts.push(
+            json!({ "name": "kafka-client-cert", "mountPath": CLIENT_CERT_DIR, "readOnly": true }),
+        );
     }
     let probe = |path: &str| {
         json!({

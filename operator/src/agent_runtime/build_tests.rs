@@ -120,6 +120,51 @@ fn sasl_credentials_come_from_the_secret_into_env_never_into_the_config_map() {
 }
 
 #[test]
+fn an_mtls_client_certificate_is_mounted_from_its_secret_and_only_paths_reach_the_config() {
+    let mut spec = basic();
+    spec["kafka"]["security"] = json!({ "protocol": "SSL", "tls": {
+        "caSecretRef": { "name": "kafka-ca" },
+        "certSecretRef": { "name": "rt1-client", "keyKey": "private.pem" } } });
+    let d = build(&runtime(spec), &settings()).unwrap();
+    let text = &d.config_map.data.as_ref().unwrap()[CONFIG_KEY];
+    let cfg = RuntimeConfigFile::from_yaml(text).unwrap();
+    let sec = cfg.kafka.security.as_ref().unwrap();
+    assert_eq!(
+        (sec.cert_location.as_deref(), sec.key_location.as_deref()),
+        (
+            Some("/etc/switchboard/tls-client/tls.crt"),
+            Some("/etc/switchboard/tls-client/tls.key")
+        )
+    );
+    assert!(!text.contains("rt1-client"), "{text}");
+    let pod = serde_json::to_value(d.deployment.spec.as_ref().unwrap().template.clone()).unwrap();
+    let vol = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "kafka-client-cert")
+        .expect("a client certificate volume");
+    assert_eq!(vol["secret"]["secretName"], "rt1-client");
+    assert_eq!(
+        vol["secret"]["items"][1],
+        json!({ "key": "private.pem", "path": "tls.key" })
+    );
+    assert_eq!(vol["secret"]["defaultMode"], 0o440);
+    let mounts = &pod["spec"]["containers"][0]["volumeMounts"];
+    assert!(
+        mounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "kafka-client-cert" && m["mountPath"] == CLIENT_CERT_DIR),
+        "{mounts}"
+    );
+    // Nothing of the certificate goes into the environment.
+    let env = pod["spec"]["containers"][0]["env"].to_string();
+    assert!(!env.contains("rt1-client"), "{env}");
+}
+
+#[test]
 fn deployment_is_restricted_probed_owned_and_sized_from_spec_replicas() {
     let mut spec = basic();
     spec["replicas"] = json!(3);

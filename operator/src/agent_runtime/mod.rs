@@ -105,15 +105,14 @@ async fn reconcile_inner(ar: &AgentRuntime, ctx: &Context) -> Result<Action> {
     let reports = match ctx.kafka.ensure_topics(&conn, &desired.topics).await {
         Ok(r) => r,
         Err(e) => {
-            write_status(
-                ar,
-                &api,
-                ctx,
-                Outcome::KafkaUnavailable(e.to_string()),
-                None,
-                None,
-            )
-            .await?;
+            // Name the cause when the brokers refuse us (credentials, CA, ACLs):
+            // librdkafka reports those only as timeouts of the request itself.
+            let names: Vec<String> = desired.topics.iter().map(|t| t.name.clone()).collect();
+            let outcome = match ctx.kafka.diagnose(&conn, &names).await {
+                Some(refusal) => Outcome::KafkaRefused(refusal),
+                None => Outcome::KafkaUnavailable(e.to_string()),
+            };
+            write_status(ar, &api, ctx, outcome, None, None).await?;
             return Err(e);
         }
     };
@@ -323,6 +322,7 @@ pub async fn connection_for(
 ) -> Result<KafkaConnection> {
     let mut config = KafkaConfig::new(kafka.bootstrap_servers.clone());
     let mut ca_pem = None;
+    let mut client_cert_pem = None;
     if let Some(sec) = &kafka.security {
         config.security_protocol = build::security_protocol(sec.protocol);
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
@@ -351,8 +351,23 @@ pub async fn connection_for(
             ca_pem =
                 Some(secret_value(&secrets, &r.name, r.key.as_deref().unwrap_or("ca.crt")).await?);
         }
+        if let Some(r) = build::client_cert(sec) {
+            let cert = secret_value(
+                &secrets,
+                &r.name,
+                r.cert_key.as_deref().unwrap_or("tls.crt"),
+            )
+            .await?;
+            let key =
+                secret_value(&secrets, &r.name, r.key_key.as_deref().unwrap_or("tls.key")).await?;
+            client_cert_pem = Some((cert, key));
+        }
     }
-    Ok(KafkaConnection { config, ca_pem })
+    Ok(KafkaConnection {
+        config,
+        ca_pem,
+        client_cert_pem,
+    })
 }
 
 /// Checks that the API key Secret of every `llm` agent, and the token Secret of every

@@ -18,10 +18,24 @@ pub enum Outcome {
     SecretMissing(String),
     /// Kafka did not answer or refused.
     KafkaUnavailable(String),
+    /// The brokers refuse the connection's credentials, certificate or ACLs.
+    KafkaRefused(switchboard_runtime::access::AccessError),
     /// Topics reconciled.
     Topics(Vec<TopicReport>),
     /// Topics reconciled except some that have more partitions than asked for.
     CannotShrink(Vec<TopicReport>, String),
+}
+
+/// The condition reason of a refusal by the brokers.
+pub fn refusal_reason(refusal: &switchboard_runtime::access::AccessError) -> &'static str {
+    use switchboard_runtime::access::AccessError as E;
+    match refusal {
+        E::Authentication { .. } => reason::KAFKA_AUTHENTICATION_FAILED,
+        E::Tls { .. } => reason::KAFKA_TLS_HANDSHAKE_FAILED,
+        E::TopicAuthorization { .. } => reason::KAFKA_TOPIC_AUTHORIZATION_FAILED,
+        E::GroupAuthorization { .. } => reason::KAFKA_GROUP_AUTHORIZATION_FAILED,
+        E::Unreachable { .. } => reason::KAFKA_UNAVAILABLE,
+    }
 }
 
 /// The status for `ar`, keeping transition times of conditions that did not flip.
@@ -64,6 +78,13 @@ pub fn compute_status(
             ),
             Some((reason::KAFKA_UNAVAILABLE, m.clone())),
         ),
+        Outcome::KafkaRefused(refusal) => {
+            let why = refusal_reason(refusal);
+            (
+                Desired::new(conditions::TOPICS_READY, false, why, refusal.to_string()),
+                Some((why, refusal.to_string())),
+            )
+        }
         Outcome::CannotShrink(_, m) => {
             let m = format!(
                 "Kafka cannot remove partitions: {m}; raise spec.topics.partitions to match"
@@ -260,6 +281,35 @@ mod tests {
                 .iter()
                 .all(|c| c.observed_generation == Some(4))
         );
+    }
+
+    #[test]
+    fn a_refusing_broker_is_named_in_topics_ready_and_degraded() {
+        use switchboard_runtime::access::AccessError;
+        let refused = Outcome::KafkaRefused(AccessError::Authentication {
+            user: "op".into(),
+            detail: "SASL authentication error: Authentication failed".into(),
+        });
+        let st = compute_status(&ar(), &refused, None, None, Timestamp::now());
+        assert_eq!(
+            cond(&st, "TopicsReady"),
+            ("False".into(), "KafkaAuthenticationFailed".into())
+        );
+        assert_eq!(
+            cond(&st, "Degraded"),
+            ("True".into(), "KafkaAuthenticationFailed".into())
+        );
+        let acl = Outcome::KafkaRefused(AccessError::TopicAuthorization {
+            topic: "p.rt1.inbox".into(),
+        });
+        let st = compute_status(&ar(), &acl, None, None, Timestamp::now());
+        let c = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "TopicsReady")
+            .unwrap();
+        assert_eq!(c.reason, "KafkaTopicAuthorizationFailed");
+        assert!(c.message.contains("p.rt1.inbox"), "{}", c.message);
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct Gateway {
     max_body: usize,
     /// Figures of the `llm` agents, when the caller hosts any.
     llm_metrics: Option<Arc<crate::llm::LlmMetrics>>,
+    /// Why the runtime cannot start yet (e.g. Kafka refused its credentials).
+    problem: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Gateway {
@@ -89,7 +91,13 @@ impl Gateway {
             task_log: Arc::default(),
             max_body,
             llm_metrics: None,
+            problem: Arc::default(),
         }
+    }
+
+    /// Records why the runtime cannot start (`None`: no problem); `/readyz` shows it.
+    pub fn set_problem(&self, problem: Option<String>) {
+        *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
     }
 
     /// The agent types A2A and MCP offer (the A2A skills, the MCP tools).
@@ -262,6 +270,8 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
         (StatusCode::OK, "ready").into_response()
     } else if gw.stopping.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping").into_response()
+    } else if let Some(p) = gw.problem.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {p}")).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
     }

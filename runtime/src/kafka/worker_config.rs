@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::config::{ConfigError, KafkaConfig};
 use crate::defaults;
-use crate::protocol::topics::{TopicNames, validate_runtime_name};
+use crate::protocol::topics::{TopicNames, instance_prefix, validate_runtime_name};
 
 /// Everything a [`super::KafkaAgentRuntime`] needs; validate once with
 /// [`WorkerConfig::validate`] (the runtime does it on construction).
@@ -16,7 +16,8 @@ pub struct WorkerConfig {
     pub topic_prefix: String,
     /// This runtime's name; its replicas share it (and its inbox).
     pub runtime_name: String,
-    /// Unique per process; names the reply channel. Default: runtime name + random.
+    /// Unique per process; names the reply channel. Default: `<runtime>.` + random
+    /// (least-privilege ACLs rely on that prefix).
     pub instance_id: String,
     /// Create missing topics at start (development); the operator turns it off.
     pub create_topics: bool,
@@ -61,7 +62,9 @@ impl WorkerConfig {
         Self {
             kafka,
             topic_prefix: topic_prefix.into(),
-            instance_id: format!("{runtime_name}-{}", &suffix[..10]),
+            // `<runtime>.` first: least-privilege ACLs grant a runtime its reply
+            // channels and restore groups by that prefix (docs/security.md).
+            instance_id: format!("{}{}", instance_prefix(&runtime_name), &suffix[..10]),
             runtime_name,
             create_topics: true,
             partitions: defaults::PARTITIONS,
@@ -207,7 +210,7 @@ mod tests {
             ("SWITCHBOARD_TOPIC_PREFIX", "demo"),
         ]))
         .unwrap();
-        assert!(cfg.instance_id.starts_with("rt1-"));
+        assert!(cfg.instance_id.starts_with("rt1."), "{}", cfg.instance_id);
         assert_eq!(cfg.topic_prefix, "demo");
     }
 }

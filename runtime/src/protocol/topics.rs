@@ -69,6 +69,29 @@ impl TopicNames {
         format!("{}.reply.{instance}", self.prefix)
     }
 
+    /// Every topic and consumer group of runtime `runtime` itself starts with this
+    /// (`P.<runtime>.`; runtime names have no dots, so no other runtime's does).
+    pub fn runtime_prefix(&self, runtime: &str) -> String {
+        format!("{}.{runtime}.", self.prefix)
+    }
+
+    /// Every reply channel of the prefix starts with this (`P.reply.`): responders of
+    /// any runtime write to them.
+    pub fn replies_prefix(&self) -> String {
+        format!("{}.reply.", self.prefix)
+    }
+
+    /// The reply channels of runtime `runtime`'s processes, whose instance ids start
+    /// with [`instance_prefix`] (the default): `P.reply.<runtime>.`.
+    pub fn runtime_replies_prefix(&self, runtime: &str) -> String {
+        self.reply(&instance_prefix(runtime))
+    }
+
+    /// The state-restore groups of runtime `runtime`'s processes: `P.restore.<runtime>.`.
+    pub fn runtime_restore_groups_prefix(&self, runtime: &str) -> String {
+        self.restore_group(&instance_prefix(runtime))
+    }
+
     /// The topics shared by every runtime of the prefix.
     pub fn shared(&self) -> [String; 2] {
         [self.registry(), self.events()]
@@ -180,6 +203,13 @@ impl TopicSpec {
     }
 }
 
+/// What every default instance id of runtime `runtime` starts with (`<runtime>.`),
+/// so that the reply channel and restore group of a process can be granted by prefix
+/// to its runtime alone.
+pub fn instance_prefix(runtime: &str) -> String {
+    format!("{runtime}.")
+}
+
 fn is_topic_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
@@ -236,6 +266,36 @@ mod tests {
         assert_eq!(t.dlq("rt1"), "switchboard.default.rt1.dlq");
         assert_eq!(t.tasks("rt1"), "switchboard.default.rt1.tasks");
         assert_eq!(t.reply("rt1-ab12"), "switchboard.default.reply.rt1-ab12");
+    }
+
+    #[test]
+    fn a_runtime_s_own_names_share_its_prefixes_and_no_other_runtime_s_do() {
+        let t = TopicNames::new("sb.team").unwrap();
+        let instance = format!("{}0123456789", instance_prefix("rt"));
+        let own = t.runtime_prefix("rt");
+        for name in t.per_runtime("rt").into_iter().chain([
+            t.inbox_group("rt"),
+            t.events_group("rt"),
+            t.registry_group("rt", &instance),
+            t.reply_group("rt", &instance),
+            t.tasks_group("rt", &instance),
+        ]) {
+            assert!(name.starts_with(&own), "{name} outside {own}");
+            assert!(!name.starts_with(&t.runtime_prefix("rt-b")), "{name}");
+        }
+        assert!(
+            t.reply(&instance)
+                .starts_with(&t.runtime_replies_prefix("rt"))
+        );
+        assert!(t.reply(&instance).starts_with(&t.replies_prefix()));
+        assert!(
+            t.restore_group(&instance)
+                .starts_with(&t.runtime_restore_groups_prefix("rt"))
+        );
+        // A runtime whose name extends another's gets none of its names.
+        let other = format!("{}0123456789", instance_prefix("rt-b"));
+        assert!(!t.reply(&other).starts_with(&t.runtime_replies_prefix("rt")));
+        assert!(!t.inbox("rt-b").starts_with(&own));
     }
 
     #[test]
