@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Smoke test of the real node (`node.sh smoke`; needs `node.sh start`).
+# In a namespace that enforces the `restricted` Pod Security Standard:
+#   1. a privileged pod is refused by the API server;
+#   2. a pod from an image assembled here (Debian .debs + busybox, uid 65532)
+#      runs and becomes Ready through kubelet's HTTP readiness probe;
+#   3. the host reaches it through its Service's ClusterIP (kube-proxy);
+#   4. a second pod resolves the Service's DNS name through CoreDNS, fetches
+#      the page through it, and fails to resolve a name outside cluster.local;
+#   5. on the host, /proc/<pid>/status of the container's process shows uid
+#      65532, no capabilities, no_new_privs and seccomp filtering, and its
+#      root mount is read-only.
+# Prints one line per check and "N passed, N failed"; exit 1 if any failed.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+NODE_SH=$SCRIPT_DIR/node.sh
+NS=${SWITCHBOARD_SMOKE_NAMESPACE:-sb-node-smoke}
+WAIT=${SWITCHBOARD_SMOKE_TIMEOUT:-120}
+
+STATE_ROOT=$(realpath -m "${SWITCHBOARD_STATE_DIR:-$SCRIPT_DIR/../../.state}")
+KUBECONFIG_FILE=$STATE_ROOT/cluster/kubeconfig
+KUBECTL=$("$SCRIPT_DIR/cluster.sh" bindir)/kubectl
+CTRD_SOCK=$STATE_ROOT/node/containerd/containerd.sock
+
+log() { printf '[smoke] %s\n' "$*" >&2; }
+k() { "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" --request-timeout=15s "$@"; }
+
+passed=0 failed=0
+pass() { passed=$((passed + 1)); printf 'PASS %s\n' "$*"; }
+fail() { failed=$((failed + 1)); printf 'FAIL %s\n' "$*"; }
+
+"$NODE_SH" status >/dev/null || { log "the node is not up (node.sh start)"; exit 1; }
+IMAGE=$("$NODE_SH" smoke-image)
+CRICTL=$("$NODE_SH" crictl-path)
+crictl() { "$CRICTL" --runtime-endpoint "unix://$CTRD_SOCK" --timeout 20s "$@"; }
+
+cleanup() {
+	k delete namespace "$NS" --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+cleanup
+
+t0=$SECONDS
+k create namespace "$NS" >/dev/null
+k label namespace "$NS" pod-security.kubernetes.io/enforce=restricted \
+	pod-security.kubernetes.io/enforce-version=latest >/dev/null
+
+# 1. The restricted standard is enforced.
+if out=$(k -n "$NS" run privileged --image="$IMAGE" --image-pull-policy=Never --restart=Never \
+	--overrides='{"spec":{"containers":[{"name":"privileged","image":"'"$IMAGE"'","securityContext":{"privileged":true}}]}}' 2>&1); then
+	fail "privileged pod was admitted in a restricted namespace"
+elif grep -q 'violates PodSecurity "restricted' <<<"$out"; then
+	pass "privileged pod refused: $(grep -o 'violates PodSecurity[^:]*' <<<"$out" | head -n 1)"
+else
+	fail "privileged pod refused for another reason: $out"
+fi
+
+restricted_sc='securityContext:
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities: {drop: [ALL]}'
+
+# 2. A pod from our image, Ready through kubelet's probe.
+k -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: web, labels: {app: web}}
+spec:
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+    runAsGroup: 65532
+    seccompProfile: {type: RuntimeDefault}
+  containers:
+    - name: web
+      image: $IMAGE
+      imagePullPolicy: Never
+      args: [httpd, -f, -p, "8080", -h, /www]
+      ports: [{containerPort: 8080}]
+      readinessProbe:
+        httpGet: {path: /healthz, port: 8080}
+        periodSeconds: 1
+      $restricted_sc
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+EOF
+if k -n "$NS" wait pod/web --for=condition=Ready --timeout="${WAIT}s" >/dev/null 2>&1; then
+	pass "pod web Running and Ready (kubelet readiness probe) after $((SECONDS - t0)) s, IP $(k -n "$NS" get pod web -o jsonpath='{.status.podIP}')"
+else
+	fail "pod web not Ready within ${WAIT}s: $(k -n "$NS" get pod web -o jsonpath='{.status}' 2>&1 | head -c 600)"
+fi
+
+# 3. ClusterIP from the host, routed by kube-proxy's rules.
+cip=$(k -n "$NS" get service web -o jsonpath='{.spec.clusterIP}')
+body=""
+for _ in $(seq 1 20); do
+	body=$(curl -fsS --noproxy '*' -m 3 "http://$cip/" 2>/dev/null) && break
+	sleep 0.5
+done
+if [[ $body == "switchboard node smoke" ]]; then
+	pass "host -> ClusterIP $cip:80 -> pod: '$body'"
+else
+	fail "host could not reach ClusterIP $cip:80 (got '$body')"
+fi
+
+# 4. DNS from inside a pod: the Service name resolves and serves; a name
+#    outside cluster.local does not (no forwarders).
+k -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: dns}
+spec:
+  restartPolicy: Never
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+    runAsGroup: 65532
+    seccompProfile: {type: RuntimeDefault}
+  containers:
+    - name: dns
+      image: $IMAGE
+      imagePullPolicy: Never
+      command: [/bin/busybox, sh, -c]
+      args:
+        - |
+          set -e
+          nslookup web.$NS.svc.cluster.local
+          busybox wget -q -T 5 -O - http://web.$NS.svc.cluster.local/ | grep -qx 'switchboard node smoke'
+          echo "fetched through web.$NS.svc.cluster.local"
+          if nslookup -timeout=2 example.com; then echo "example.com resolved"; exit 3; fi
+          echo "example.com not resolved"
+      $restricted_sc
+EOF
+phase=""
+deadline=$((SECONDS + WAIT))
+while ((SECONDS < deadline)); do
+	phase=$(k -n "$NS" get pod dns -o jsonpath='{.status.phase}' 2>/dev/null || true)
+	[[ $phase == Succeeded || $phase == Failed ]] && break
+	sleep 1
+done
+dns_log=$(find "$STATE_ROOT/node/pod-logs" -path "*${NS}_dns_*" -name '*.log' -exec cat {} + 2>/dev/null | cut -d' ' -f4- | tr '\n' '|')
+if [[ $phase == Succeeded ]]; then
+	pass "pod dns: Service DNS name resolved by CoreDNS, page fetched through it, example.com refused (log: ${dns_log:0:300})"
+else
+	fail "pod dns ended '$phase' (log: ${dns_log:0:600})"
+fi
+
+# 5. The restricted context as the kernel sees it, from the host.
+cid=$(crictl ps -q --name '^web$' --label "io.kubernetes.pod.namespace=$NS" 2>/dev/null | head -n 1)
+pid=""
+[[ -n $cid ]] && pid=$(crictl inspect "$cid" 2>/dev/null | jq -r '.info.pid // empty')
+if [[ -n $pid && -r /proc/$pid/status ]]; then
+	st=/proc/$pid/status
+	uid=$(awk '/^Uid:/ {print $2, $3, $4, $5}' "$st")
+	capeff=$(awk '/^CapEff:/ {print $2}' "$st")
+	capbnd=$(awk '/^CapBnd:/ {print $2}' "$st")
+	nnp=$(awk '/^NoNewPrivs:/ {print $2}' "$st")
+	seccomp=$(awk '/^Seccomp:/ {print $2}' "$st")
+	rootopts=$(awk '$5 == "/" {print $6; exit}' "/proc/$pid/mountinfo")
+	if [[ $uid == "65532 65532 65532 65532" ]]; then pass "container pid $pid runs as uid 65532 (Uid: $uid)"; else fail "container uid is '$uid'"; fi
+	if [[ $capeff == 0000000000000000 && $capbnd == 0000000000000000 ]]; then pass "no capabilities (CapEff $capeff, CapBnd $capbnd)"; else fail "capabilities CapEff $capeff CapBnd $capbnd"; fi
+	if [[ $nnp == 1 && $seccomp == 2 ]]; then pass "no_new_privs set, seccomp filter mode (NoNewPrivs $nnp, Seccomp $seccomp)"; else fail "NoNewPrivs $nnp Seccomp $seccomp"; fi
+	if [[ $rootopts == ro || $rootopts == ro,* ]]; then pass "root filesystem mounted read-only ($rootopts)"; else fail "root mount options '$rootopts'"; fi
+else
+	fail "could not find the web container's process on the host (container '$cid', pid '$pid')"
+fi
+
+printf '%d passed, %d failed\n' "$passed" "$failed"
+((failed == 0))
