@@ -131,7 +131,7 @@ spec:
         - |
           set -e
           nslookup web.$NS.svc.cluster.local
-          busybox wget -q -T 5 -O - http://web.$NS.svc.cluster.local/ | grep -qx 'switchboard node smoke'
+          busybox timeout 10 busybox wget -q -O - http://web.$NS.svc.cluster.local/ | grep -qx 'switchboard node smoke'
           echo "fetched through web.$NS.svc.cluster.local"
           if nslookup -timeout=2 example.com; then echo "example.com resolved"; exit 3; fi
           echo "example.com not resolved"

@@ -193,7 +193,10 @@ build_coredns() {
 	select_toolchain "$gomod"
 	{
 		printf 'package main\n\nimport (\n\t"%s/coremain"\n' "$m"
-		printf '\t_ "%s/plugin/%s"\n' "$m" "${COREDNS_PLUGINS[@]}"
+		local p
+		for p in "${COREDNS_PLUGINS[@]}"; do
+			printf '\t_ "%s/plugin/%s"\n' "$m" "$p"
+		done
 		printf ')\n\nfunc main() { coremain.Run() }\n'
 	} >"$src/main.go"
 	{
@@ -517,12 +520,17 @@ write_containerd_config() {
 
 		[plugins.'io.containerd.cri.v1.runtime']
 		  enable_cdi = false
+		  # This machine withholds CAP_SYS_RESOURCE even from root, so no
+		  # process may lower its oom_score_adj (the pause container asks
+		  # for -998): clamp pods' values to containerd's own instead.
+		  restrict_oom_score_adj = true
 		  [plugins.'io.containerd.cri.v1.runtime'.containerd]
 		    default_runtime_name = "runc"
 		    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
 		      runtime_type = "io.containerd.runc.v2"
 		      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
 		        BinaryName = "$(command -v runc)"
+		        Root = "$CTRD_DIR/runc"
 		        SystemdCgroup = false
 		  [plugins.'io.containerd.cri.v1.runtime'.cni]
 		    bin_dirs = ["/usr/lib/cni"]
@@ -568,24 +576,27 @@ ensure_cgroup_root() {
 	local mem
 	mem=$(sed -nE 's/^[0-9]+:memory:(.*)$/\1/p' /proc/self/cgroup)
 	local root=${mem%/}/switchboard-node
-	local h dir parent
+	local -a parts
+	IFS=/ read -ra parts <<<"${root#/}"
+	local h p parent part
 	for h in /sys/fs/cgroup/*/; do
-		[[ -f $h/cgroup.procs && ${h%/} != /sys/fs/cgroup/unified ]] || continue
-		dir=${h%/}$root
-		if [[ ! -d $dir ]]; then
-			mkdir -p "$dir"
-		fi
-		if [[ -f ${h%/}/cpuset.cpus ]]; then
+		h=${h%/}
+		[[ -f $h/cgroup.procs ]] || continue
+		p=$h
+		for part in "${parts[@]}"; do
+			parent=$p
+			p=$p/$part
+			# Remember each level we create (stop removes them, deepest first).
+			if [[ ! -d $p ]]; then
+				mkdir "$p"
+				echo "$p" >>"$CGROUP_FILE.created"
+			fi
 			# New cpuset children start empty; fill each level from its parent.
-			local p=${h%/} part
-			local IFS=/
-			for part in ${root#/}; do
-				parent=$p
-				p=$p/$part
-				[[ -s $p/cpuset.cpus && $(<"$p/cpuset.cpus") != "" ]] || cat "$parent/cpuset.cpus" >"$p/cpuset.cpus"
-				[[ -s $p/cpuset.mems && $(<"$p/cpuset.mems") != "" ]] || cat "$parent/cpuset.mems" >"$p/cpuset.mems"
-			done
-		fi
+			if [[ -f $p/cpuset.cpus ]]; then
+				[[ -n $(<"$p/cpuset.cpus") ]] || cat "$parent/cpuset.cpus" >"$p/cpuset.cpus"
+				[[ -n $(<"$p/cpuset.mems") ]] || cat "$parent/cpuset.mems" >"$p/cpuset.mems"
+			fi
+		done
 	done
 	echo "$root" >"$CGROUP_FILE"
 }
@@ -601,6 +612,15 @@ remove_cgroup_root() {
 		find "${h%/}$root" -depth -type d -exec rmdir {} + 2>/dev/null || true
 		[[ -d ${h%/}$root ]] && log "warning: cgroup ${h%/}$root is not empty, left in place"
 	done
+	# The levels above it that start created (e.g. in hierarchies where this
+	# shell sits at the root), deepest first.
+	if [[ -f $CGROUP_FILE.created ]]; then
+		local d
+		while read -r d; do
+			[[ $d == /sys/fs/cgroup/* && -d $d ]] && { rmdir "$d" 2>/dev/null || log "warning: cgroup $d not removed"; }
+		done < <(sort -r -u "$CGROUP_FILE.created")
+		rm -f "$CGROUP_FILE.created"
+	fi
 	rm -f "$CGROUP_FILE"
 }
 
@@ -656,6 +676,8 @@ write_kubelet_config() {
 		resolvConf: ""
 		failSwapOn: false
 		protectKernelDefaults: true
+		# Lowering oom_score_adj needs CAP_SYS_RESOURCE, which root lacks here.
+		oomScoreAdj: 0
 		authentication:
 		  anonymous: {enabled: false}
 		  webhook: {enabled: true}
@@ -693,6 +715,7 @@ write_kube_proxy_config() {
 		clusterCIDR: $SUBNET
 		detectLocalMode: ClusterCIDR
 		nodePortAddresses: [$HOST_IP/32]
+		oomScoreAdj: 0
 		conntrack:
 		  maxPerCore: 0
 		  min: 0
@@ -974,6 +997,9 @@ cmd_start() {
 
 	T0=$SECONDS
 	DEADLINE=$((SECONDS + TIMEOUT))
+	# First, so an API server bound to the bridge address (which a previous
+	# stop removed) is reachable again: its listening socket survives.
+	cmd_network
 	kubectl_admin get --raw /readyz >/dev/null 2>&1 || die "the control plane is not running (cluster.sh start)"
 	local url
 	url=$(apiserver_url)
@@ -995,7 +1021,6 @@ cmd_start() {
 		do_stop
 	fi
 
-	cmd_network
 	ensure_pki
 	local n
 	for n in kubelet kube-proxy kube-scheduler; do
@@ -1121,6 +1146,9 @@ do_stop() {
 	record_netns
 	remove_pods
 	stop_component containerd
+	# The shims' sockets and fifos live in containerd's fixed /run/containerd
+	# (not configurable); remove those dirs if we left them empty.
+	rmdir /run/containerd/s /run/containerd/fifo /run/containerd 2>/dev/null || true
 	remove_netns
 	unmount_state
 	remove_kube_rules
