@@ -9,7 +9,9 @@
 #      the page through it, and fails to resolve a name outside cluster.local;
 #   5. on the host, /proc/<pid>/status of the container's process shows uid
 #      65532, no capabilities, no_new_privs and seccomp filtering, and its
-#      root mount is read-only.
+#      root mount is read-only;
+#   6. the pod has no default route, and kube-proxy's NAT only targets the
+#      bridge subnet.
 # Prints one line per check and "N passed, N failed"; exit 1 if any failed.
 set -euo pipefail
 
@@ -169,6 +171,30 @@ if [[ -n $pid && -r /proc/$pid/status ]]; then
 	if [[ $rootopts == ro || $rootopts == ro,* ]]; then pass "root filesystem mounted read-only ($rootopts)"; else fail "root mount options '$rootopts'"; fi
 else
 	fail "could not find the web container's process on the host (container '$cid', pid '$pid')"
+fi
+
+# 6. Nothing routes off the machine: the pod's routes are the bridge /24 and
+#    the Service range only, kube-proxy DNATs only to bridge addresses, and
+#    the only NAT-out rule is kube-proxy's mark-gated MASQUERADE (service
+#    traffic that it DNATs to those addresses).
+NET=$("$NODE_SH" host-ip)
+NET=${NET%.*}
+if [[ -n $pid ]]; then
+	routes=$(nsenter -t "$pid" -n ip -4 route show 2>/dev/null | sed 's/ *$//' | sort | tr '\n' ';')
+	if grep -q default <<<"$routes" || [[ $routes != *"10.96.0.0/16 via $NET.1"* ]] ||
+		[[ $(tr ';' '\n' <<<"$routes" | grep -cv -e "^$NET.0/24 " -e '^10.96.0.0/16 ' -e '^$') != 0 ]]; then
+		fail "pod routes: $routes"
+	else
+		pass "pod routes only to the bridge /24 and the Service range: $routes"
+	fi
+fi
+nat=$(iptables-save -t nat)
+bad_dnat=$(grep -oE -- '--to-destination [0-9.]+' <<<"$nat" | awk '{print $2}' | grep -vE "^${NET//./\\.}\.[0-9]+$" || true)
+bad_masq=$(grep -E -- '-j (MASQUERADE|SNAT)' <<<"$nat" | grep -v '^-A KUBE-POSTROUTING ' || true)
+if [[ -z $bad_dnat && -z $bad_masq ]]; then
+	pass "iptables nat: $(grep -c -- '-j DNAT' <<<"$nat") DNAT rules, all to $NET.0/24; NAT out only in KUBE-POSTROUTING (mark 0x4000)"
+else
+	fail "iptables nat reaches off the bridge: DNAT to [$bad_dnat], MASQUERADE/SNAT [$bad_masq]"
 fi
 
 printf '%d passed, %d failed\n' "$passed" "$failed"

@@ -836,7 +836,8 @@ import_images() {
 			continue
 		fi
 		log "importing $name into containerd"
-		ctr_k8s images import --platform linux/amd64 "$(image_tar "$name")" >/dev/null
+		ctr_k8s images import --platform linux/amd64 "$(image_tar "$name")" 2>&1 >/dev/null | grep -v 'DEPRECATION: The support for cgroup v1' >&2 || true
+		ctr_k8s images ls -q | grep -qxF "$name" || { log "importing $name failed"; return 1; }
 	done
 }
 
@@ -1106,6 +1107,7 @@ remove_netns() {
 		rm -f "$ns"
 	done < <(sort -u "$STATE_DIR/netns.list")
 	rm -f "$STATE_DIR/netns.list"
+	rmdir /var/run/netns 2>/dev/null || true
 }
 
 unmount_state() {
