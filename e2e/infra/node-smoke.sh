@@ -6,7 +6,8 @@
 #      runs and becomes Ready through kubelet's HTTP readiness probe;
 #   3. the host reaches it through its Service's ClusterIP (kube-proxy);
 #   4. a second pod resolves the Service's DNS name through CoreDNS, fetches
-#      the page through it, and fails to resolve a name outside cluster.local;
+#      the page through it, fails to resolve a name outside cluster.local, and
+#      (if SWITCHBOARD_TEST_KAFKA_PODS is set) connects to Kafka's pod listener;
 #   5. on the host, /proc/<pid>/status of the container's process shows uid
 #      65532, no capabilities, no_new_privs and seccomp filtering, and its
 #      root mount is read-only;
@@ -19,6 +20,8 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NODE_SH=$SCRIPT_DIR/node.sh
 NS=${SWITCHBOARD_SMOKE_NAMESPACE:-sb-node-smoke}
 WAIT=${SWITCHBOARD_SMOKE_TIMEOUT:-120}
+# with-infra.sh --node exports it: Kafka's listener on the bridge.
+KAFKA_PODS=${SWITCHBOARD_TEST_KAFKA_PODS:-}
 
 STATE_ROOT=$(realpath -m "${SWITCHBOARD_STATE_DIR:-$SCRIPT_DIR/../../.state}")
 KUBECONFIG_FILE=$STATE_ROOT/cluster/kubeconfig
@@ -137,6 +140,14 @@ spec:
           echo "fetched through web.$NS.svc.cluster.local"
           if nslookup -timeout=2 example.com; then echo "example.com resolved"; exit 3; fi
           echo "example.com not resolved"
+          if [ -n "$KAFKA_PODS" ]; then
+            # Connected and idle: nc waits for the broker, timeout ends it (143);
+            # refused or unanswered within -w 2: nc exits 1 first.
+            rc=0
+            busybox timeout 4 busybox nc -w 2 "${KAFKA_PODS%:*}" "${KAFKA_PODS##*:}" </dev/null || rc=\$?
+            [ "\$rc" = 0 ] || [ "\$rc" = 143 ]
+            echo "Kafka pod listener $KAFKA_PODS accepts connections"
+          fi
       $restricted_sc
 EOF
 phase=""
@@ -146,9 +157,10 @@ while ((SECONDS < deadline)); do
 	[[ $phase == Succeeded || $phase == Failed ]] && break
 	sleep 1
 done
-dns_log=$(find "$STATE_ROOT/node/pod-logs" -path "*${NS}_dns_*" -name '*.log' -exec cat {} + 2>/dev/null | cut -d' ' -f4- | tr '\n' '|')
+dns_uid=$(k -n "$NS" get pod dns -o jsonpath='{.metadata.uid}' 2>/dev/null || true)
+dns_log=$(find "$STATE_ROOT/node/pod-logs/${NS}_dns_$dns_uid" -name '*.log' -exec cat {} + 2>/dev/null | cut -d' ' -f4- | grep -v '^$' | tr '\n' '|')
 if [[ $phase == Succeeded ]]; then
-	pass "pod dns: Service DNS name resolved by CoreDNS, page fetched through it, example.com refused (log: ${dns_log:0:300})"
+	pass "pod dns: Service DNS name resolved by CoreDNS, page fetched through it, example.com refused (log: ...${dns_log: -260})"
 else
 	fail "pod dns ended '$phase' (log: ${dns_log:0:600})"
 fi

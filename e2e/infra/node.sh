@@ -412,7 +412,22 @@ cmd_network() {
 		iptables -w -I FORWARD 1 -i "$BRIDGE" -j "$FW_CHAIN"
 }
 
+# Sockets bound to the bridge's address (the API server's, Kafka's pod
+# listener): while there are any, the bridge stays so that their owners can
+# still shut down cleanly (an API server whose own address vanished hangs on
+# SIGTERM); stop it after them and run `node.sh stop` again.
+bridge_listeners() {
+	ss -Hltnu 2>/dev/null | awk -v ip="$HOST_IP" '{a = $5; sub(/^\[::ffff:/, "", a); sub(/\]:/, ":", a); if (index(a, ip ":") == 1) print a}' |
+		sort -u | tr '\n' ' '
+}
+
 network_down() {
+	local l
+	l=$(bridge_listeners)
+	if [[ -n $l ]]; then
+		log "keeping bridge $BRIDGE: still listened on at $l(stop the control plane / Kafka, then run $0 stop again)"
+		return 0
+	fi
 	while iptables -w -D FORWARD -i "$BRIDGE" -j "$FW_CHAIN" 2>/dev/null; do :; done
 	iptables -w -F "$FW_CHAIN" 2>/dev/null || true
 	iptables -w -X "$FW_CHAIN" 2>/dev/null || true
@@ -832,12 +847,12 @@ start_containerd() {
 import_images() {
 	local name
 	for name in "$(pause_image)" "$(coredns_image)" "$(smoke_image)"; do
-		if ctr_k8s images ls -q | grep -qxF "$name"; then
+		if ctr_k8s images ls -q 2>/dev/null | grep -qxF "$name"; then
 			continue
 		fi
 		log "importing $name into containerd"
 		ctr_k8s images import --platform linux/amd64 "$(image_tar "$name")" 2>&1 >/dev/null | grep -v 'DEPRECATION: The support for cgroup v1' >&2 || true
-		ctr_k8s images ls -q | grep -qxF "$name" || { log "importing $name failed"; return 1; }
+		ctr_k8s images ls -q 2>/dev/null | grep -qxF "$name" || { log "importing $name failed"; return 1; }
 	done
 }
 
@@ -973,7 +988,7 @@ apply_coredns() {
 require_tools() {
 	[[ $(id -u) == 0 ]] || die "the node needs root (containers, bridge, iptables)"
 	local t
-	for t in ip iptables ip6tables runc jq curl openssl flock setsid findmnt dpkg-deb apt-get gcc strip sysctl; do
+	for t in ip ss nsenter iptables ip6tables runc jq curl openssl flock setsid findmnt dpkg-deb apt-get gcc strip sysctl; do
 		command -v "$t" >/dev/null || die "$t is required (e2e/infra/deps.sh --node installs the node's packages)"
 	done
 	[[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local ]] ||
@@ -1148,6 +1163,8 @@ do_stop() {
 	record_netns
 	remove_pods
 	stop_component containerd
+	# Their logs (kubelet would have removed them with the pods).
+	rm -rf "$POD_LOGS_DIR"
 	# The shims' sockets and fifos live in containerd's fixed /run/containerd
 	# (not configurable); remove those dirs if we left them empty.
 	rmdir /run/containerd/s /run/containerd/fifo /run/containerd 2>/dev/null || true

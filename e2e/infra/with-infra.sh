@@ -29,6 +29,8 @@ stop_all() {
   [ "$with_node" = 0 ] || "$here/node.sh" stop >&2 || true
   [ "$with_cluster" = 0 ] || "$here/cluster.sh" stop >&2 || true
   "$here/kafka.sh" stop >&2 || true
+  # Again, now that nothing listens on the bridge: removes it.
+  [ "$with_node" = 0 ] || "$here/node.sh" stop >&2 || true
   exit "$rc"
 }
 trap stop_all EXIT
