@@ -56,7 +56,7 @@ CRITOOLS_VERSION=v1.37.0
 COREDNS_VERSION=v1.15.0
 FALLBACK_GOTOOLCHAIN=go1.27.3
 # Debian packages the images are assembled from (exact files: the cache key).
-BASE_DEBS=(libc6 libgcc-s1 libssl3 ca-certificates)
+BASE_DEBS=(libc6 libgcc-s1 libstdc++6 libssl3 ca-certificates)
 SMOKE_DEBS=(busybox-static)
 # ---------------------------------------------------------------------------
 
@@ -262,7 +262,7 @@ deb_files() {
 	done
 }
 
-# make_base_rootfs DIR: a distroless-equivalent root: glibc, libgcc, libssl3,
+# make_base_rootfs DIR: a distroless/cc-equivalent root: glibc, libgcc, libstdc++, libssl3,
 # the CA bundle, /etc/passwd with root and nonroot (65532), /tmp, no shell.
 make_base_rootfs() {
 	local dir=$1 f
