@@ -160,7 +160,7 @@ done
 dns_uid=$(k -n "$NS" get pod dns -o jsonpath='{.metadata.uid}' 2>/dev/null || true)
 dns_log=$(find "$STATE_ROOT/node/pod-logs/${NS}_dns_$dns_uid" -name '*.log' -exec cat {} + 2>/dev/null | cut -d' ' -f4- | grep -v '^$' | tr '\n' '|')
 if [[ $phase == Succeeded ]]; then
-	pass "pod dns: Service DNS name resolved by CoreDNS, page fetched through it, example.com refused (log: ...${dns_log: -260})"
+	pass "pod dns: Service DNS name resolved by CoreDNS, page fetched through it, example.com refused (log: ...${dns_log: -420})"
 else
 	fail "pod dns ended '$phase' (log: ${dns_log:0:600})"
 fi
