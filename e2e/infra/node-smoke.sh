@@ -12,7 +12,10 @@
 #      65532, no capabilities, no_new_privs and seccomp filtering, and its
 #      root mount is read-only;
 #   6. the pod has no default route, and kube-proxy's NAT only targets the
-#      bridge subnet.
+#      bridge subnet;
+#   7. under with-infra.sh --node: a switchboard-runtime pod (the binary at
+#      SWITCHBOARD_RUNTIME_BIN on the base root) is Ready by its /readyz and
+#      answers an RPC sent from the host through Kafka.
 # Prints one line per check and "N passed, N failed"; exit 1 if any failed.
 set -euo pipefail
 
@@ -160,7 +163,7 @@ done
 dns_uid=$(k -n "$NS" get pod dns -o jsonpath='{.metadata.uid}' 2>/dev/null || true)
 dns_log=$(find "$STATE_ROOT/node/pod-logs/${NS}_dns_$dns_uid" -name '*.log' -exec cat {} + 2>/dev/null | cut -d' ' -f4- | grep -v '^$' | tr '\n' '|')
 if [[ $phase == Succeeded ]]; then
-	pass "pod dns: Service DNS name resolved by CoreDNS, page fetched through it, example.com refused (log: ...${dns_log: -420})"
+	pass "pod dns: Service DNS name resolved by CoreDNS, page fetched through it, example.com refused (log: ...${dns_log:$((${#dns_log} > 420 ? ${#dns_log} - 420 : 0))})"
 else
 	fail "pod dns ended '$phase' (log: ${dns_log:0:600})"
 fi
@@ -207,6 +210,96 @@ if [[ -z $bad_dnat && -z $bad_masq ]]; then
 	pass "iptables nat: $(grep -c -- '-j DNAT' <<<"$nat") DNAT rules, all to $NET.0/24; NAT out only in KUBE-POSTROUTING (mark 0x4000)"
 else
 	fail "iptables nat reaches off the bridge: DNAT to [$bad_dnat], MASQUERADE/SNAT [$bad_masq]"
+fi
+
+# 7. Our own runtime as a real container: switchboard-runtime on the base
+#    root, restricted, Ready by its /readyz (joined its Kafka groups through
+#    the broker's pod listener), and an RPC from the host through Kafka to
+#    its echo agent. Needs with-infra.sh --node (Kafka) and a binary.
+RT_BIN=${SWITCHBOARD_RUNTIME_BIN:-$HOME/.cache/switchboard/target/debug/switchboard-runtime}
+if [[ -z $KAFKA_PODS || -z ${SWITCHBOARD_TEST_KAFKA:-} ]]; then
+	printf 'SKIP runtime pod: no Kafka (run under with-infra.sh --node)\n'
+elif [[ ! -x $RT_BIN ]]; then
+	printf 'SKIP runtime pod: no switchboard-runtime at %s (set SWITCHBOARD_RUNTIME_BIN)\n' "$RT_BIN"
+else
+	t1=$SECONDS
+	rt_image=$("$NODE_SH" runtime-image "$RT_BIN")
+	k -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: rt}
+data:
+  runtime.yaml: |
+    kafka: { bootstrapServers: "$KAFKA_PODS", topicPrefix: nodesmoke }
+    runtime: { name: rt-smoke, createTopics: true }
+    agents:
+      - { type: echo, builtin: echo }
+    http: { listen: "0.0.0.0:8080" }
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: rt, labels: {app: rt}}
+spec:
+  terminationGracePeriodSeconds: 30
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+    runAsGroup: 65532
+    seccompProfile: {type: RuntimeDefault}
+  containers:
+    - name: runtime
+      image: $rt_image
+      imagePullPolicy: Never
+      args: [run, --config, /etc/switchboard/runtime.yaml]
+      ports: [{containerPort: 8080}]
+      readinessProbe:
+        httpGet: {path: /readyz, port: 8080}
+        periodSeconds: 1
+      livenessProbe:
+        httpGet: {path: /healthz, port: 8080}
+        periodSeconds: 5
+      volumeMounts:
+        - {name: config, mountPath: /etc/switchboard, readOnly: true}
+        - {name: tmp, mountPath: /tmp}
+      $restricted_sc
+  volumes:
+    - {name: config, configMap: {name: rt}}
+    - {name: tmp, emptyDir: {}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: rt}
+spec:
+  selector: {app: rt}
+  ports: [{port: 80, targetPort: 8080}]
+EOF
+	if k -n "$NS" wait pod/rt --for=condition=Ready --timeout="${WAIT}s" >/dev/null 2>&1; then
+		pass "switchboard-runtime pod ($rt_image) Ready by its /readyz after $((SECONDS - t1)) s (Kafka via $KAFKA_PODS)"
+	else
+		fail "switchboard-runtime pod not Ready: $(k -n "$NS" get pod rt -o jsonpath='{.status.containerStatuses}' 2>&1 | head -c 600)"
+	fi
+	rt_cip=$(k -n "$NS" get service rt -o jsonpath='{.spec.clusterIP}')
+	code=$(curl -sS --noproxy '*' -m 5 -o /dev/null -w '%{http_code}' "http://$rt_cip/readyz" 2>/dev/null || true)
+	if [[ $code == 200 ]]; then pass "host -> runtime ClusterIP $rt_cip/readyz: 200"; else fail "runtime ClusterIP /readyz: '$code'"; fi
+	reply=$(timeout 60 "$RT_BIN" send --bootstrap "$SWITCHBOARD_TEST_KAFKA" --prefix nodesmoke \
+		--to echo/node --type smoke.Ping --data '{"hello":"node"}' --timeout 30s 2>/dev/null || true)
+	if [[ $(jq -cS . <<<"$reply" 2>/dev/null) == '{"hello":"node"}' ]]; then
+		pass "RPC host -> Kafka -> echo agent in the runtime pod -> host: $reply"
+	else
+		fail "RPC to echo/node in the runtime pod: reply '$reply'"
+	fi
+	rcid=$(crictl ps -q --name '^runtime$' --label "io.kubernetes.pod.namespace=$NS" 2>/dev/null | head -n 1)
+	rpid="" ruid="" rroot=""
+	[[ -n $rcid ]] && rpid=$(crictl inspect "$rcid" 2>/dev/null | jq -r '.info.pid // empty')
+	if [[ -n $rpid ]]; then
+		ruid=$(awk '/^Uid:/ {print $2}' "/proc/$rpid/status")
+		rroot=$(awk '$5 == "/" {print $6; exit}' "/proc/$rpid/mountinfo")
+	fi
+	if [[ $ruid == 65532 && $rroot == ro* ]]; then
+		pass "switchboard-runtime process $rpid: uid $ruid, root $rroot"
+	else
+		fail "switchboard-runtime process '$rpid': uid '$ruid', root '$rroot'"
+	fi
 fi
 
 printf '%d passed, %d failed\n' "$passed" "$failed"

@@ -35,6 +35,8 @@
 #   smoke     run a pod from a locally assembled image under the restricted
 #             Pod Security Standard and check it end to end (needs `start`)
 #   host-ip   print the bridge's host-side address (the API server's, Kafka's)
+#   runtime-image BIN  assemble an image of a switchboard-runtime binary on the
+#             base root, import it into the node, print its name
 #
 # Environment (defaults in brackets):
 #   SWITCHBOARD_CACHE, SWITCHBOARD_STATE_DIR   as for cluster.sh; ours is <state>/node
@@ -58,6 +60,9 @@ FALLBACK_GOTOOLCHAIN=go1.27.3
 # Debian packages the images are assembled from (exact files: the cache key).
 BASE_DEBS=(libc6 libgcc-s1 libstdc++6 libssl3 ca-certificates)
 SMOKE_DEBS=(busybox-static)
+# A debug switchboard-runtime links zlib dynamically (release builds in the
+# Dockerfile link it statically); only the smoke's runtime image adds it.
+RUNTIME_DEBS=(zlib1g)
 # ---------------------------------------------------------------------------
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -360,6 +365,39 @@ build_images() {
 		oci_archive "$(image_tar "$name")" "$name" "$tmp" "65532:65532" '["/bin/busybox"]'
 		rm -rf "$tmp"
 	fi
+}
+
+# runtime_image BIN: switchboard.local/switchboard-runtime:dev-<hash> = the
+# base root + zlib + BIN as /usr/local/bin/switchboard-runtime (uid 65532),
+# imported into the running node's containerd; prints the name.
+cmd_runtime_image() {
+	local bin=${1:-}
+	[[ -n $bin && -x $bin ]] || die "usage: $0 runtime-image PATH_TO_switchboard-runtime"
+	running containerd || die "containerd is not running ($0 start)"
+	fetch_debs "${BASE_DEBS[@]}" "${RUNTIME_DEBS[@]}"
+	mkdir -p "$IMAGE_DIR"
+	local name tar
+	# shellcheck disable=SC2046 # one file per line, no spaces
+	name="switchboard.local/switchboard-runtime:dev-$(image_key "$bin" $(deb_files "${BASE_DEBS[@]}" "${RUNTIME_DEBS[@]}"))"
+	tar=$(image_tar "$name")
+	if [[ ! -f $tar ]]; then
+		log "assembling image $name from $bin"
+		local tmp f
+		tmp=$(mktemp -d "$IMAGE_DIR/.root.XXXXXX")
+		make_base_rootfs "$tmp"
+		while read -r f; do
+			dpkg-deb -x "$f" "$tmp"
+		done < <(deb_files "${RUNTIME_DEBS[@]}")
+		rm -rf "$tmp/usr/share/doc"
+		install -D -m 0755 "$bin" "$tmp/usr/local/bin/switchboard-runtime"
+		oci_archive "$tar" "$name" "$tmp" "65532:65532" '["/usr/local/bin/switchboard-runtime"]'
+		rm -rf "$tmp"
+	fi
+	if ! ctr_k8s images ls -q 2>/dev/null | grep -qxF "$name"; then
+		ctr_k8s images import --platform linux/amd64 "$tar" 2>&1 >/dev/null | grep -v 'DEPRECATION: The support for cgroup v1' >&2 || true
+	fi
+	ctr_k8s images ls -q 2>/dev/null | grep -qxF "$name" || die "importing $name failed"
+	printf '%s\n' "$name"
 }
 
 cmd_build() {
@@ -1245,6 +1283,7 @@ main() {
 	smoke) exec "$SCRIPT_DIR/node-smoke.sh" "$@" ;;
 	host-ip) printf '%s\n' "$HOST_IP" ;;
 	smoke-image) smoke_image ;;
+	runtime-image) cmd_runtime_image "$@" ;;
 	crictl-path) printf '%s\n' "$CRICTL_BIN_DIR/crictl" ;;
 	*) usage ;;
 	esac
