@@ -587,7 +587,7 @@ cmd_start() {
 		port_in_use "$port" && die "port $HOST:$port is already in use (see SWITCHBOARD_*_PORT in $0)"
 	done
 	if [[ $APISERVER_HOST != "$HOST" ]]; then
-		ip -o -4 addr show | grep -qF " inet $APISERVER_HOST/" ||
+		ip -o -4 addr show | grep -F " inet $APISERVER_HOST/" >/dev/null ||
 			die "SWITCHBOARD_APISERVER_ADDRESS=$APISERVER_HOST is on no interface (e2e/infra/node.sh network creates the node bridge)"
 		(exec 3<>"/dev/tcp/$APISERVER_HOST/$APISERVER_PORT") 2>/dev/null &&
 			die "port $APISERVER_HOST:$APISERVER_PORT is already in use"

@@ -393,10 +393,10 @@ cmd_runtime_image() {
 		oci_archive "$tar" "$name" "$tmp" "65532:65532" '["/usr/local/bin/switchboard-runtime"]'
 		rm -rf "$tmp"
 	fi
-	if ! ctr_k8s images ls -q 2>/dev/null | grep -qxF "$name"; then
+	if ! image_present "$name"; then
 		ctr_k8s images import --platform linux/amd64 "$tar" 2>&1 >/dev/null | grep -v 'DEPRECATION: The support for cgroup v1' >&2 || true
 	fi
-	ctr_k8s images ls -q 2>/dev/null | grep -qxF "$name" || die "importing $name failed"
+	image_present "$name" || die "importing $name failed"
 	printf '%s\n' "$name"
 }
 
@@ -431,7 +431,8 @@ cmd_network() {
 	fi
 	# No IPv6 on the bridge (no link-local, no router solicitations).
 	sysctl -qw "net.ipv6.conf.$BRIDGE.disable_ipv6=1" 2>/dev/null || true
-	ip -4 addr show dev "$BRIDGE" | grep -qF " inet $HOST_IP/24" ||
+	# (grep without -q: with pipefail, an early exit would fail the pipe.)
+	ip -4 addr show dev "$BRIDGE" | grep -F " inet $HOST_IP/24" >/dev/null ||
 		ip addr add "$HOST_IP/24" dev "$BRIDGE"
 	ip link set "$BRIDGE" up
 	# The Service range from the host goes onto the bridge (kube-proxy DNATs
@@ -843,6 +844,13 @@ kubectl_admin() { "$KUBECTL" --kubeconfig "$CLUSTER_STATE/kubeconfig" --request-
 ctr_k8s() { "$CTR_BIN_DIR/ctr" --address "$CTRD_SOCK" --namespace k8s.io "$@"; }
 crictl_node() { "$CRICTL_BIN_DIR/crictl" --runtime-endpoint "unix://$CTRD_SOCK" --image-endpoint "unix://$CTRD_SOCK" --timeout 20s "$@"; }
 
+# Listed first, then searched: `ctr ... | grep -q` under pipefail fails when
+# grep exits before ctr has written everything (SIGPIPE).
+image_present() {
+	local list
+	list=$(ctr_k8s images ls -q 2>/dev/null) || return 1
+	grep -qxF "$1" <<<"$list"
+}
 containerd_ready() { "$CTR_BIN_DIR/ctr" --address "$CTRD_SOCK" version >/dev/null 2>&1; }
 node_ready() {
 	[[ $(kubectl_admin get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
@@ -885,12 +893,12 @@ start_containerd() {
 import_images() {
 	local name
 	for name in "$(pause_image)" "$(coredns_image)" "$(smoke_image)"; do
-		if ctr_k8s images ls -q 2>/dev/null | grep -qxF "$name"; then
+		if image_present "$name"; then
 			continue
 		fi
 		log "importing $name into containerd"
 		ctr_k8s images import --platform linux/amd64 "$(image_tar "$name")" 2>&1 >/dev/null | grep -v 'DEPRECATION: The support for cgroup v1' >&2 || true
-		ctr_k8s images ls -q 2>/dev/null | grep -qxF "$name" || { log "importing $name failed"; return 1; }
+		image_present "$name" || { log "importing $name failed"; return 1; }
 	done
 }
 
