@@ -15,7 +15,10 @@
 #      bridge subnet;
 #   7. under with-infra.sh --node: a switchboard-runtime pod (the binary at
 #      SWITCHBOARD_RUNTIME_BIN on the base root) is Ready by its /readyz and
-#      answers an RPC sent from the host through Kafka.
+#      answers an RPC sent from the host through Kafka;
+#   8. and the operator (SWITCHBOARD_OPERATOR_BIN, run on the host) turns an
+#      AgentRuntime using that image into runtime pods on this node, admitted
+#      unchanged under the restricted standard, which answer RPCs.
 # Prints one line per check and "N passed, N failed"; exit 1 if any failed.
 set -euo pipefail
 
@@ -25,6 +28,8 @@ NS=${SWITCHBOARD_SMOKE_NAMESPACE:-sb-node-smoke}
 WAIT=${SWITCHBOARD_SMOKE_TIMEOUT:-120}
 # with-infra.sh --node exports it: Kafka's listener on the bridge.
 KAFKA_PODS=${SWITCHBOARD_TEST_KAFKA_PODS:-}
+# The operator's /metrics and /healthz (step 8), on 127.0.0.1.
+OP_PORT=${SWITCHBOARD_SMOKE_OPERATOR_PORT:-18081}
 
 STATE_ROOT=$(realpath -m "${SWITCHBOARD_STATE_DIR:-$SCRIPT_DIR/../../.state}")
 KUBECONFIG_FILE=$STATE_ROOT/cluster/kubeconfig
@@ -43,7 +48,20 @@ IMAGE=$("$NODE_SH" smoke-image)
 CRICTL=$("$NODE_SH" crictl-path)
 crictl() { "$CRICTL" --runtime-endpoint "unix://$CTRD_SOCK" --timeout 20s "$@"; }
 
+op_pid=""
 cleanup() {
+	if [[ -n $op_pid ]]; then
+		# While the operator runs: its finalizer deletes the runtime's topics.
+		k -n "$NS" delete agentruntime op --ignore-not-found --timeout=60s >/dev/null 2>&1 || true
+		kill -TERM "$op_pid" 2>/dev/null || true
+		local i
+		for ((i = 0; i < 150; i++)); do
+			kill -0 "$op_pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$op_pid" 2>/dev/null || true
+		op_pid=""
+	fi
 	k delete namespace "$NS" --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -300,6 +318,54 @@ EOF
 	else
 		fail "switchboard-runtime process '$rpid': uid '$ruid', root '$rroot'"
 	fi
+fi
+
+# 8. The operator (on the host, like `make demo` runs it) turns an
+#    AgentRuntime into a Deployment whose pods run on this node, admitted
+#    unchanged under the restricted standard, Ready, and answering RPCs.
+OP_BIN=${SWITCHBOARD_OPERATOR_BIN:-$HOME/.cache/switchboard/target/debug/switchboard-operator}
+if [[ -z $KAFKA_PODS || -z ${SWITCHBOARD_TEST_KAFKA:-} || ! -x $RT_BIN ]]; then
+	printf 'SKIP operator-made runtime pods: needs Kafka and a runtime binary (as above)\n'
+elif [[ ! -x $OP_BIN ]]; then
+	printf 'SKIP operator-made runtime pods: no switchboard-operator at %s (set SWITCHBOARD_OPERATOR_BIN)\n' "$OP_BIN"
+else
+	t2=$SECONDS
+	k apply -f "$SCRIPT_DIR/../../crds/" >/dev/null
+	setsid "$OP_BIN" run --kubeconfig "$KUBECONFIG_FILE" --namespace "$NS" \
+		--metrics-addr "127.0.0.1:$OP_PORT" >"$STATE_ROOT/node/smoke-operator.log" 2>&1 </dev/null &
+	op_pid=$!
+	k -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: switchboard.dev/v1alpha1
+kind: AgentRuntime
+metadata: {name: op}
+spec:
+  replicas: 2
+  image: $rt_image
+  kafka: {bootstrapServers: "$KAFKA_PODS", topicPrefix: nodesmoke-op}
+  agents:
+    - {type: echo, builtin: echo}
+  deletionPolicy: Delete
+EOF
+	ready=""
+	deadline=$((SECONDS + WAIT))
+	while ((SECONDS < deadline)); do
+		ready=$(k -n "$NS" get agentruntime op -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
+		[[ $ready == True ]] && break
+		kill -0 "$op_pid" 2>/dev/null || break
+		sleep 1
+	done
+	if [[ $ready == True ]]; then
+		pass "operator: AgentRuntime op Ready, $(k -n "$NS" get deployment op -o jsonpath='{.status.readyReplicas}') runtime pods on node $(k -n "$NS" get pods -l app.kubernetes.io/instance=op -o jsonpath='{.items[0].spec.nodeName}') after $((SECONDS - t2)) s"
+	else
+		fail "operator: AgentRuntime op not Ready ($ready): $(k -n "$NS" get pods -l app.kubernetes.io/instance=op 2>&1 | tail -n 3 | tr '\n' ' ')"
+	fi
+	ok=0
+	for i in 1 2 3 4; do
+		r=$(timeout 40 "$RT_BIN" send --bootstrap "$SWITCHBOARD_TEST_KAFKA" --prefix nodesmoke-op \
+			--to "echo/k$i" --type smoke.Ping --data "{\"n\":$i}" --timeout 30s 2>/dev/null || true)
+		[[ $(jq -c . <<<"$r" 2>/dev/null) == "{\"n\":$i}" ]] && ok=$((ok + 1))
+	done
+	if ((ok == 4)); then pass "4/4 RPCs answered by the operator's runtime pods"; else fail "$ok/4 RPCs answered by the operator's runtime pods"; fi
 fi
 
 printf '%d passed, %d failed\n' "$passed" "$failed"
