@@ -224,6 +224,12 @@ fi
 nat=$(iptables-save -t nat)
 bad_dnat=$(grep -oE -- '--to-destination [0-9.]+' <<<"$nat" | awk '{print $2}' | grep -vE "^${NET//./\\.}\.[0-9]+$" || true)
 bad_masq=$(grep -E -- '-j (MASQUERADE|SNAT)' <<<"$nat" | grep -v '^-A KUBE-POSTROUTING ' || true)
+first_fwd=$(iptables -S FORWARD | grep -m 1 '^-A FORWARD' || true)
+if [[ $first_fwd == "-A FORWARD -i $("$NODE_SH" bridge-name) -j SBNODE-FWD" ]]; then
+	pass "first FORWARD rule is the bridge guard ($first_fwd: drop what leaves the bridge for another interface)"
+else
+	fail "first FORWARD rule is '$first_fwd', not the bridge guard"
+fi
 if [[ -z $bad_dnat && -z $bad_masq ]]; then
 	pass "iptables nat: $(grep -c -- '-j DNAT' <<<"$nat") DNAT rules, all to $NET.0/24; NAT out only in KUBE-POSTROUTING (mark 0x4000)"
 else

@@ -460,6 +460,13 @@ bridge_listeners() {
 		sort -u | tr '\n' ' '
 }
 
+# kube-proxy prepends its own FORWARD jumps when it starts; put ours back in
+# front so that nothing it accepts can leave the bridge for another interface.
+forward_guard_first() {
+	while iptables -w -D FORWARD -i "$BRIDGE" -j "$FW_CHAIN" 2>/dev/null; do :; done
+	iptables -w -I FORWARD 1 -i "$BRIDGE" -j "$FW_CHAIN"
+}
+
 network_down() {
 	local l
 	l=$(bridge_listeners)
@@ -1104,6 +1111,7 @@ cmd_start() {
 		log "starting kube-proxy (iptables)" &&
 		start_kube_proxy &&
 		wait_for "kube-proxy healthz" kube-proxy proxy_healthy &&
+		forward_guard_first &&
 		log "starting kube-scheduler" &&
 		start_scheduler &&
 		wait_for "kube-scheduler healthz" kube-scheduler scheduler_healthy &&
@@ -1290,6 +1298,7 @@ main() {
 	status) cmd_status ;;
 	smoke) exec "$SCRIPT_DIR/node-smoke.sh" "$@" ;;
 	host-ip) printf '%s\n' "$HOST_IP" ;;
+	bridge-name) printf '%s\n' "$BRIDGE" ;;
 	smoke-image) smoke_image ;;
 	runtime-image) cmd_runtime_image "$@" ;;
 	crictl-path) printf '%s\n' "$CRICTL_BIN_DIR/crictl" ;;
