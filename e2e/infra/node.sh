@@ -19,7 +19,7 @@
 # address: start it with SWITCHBOARD_APISERVER_ADDRESS=<that address> after
 # `node.sh network` (with-infra.sh --node does all of this in order).
 #
-# Usage: node.sh build|network|start|stop [--clean]|status|smoke|host-ip
+# Usage: node.sh build|network|start|stop [--clean]|status|smoke|host-ip|runtime-image BIN
 #
 #   build     build (or reuse cached) every binary and image the node needs
 #   network   create the bridge and its host-side address (idempotent)
@@ -28,8 +28,10 @@
 #   stop      remove every pod sandbox (CNI teardown, netns), kill and delete
 #             leftover containerd tasks, stop scheduler/kube-proxy/kubelet/
 #             containerd by pid, remove kube-proxy's and our iptables rules,
-#             unmount what is left under the state dir, delete the bridge,
-#             restore the kernel settings changed at start; --clean also
+#             unmount what is left under the state dir, delete the bridge
+#             (kept while the API server / Kafka still listen on it: stop
+#             them, then run stop again), restore the kernel settings
+#             changed at start; --clean also
 #             removes the state dir (containerd's images among it)
 #   status    per-component state; exit 0 when everything is up, 3 otherwise
 #   smoke     run a pod from a locally assembled image under the restricted
@@ -111,6 +113,13 @@ COMPONENTS=(kube-scheduler kube-proxy kubelet containerd)
 
 log() { printf '[node] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+[[ $NET =~ ^(10|172|192)\.[0-9]{1,3}\.[0-9]{1,3}$ ]] ||
+	die "SWITCHBOARD_NODE_NET must be the first three octets of a private /24, e.g. 10.213.0 (got '$NET')"
+[[ $BRIDGE =~ ^[a-z][a-z0-9]{0,14}$ ]] || die "SWITCHBOARD_NODE_BRIDGE must be an interface name like sbnode0 (got '$BRIDGE')"
+for _p in "$KUBELET_PORT" "$KUBELET_HEALTHZ_PORT" "$PROXY_HEALTHZ_PORT" "$PROXY_METRICS_PORT" "$SCHEDULER_PORT" "$TIMEOUT"; do
+	[[ $_p =~ ^[0-9]+$ ]] || die "SWITCHBOARD_KUBELET_*/KUBE_PROXY_*/SCHEDULER_PORT and SWITCHBOARD_NODE_TIMEOUT must be numbers (got '$_p')"
+done
 
 # shellcheck source=e2e/infra/golib.sh
 source "$SCRIPT_DIR/golib.sh"
