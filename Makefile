@@ -3,7 +3,7 @@ CARGO ?= cargo
 INFRA := e2e/infra
 
 
-.PHONY: deps test fmt clippy shellcheck unit integration python-test protocol-test bench bench-python bench-operator infra-up infra-down crds demo demo-down
+.PHONY: deps test fmt clippy shellcheck unit integration python-test protocol-test bench bench-python bench-operator infra-up infra-down crds demo demo-down node-smoke
 
 ## test: formatting, lints, unit tests, then integration tests against a real
 ## Kafka broker and a real Kubernetes API server (started and stopped here).
@@ -89,6 +89,12 @@ demo-down:
 	e2e/demo.sh down
 
 ## infra-up / infra-down: keep Kafka and the control plane running while you work.
+## node-smoke: opt-in (root; not part of `test`): Kafka, the control plane and a
+## real worker node (e2e/infra/node.sh), then the node's smoke test, then all stopped.
+node-smoke:
+	$(INFRA)/deps.sh --node
+	$(INFRA)/with-infra.sh --node $(INFRA)/node.sh smoke
+
 infra-up:
 	$(INFRA)/kafka.sh start
 	$(INFRA)/cluster.sh start

@@ -33,6 +33,12 @@
 #   SWITCHBOARD_APISERVER_PORT   kube-apiserver port     (6443)
 #   SWITCHBOARD_CM_PORT          controller-manager port (10257)
 #   SWITCHBOARD_CLUSTER_TIMEOUT  seconds to wait for readiness (120)
+#   SWITCHBOARD_APISERVER_ADDRESS  address kube-apiserver binds to and
+#                                advertises (127.0.0.1). node.sh sets it to its
+#                                bridge's host-side address so pods reach the
+#                                API server (the `kubernetes` Service then gets
+#                                that endpoint); the address must already exist
+#                                (`node.sh network` creates it).
 set -euo pipefail
 
 # ---------------------------------------------------------------------------
@@ -65,6 +71,7 @@ ETCD_PEER_PORT=${SWITCHBOARD_ETCD_PEER_PORT:-23800}
 APISERVER_PORT=${SWITCHBOARD_APISERVER_PORT:-6443}
 CM_PORT=${SWITCHBOARD_CM_PORT:-10257}
 TIMEOUT=${SWITCHBOARD_CLUSTER_TIMEOUT:-120}
+APISERVER_HOST=${SWITCHBOARD_APISERVER_ADDRESS:-$HOST}
 
 # Services only get addresses allocated from this range (stored in etcd);
 # nothing routes to it. The first address goes to the `kubernetes` Service.
@@ -110,7 +117,7 @@ build_into_bin() {
 	shift 2
 	local tmp
 	tmp=$(mktemp -d "$BIN_DIR/.tmp.XXXXXX")
-	(cd "$dir" && go build -trimpath -buildvcs=false -ldflags "$ldflags" -o "$tmp/" "$@")
+	(cd "$dir" && go_build_progress "$BUILD_DIR/build.log" -trimpath -buildvcs=false -ldflags "$ldflags" -o "$tmp/" "$@")
 	local f
 	for f in "$tmp"/*; do
 		mv -f "$f" "$BIN_DIR/"
@@ -118,12 +125,22 @@ build_into_bin() {
 	rmdir "$tmp"
 }
 
-build_kubernetes() {
-	local stamp=$BIN_DIR/.k8s.stamp
+# build_k8s_set STAMP_NAME CMD...: build the given k8s.io/kubernetes/cmd/<CMD>
+# programs into BIN_DIR, once per version (BIN_DIR/.STAMP_NAME.stamp). The
+# control plane and the node's programs are separate sets, so `make test`
+# (control plane only) never pays for kubelet and kube-proxy.
+build_k8s_set() {
+	local stamp=$BIN_DIR/.$1.stamp
+	shift
 	[[ -f $stamp && $(<"$stamp") == "$K8S_VERSION" ]] && return 0
 
-	local t0=$SECONDS src=$BUILD_DIR/src/kubernetes
-	log "building kubernetes $K8S_VERSION (first time only; 10-25 min on 2 cores)"
+	local t0=$SECONDS src=$BUILD_DIR/src/kubernetes-${stamp##*/.}
+	local -a pkgs=()
+	local c
+	for c in "$@"; do
+		pkgs+=("k8s.io/kubernetes/cmd/$c")
+	done
+	log "building kubernetes $K8S_VERSION: $* (first time only; 5-25 min on 2 cores)"
 	rm -rf "$src" && mkdir -p "$src"
 	cd "$src"
 
@@ -132,10 +149,7 @@ build_kubernetes() {
 	[[ -f $kgomod ]] || die "could not download k8s.io/kubernetes@$K8S_VERSION"
 	select_toolchain "$kgomod"
 
-	write_tools_module "$src" "$kgomod" \
-		k8s.io/kubernetes/cmd/kube-apiserver \
-		k8s.io/kubernetes/cmd/kube-controller-manager \
-		k8s.io/kubernetes/cmd/kubectl
+	write_tools_module "$src" "$kgomod" "${pkgs[@]}"
 	# k/k requires its staging modules at v0.0.0 and replaces them with
 	# ./staging/src/k8s.io/<name>; replace directives of a dependency are
 	# ignored, so mirror each one here with the published v0.<minor>.<patch>.
@@ -145,6 +159,7 @@ build_kubernetes() {
 		sed -nE "s#^[[:space:]]*(k8s\.io/[A-Za-z0-9._-]+) => \./staging/src/.*#\t\1 => \1 $staging#p" "$kgomod"
 		printf ')\n'
 	} >>go.mod
+	log "resolving modules (go mod tidy)"
 	go mod tidy
 
 	# What hack/lib/version.sh stamps; the apiserver derives its default
@@ -155,14 +170,21 @@ build_kubernetes() {
 	for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 		ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
 	done
-	build_into_bin "$src" "$ldflags" \
-		k8s.io/kubernetes/cmd/kube-apiserver \
-		k8s.io/kubernetes/cmd/kube-controller-manager \
-		k8s.io/kubernetes/cmd/kubectl
+	log "compiling $* (package list: $BUILD_DIR/build.log)"
+	build_into_bin "$src" "$ldflags" "${pkgs[@]}"
 
 	echo "$K8S_VERSION" >"$stamp.tmp" && mv -f "$stamp.tmp" "$stamp"
 	rm -rf "$src"
-	log "built kubernetes $K8S_VERSION in $((SECONDS - t0)) s"
+	log "built $* ($K8S_VERSION) in $((SECONDS - t0)) s"
+}
+
+build_kubernetes() {
+	build_k8s_set k8s kube-apiserver kube-controller-manager kubectl
+}
+
+# The worker node's programs (node.sh), same version as the API server.
+build_kubernetes_node() {
+	build_k8s_set k8s-node kubelet kube-proxy kube-scheduler
 }
 
 build_etcd() {
@@ -214,6 +236,17 @@ cmd_build() {
 	exec 8>&-
 }
 
+cmd_build_node() {
+	cmd_build
+	[[ -f $BIN_DIR/.k8s-node.stamp && $(<"$BIN_DIR/.k8s-node.stamp") == "$K8S_VERSION" ]] && return 0
+	exec 8>"$BUILD_DIR/.build.lock"
+	flock 8
+	go_env
+	(build_kubernetes_node)
+	rm -rf "$BUILD_DIR/src" "$BIN_DIR"/.tmp.*
+	exec 8>&-
+}
+
 # ===========================================================================
 # certificates and kubeconfigs
 # ===========================================================================
@@ -233,7 +266,7 @@ write_openssl_cnf() {
 		basicConstraints = critical, CA:FALSE
 		keyUsage = critical, digitalSignature, keyEncipherment
 		extendedKeyUsage = serverAuth
-		subjectAltName = IP:$HOST, IP:$FIRST_SERVICE_IP, DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local
+		subjectAltName = IP:$HOST, IP:$APISERVER_HOST, IP:$FIRST_SERVICE_IP, DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local
 		[client]
 		basicConstraints = critical, CA:FALSE
 		keyUsage = critical, digitalSignature, keyEncipherment
@@ -272,6 +305,8 @@ ensure_pki() {
 	for f in "${PKI_FILES[@]}"; do
 		[[ -f $PKI_DIR/$f ]] || complete=false
 	done
+	# The serving certificate names the API server's address.
+	[[ -f $PKI_DIR/apiserver.address && $(<"$PKI_DIR/apiserver.address") == "$APISERVER_HOST" ]] || complete=false
 	$complete && return 0
 	log "generating certificates in $PKI_DIR"
 	local tmp
@@ -293,6 +328,7 @@ ensure_pki() {
 		# Service-account token signing key pair.
 		genkey sa.key
 		openssl pkey -in sa.key -pubout -out sa.pub
+		echo "$APISERVER_HOST" >apiserver.address
 	)
 	rm -rf "$PKI_DIR"
 	mv "$tmp" "$PKI_DIR"
@@ -308,7 +344,7 @@ write_kubeconfig() {
 		clusters:
 		- name: switchboard
 		  cluster:
-		    server: https://$HOST:$APISERVER_PORT
+		    server: https://$APISERVER_HOST:$APISERVER_PORT
 		    certificate-authority-data: $(base64 -w0 "$PKI_DIR/ca.crt")
 		users:
 		- name: $user
@@ -450,13 +486,17 @@ start_apiserver() {
 	# --endpoint-reconciler-type=none: the reconciler would publish the
 	#   advertise address as the `kubernetes` Service's endpoints, and
 	#   Endpoints validation rejects loopback IPs; no pod runs to need them.
+	#   With a non-loopback SWITCHBOARD_APISERVER_ADDRESS (a real node's
+	#   bridge) the default lease reconciler publishes it for the pods.
+	local reconciler=none
+	[[ $APISERVER_HOST == 127.* ]] || reconciler=lease
 	# --cert-dir: where it would write generated certs (default /var/run).
 	# --requestheader-*, --proxy-client-*: the aggregation layer (see ensure_pki).
 	launch kube-apiserver \
-		--advertise-address="$HOST" \
-		--bind-address="$HOST" \
+		--advertise-address="$APISERVER_HOST" \
+		--bind-address="$APISERVER_HOST" \
 		--secure-port="$APISERVER_PORT" \
-		--endpoint-reconciler-type=none \
+		--endpoint-reconciler-type="$reconciler" \
 		--etcd-servers="http://$HOST:$ETCD_PORT" \
 		--client-ca-file="$PKI_DIR/ca.crt" \
 		--tls-cert-file="$PKI_DIR/apiserver.crt" \
@@ -546,6 +586,12 @@ cmd_start() {
 	for port in "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$CM_PORT"; do
 		port_in_use "$port" && die "port $HOST:$port is already in use (see SWITCHBOARD_*_PORT in $0)"
 	done
+	if [[ $APISERVER_HOST != "$HOST" ]]; then
+		ip -o -4 addr show | grep -F " inet $APISERVER_HOST/" >/dev/null ||
+			die "SWITCHBOARD_APISERVER_ADDRESS=$APISERVER_HOST is on no interface (e2e/infra/node.sh network creates the node bridge)"
+		(exec 3<>"/dev/tcp/$APISERVER_HOST/$APISERVER_PORT") 2>/dev/null &&
+			die "port $APISERVER_HOST:$APISERVER_PORT is already in use"
+	fi
 
 	# Every start after a stop begins with an empty cluster.
 	rm -rf "$ETCD_DATA_DIR" "$STATE_DIR"/.pki.*
@@ -621,6 +667,7 @@ main() {
 	(($# > 0)) && shift
 	case "$verb" in
 	build) cmd_build ;;
+	build-node) cmd_build_node ;;
 	start) cmd_start ;;
 	stop) cmd_stop "$@" ;;
 	status) cmd_status ;;

@@ -5,11 +5,16 @@
 #   - Debian packages: librdkafka is built from source (cmake, curl, ssl, zlib),
 #     Kafka's jars are resolved with Maven, shellcheck lints our scripts.
 #   - rustup components for `make test`.
+#   - with --node, also what the real worker node needs (e2e/infra/node.sh):
+#     runc, the CNI plugins, iptables, iproute2, jq. Not installed otherwise.
 # Go, Java and Rust themselves come with the machine.
 set -euo pipefail
 
 apt_packages=(cmake libcurl4-openssl-dev libssl-dev zlib1g-dev openssl pkg-config
   build-essential curl maven shellcheck python3)
+if [ "${1:-}" = "--node" ]; then
+  apt_packages+=(runc containernetworking-plugins iptables iproute2 jq)
+fi
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

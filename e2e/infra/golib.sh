@@ -35,3 +35,25 @@ select_toolchain() {
 		export GOTOOLCHAIN=$FALLBACK_GOTOOLCHAIN
 	fi
 }
+
+# go_build_progress LOG GO_BUILD_ARGS...: `go build -v` with its package list
+# going to LOG, printing a progress line every 20 s (package count and the
+# last one compiled) so a long first build is visibly moving. Returns go
+# build's status; on failure the end of LOG is shown.
+go_build_progress() {
+	local logf=$1
+	shift
+	go build -v "$@" >"$logf" 2>&1 &
+	local pid=$! t0=$SECONDS next=$((SECONDS + 20))
+	while kill -0 "$pid" 2>/dev/null; do
+		if ((SECONDS >= next)); then
+			log "  ... $((SECONDS - t0)) s, $(wc -l <"$logf") packages compiled, last: $(tail -n 1 "$logf")"
+			next=$((SECONDS + 20))
+		fi
+		sleep 1
+	done
+	if ! wait "$pid"; then
+		tail -n 30 "$logf" >&2
+		return 1
+	fi
+}
