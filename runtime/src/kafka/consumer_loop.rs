@@ -86,6 +86,25 @@ pub(crate) trait PartitionWorker: Send + Sync + 'static {
 
 /// How long a commit that must land before a partition changes hands may take.
 const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long such a commit is retried while the group is between generations.
+const FINAL_COMMIT_RETRIES: Duration = Duration::from_secs(3);
+
+/// Commit errors that a retry a moment later can overcome.
+fn retriable(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::RebalanceInProgress
+                | Code::IllegalGeneration
+                | Code::StaleMemberEpoch
+                | Code::NotCoordinator
+                | Code::CoordinatorNotAvailable
+                | Code::CoordinatorLoadInProgress
+                | Code::RequestTimedOut
+        )
+    )
+}
 
 /// Limits of a consumer loop.
 #[derive(Debug, Clone)]
@@ -186,12 +205,27 @@ impl<W: PartitionWorker> Shared<W> {
         if commits.is_empty() {
             return;
         }
-        let result = match self.committer().as_ref() {
-            Some(c) => c.commit_now(commits.clone(), FINAL_COMMIT_TIMEOUT),
-            None => Err(rdkafka::error::KafkaError::Canceled),
-        };
-        if result.is_err() {
-            self.unsaved().extend(commits);
+        // A commit refused because the group is between JoinGroup and SyncGroup
+        // (classic) or the member epoch moved on is accepted a moment later, with the
+        // generation librdkafka has then; giving the partitions up uncommitted would
+        // make their next owner handle again what was done here.
+        let deadline = Instant::now() + FINAL_COMMIT_RETRIES;
+        loop {
+            let result = match self.committer().as_ref() {
+                Some(c) => c.commit_now(commits.clone(), FINAL_COMMIT_TIMEOUT),
+                None => Err(rdkafka::error::KafkaError::Canceled),
+            };
+            match result {
+                Ok(()) => return,
+                Err(e) if retriable(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(error) => {
+                    tracing::warn!(topic = %self.settings.topic, %error, ?commits, "final offset commit failed; the next owner may handle these partitions' last records again");
+                    self.unsaved().extend(commits);
+                    return;
+                }
+            }
         }
     }
 
@@ -496,6 +530,14 @@ fn poll_loop<W: PartitionWorker>(
         tracing::warn!(%topic, left, "shutdown deadline passed with work in flight; it will be redelivered");
     }
     shared.commit_final(&partitions);
+    {
+        // Done with them: the revocation that closing the consumer triggers finds
+        // nothing left to commit.
+        let mut t = shared.tracker();
+        for p in &partitions {
+            t.revoke(*p);
+        }
+    }
     // The committing thread holds the consumer too: it goes first.
     let committer = shared.committer().take();
     drop(committer);
