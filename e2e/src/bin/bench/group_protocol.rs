@@ -74,8 +74,11 @@ pub async fn group_protocol(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result
         result[protocol.as_kafka()] = figures;
     }
     result["config"]["rounds"] = json!(ROUNDS);
-    result["config"]["note"] = json!(
-        "broker defaults: group.consumer.heartbeat.interval.ms 5000; classic clients heartbeat every 1000 ms"
+    // The broker's group settings decide the consumer protocol's figures: say which
+    // (e2e/infra/kafka.sh takes the same variable).
+    result["config"]["broker_props"] = json!(
+        std::env::var("SWITCHBOARD_KAFKA_BROKER_PROPS")
+            .unwrap_or_else(|_| "defaults (group.consumer.heartbeat.interval.ms=5000, group.consumer.session.timeout.ms=45000)".to_owned())
     );
     Ok(result)
 }
