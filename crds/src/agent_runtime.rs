@@ -114,6 +114,10 @@ pub struct AutoscalingSpec {
 
 /// Kafka connection for the runtime.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("!has(self.groupRemoteAssignor) || (has(self.groupProtocol) && self.groupProtocol == 'consumer')")
+        .message("groupRemoteAssignor is only allowed with groupProtocol consumer")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaSpec {
     /// Comma-separated HOST:PORT list of brokers.
@@ -130,6 +134,34 @@ pub struct KafkaSpec {
     /// TLS and SASL settings. Plaintext when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<KafkaSecurity>,
+    /// Consumer group protocol of the runtime's inbox and events groups: `consumer`
+    /// (KIP-848, Kafka 4.0+) or `classic`. Default: the runtime's (docs/tuning.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_protocol: Option<GroupProtocol>,
+    /// Broker-side partition assignor with `groupProtocol: consumer`. Default: the
+    /// broker's (`uniform`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_remote_assignor: Option<RemoteAssignor>,
+}
+
+/// Consumer group protocols (Kafka's `group.protocol`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupProtocol {
+    /// Classic JoinGroup/SyncGroup rebalances, cooperative-sticky assignment.
+    Classic,
+    /// KIP-848: broker-side assignment, no group-wide rebalance barrier.
+    Consumer,
+}
+
+/// Broker-side assignors of the consumer protocol (`group.remote.assignor`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RemoteAssignor {
+    /// Spreads partitions evenly, sticky.
+    Uniform,
+    /// Kafka's range assignment (co-partitioned topics land together).
+    Range,
 }
 
 /// Transport security and authentication.

@@ -59,6 +59,9 @@
 #   SWITCHBOARD_KAFKA_HEAP_OPTS        broker heap flags (-Xms128m -Xmx512m)
 #   SWITCHBOARD_KAFKA_START_TIMEOUT    seconds to wait for readiness (90)
 #   SWITCHBOARD_KAFKA_STOP_TIMEOUT     seconds before SIGKILL on stop (30)
+#   SWITCHBOARD_KAFKA_BROKER_PROPS     extra server.properties lines, space-separated
+#                                      KEY=VALUE (benchmarks of broker settings, e.g.
+#                                      group.consumer.heartbeat.interval.ms=1000)
 #   JAVA_HOME                          JDK 17+ to use (else `java` on PATH)
 set -euo pipefail
 
@@ -247,6 +250,16 @@ num.network.threads=2
 num.io.threads=4
 num.recovery.threads.per.data.dir=1
 EOF
+  if [ -n "${SWITCHBOARD_KAFKA_BROKER_PROPS:-}" ]; then
+    printf '\n# SWITCHBOARD_KAFKA_BROKER_PROPS\n' >>"$SERVER_PROPS"
+    local prop
+    for prop in $SWITCHBOARD_KAFKA_BROKER_PROPS; do
+      case "$prop" in
+        *=*) printf '%s\n' "$prop" >>"$SERVER_PROPS" ;;
+        *) die "SWITCHBOARD_KAFKA_BROKER_PROPS: expected KEY=VALUE, got '$prop'" ;;
+      esac
+    done
+  fi
 
   cat >"$LOG4J_BROKER" <<EOF
 # Broker logging: INFO to a file in the state dir, nothing on the console.

@@ -11,7 +11,8 @@
 //! - Runtime tests: [`net`] (an agent network with a fresh prefix per test), [`agents`]
 //!   (the test agents and messages), [`binary`] (the `switchboard-runtime` binary as
 //!   a subprocess), [`model_server`] (an OpenAI Chat Completions server with scripted
-//!   replies, for the `llm` agent).
+//!   replies, for the `llm` agent), [`membership`] (replicas joining and leaving under
+//!   RPC and event load: stalls, partition take-over times, replays).
 //! - Cluster tests: [`system`] (the end-to-end suite's system under test), [`crds`]
 //!   (installing the CRDs), [`node`] (the pods-as-processes node agent).
 //! - [`wait`]: bounded waits, so no test hangs.
@@ -21,6 +22,7 @@ pub mod binary;
 pub mod client_settings;
 pub mod crds;
 pub mod env;
+pub mod membership;
 pub mod model_server;
 pub mod net;
 pub mod node;

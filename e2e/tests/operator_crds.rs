@@ -94,6 +94,21 @@ async fn topic_prefix_must_be_a_kafka_topic_name() {
 }
 
 #[tokio::test]
+async fn a_remote_assignor_needs_the_consumer_group_protocol() {
+    let mut s = spec();
+    s["kafka"]["groupRemoteAssignor"] = json!("range");
+    let msg = rejected(runtime(s.clone())).await;
+    assert!(
+        msg.contains("groupRemoteAssignor is only allowed with groupProtocol consumer"),
+        "{msg}"
+    );
+    s["kafka"]["groupProtocol"] = json!("classic");
+    rejected(runtime(s.clone())).await;
+    s["kafka"]["groupProtocol"] = json!("consumer");
+    accepted(runtime(s)).await;
+}
+
+#[tokio::test]
 async fn agent_type_names_are_validated() {
     let mut s = spec();
     s["agents"] = json!([{ "type": "no spaces", "builtin": "echo" }]);

@@ -155,6 +155,58 @@ impl fmt::Debug for SaslCredentials {
     }
 }
 
+/// Which consumer group protocol the inbox and events groups speak
+/// (`kafka.groupProtocol`; Kafka's `group.protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GroupProtocol {
+    /// The classic protocol: client-side cooperative-sticky assignment, session and
+    /// heartbeat timeouts set by the client, group-wide JoinGroup/SyncGroup rounds.
+    #[default]
+    Classic,
+    /// KIP-848 (Kafka 4.0+, librdkafka 2.12+): the broker assigns, each member
+    /// reconciles on its own heartbeat; no group-wide barrier on join or leave
+    /// (docs/tuning.md has the measured difference).
+    Consumer,
+}
+
+impl GroupProtocol {
+    /// librdkafka's and the config file's spelling.
+    pub fn as_kafka(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Consumer => "consumer",
+        }
+    }
+}
+
+impl FromStr for GroupProtocol {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "classic" => Ok(Self::Classic),
+            "consumer" => Ok(Self::Consumer),
+            _ => Err(ConfigError::invalid(
+                "kafka.groupProtocol",
+                s,
+                "must be classic or consumer",
+            )),
+        }
+    }
+}
+
+/// The broker-side assignors of the consumer protocol (`group.remote.assignor`).
+pub const REMOTE_ASSIGNORS: [&str; 2] = ["uniform", "range"];
+
+/// Client properties the consumer protocol forbids on the client (librdkafka refuses
+/// to create the consumer): the broker owns assignment and liveness there.
+const CLASSIC_ONLY_PROPERTIES: [&str; 4] = [
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "group.protocol.type",
+];
+
 /// Connection settings shared by every Kafka client of a process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
@@ -176,6 +228,11 @@ pub struct KafkaConfig {
     pub producer: BTreeMap<String, String>,
     /// librdkafka properties applied to consumers (e.g. `fetch.wait.max.ms`), last wins.
     pub consumer: BTreeMap<String, String>,
+    /// Group protocol of the inbox and events groups.
+    pub group_protocol: GroupProtocol,
+    /// Broker-side assignor with [`GroupProtocol::Consumer`] (`uniform`, `range`);
+    /// `None`: the broker's default (`uniform`).
+    pub group_remote_assignor: Option<String>,
 }
 
 impl KafkaConfig {
@@ -191,11 +248,14 @@ impl KafkaConfig {
             ssl_key_location: None,
             producer: BTreeMap::new(),
             consumer: BTreeMap::new(),
+            group_protocol: GroupProtocol::default(),
+            group_remote_assignor: None,
         }
     }
 
-    /// Reads `SWITCHBOARD_BOOTSTRAP_SERVERS` (required), `SWITCHBOARD_CLIENT_ID` and the
-    /// security variables of [`KafkaConfig::security_from_lookup`].
+    /// Reads `SWITCHBOARD_BOOTSTRAP_SERVERS` (required), `SWITCHBOARD_CLIENT_ID`, the
+    /// security variables of [`KafkaConfig::security_from_lookup`] and
+    /// `SWITCHBOARD_GROUP_PROTOCOL`, `SWITCHBOARD_GROUP_REMOTE_ASSIGNOR`.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -210,6 +270,7 @@ impl KafkaConfig {
             cfg.client_id = id;
         }
         cfg.security_from_lookup(&get)?;
+        cfg.apply_group_env(&get)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -246,8 +307,26 @@ impl KafkaConfig {
         Ok(())
     }
 
+    /// Applies `SWITCHBOARD_GROUP_PROTOCOL` and `SWITCHBOARD_GROUP_REMOTE_ASSIGNOR`.
+    pub fn apply_group_env(
+        &mut self,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(p) = get("SWITCHBOARD_GROUP_PROTOCOL") {
+            self.group_protocol = p.parse().map_err(|e: ConfigError| ConfigError {
+                field: "SWITCHBOARD_GROUP_PROTOCOL".into(),
+                ..e
+            })?;
+        }
+        if let Some(a) = get("SWITCHBOARD_GROUP_REMOTE_ASSIGNOR") {
+            self.group_remote_assignor = Some(a);
+        }
+        Ok(())
+    }
+
     /// Checks every field; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_group()?;
         let servers = self.bootstrap_servers.trim();
         if servers.is_empty() {
             return Err(ConfigError::invalid(
@@ -332,6 +411,40 @@ impl KafkaConfig {
         Ok(())
     }
 
+    fn validate_group(&self) -> Result<(), ConfigError> {
+        match (self.group_protocol, &self.group_remote_assignor) {
+            (GroupProtocol::Classic, Some(a)) => {
+                return Err(ConfigError::invalid(
+                    "kafka.groupRemoteAssignor",
+                    a,
+                    "is only allowed with groupProtocol consumer",
+                ));
+            }
+            (GroupProtocol::Consumer, Some(a)) if !REMOTE_ASSIGNORS.contains(&a.as_str()) => {
+                return Err(ConfigError::invalid(
+                    "kafka.groupRemoteAssignor",
+                    a,
+                    "must be uniform or range",
+                ));
+            }
+            _ => {}
+        }
+        if self.group_protocol == GroupProtocol::Consumer
+            && let Some(k) = CLASSIC_ONLY_PROPERTIES
+                .iter()
+                .find(|k| self.consumer.contains_key(**k))
+        {
+            return Err(ConfigError::invalid(
+                format!("kafka.consumer.{k}"),
+                &self.consumer[*k],
+                "is not allowed with groupProtocol consumer: the broker assigns partitions and \
+                 sets the session (group.consumer.session.timeout.ms, \
+                 group.consumer.heartbeat.interval.ms)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Settings common to every client: servers, identity, security.
     pub fn base_client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
@@ -380,16 +493,47 @@ impl KafkaConfig {
 
     /// Consumer settings for `group_id`: manual offset commits only (we commit what
     /// is done, never what was merely fetched), then the user's passthrough properties.
+    /// For consumers that assign partitions themselves or join a classic group; the
+    /// inbox and events groups use [`KafkaConfig::group_consumer_config`].
     pub fn consumer_config(&self, group_id: &str) -> ClientConfig {
+        self.consumer_config_for(group_id, GroupProtocol::Classic)
+    }
+
+    /// Settings of a subscribing group member (the inbox and events groups) in the
+    /// configured [`GroupProtocol`]: classic members assign cooperative-sticky on the
+    /// client; consumer-protocol members leave assignment and liveness to the broker.
+    pub fn group_consumer_config(&self, group_id: &str) -> ClientConfig {
+        let mut c = self.consumer_config_for(group_id, self.group_protocol);
+        match self.group_protocol {
+            GroupProtocol::Classic => {
+                if !self.consumer.contains_key("partition.assignment.strategy") {
+                    c.set("partition.assignment.strategy", "cooperative-sticky");
+                }
+            }
+            GroupProtocol::Consumer => {
+                c.set("group.protocol", "consumer");
+                if let Some(a) = &self.group_remote_assignor {
+                    c.set("group.remote.assignor", a);
+                }
+            }
+        }
+        c
+    }
+
+    fn consumer_config_for(&self, group_id: &str, protocol: GroupProtocol) -> ClientConfig {
         let mut c = self.base_client_config();
         c.set("group.id", group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
+            .set("auto.offset.reset", "earliest");
+        if protocol == GroupProtocol::Classic {
             // A crashed replica's agents move after 10 s rather than Kafka's default
-            // 45 s; a 1 s heartbeat makes joins and scale-outs quick.
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000");
+            // 45 s; a 1 s heartbeat makes joins and scale-outs quick. (The consumer
+            // protocol takes both from the broker: group.consumer.session.timeout.ms,
+            // 45 s by default, and group.consumer.heartbeat.interval.ms, 5 s.)
+            c.set("session.timeout.ms", "10000")
+                .set("heartbeat.interval.ms", "1000");
+        }
         for (k, v) in &self.consumer {
             c.set(k, v);
         }
@@ -482,6 +626,77 @@ mod tests {
         assert_eq!(c.get("max.in.flight.requests.per.connection"), Some("1"));
         assert_eq!(c.get("acks"), Some("all"));
         assert_eq!(c.get("enable.idempotence"), Some("true"));
+    }
+
+    #[test]
+    fn group_protocol_switches_the_group_settings() {
+        let mut cfg = KafkaConfig::new("k:1");
+        cfg.group_protocol = GroupProtocol::Classic;
+        let c = cfg.group_consumer_config("g");
+        assert_eq!(
+            c.get("partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
+        assert_eq!(c.get("session.timeout.ms"), Some("10000"));
+        assert_eq!(c.get("group.protocol"), None);
+
+        cfg.group_protocol = GroupProtocol::Consumer;
+        cfg.group_remote_assignor = Some("range".into());
+        cfg.validate().unwrap();
+        let c = cfg.group_consumer_config("g");
+        assert_eq!(c.get("group.protocol"), Some("consumer"));
+        assert_eq!(c.get("group.remote.assignor"), Some("range"));
+        for k in CLASSIC_ONLY_PROPERTIES {
+            assert_eq!(
+                c.get(k),
+                None,
+                "{k} must not be set with the consumer protocol"
+            );
+        }
+        // Assign-only consumers (registry, replies, state) keep the classic settings.
+        assert_eq!(cfg.consumer_config("g").get("group.protocol"), None);
+    }
+
+    #[test]
+    fn group_protocol_errors_name_the_field() {
+        let cfg = KafkaConfig::from_lookup(lookup(&[
+            ("SWITCHBOARD_BOOTSTRAP_SERVERS", "k:1"),
+            ("SWITCHBOARD_GROUP_PROTOCOL", "new"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            (cfg.field.as_str(), cfg.value.as_str()),
+            ("SWITCHBOARD_GROUP_PROTOCOL", "new")
+        );
+        let cfg = KafkaConfig::from_lookup(lookup(&[
+            ("SWITCHBOARD_BOOTSTRAP_SERVERS", "k:1"),
+            ("SWITCHBOARD_GROUP_PROTOCOL", "classic"),
+            ("SWITCHBOARD_GROUP_REMOTE_ASSIGNOR", "uniform"),
+        ]))
+        .unwrap_err();
+        assert_eq!(cfg.field, "kafka.groupRemoteAssignor");
+
+        let mut cfg = KafkaConfig::new("k:1");
+        cfg.group_protocol = GroupProtocol::Consumer;
+        cfg.group_remote_assignor = Some("sticky".into());
+        assert_eq!(
+            cfg.validate().unwrap_err().field,
+            "kafka.groupRemoteAssignor"
+        );
+        cfg.group_remote_assignor = None;
+        cfg.consumer
+            .insert("session.timeout.ms".into(), "6000".into());
+        let err = cfg.validate().unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.value.as_str()),
+            ("kafka.consumer.session.timeout.ms", "6000")
+        );
+        cfg.group_protocol = GroupProtocol::Classic;
+        cfg.validate().unwrap();
+        assert_eq!(
+            cfg.group_consumer_config("g").get("session.timeout.ms"),
+            Some("6000")
+        );
     }
 
     #[test]

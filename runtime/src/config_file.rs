@@ -28,7 +28,8 @@
 //!
 //! Environment variables override the file: `SWITCHBOARD_BOOTSTRAP_SERVERS`,
 //! `SWITCHBOARD_TOPIC_PREFIX`, `SWITCHBOARD_RUNTIME_NAME`, `SWITCHBOARD_CREATE_TOPICS`,
-//! `SWITCHBOARD_HTTP_LISTEN`, `SWITCHBOARD_HTTP_TOKEN`, and the Kafka credentials
+//! `SWITCHBOARD_HTTP_LISTEN`, `SWITCHBOARD_HTTP_TOKEN`, `SWITCHBOARD_GROUP_PROTOCOL`,
+//! `SWITCHBOARD_GROUP_REMOTE_ASSIGNOR`, and the Kafka credentials
 //! `SWITCHBOARD_SASL_USERNAME` / `SWITCHBOARD_SASL_PASSWORD` (which belong in a
 //! Secret, never in the file).
 
@@ -93,6 +94,13 @@ pub struct KafkaSection {
     /// librdkafka consumer properties (e.g. `fetch.wait.max.ms`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub consumer: BTreeMap<String, String>,
+    /// Group protocol of the inbox and events groups: `classic` or `consumer`
+    /// (KIP-848); unset: the default (`KafkaConfig::group_protocol`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_protocol: Option<String>,
+    /// Broker-side assignor with `groupProtocol: consumer` (`uniform`, `range`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_remote_assignor: Option<String>,
 }
 
 /// `kafka.security:`
@@ -252,6 +260,17 @@ impl RuntimeConfigFile {
         if let Some(v) = get("SWITCHBOARD_HTTP_TOKEN") {
             self.http.bearer_token = Some(v);
         }
+        if let Some(v) = get("SWITCHBOARD_GROUP_PROTOCOL") {
+            v.parse::<crate::config::GroupProtocol>()
+                .map_err(|e| ConfigError {
+                    field: "SWITCHBOARD_GROUP_PROTOCOL".into(),
+                    ..e
+                })?;
+            self.kafka.group_protocol = Some(v);
+        }
+        if let Some(v) = get("SWITCHBOARD_GROUP_REMOTE_ASSIGNOR") {
+            self.kafka.group_remote_assignor = Some(v);
+        }
         Ok(())
     }
 
@@ -382,6 +401,10 @@ impl RuntimeConfigFile {
         }
         kafka.producer = self.kafka.producer.clone();
         kafka.consumer = self.kafka.consumer.clone();
+        if let Some(p) = &self.kafka.group_protocol {
+            kafka.group_protocol = p.parse()?;
+        }
+        kafka.group_remote_assignor = self.kafka.group_remote_assignor.clone();
         let mut cfg = WorkerConfig::new(kafka, &self.kafka.topic_prefix, &self.runtime.name);
         cfg.create_topics = self.runtime.create_topics;
         cfg.max_concurrency = self.runtime.max_concurrency;
@@ -542,10 +565,29 @@ http: { listen: "0.0.0.0:8080" }
         cfg.apply_env(|k| match k {
             "SWITCHBOARD_BOOTSTRAP_SERVERS" => Some("k1:9093".into()),
             "SWITCHBOARD_TOPIC_PREFIX" => Some("other".into()),
+            "SWITCHBOARD_GROUP_PROTOCOL" => Some("consumer".into()),
             _ => None,
         })
         .unwrap();
         assert_eq!(cfg.kafka.bootstrap_servers, "k1:9093");
         assert_eq!(cfg.kafka.topic_prefix, "other");
+        let kafka = cfg.worker_config(|_| None).unwrap().kafka;
+        assert_eq!(kafka.group_protocol, crate::config::GroupProtocol::Consumer);
+        let e = cfg
+            .apply_env(|k| (k == "SWITCHBOARD_GROUP_PROTOCOL").then(|| "eager".into()))
+            .unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("SWITCHBOARD_GROUP_PROTOCOL", "eager")
+        );
+        let yaml = EXAMPLE.replace(
+            "topicPrefix: demo }",
+            "topicPrefix: demo, groupProtocol: classic, groupRemoteAssignor: range }",
+        );
+        let e = RuntimeConfigFile::from_yaml(&yaml)
+            .unwrap()
+            .worker_config(|_| None)
+            .unwrap_err();
+        assert_eq!(e.field, "kafka.groupRemoteAssignor");
     }
 }

@@ -74,7 +74,7 @@ pub use agent::{
     Agent, AgentError, AgentErrorKind, AgentFactory, Handler, HandlerResult, IntoReply, Routes,
 };
 pub use api::{AgentMetadata, AgentRuntime, AgentRuntimeExt, SendOptions};
-pub use config::{ConfigError, KafkaConfig, SaslMechanism, SecurityProtocol};
+pub use config::{ConfigError, GroupProtocol, KafkaConfig, SaslMechanism, SecurityProtocol};
 pub use context::MessageContext;
 pub use error::RuntimeError;
 pub use ids::{AgentId, IdError, TopicId};

@@ -13,7 +13,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use switchboard_crds::agent_runtime::{
-    AgentRuntime, BuiltinAgent, SaslMechanism, SecurityProtocol,
+    AgentRuntime, BuiltinAgent, GroupProtocol, RemoteAssignor, SaslMechanism, SecurityProtocol,
 };
 use switchboard_runtime::config_file::{
     A2aAgentSettings, AgentEntry, Builtin, CodeAgent, HttpAgentSettings, HttpSection, KafkaSection,
@@ -22,7 +22,9 @@ use switchboard_runtime::config_file::{
 };
 use switchboard_runtime::defaults;
 use switchboard_runtime::protocol::topics::{TopicNames, TopicSpec, validate_runtime_name};
-use switchboard_runtime::{SaslMechanism as RtMechanism, SecurityProtocol as RtProtocol};
+use switchboard_runtime::{
+    GroupProtocol as RtGroupProtocol, SaslMechanism as RtMechanism, SecurityProtocol as RtProtocol,
+};
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "switchboard-operator";
@@ -150,6 +152,14 @@ pub fn security_protocol(p: SecurityProtocol) -> RtProtocol {
     }
 }
 
+/// The runtime's group protocol for the CRD's (see [`security_protocol`]).
+pub fn group_protocol(p: GroupProtocol) -> RtGroupProtocol {
+    match p {
+        GroupProtocol::Classic => RtGroupProtocol::Classic,
+        GroupProtocol::Consumer => RtGroupProtocol::Consumer,
+    }
+}
+
 /// The runtime's SASL mechanism for the CRD's (see [`security_protocol`]).
 pub fn sasl_mechanism(m: SaslMechanism) -> RtMechanism {
     match m {
@@ -210,6 +220,18 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
             security,
             producer: BTreeMap::new(),
             consumer: BTreeMap::new(),
+            group_protocol: ar
+                .spec
+                .kafka
+                .group_protocol
+                .map(|p| group_protocol(p).as_kafka().to_owned()),
+            group_remote_assignor: ar.spec.kafka.group_remote_assignor.map(|a| {
+                match a {
+                    RemoteAssignor::Uniform => "uniform",
+                    RemoteAssignor::Range => "range",
+                }
+                .to_owned()
+            }),
         },
         runtime: RuntimeSection {
             name: ar.name_any(),

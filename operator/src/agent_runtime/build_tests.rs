@@ -100,6 +100,31 @@ fn config_map_holds_a_valid_runtime_config_without_topic_creation() {
     assert_eq!(cfg.runtime.name, "rt1");
     assert_eq!(cfg.kafka.topic_prefix, "switchboard.team-a");
     assert_eq!(cfg.agents.len(), 2);
+    assert_eq!(
+        cfg.kafka.group_protocol, None,
+        "the runtime's default applies"
+    );
+}
+
+#[test]
+fn group_protocol_and_assignor_reach_the_runtime_config() {
+    let mut spec = basic();
+    spec["kafka"]["groupProtocol"] = json!("consumer");
+    spec["kafka"]["groupRemoteAssignor"] = json!("range");
+    let d = build(&runtime(spec), &settings()).unwrap();
+    let text = &d.config_map.data.as_ref().unwrap()[CONFIG_KEY];
+    let kafka = RuntimeConfigFile::from_yaml(text)
+        .unwrap()
+        .worker_config(|_| None)
+        .unwrap()
+        .kafka;
+    assert_eq!(
+        kafka.group_protocol,
+        switchboard_runtime::GroupProtocol::Consumer
+    );
+    let group = kafka.group_consumer_config("g");
+    assert_eq!(group.get("group.protocol"), Some("consumer"));
+    assert_eq!(group.get("group.remote.assignor"), Some("range"));
 }
 
 #[test]

@@ -6,21 +6,31 @@
 //! reports back through [`DoneSender`] once its outputs are acknowledged.
 //! Per partition the committed offset is the lowest not yet done; a partition with
 //! too much in flight is paused until it drains. Its consumer lag is read on demand
-//! ([`ConsumerLoop::lag_reader`]).
+//! ([`ConsumerLoop::lag_reader`]). Commits are made by [`Committer`], which sees the
+//! result of each one.
+//!
+//! A commit can fail while the group rebalances; with the classic protocol an
+//! ILLEGAL_GENERATION or UNKNOWN_MEMBER_ID answer makes librdkafka drop the whole
+//! assignment as *lost*. What was handled but not committed is kept then (`unsaved`)
+//! and committed with the new generation when a partition comes back to this member,
+//! before it is fetched again, so this member never handles those records twice.
+//! Only a partition that goes to another member meanwhile is read again from its last
+//! commit (docs/protocol.md, "Redelivery bound").
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
+use super::committer::{CommitResult, Commits, Committer};
 use super::lag::LagReader;
 use super::offsets::OffsetTracker;
 
@@ -69,13 +79,31 @@ pub(crate) trait PartitionWorker: Send + Sync + 'static {
     /// Partitions were revoked; their work has finished (or the drain deadline passed).
     fn revoked(&self, _partitions: &[i32]) {}
     /// Offsets of `topic` were committed: `(partition, position)`, everything before
-    /// `position` is done for good. May be called more than once for a position.
+    /// `position` is done for good. May be called more than once for a position, on
+    /// the committing thread.
     fn committed(&self, _topic: &str, _commits: &[(i32, i64)]) {}
-    /// Whether [`PartitionWorker::committed`] has something to do for these commits
-    /// (then they are made synchronously, so it is called once they are durable).
-    fn awaits_commit(&self, _topic: &str, _commits: &[(i32, i64)]) -> bool {
-        false
-    }
+}
+
+/// How long a commit that must land before a partition changes hands may take.
+const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long such a commit is retried while the group is between generations.
+const FINAL_COMMIT_RETRIES: Duration = Duration::from_secs(3);
+
+/// Commit errors that a retry a moment later can overcome.
+fn retriable(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::RebalanceInProgress
+                | Code::IllegalGeneration
+                | Code::StaleMemberEpoch
+                | Code::NotCoordinator
+                | Code::CoordinatorNotAvailable
+                | Code::CoordinatorLoadInProgress
+                | Code::RequestTimedOut
+        )
+    )
 }
 
 /// Limits of a consumer loop.
@@ -100,6 +128,12 @@ struct Shared<W> {
     done_rx: Mutex<Receiver<Done>>,
     paused: Mutex<HashSet<i32>>,
     assignments: watch::Sender<u64>,
+    committer: Mutex<Option<Committer>>,
+    /// Positions of partitions given up without a successful commit (lost, or the
+    /// final commit failed): everything before them was handled here.
+    unsaved: Mutex<HashMap<i32, i64>>,
+    /// Offset commits that failed.
+    commit_failures: Arc<AtomicU64>,
 }
 
 impl<W: PartitionWorker> Shared<W> {
@@ -137,60 +171,133 @@ impl<W: PartitionWorker> Shared<W> {
         }
     }
 
-    /// Commits what moved since the last commit.
-    fn commit<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, mode: CommitMode) {
+    fn committer(&self) -> MutexGuard<'_, Option<Committer>> {
+        self.committer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn unsaved(&self) -> MutexGuard<'_, HashMap<i32, i64>> {
+        self.unsaved.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a commit of what moved since the last commit.
+    fn commit(&self) {
         let commits = self.tracker().take_commits();
-        // A commit the worker waits for (to drop journal entries) is made synchronously:
-        // the results of asynchronous commits were not seen reaching `commit_callback`
-        // (rdkafka 0.39), and acting before the commit is durable would be wrong.
-        let mode = if self.worker.awaits_commit(&self.settings.topic, &commits) {
-            CommitMode::Sync
-        } else {
-            mode
-        };
-        self.send_commits(consumer, &commits, mode);
-    }
-
-    /// Commits the positions of `partitions` synchronously, moved or not: an earlier
-    /// asynchronous commit may have failed, and after this the partitions are gone.
-    fn commit_final<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, partitions: &[i32]) {
-        let commits = self.tracker().positions(partitions);
-        self.send_commits(consumer, &commits, CommitMode::Sync);
-    }
-
-    fn send_commits<C: ConsumerContext>(
-        &self,
-        consumer: &BaseConsumer<C>,
-        commits: &[(i32, i64)],
-        mode: CommitMode,
-    ) {
         if commits.is_empty() {
             return;
         }
-        let mut tpl = TopicPartitionList::with_capacity(commits.len());
-        for (p, o) in commits {
-            if tpl
-                .add_partition_offset(&self.settings.topic, *p, Offset::Offset(*o))
-                .is_err()
-            {
-                tracing::warn!(partition = p, offset = o, "invalid commit offset");
+        let queued = self
+            .committer()
+            .as_ref()
+            .is_some_and(|c| c.commit_later(commits.clone()));
+        if !queued {
+            let mut tracker = self.tracker();
+            for (p, _) in &commits {
+                tracker.commit_failed(*p);
             }
-        }
-        match consumer.commit(&tpl, mode) {
-            Err(e) => self.commit_failed(&tpl, &e),
-            // An asynchronous commit reports in `commit_callback`.
-            Ok(()) if matches!(mode, CommitMode::Sync) => {
-                self.worker.committed(&self.settings.topic, commits);
-            }
-            Ok(()) => {}
         }
     }
 
-    fn commit_failed(&self, tpl: &TopicPartitionList, error: &rdkafka::error::KafkaError) {
-        tracing::warn!(topic = %self.settings.topic, %error, "offset commit failed; it is retried with the next commit");
-        let mut tracker = self.tracker();
-        for e in tpl.elements_for_topic(&self.settings.topic) {
-            tracker.commit_failed(e.partition());
+    /// Commits the positions of `partitions` and waits for it, moved or not (an
+    /// earlier commit may have failed, and after this the partitions are gone).
+    /// Positions that could not be committed are kept in `unsaved`.
+    fn commit_final(&self, partitions: &[i32]) {
+        let commits = self.tracker().positions(partitions);
+        if commits.is_empty() {
+            return;
+        }
+        // A commit refused because the group is between JoinGroup and SyncGroup
+        // (classic) or the member epoch moved on is accepted a moment later, with the
+        // generation librdkafka has then; giving the partitions up uncommitted would
+        // make their next owner handle again what was done here.
+        let deadline = Instant::now() + FINAL_COMMIT_RETRIES;
+        loop {
+            let result = match self.committer().as_ref() {
+                Some(c) => c.commit_now(commits.clone(), FINAL_COMMIT_TIMEOUT),
+                None => Err(rdkafka::error::KafkaError::Canceled),
+            };
+            match result {
+                Ok(()) => return,
+                Err(e) if retriable(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(error) => {
+                    tracing::warn!(topic = %self.settings.topic, %error, ?commits, "final offset commit failed; the next owner may handle these partitions' last records again");
+                    self.unsaved().extend(commits);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Keeps the positions of lost `partitions` (see the module doc).
+    fn keep_unsaved(&self, partitions: &[i32]) {
+        let commits = self.tracker().positions(partitions);
+        self.unsaved().extend(commits);
+    }
+
+    /// Before `partitions` are fetched again: commits what this member handled of
+    /// them before it lost them, where that is ahead of the group's committed offset.
+    fn restore_unsaved<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, partitions: &[i32]) {
+        let kept: Vec<(i32, i64)> = {
+            let mut unsaved = self.unsaved();
+            partitions
+                .iter()
+                .filter_map(|p| unsaved.remove(p).map(|o| (*p, o)))
+                .collect()
+        };
+        if kept.is_empty() {
+            return;
+        }
+        let topic = &self.settings.topic;
+        let mut tpl = TopicPartitionList::new();
+        for (p, _) in &kept {
+            tpl.add_partition(topic, *p);
+        }
+        let committed = match consumer.committed_offsets(tpl, FINAL_COMMIT_TIMEOUT) {
+            Ok(c) => c,
+            Err(error) => {
+                tracing::warn!(%topic, %error, "cannot read committed offsets; records handled before the partitions were lost will be handled again");
+                return;
+            }
+        };
+        let ahead: Commits = kept
+            .into_iter()
+            .filter(|(p, o)| {
+                !matches!(
+                    committed.find_partition(topic, *p).map(|e| e.offset()),
+                    Some(Offset::Offset(c)) if c >= *o
+                )
+            })
+            .collect();
+        if ahead.is_empty() {
+            return;
+        }
+        let result = match self.committer().as_ref() {
+            Some(c) => c.commit_now(ahead.clone(), FINAL_COMMIT_TIMEOUT),
+            None => Err(rdkafka::error::KafkaError::Canceled),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(%topic, ?ahead, "committed what was handled before the partitions were lost")
+            }
+            Err(error) => {
+                tracing::warn!(%topic, %error, ?ahead, "commit of partitions handled before they were lost failed; they will be handled again")
+            }
+        }
+    }
+
+    /// What the committing thread reports.
+    fn commit_done(&self, commits: &Commits, result: &CommitResult) {
+        match result {
+            Ok(()) => self.worker.committed(&self.settings.topic, commits),
+            Err(error) => {
+                self.commit_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(topic = %self.settings.topic, %error, ?commits, "offset commit failed; it is sent again with the next commit");
+                let mut tracker = self.tracker();
+                for (p, _) in commits {
+                    tracker.commit_failed(*p);
+                }
+            }
         }
     }
 }
@@ -204,10 +311,21 @@ impl<W: PartitionWorker> ClientContext for LoopContext<W> {}
 
 impl<W: PartitionWorker> ConsumerContext for LoopContext<W> {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else {
-            return;
-        };
         let shared = &self.shared;
+        let tpl = match rebalance {
+            Rebalance::Assign(tpl) => {
+                let partitions: Vec<i32> = tpl
+                    .elements_for_topic(&shared.settings.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                // Before librdkafka reads the committed offsets to fetch from.
+                shared.restore_unsaved(consumer, &partitions);
+                return;
+            }
+            Rebalance::Revoke(tpl) => tpl,
+            Rebalance::Error(_) => return,
+        };
         let partitions: Vec<i32> = tpl
             .elements_for_topic(&shared.settings.topic)
             .iter()
@@ -218,14 +336,16 @@ impl<W: PartitionWorker> ConsumerContext for LoopContext<W> {
         }
         shared.worker.revoking(&partitions);
         if consumer.assignment_lost() {
-            // Another member may own these already: committing would be wrong.
-            tracing::warn!(topic = %shared.settings.topic, ?partitions, "partitions lost; dropping their work uncommitted");
+            // This generation is over (a commit would be refused) and another member
+            // may own these already: keep what was handled for when they come back.
+            tracing::warn!(topic = %shared.settings.topic, ?partitions, "partitions lost; their handled positions are kept until they come back");
+            shared.keep_unsaved(&partitions);
         } else {
             let left = shared.drain(&partitions);
             if left > 0 {
                 tracing::warn!(topic = %shared.settings.topic, ?partitions, left, "drain deadline passed during revocation");
             }
-            shared.commit_final(consumer, &partitions);
+            shared.commit_final(&partitions);
         }
         {
             let mut t = shared.tracker();
@@ -240,29 +360,6 @@ impl<W: PartitionWorker> ConsumerContext for LoopContext<W> {
             .retain(|p| !partitions.contains(p));
         shared.worker.revoked(&partitions);
         tracing::info!(topic = %shared.settings.topic, ?partitions, "partitions revoked");
-    }
-
-    fn commit_callback(
-        &self,
-        result: rdkafka::error::KafkaResult<()>,
-        offsets: &TopicPartitionList,
-    ) {
-        // Asynchronous commits report here; a failed one is sent again.
-        match result {
-            Err(e) => self.shared.commit_failed(offsets, &e),
-            Ok(()) => {
-                let topic = &self.shared.settings.topic;
-                let commits: Vec<(i32, i64)> = offsets
-                    .elements_for_topic(topic)
-                    .iter()
-                    .filter_map(|e| match e.offset() {
-                        Offset::Offset(o) => Some((e.partition(), o)),
-                        _ => None,
-                    })
-                    .collect();
-                self.shared.worker.committed(topic, &commits);
-            }
-        }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -298,6 +395,7 @@ pub(crate) struct ConsumerLoop {
     thread: Option<JoinHandle<()>>,
     assignments: watch::Receiver<u64>,
     lag: LagReader,
+    commit_failures: Arc<AtomicU64>,
 }
 
 impl ConsumerLoop {
@@ -316,11 +414,30 @@ impl ConsumerLoop {
             done_rx: Mutex::new(done_rx),
             paused: Mutex::default(),
             assignments: assign_tx,
+            committer: Mutex::default(),
+            unsaved: Mutex::default(),
+            commit_failures: Arc::default(),
         });
         let consumer: Arc<BaseConsumer<LoopContext<W>>> =
             Arc::new(config.create_with_context(LoopContext {
                 shared: Arc::clone(&shared),
             })?);
+        let report = Arc::downgrade(&shared);
+        let committer = Committer::start(
+            Arc::clone(&consumer),
+            settings.topic.clone(),
+            format!("{}-commit", settings.thread_name),
+            move |commits, result| {
+                if let Some(shared) = Weak::upgrade(&report) {
+                    shared.commit_done(commits, result);
+                }
+            },
+        )
+        .map_err(|e| {
+            rdkafka::error::KafkaError::Subscription(format!("cannot start commit thread: {e}"))
+        })?;
+        *shared.committer() = Some(committer);
+        let commit_failures = Arc::clone(&shared.commit_failures);
         consumer.subscribe(&[&settings.topic])?;
         let lag = LagReader::new(&settings.topic, Arc::downgrade(&consumer));
         let stop = Arc::new(AtomicBool::new(false));
@@ -338,7 +455,13 @@ impl ConsumerLoop {
             thread: Some(thread),
             assignments: assign_rx,
             lag,
+            commit_failures,
         })
+    }
+
+    /// Offset commits that failed so far (each is sent again).
+    pub(crate) fn commit_failures(&self) -> u64 {
+        self.commit_failures.load(Ordering::Relaxed)
     }
 
     /// Reads this loop's consumer lag when asked (see [`LagReader`]).
@@ -380,7 +503,7 @@ fn poll_loop<W: PartitionWorker>(
     while !stop.load(Ordering::SeqCst) {
         shared.collect_done(Duration::ZERO);
         if last_commit.elapsed() >= shared.settings.commit_interval {
-            shared.commit(&consumer, CommitMode::Async);
+            shared.commit();
             last_commit = Instant::now();
         }
         apply_backpressure(&consumer, &shared);
@@ -406,7 +529,18 @@ fn poll_loop<W: PartitionWorker>(
     if left > 0 {
         tracing::warn!(%topic, left, "shutdown deadline passed with work in flight; it will be redelivered");
     }
-    shared.commit_final(&consumer, &partitions);
+    shared.commit_final(&partitions);
+    {
+        // Done with them: the revocation that closing the consumer triggers finds
+        // nothing left to commit.
+        let mut t = shared.tracker();
+        for p in &partitions {
+            t.revoke(*p);
+        }
+    }
+    // The committing thread holds the consumer too: it goes first.
+    let committer = shared.committer().take();
+    drop(committer);
     // Dropping closes the consumer, which leaves the group at once (no session timeout);
     // a lag read holding it (bounded by its timeout) delays that until it returns.
     drop(consumer);

@@ -45,10 +45,6 @@ impl EventsWorker {
 }
 
 impl PartitionWorker for EventsWorker {
-    fn awaits_commit(&self, topic: &str, commits: &[(i32, i64)]) -> bool {
-        self.inner.journal.awaits(topic, commits)
-    }
-
     fn revoked(&self, partitions: &[i32]) {
         self.inner
             .journal

@@ -238,10 +238,6 @@ impl PartitionWorker for InboxWorker {
         self.inner.journal.drop_partitions(partitions);
     }
 
-    fn awaits_commit(&self, topic: &str, commits: &[(i32, i64)]) -> bool {
-        self.inner.journal.awaits(topic, commits)
-    }
-
     fn committed(&self, topic: &str, commits: &[(i32, i64)]) {
         let dropped = self.inner.journal.committed(topic, commits);
         super::journal::tombstone(&self.inner, dropped, &self.tokio);

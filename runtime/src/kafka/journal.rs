@@ -146,6 +146,7 @@ impl Journal {
     }
 
     /// Whether committing `commits` of `topic` would let entries be dropped.
+    #[cfg(test)]
     pub(crate) fn awaits(&self, topic: &str, commits: &[(i32, i64)]) -> bool {
         let pending = self.pending();
         commits.iter().any(|(p, pos)| {

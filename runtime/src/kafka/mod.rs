@@ -26,6 +26,7 @@
 //!   letters), `tailing`, `metrics`, `worker_config`.
 
 mod agent_runtime;
+mod committer;
 mod consumer_loop;
 mod delivery;
 mod events;
@@ -95,6 +96,9 @@ pub struct RuntimeStats {
     pub active_agents: usize,
     /// RPCs this process waits on.
     pub waiting_rpcs: usize,
+    /// Offset commits of the inbox and events groups that failed (each is sent
+    /// again), while the runtime runs.
+    pub offset_commit_failures: u64,
 }
 
 /// The parts of one process's runtime. Each part keeps its own state behind its own
@@ -265,12 +269,11 @@ impl KafkaAgentRuntime {
             drain_timeout: cfg.drain_timeout,
             thread_name: format!("sb-{what}"),
         };
-        let mut inbox_cfg = cfg
-            .kafka
-            .consumer_config(&names.inbox_group(&cfg.runtime_name));
         // No `statistics.interval.ms`: lag is read when /metrics asks
         // (`refresh_consumer_lag`), not computed every few seconds for nobody.
-        inbox_cfg.set("partition.assignment.strategy", "cooperative-sticky");
+        let inbox_cfg = cfg
+            .kafka
+            .group_consumer_config(&names.inbox_group(&cfg.runtime_name));
         let inbox = ConsumerLoop::start(
             &inbox_cfg,
             settings(names.inbox(&cfg.runtime_name), "inbox"),
@@ -279,8 +282,7 @@ impl KafkaAgentRuntime {
         let events_group = names.events_group(&cfg.runtime_name);
         events::start_at_end_if_new(&cfg.kafka, &names.events(), &events_group, STARTUP_TIMEOUT)
             .await?;
-        let mut events_cfg = cfg.kafka.consumer_config(&events_group);
-        events_cfg.set("partition.assignment.strategy", "cooperative-sticky");
+        let events_cfg = cfg.kafka.group_consumer_config(&events_group);
         let events = ConsumerLoop::start(
             &events_cfg,
             settings(names.events(), "events"),
@@ -368,6 +370,12 @@ impl KafkaAgentRuntime {
             events_delivered_locally: m.events_delivered_locally,
             active_agents: self.inner.hosted.agents().active_count(),
             waiting_rpcs: self.inner.replies.get().map_or(0, ReplyChannel::waiting),
+            offset_commit_failures: self
+                .inner
+                .loops()
+                .iter()
+                .map(ConsumerLoop::commit_failures)
+                .sum(),
         }
     }
 

@@ -13,6 +13,7 @@
 //! asserted. Latency and publish figures are medians of rounds in which ours and the
 //! raw baseline alternate.
 
+mod group_protocol;
 mod host;
 mod llm;
 mod operator;
@@ -41,6 +42,9 @@ const SCENARIOS: [&str; 8] = [
     "agents-memory",
     "llm-overhead",
 ];
+
+/// Scenarios not in `all` (they take minutes): `bench group-protocol`.
+const SLOW_SCENARIOS: [&str; 1] = ["group-protocol"];
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -93,7 +97,7 @@ async fn main() -> ExitCode {
             "--json" => {}
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [{}|all] [--bootstrap HOST:PORT] [--broker-pid PID] [--set producer.K=V|consumer.K=V]... [--no-local-delivery] [--json]\n       \
+                    "usage: bench [{}|all|group-protocol] [--bootstrap HOST:PORT] [--broker-pid PID] [--set producer.K=V|consumer.K=V]... [--no-local-delivery] [--json]\n       \
                      bench operator-scale --kubeconfig FILE [--bootstrap HOST:PORT] [--runtimes N]\n       \
                      bench table FILE",
                     SCENARIOS.join("|")
@@ -137,7 +141,8 @@ async fn main() -> ExitCode {
     }
     let names: Vec<&str> = if scenario == "all" {
         SCENARIOS.to_vec()
-    } else if SCENARIOS.contains(&scenario.as_str()) {
+    } else if SCENARIOS.contains(&scenario.as_str()) || SLOW_SCENARIOS.contains(&scenario.as_str())
+    {
         vec![scenario.as_str()]
     } else {
         eprintln!(

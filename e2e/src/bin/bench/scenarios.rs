@@ -33,6 +33,7 @@ pub async fn run(name: &str, kafka: &KafkaConfig) -> anyhow::Result<Value> {
         "fanout" => fanout(kafka, &prefix).await?,
         "agents-memory" => agents_memory(kafka, &prefix).await?,
         "llm-overhead" => crate::llm::llm_overhead(kafka, &prefix).await?,
+        "group-protocol" => crate::group_protocol::group_protocol(kafka, &prefix).await?,
         other => bail!("unknown scenario {other}"),
     };
     result["scenario"] = json!(name);
