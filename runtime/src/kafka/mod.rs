@@ -16,6 +16,7 @@
 //! - `consumer_loop` + `offsets`: one consumer thread per group, commit when done;
 //!   `lag`: its consumer lag, read when `/metrics` asks.
 //! - `inbox`: inbox records into agent mailboxes; `events`: the events topic;
+//!   `classify`: what a record of either is (pure, fuzzed by `record_fuzz`);
 //!   `delivery`: one event into its recipients' mailboxes.
 //! - `handoff`: the pure route state machine of local delivery; `local_delivery`:
 //!   its Kafka side (markers, forwards).
@@ -26,6 +27,7 @@
 //!   letters), `tailing`, `metrics`, `worker_config`.
 
 mod agent_runtime;
+mod classify;
 mod consumer_loop;
 mod delivery;
 mod events;
@@ -39,6 +41,8 @@ mod metrics;
 mod offsets;
 mod original;
 mod outputs;
+#[cfg(test)]
+mod record_fuzz;
 mod registry;
 mod registry_client;
 mod registry_log;
