@@ -19,6 +19,15 @@ stop_all() {
   echo "with-infra: stopping what it started" >&2
   [ "$with_cluster" = 0 ] || "$here/cluster.sh" stop >&2 || true
   "$here/kafka.sh" stop >&2 || true
+  # Brokers and proxies a test started itself (e2e/src/faults.rs) and could not stop,
+  # e.g. because the test process was killed: each by its own pid file.
+  local owned
+  for owned in "$state"/owned/*/; do
+    [ -d "$owned" ] || continue
+    SWITCHBOARD_STATE_DIR="$owned" "$here/kafka.sh" stop >&2 || true
+    SWITCHBOARD_STATE_DIR="$owned" "$here/toxiproxy.sh" stop >&2 || true
+    rm -rf "$owned"
+  done
   exit "$rc"
 }
 trap stop_all EXIT

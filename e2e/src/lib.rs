@@ -11,6 +11,8 @@
 //!   (the test agents and messages), [`binary`] (the `switchboard-runtime` binary as
 //!   a subprocess), [`model_server`] (an OpenAI Chat Completions server with scripted
 //!   replies, for the `llm` agent).
+//! - Fault tests: [`faults`] (a broker of the test's own, to restart; Toxiproxy in
+//!   front of one of its listeners).
 //! - Cluster tests: [`system`] (the end-to-end suite's system under test), [`crds`]
 //!   (installing the CRDs), [`node`] (the pods-as-processes node agent).
 //! - [`wait`]: bounded waits, so no test hangs.
@@ -20,6 +22,7 @@ pub mod binary;
 pub mod client_settings;
 pub mod crds;
 pub mod env;
+pub mod faults;
 pub mod model_server;
 pub mod net;
 pub mod node;
