@@ -30,8 +30,10 @@ const LATENCY_MS: u64 = 250;
 /// The runtime's offset commit interval (`defaults::COMMIT_INTERVAL`).
 const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Every handling of every event: (key, seq) -> [(replica, when)].
-type Handled = Arc<Mutex<HashMap<(String, u64), Vec<(usize, Instant)>>>>;
+/// Who handled an event when: [(replica, when)].
+type Handlings = Vec<(usize, Instant)>;
+/// Every handling of every event, by (key, seq).
+type Handled = Arc<Mutex<HashMap<(String, u64), Handlings>>>;
 
 async fn spawn_replica(bootstrap: &str, prefix: &str, n: usize, handled: Handled) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_replica"))
@@ -197,7 +199,7 @@ async fn fault_proxy_slow_then_cut_replica_hands_its_partitions_over() {
     // interval plus a round trip of its (slow) link before the cut. An event whose
     // first handling is older than that must never come back.
     let window = COMMIT_INTERVAL + Duration::from_millis(4 * LATENCY_MS) + Duration::from_secs(1);
-    let duplicates: Vec<(&(String, u64), &Vec<(usize, Instant)>)> =
+    let duplicates: Vec<(&(String, u64), &Handlings)> =
         seen.iter().filter(|(_, hs)| hs.len() > 1).collect();
     let replayed_from_before: Vec<_> = duplicates
         .iter()
