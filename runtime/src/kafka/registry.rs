@@ -111,6 +111,14 @@ impl RegistryView {
             .unwrap_or_default()
     }
 
+    /// The runtimes claiming `agent_type`, live or not, earliest claim first.
+    pub fn claimants(&self, agent_type: &str) -> Vec<&str> {
+        self.claims
+            .get(agent_type)
+            .map(|cs| cs.values().map(|c| c.runtime.as_str()).collect())
+            .unwrap_or_default()
+    }
+
     /// The runtime hosting `agent_type`: the earliest live claim.
     pub fn owner(&self, agent_type: &str, now_ms: u64, liveness_ms: u64) -> Option<&Claim> {
         self.claims
@@ -296,6 +304,9 @@ mod tests {
             },
         );
         assert!(v.owner("echo", 40_000, LIVE).is_none());
+        // rt2 still claims it, not live: an RPC can say so instead of "unknown type".
+        assert_eq!(v.claimants("echo"), ["rt2"]);
+        assert!(v.claimants("nobody").is_empty());
     }
 
     #[test]

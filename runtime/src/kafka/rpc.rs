@@ -20,10 +20,23 @@ impl Inner {
         if let Some(owner) = self.registry.owner_of(agent_type, now_ms()) {
             return Ok(owner);
         }
-        self.registry.log()?.catch_up().await?;
-        self.registry
-            .owner_of(agent_type, now_ms())
-            .ok_or_else(|| RuntimeError::UnknownAgentType(agent_type.to_owned()))
+        self.registry.log()?.catch_up().await.map_err(|e| {
+            RuntimeError::Unavailable(format!(
+                "looking up the runtime of agent type {agent_type}: {e}"
+            ))
+        })?;
+        if let Some(owner) = self.registry.owner_of(agent_type, now_ms()) {
+            return Ok(owner);
+        }
+        // Claimed, but its runtime's heartbeats lapsed (crashed, or cut off from the
+        // broker, e.g. during an outage): not the same as a type nobody hosts.
+        Err(match self.registry.first_claimant(agent_type) {
+            Some(runtime) => RuntimeError::Unavailable(format!(
+                "agent type {agent_type} is hosted by runtime {runtime}, which has no live \
+                 replica (no heartbeat within the liveness timeout)"
+            )),
+            None => RuntimeError::UnknownAgentType(agent_type.to_owned()),
+        })
     }
 }
 
