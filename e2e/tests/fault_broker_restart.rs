@@ -289,7 +289,7 @@ async fn broker_restart_under_publish_and_rpc_load_loses_no_acknowledged_event()
 
     for (n, gateway) in gateways.iter().enumerate() {
         let http = reqwest::Client::new();
-        wait_for(
+        let back = poll_until(
             &format!("replica {n} ready again after the restart"),
             Duration::from_secs(60),
             || {
@@ -298,6 +298,17 @@ async fn broker_restart_under_publish_and_rpc_load_loses_no_acknowledged_event()
             },
         )
         .await;
+        if let Err(e) = back {
+            let log = replicas[n].log_text();
+            let tail: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains("librdkafka") && !l.contains("rdkafka::client"))
+                .collect();
+            panic!(
+                "{e}; its log ends:\n{}",
+                tail[tail.len().saturating_sub(40)..].join("\n")
+            );
+        }
     }
     let ready_again = up_at.elapsed();
     let acked_at_recovery = load.lock().unwrap().acked.len();

@@ -299,15 +299,18 @@ impl KafkaAgentRuntime {
     }
 
     /// Whether this replica has joined its inbox and events consumer groups (it has
-    /// read the registry and opened its reply channel once `start` returned) and its
-    /// consumers are connected to a broker: false while the cluster is unreachable
-    /// (librdkafka's statistics tell, within about a second), true again once back.
+    /// read the registry and opened its reply channel once `start` returned) and is
+    /// connected to a broker: false while the cluster is unreachable (librdkafka's
+    /// statistics of its consumers tell, within about a second), true again once one
+    /// of them is connected.
     pub fn is_ready(&self) -> bool {
         if self.inner.client_only {
             return self.inner.replies.get().is_some();
         }
         let loops = self.inner.loops();
-        !loops.is_empty() && loops.iter().all(|l| l.has_joined() && l.connected())
+        !loops.is_empty()
+            && loops.iter().all(ConsumerLoop::has_joined)
+            && loops.iter().any(ConsumerLoop::connected)
     }
 
     /// The inbox partitions this replica owns (so the agents it hosts).
