@@ -3,7 +3,7 @@ CARGO ?= cargo
 INFRA := e2e/infra
 
 
-.PHONY: deps test fmt clippy shellcheck unit integration python-test protocol-test bench bench-python bench-operator infra-up infra-down crds demo demo-down node-smoke
+.PHONY: deps test fmt clippy shellcheck unit integration fuzz python-test protocol-test bench bench-python bench-operator infra-up infra-down crds demo demo-down node-smoke
 
 ## test: formatting, lints, unit tests, then integration tests against a real
 ## Kafka broker and a real Kubernetes API server (started and stopped here).
@@ -32,6 +32,14 @@ unit:
 integration:
 	$(CARGO) test --workspace --test '*' --no-run
 	$(INFRA)/with-infra.sh $(CARGO) test --workspace --test '*'
+
+## fuzz: the record-decoding fuzzer (runtime/src/kafka/record_fuzz.rs) at length:
+## 10M random records (100k run in `unit`), stopping after 10 minutes at most; the
+## test build (overflow checks and debug assertions on). SWITCHBOARD_FUZZ_CASES,
+## SWITCHBOARD_FUZZ_SECONDS and SWITCHBOARD_FUZZ_SEED override.
+fuzz:
+	SWITCHBOARD_FUZZ_CASES=$${SWITCHBOARD_FUZZ_CASES:-10000000} SWITCHBOARD_FUZZ_SECONDS=$${SWITCHBOARD_FUZZ_SECONDS:-600} \
+		$(CARGO) test -p switchboard-runtime --lib record_fuzz -- --nocapture
 
 ## python-test: the Python package (python/): a venv cached under ~/.cache/switchboard
 ## (maturin, autogen-core, pytest from PyPI), fmt + clippy of the extension crate, the

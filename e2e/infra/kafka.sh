@@ -2,7 +2,7 @@
 # Local single-node Apache Kafka (KRaft, combined broker+controller) for e2e
 # tests, run straight from Maven Central jars: no Docker, no tarball download.
 #
-# Usage: e2e/infra/kafka.sh start|stop|status|bootstrap|pid|fetch|topics [args...]
+# Usage: e2e/infra/kafka.sh start|stop|restart|status|bootstrap|pid|fetch|topics [args...]
 #        SWITCHBOARD_KAFKA_SECURITY=1 e2e/infra/kafka.sh start|...|env|add-user|acls|...
 #
 #   fetch      resolve the broker + admin-tool jars into the cache (once; a
@@ -11,6 +11,8 @@
 #              background, wait until it serves metadata. Idempotent.
 #   stop       SIGTERM our broker (pid file only), wait for the controlled
 #              shutdown, SIGKILL after a timeout. Idempotent.
+#   restart    stop, then start (with SWITCHBOARD_KAFKA_KEEP_DATA=1 the topics,
+#              records and committed offsets survive: a broker restart).
 #   status     exit 0 if running and the port answers, 3 otherwise.
 #   bootstrap  print the bootstrap address (127.0.0.1:PORT) and nothing else.
 #   pid        print our running broker's process id (exit 3 if none).
@@ -56,6 +58,11 @@
 #                                      (plaintext mode only)
 #   SWITCHBOARD_KAFKA_KEEP_DATA=1      keep the data dir across stop/start
 #                                      (default: fresh, empty cluster per start)
+#   SWITCHBOARD_KAFKA_PROXIED_PORT     with ..._PROXIED_ADVERTISED: a second PLAINTEXT
+#   SWITCHBOARD_KAFKA_PROXIED_ADVERTISED  listener PROXIED on this port, advertised as
+#                                      that HOST:PORT (a TCP fault proxy in front of
+#                                      it), so clients that bootstrap through the
+#                                      proxy keep using it for every broker connection
 #   SWITCHBOARD_KAFKA_HEAP_OPTS        broker heap flags (-Xms128m -Xmx512m)
 #   SWITCHBOARD_KAFKA_START_TIMEOUT    seconds to wait for readiness (90)
 #   SWITCHBOARD_KAFKA_STOP_TIMEOUT     seconds before SIGKILL on stop (30)
@@ -115,6 +122,8 @@ KEEP_DATA="${SWITCHBOARD_KAFKA_KEEP_DATA:-0}"
 HEAP_OPTS="${SWITCHBOARD_KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}"
 START_TIMEOUT="${SWITCHBOARD_KAFKA_START_TIMEOUT:-90}"
 STOP_TIMEOUT="${SWITCHBOARD_KAFKA_STOP_TIMEOUT:-30}"
+PROXIED_PORT="${SWITCHBOARD_KAFKA_PROXIED_PORT:-}"
+PROXIED_ADVERTISED="${SWITCHBOARD_KAFKA_PROXIED_ADVERTISED:-}"
 
 JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
 
@@ -316,6 +325,16 @@ listener_config() { # the listener block of server.properties
       advertised+=",PODS://$POD_LISTENER"
       protocols=",PODS:PLAINTEXT"
     fi
+    if [[ -n "$PROXIED_PORT" || -n "$PROXIED_ADVERTISED" ]]; then
+      [[ "$PROXIED_PORT" =~ ^[0-9]+$ ]] || die "SWITCHBOARD_KAFKA_PROXIED_PORT must be a port number, got '$PROXIED_PORT'"
+      [[ "$PROXIED_ADVERTISED" =~ ^127\.[0-9.]+:[0-9]+$ ]] ||
+        die "SWITCHBOARD_KAFKA_PROXIED_ADVERTISED must be a loopback HOST:PORT, got '$PROXIED_ADVERTISED'"
+      # A client that connected to this listener is told the proxy's address for the
+      # broker (metadata answers with the advertised address of the same listener).
+      listeners+=",PROXIED://$HOST:$PROXIED_PORT"
+      advertised+=",PROXIED://$PROXIED_ADVERTISED"
+      protocols+=",PROXIED:PLAINTEXT"
+    fi
     cat <<EOF
 listeners=$listeners,CONTROLLER://$HOST:$CONTROLLER_PORT
 advertised.listeners=$advertised
@@ -477,6 +496,9 @@ cmd_start() {
   fetch
   port_open "$PORT" && die "port $PORT is in use by another process (not our broker)"
   port_open "$CONTROLLER_PORT" && die "port $CONTROLLER_PORT is in use by another process (not our broker)"
+  if [[ -n "$PROXIED_PORT" ]] && port_open "$PROXIED_PORT"; then
+    die "port $PROXIED_PORT is in use by another process (not our broker)"
+  fi
   if [[ "$SECURED" == 1 ]]; then
     port_open "$MTLS_PORT" && die "port $MTLS_PORT is in use by another process (not our broker)"
     # Fresh certificates and admin password per start; kept with the data dir.
@@ -603,7 +625,7 @@ cmd_admin_tool() { # main-class verb args...
 }
 
 usage() {
-  echo "usage: $0 start|stop|status|bootstrap|fetch|topics [TopicCommand args]" >&2
+  echo "usage: $0 start|stop|restart|status|bootstrap|pid|fetch|topics [TopicCommand args]" >&2
   echo "  secured (SWITCHBOARD_KAFKA_SECURITY=1) also: env|bootstrap-mtls|ca|add-user NAME|client-cert NAME|acls ARGS|configs ARGS" >&2
   exit 2
 }
@@ -612,6 +634,7 @@ T0=$SECONDS
 case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
+  restart) cmd_stop; cmd_start ;;
   status) cmd_status ;;
   bootstrap) echo "$BOOTSTRAP" ;;
   pid) pid="$(read_pid)" && is_our_broker "$pid" && echo "$pid" || exit 3 ;;

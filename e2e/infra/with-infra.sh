@@ -36,6 +36,15 @@ stop_all() {
   [ "$with_cluster" = 0 ] || "$here/cluster.sh" stop >&2 || true
   [ "$with_secured" = 0 ] || SWITCHBOARD_KAFKA_SECURITY=1 "$here/kafka.sh" stop >&2 || true
   "$here/kafka.sh" stop >&2 || true
+  # Brokers and proxies a test started itself (e2e/src/faults.rs) and could not stop,
+  # e.g. because the test process was killed: each by its own pid file.
+  local owned
+  for owned in "$state"/owned/*/; do
+    [ -d "$owned" ] || continue
+    SWITCHBOARD_STATE_DIR="$owned" "$here/kafka.sh" stop >&2 || true
+    SWITCHBOARD_STATE_DIR="$owned" "$here/toxiproxy.sh" stop >&2 || true
+    rm -rf "$owned"
+  done
   # Again, now that nothing listens on the bridge: removes it.
   [ "$with_node" = 0 ] || "$here/node.sh" stop >&2 || true
   exit "$rc"

@@ -13,6 +13,8 @@
 //!   a subprocess), [`model_server`] (an OpenAI Chat Completions server with scripted
 //!   replies, for the `llm` agent), [`membership`] (replicas joining and leaving under
 //!   RPC and event load: stalls, partition take-over times, replays).
+//! - Fault tests: [`faults`] (a broker of the test's own, to restart; Toxiproxy in
+//!   front of one of its listeners).
 //! - Cluster tests: [`system`] (the end-to-end suite's system under test), [`crds`]
 //!   (installing the CRDs), [`node`] (the pods-as-processes node agent).
 //! - [`wait`]: bounded waits, so no test hangs.
@@ -22,6 +24,7 @@ pub mod binary;
 pub mod client_settings;
 pub mod crds;
 pub mod env;
+pub mod faults;
 pub mod membership;
 pub mod model_server;
 pub mod net;

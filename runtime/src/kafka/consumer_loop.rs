@@ -134,6 +134,9 @@ struct Shared<W> {
     unsaved: Mutex<HashMap<i32, i64>>,
     /// Offset commits that failed.
     commit_failures: Arc<AtomicU64>,
+    /// Whether the consumer has a connection to a broker, from librdkafka's
+    /// statistics (see [`STATS_INTERVAL`]); readiness follows it.
+    connected: Arc<AtomicBool>,
 }
 
 impl<W: PartitionWorker> Shared<W> {
@@ -307,7 +310,41 @@ pub(crate) struct LoopContext<W> {
     shared: Arc<Shared<W>>,
 }
 
-impl<W: PartitionWorker> ClientContext for LoopContext<W> {}
+impl<W: PartitionWorker> ClientContext for LoopContext<W> {
+    fn stats_raw(&self, statistics: &[u8]) {
+        if let Some(up) = broker_connected(statistics) {
+            let was = self.shared.connected.swap(up, Ordering::SeqCst);
+            if was != up {
+                let topic = &self.shared.settings.topic;
+                if up {
+                    tracing::info!(%topic, "connected to the broker again");
+                } else {
+                    tracing::warn!(%topic, "no connection to any broker; not ready until one is back");
+                }
+            }
+        }
+    }
+}
+
+/// How often librdkafka reports statistics to a loop's consumer (unless the user's
+/// consumer settings choose otherwise): the lag of readiness behind a lost broker.
+const STATS_INTERVAL: &str = "1000";
+
+/// Whether librdkafka's statistics JSON shows a connection to at least one broker
+/// (state `UP`); `None` when it cannot be read. Only the two fields needed are
+/// decoded, not rdkafka's whole `Statistics`.
+fn broker_connected(statistics: &[u8]) -> Option<bool> {
+    #[derive(serde::Deserialize)]
+    struct Stats {
+        brokers: std::collections::HashMap<String, Broker>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Broker {
+        state: String,
+    }
+    let stats: Stats = serde_json::from_slice(statistics).ok()?;
+    Some(stats.brokers.values().any(|b| b.state == "UP"))
+}
 
 impl<W: PartitionWorker> ConsumerContext for LoopContext<W> {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -396,6 +433,7 @@ pub(crate) struct ConsumerLoop {
     assignments: watch::Receiver<u64>,
     lag: LagReader,
     commit_failures: Arc<AtomicU64>,
+    connected: Arc<AtomicBool>,
 }
 
 impl ConsumerLoop {
@@ -407,6 +445,11 @@ impl ConsumerLoop {
     ) -> Result<Self, rdkafka::error::KafkaError> {
         let (done_tx, done_rx) = channel();
         let (assign_tx, assign_rx) = watch::channel(0);
+        let connected = Arc::new(AtomicBool::new(true));
+        let mut config = config.clone();
+        if config.get("statistics.interval.ms").is_none() {
+            config.set("statistics.interval.ms", STATS_INTERVAL);
+        }
         let shared = Arc::new(Shared {
             worker,
             settings: settings.clone(),
@@ -417,6 +460,7 @@ impl ConsumerLoop {
             committer: Mutex::default(),
             unsaved: Mutex::default(),
             commit_failures: Arc::default(),
+            connected: Arc::clone(&connected),
         });
         let consumer: Arc<BaseConsumer<LoopContext<W>>> =
             Arc::new(config.create_with_context(LoopContext {
@@ -456,6 +500,7 @@ impl ConsumerLoop {
             assignments: assign_rx,
             lag,
             commit_failures,
+            connected,
         })
     }
 
@@ -472,6 +517,11 @@ impl ConsumerLoop {
     /// Whether the group has handed this member an assignment yet.
     pub(crate) fn has_joined(&self) -> bool {
         *self.assignments.borrow() > 0
+    }
+
+    /// Whether the consumer is connected to a broker (as of its last statistics).
+    pub(crate) fn connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
     }
 
     /// Stops dispatching, lets in-flight work finish (bounded), commits, leaves the
@@ -582,5 +632,33 @@ fn apply_backpressure<W: PartitionWorker>(
         for p in &to_resume {
             paused.remove(p);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::broker_connected;
+
+    #[test]
+    fn a_consumer_is_connected_while_one_broker_is_up() {
+        let stats = |states: &[&str]| {
+            let brokers: Vec<String> = states
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!(r#""b{i}": {{"nodeid": {i}, "state": "{s}", "rtt": {{}}}}"#))
+                .collect();
+            format!(r#"{{"name": "c", "brokers": {{{}}}}}"#, brokers.join(","))
+        };
+        assert_eq!(broker_connected(stats(&["UP"]).as_bytes()), Some(true));
+        assert_eq!(
+            broker_connected(stats(&["DOWN", "UP"]).as_bytes()),
+            Some(true)
+        );
+        assert_eq!(
+            broker_connected(stats(&["DOWN", "CONNECT"]).as_bytes()),
+            Some(false)
+        );
+        assert_eq!(broker_connected(stats(&[]).as_bytes()), Some(false));
+        assert_eq!(broker_connected(b"not json"), None);
     }
 }

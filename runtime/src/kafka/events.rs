@@ -13,13 +13,13 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::Inner;
+use super::classify::{self, EventsRecord};
 use super::consumer_loop::{Dispatched, DoneSender, PartitionWorker};
 use super::local_delivery::{self, KafkaIo, Outgoing};
-use super::original::Original;
 use crate::config::KafkaConfig;
 use crate::error::RuntimeError;
 use crate::protocol::partitioner::partition_for;
-use crate::protocol::wire::{self, Body, Envelope, now_ms};
+use crate::protocol::wire::now_ms;
 
 /// Forwards events to the inbox.
 pub(crate) struct EventsWorker {
@@ -64,21 +64,20 @@ impl PartitionWorker for EventsWorker {
 
     fn dispatch(&self, message: &BorrowedMessage<'_>, done: &DoneSender) -> Dispatched {
         let (p, o) = (message.partition(), message.offset());
-        // Most events are for other runtimes: look at the type header before decoding.
-        let early = wire::event_topic_type(message.headers()).map(|t| self.recipient_types(t));
-        if early.as_ref().is_some_and(Vec::is_empty) {
-            return Dispatched::Done;
-        }
-        let inner = Arc::clone(&self.inner);
-        let done = done.clone();
-        // One copy of the record, decoded from its headers (librdkafka is not asked for
-        // each header again) and kept for a local delivery's dead letters and spans;
-        // the payload shares its buffer.
-        let original = Arc::new(Original::new(message));
-        let envelope = match Envelope::decode_pairs(original.headers(), original.payload_bytes()) {
-            Ok(e) => e,
-            Err(e) => {
-                let reason = format!("undecodable event: {e}");
+        match classify::events_record(message, |t| self.recipient_types(t)) {
+            EventsRecord::NotOurs => Dispatched::Done,
+            EventsRecord::NotAnEvent => {
+                // Only events belong here; other kinds are ignored rather than forwarded.
+                tracing::warn!(
+                    partition = p,
+                    offset = o,
+                    "non-event record on the events topic"
+                );
+                Dispatched::Done
+            }
+            EventsRecord::DeadLetter { original, reason } => {
+                let inner = Arc::clone(&self.inner);
+                let done = done.clone();
                 let task = async move {
                     match inner.outputs.dead_letter(&original, &reason).await {
                         Ok(()) => done.done(p, o),
@@ -88,58 +87,25 @@ impl PartitionWorker for EventsWorker {
                     }
                 };
                 self.inner.tasks.spawn_on(task, &self.tokio);
-                return Dispatched::Pending;
+                Dispatched::Pending
             }
-        };
-        let Envelope {
-            id,
-            source,
-            time_ms,
-            trace,
-            body,
-        } = envelope;
-        let Body::Event {
-            topic,
-            sender,
-            payload,
-            ..
-        } = body
-        else {
-            // Only events belong here; other kinds are ignored rather than forwarded.
-            tracing::warn!(
-                partition = p,
-                offset = o,
-                "non-event record on the events topic"
-            );
-            return Dispatched::Done;
-        };
-        let recipient_types = early.unwrap_or_else(|| self.recipient_types(topic.topic_type()));
-        if recipient_types.is_empty() {
-            return Dispatched::Done;
+            EventsRecord::Deliver {
+                original,
+                delivery,
+                key,
+            } => {
+                let owner = partition_for(&key, self.inner.hosted.partition_count());
+                let event = Outgoing {
+                    delivery,
+                    key,
+                    at: (p, o),
+                    done: done.clone(),
+                };
+                let _entered = self.tokio.enter();
+                local_delivery::offer(&self.inner, owner, event, original);
+                Dispatched::Pending
+            }
         }
-        let key = topic.source().as_bytes().to_vec();
-        let owner = partition_for(&key, inner.hosted.partition_count());
-        let delivery = Envelope {
-            id,
-            source,
-            time_ms,
-            trace,
-            body: Body::Event {
-                topic,
-                sender,
-                recipient_types,
-                payload,
-            },
-        };
-        let event = Outgoing {
-            delivery,
-            key,
-            at: (p, o),
-            done,
-        };
-        let _entered = self.tokio.enter();
-        local_delivery::offer(&inner, owner, event, original);
-        Dispatched::Pending
     }
 }
 

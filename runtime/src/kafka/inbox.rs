@@ -10,22 +10,20 @@
 //! dead-lettered here.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 
 use super::Inner;
+use super::classify::{self, InboxRecord, Rejection, Request};
 use super::consumer_loop::{Dispatched, DoneSender, PartitionWorker};
-use super::delivery::{LocalEvent, deliver_event};
+use super::delivery::deliver_event;
 use super::local_delivery::KafkaIo;
 use super::original::Original;
 use super::replies::error_to_failure;
 use super::turn::Work;
 use crate::context::Delivery;
-use crate::error::RuntimeError;
-use crate::protocol::wire::{self, Body, Envelope, now_ms};
-use crate::trace::TraceContext;
+use crate::protocol::wire::{Body, Envelope, now_ms};
 
 /// Dispatches inbox records into agent mailboxes.
 pub(crate) struct InboxWorker {
@@ -64,20 +62,22 @@ impl InboxWorker {
 
     fn reject_request(
         &self,
-        trace: Option<TraceContext>,
-        reply_to: &str,
-        request_id: &str,
-        error: RuntimeError,
+        rejection: Rejection,
         original: &Original,
         done: &DoneSender,
     ) -> Dispatched {
         let inner = Arc::clone(&self.inner);
+        let Rejection {
+            trace,
+            reply_to: topic,
+            request_id: key,
+            error,
+        } = rejection;
         let body = Body::Error {
-            request_id: request_id.to_owned(),
+            request_id: key.clone(),
             failure: error_to_failure(&error),
         };
         let reply = Envelope::new(inner.config.instance_id.clone(), trace, body);
-        let (topic, key) = (reply_to.to_owned(), request_id.to_owned());
         let (p, o) = (original.partition(), original.offset());
         let done = done.clone();
         let task = async move {
@@ -100,85 +100,48 @@ impl InboxWorker {
 impl PartitionWorker for InboxWorker {
     fn dispatch(&self, message: &BorrowedMessage<'_>, done: &DoneSender) -> Dispatched {
         let _entered = self.tokio.enter();
-        let (partition, offset) = (message.partition(), message.offset());
-        if let Some(marker) = wire::handoff_marker(message.headers()) {
-            self.inner
-                .handoff
-                .marker_read(&KafkaIo(&self.inner), partition, marker);
-            return Dispatched::Done;
-        }
-        let original = Arc::new(Original::new(message));
-        // From the copy's headers: librdkafka is not asked for each header again.
-        let envelope = match Envelope::decode_pairs(original.headers(), original.payload_bytes()) {
-            Ok(e) => e,
-            Err(e) => return self.dead_letter(original, format!("undecodable record: {e}"), done),
-        };
-        let size = message.payload_len();
-        if size > self.inner.config.max_message_bytes {
-            let reason = format!(
-                "record of {size} bytes exceeds maxMessageBytes ({})",
-                self.inner.config.max_message_bytes
-            );
-            // A caller waiting for this request hears why instead of timing out.
-            if let Body::Request {
-                request_id,
-                recipient,
-                reply_to,
-                ..
-            } = &envelope.body
-            {
-                let err = RuntimeError::Rejected {
-                    agent: recipient.to_string(),
-                    reason: reason.clone(),
-                };
-                self.reject_request(
-                    envelope.trace.clone(),
-                    reply_to,
-                    request_id,
-                    err,
-                    &original,
-                    &DoneSender::discard(),
-                );
+        let partition = message.partition();
+        let record = classify::inbox_record(
+            message,
+            self.inner.config.max_message_bytes,
+            now_ms(),
+            |t| self.inner.hosted.agents().hosts(t),
+        );
+        match record {
+            InboxRecord::Marker(marker) => {
+                self.inner
+                    .handoff
+                    .marker_read(&KafkaIo(&self.inner), partition, marker);
+                Dispatched::Done
             }
-            return self.dead_letter(original, reason, done);
-        }
-        let envelope = match LocalEvent::from_envelope(envelope) {
-            Ok(event) => {
-                return deliver_event(&self.inner, partition, event, original, done, false);
+            InboxRecord::Event(event, original) => {
+                deliver_event(&self.inner, partition, event, original, done, false)
             }
-            Err(other) => other,
-        };
-        let Envelope {
-            id: message_id,
-            trace,
-            body,
-            ..
-        } = envelope;
-        match body {
-            Body::Request {
-                request_id,
-                recipient,
-                sender,
-                reply_to,
-                deadline_ms,
-                payload,
+            InboxRecord::Reject(rejection, original) => {
+                self.reject_request(rejection, &original, done)
+            }
+            InboxRecord::DeadLetter {
+                original,
+                reason,
+                rejection,
             } => {
-                let rejection = if deadline_ms < now_ms() {
-                    Some(RuntimeError::Timeout {
-                        agent: recipient.clone(),
-                        after: Duration::ZERO,
-                    })
-                } else if !self.inner.hosted.agents().hosts(recipient.agent_type()) {
-                    Some(RuntimeError::UnknownAgentType(
-                        recipient.agent_type().to_owned(),
-                    ))
-                } else {
-                    None
-                };
-                if let Some(err) = rejection {
-                    let (reply_to, request_id) = (&reply_to, &request_id);
-                    return self.reject_request(trace, reply_to, request_id, err, &original, done);
+                // A caller waiting for this request hears why instead of timing out.
+                if let Some(rejection) = rejection {
+                    self.reject_request(rejection, &original, &DoneSender::discard());
                 }
+                self.dead_letter(original, reason, done)
+            }
+            InboxRecord::Request(request, original) => {
+                let Request {
+                    message_id,
+                    trace,
+                    request_id,
+                    recipient,
+                    sender,
+                    reply_to,
+                    deadline_ms,
+                    payload,
+                } = request;
                 let delivery = Delivery {
                     recipient: recipient.clone(),
                     sender,
@@ -189,7 +152,7 @@ impl PartitionWorker for InboxWorker {
                 };
                 let work = Work {
                     partition,
-                    offset,
+                    offset: original.offset(),
                     owner: partition,
                     payload,
                     delivery,
@@ -203,13 +166,6 @@ impl PartitionWorker for InboxWorker {
                 self.inner.hosted.push(&self.inner.metrics, recipient, work);
                 Dispatched::Pending
             }
-            // Delivered above.
-            Body::Event { .. } => Dispatched::Done,
-            Body::Response { .. } | Body::Error { .. } => self.dead_letter(
-                original,
-                "an RPC reply does not belong in an inbox".to_owned(),
-                done,
-            ),
         }
     }
 

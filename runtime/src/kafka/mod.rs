@@ -16,6 +16,7 @@
 //! - `consumer_loop` + `offsets`: one consumer thread per group, commit when done;
 //!   `lag`: its consumer lag, read when `/metrics` asks.
 //! - `inbox`: inbox records into agent mailboxes; `events`: the events topic;
+//!   `classify`: what a record of either is (pure, fuzzed by `record_fuzz`);
 //!   `delivery`: one event into its recipients' mailboxes.
 //! - `handoff`: the pure route state machine of local delivery; `local_delivery`:
 //!   its Kafka side (markers, forwards).
@@ -26,6 +27,7 @@
 //!   letters), `tailing`, `metrics`, `worker_config`.
 
 mod agent_runtime;
+mod classify;
 mod committer;
 mod consumer_loop;
 mod delivery;
@@ -40,6 +42,8 @@ mod metrics;
 mod offsets;
 mod original;
 mod outputs;
+#[cfg(test)]
+mod record_fuzz;
 mod registry;
 mod registry_client;
 mod registry_log;
@@ -297,13 +301,18 @@ impl KafkaAgentRuntime {
     }
 
     /// Whether this replica has joined its inbox and events consumer groups (it has
-    /// read the registry and opened its reply channel once `start` returned).
+    /// read the registry and opened its reply channel once `start` returned) and is
+    /// connected to a broker: false while the cluster is unreachable (librdkafka's
+    /// statistics of its consumers tell, within about a second), true again once one
+    /// of them is connected.
     pub fn is_ready(&self) -> bool {
         if self.inner.client_only {
             return self.inner.replies.get().is_some();
         }
         let loops = self.inner.loops();
-        !loops.is_empty() && loops.iter().all(ConsumerLoop::has_joined)
+        !loops.is_empty()
+            && loops.iter().all(ConsumerLoop::has_joined)
+            && loops.iter().any(ConsumerLoop::connected)
     }
 
     /// The inbox partitions this replica owns (so the agents it hosts).

@@ -111,6 +111,14 @@ impl RegistryView {
             .unwrap_or_default()
     }
 
+    /// The runtimes claiming `agent_type`, live or not, earliest claim first.
+    pub fn claimants(&self, agent_type: &str) -> Vec<&str> {
+        self.claims
+            .get(agent_type)
+            .map(|cs| cs.values().map(|c| c.runtime.as_str()).collect())
+            .unwrap_or_default()
+    }
+
     /// The runtime hosting `agent_type`: the earliest live claim.
     pub fn owner(&self, agent_type: &str, now_ms: u64, liveness_ms: u64) -> Option<&Claim> {
         self.claims
@@ -163,7 +171,12 @@ impl RegistryView {
         self.subscriptions.contains_key(id)
     }
 
-    /// Agent types of `runtime` that receive events of `topic_type` (deduplicated).
+    /// Agent types of `runtime` that receive events of `topic_type` (deduplicated), as
+    /// `runtime` itself sees it: it is running, so it counts as live even when its own
+    /// heartbeats lapsed in the log (after an outage longer than the liveness timeout,
+    /// its events must not be skipped until its next heartbeat is read back: that
+    /// lost acknowledged events in `fault_broker_restart`). Should another runtime
+    /// have claimed one of its types meanwhile, both deliver: duplicates, not loss.
     pub fn recipient_types(
         &self,
         runtime: &str,
@@ -171,13 +184,17 @@ impl RegistryView {
         now_ms: u64,
         liveness_ms: u64,
     ) -> Vec<String> {
+        let live = |r: &str| r == runtime || self.is_live(r, now_ms, liveness_ms);
         let mut types: Vec<String> = self
-            .subscriptions(now_ms, liveness_ms)
-            .into_iter()
+            .subscriptions
+            .values()
+            .filter(|r| r.owner == OPERATOR_OWNER || live(&r.owner))
             .map(|r| &r.subscription)
             .filter(|s| s.matches(topic_type))
             .filter(|s| {
-                self.owner(s.agent_type(), now_ms, liveness_ms)
+                self.claims
+                    .get(s.agent_type())
+                    .and_then(|cs| cs.values().find(|c| live(&c.runtime)))
                     .is_some_and(|c| c.runtime == runtime)
             })
             .map(|s| s.agent_type().to_owned())
@@ -296,6 +313,9 @@ mod tests {
             },
         );
         assert!(v.owner("echo", 40_000, LIVE).is_none());
+        // rt2 still claims it, not live: an RPC can say so instead of "unknown type".
+        assert_eq!(v.claimants("echo"), ["rt2"]);
+        assert!(v.claimants("nobody").is_empty());
     }
 
     #[test]
@@ -391,12 +411,19 @@ mod tests {
             cache.get(&v, "rt1", "alerts", 20, LIVE),
             vec!["counter".to_owned(), "relay".to_owned()]
         );
-        // The owner's heartbeat expires at LIVE: seen within the cache's lifetime.
-        let asked = LIVE - 10;
-        assert_eq!(cache.get(&v, "rt1", "alerts", asked, LIVE).len(), 2);
-        assert_eq!(cache.get(&v, "rt1", "alerts", LIVE + 1, LIVE).len(), 2);
+        // The asking runtime is running: its own lapsed heartbeat (after an outage)
+        // does not drop its events.
+        assert_eq!(cache.get(&v, "rt1", "alerts", 2 * LIVE, LIVE).len(), 2);
+        // Another runtime's earlier claim wins while it is live; its heartbeat expires
+        // at 4 * LIVE, seen within the cache's lifetime.
+        v.apply((0, 0), claim("relay", "rt2"));
+        v.apply((0, 6), beat("rt2", 3 * LIVE));
+        assert_eq!(cache.get(&v, "rt1", "alerts", 3 * LIVE + 10, LIVE), counter);
+        let asked = 4 * LIVE - 10;
+        assert_eq!(cache.get(&v, "rt1", "alerts", asked, LIVE), counter);
+        assert_eq!(cache.get(&v, "rt1", "alerts", 4 * LIVE + 1, LIVE), counter);
         let later = asked + RECIPIENTS_TTL_MS;
-        assert!(cache.get(&v, "rt1", "alerts", later, LIVE).is_empty());
+        assert_eq!(cache.get(&v, "rt1", "alerts", later, LIVE).len(), 2);
     }
 
     #[test]

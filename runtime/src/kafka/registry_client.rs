@@ -75,6 +75,13 @@ impl RegistryClient {
     }
 
     /// The live claim on `agent_type`, if any.
+    /// The runtime that claimed `agent_type` first, live or not (for error messages).
+    pub(crate) fn first_claimant(&self, agent_type: &str) -> Option<String> {
+        let log = self.log.get()?;
+        let view = log.view();
+        view.claimants(agent_type).first().map(|r| (*r).to_owned())
+    }
+
     pub(crate) fn owner_of(&self, agent_type: &str, now_ms: u64) -> Option<Claim> {
         self.log
             .get()?

@@ -20,10 +20,23 @@ impl Inner {
         if let Some(owner) = self.registry.owner_of(agent_type, now_ms()) {
             return Ok(owner);
         }
-        self.registry.log()?.catch_up().await?;
-        self.registry
-            .owner_of(agent_type, now_ms())
-            .ok_or_else(|| RuntimeError::UnknownAgentType(agent_type.to_owned()))
+        self.registry.log()?.catch_up().await.map_err(|e| {
+            RuntimeError::Unavailable(format!(
+                "looking up the runtime of agent type {agent_type}: {e}"
+            ))
+        })?;
+        if let Some(owner) = self.registry.owner_of(agent_type, now_ms()) {
+            return Ok(owner);
+        }
+        // Claimed, but its runtime's heartbeats lapsed (crashed, or cut off from the
+        // broker, e.g. during an outage): not the same as a type nobody hosts.
+        Err(match self.registry.first_claimant(agent_type) {
+            Some(runtime) => RuntimeError::Unavailable(format!(
+                "agent type {agent_type} is hosted by runtime {runtime}, which has no live \
+                 replica (no heartbeat within the liveness timeout)"
+            )),
+            None => RuntimeError::UnknownAgentType(agent_type.to_owned()),
+        })
     }
 }
 
@@ -37,9 +50,20 @@ impl Transport for Inner {
             crate::ids::validate_message_id(id)?;
         }
         let recipient = rpc.recipient;
-        let owner = self.owner_of(recipient.agent_type()).await?;
-        let replies = self.replies()?;
         let timeout = rpc.timeout.unwrap_or(self.config.rpc_timeout);
+        // The timeout covers the whole call: a registry lookup that has to read the
+        // registry (a type not known yet, or a cluster that is unreachable) counts too.
+        let started = tokio::time::Instant::now();
+        let deadline = started + timeout;
+        let deadline_ms = now_ms() + timeout.as_millis() as u64;
+        let timed_out = || RuntimeError::Timeout {
+            agent: recipient.clone(),
+            after: timeout,
+        };
+        let owner = tokio::time::timeout_at(deadline, self.owner_of(recipient.agent_type()))
+            .await
+            .map_err(|_| timed_out())??;
+        let replies = self.replies()?;
         let request_id = uuid::Uuid::new_v4().to_string();
         let source = rpc.sender.as_ref().map_or_else(
             || format!("client/{}", self.config.instance_id),
@@ -53,7 +77,7 @@ impl Transport for Inner {
                 recipient: recipient.clone(),
                 sender: rpc.sender,
                 reply_to: replies.topic().to_owned(),
-                deadline_ms: now_ms() + timeout.as_millis() as u64,
+                deadline_ms,
                 payload: rpc.payload,
             },
         );
@@ -61,14 +85,8 @@ impl Transport for Inner {
             envelope.id = id;
         }
         let reply = replies.expect(&request_id, &recipient);
-        let started = tokio::time::Instant::now();
-        let deadline = started + timeout;
         let inbox = self.names.inbox(&owner.runtime);
         let cancel = rpc.cancellation.unwrap_or_default();
-        let timed_out = || RuntimeError::Timeout {
-            agent: recipient.clone(),
-            after: timeout,
-        };
         let outcome = tokio::select! {
             sent = self.outputs.produce_envelope(&inbox, recipient.key().as_bytes(), &envelope) => match sent {
                 Err(e) => Err(e),

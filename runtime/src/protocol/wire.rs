@@ -624,8 +624,19 @@ fn parse_rfc3339(s: &str) -> Option<u64> {
             .map_or(Some(0), |&c| char::from(c).to_digit(10).map(u64::from))?;
         millis = millis * 10 + digit;
     }
-    let days = days_from_civil(y, m, day);
-    Some((days as u64 * 86_400 + hh * 3600 + mm * 60 + ss) * 1000 + millis)
+    // Fields out of range, and times before 1970 (Unix ms are unsigned), are not a time
+    // we can carry: dropped rather than overflowing (found by `record_fuzz`).
+    if !(1970..=9999).contains(&y)
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || hh > 23
+        || mm > 59
+        || ss > 60
+    {
+        return None;
+    }
+    let days = u64::try_from(days_from_civil(y, m, day)).ok()?;
+    Some((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000 + millis)
 }
 
 // Howard Hinnant's civil calendar algorithms (public domain), for dates after 1970.
@@ -866,6 +877,21 @@ mod tests {
         // Not a time (and no panic on a multi-byte character).
         assert_eq!(at("40.1x3"), None);
         assert_eq!(at("40.é"), None);
+        // Not a time we can carry, and no overflow: before 1970, fields out of range.
+        for t in [
+            "1969-12-31T23:59:59.999Z",
+            "0000-01-01T00:00:00Z",
+            "99999999999-01-01T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-11-18T18446744073709551615:00:00Z",
+            "2026-11-18T11:06:99Z",
+        ] {
+            assert_eq!(parse_rfc3339(t), None, "{t}");
+        }
+        assert_eq!(
+            parse_rfc3339("9999-12-31T23:59:59.999Z"),
+            Some(253_402_300_799_999)
+        );
     }
 }
 
