@@ -107,6 +107,14 @@ pub trait KafkaBackend: Send + Sync {
         topic: &str,
         partitions: i32,
     ) -> Result<i64>;
+    /// Whether `topic` exists and `group` has committed offsets on all its partitions
+    /// (a runtime commits its start position the first time it reads a topic).
+    async fn source_read(
+        &self,
+        conn: &KafkaConnection,
+        group: &str,
+        topic: &str,
+    ) -> Result<SourceRead>;
     /// Writes one registry record (`None`: a tombstone) and waits for the broker's ack.
     async fn write_record(
         &self,
@@ -115,6 +123,17 @@ pub trait KafkaBackend: Send + Sync {
         key: &str,
         value: Option<&[u8]>,
     ) -> Result<()>;
+}
+
+/// What [`KafkaBackend::source_read`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceRead {
+    /// No such topic.
+    Missing,
+    /// The topic exists; the group has no committed offset on some of its partitions.
+    Unread,
+    /// The group has committed offsets on every partition of the topic.
+    Read,
 }
 
 /// Offsets of one partition, as read for a lag measurement.
@@ -298,6 +317,60 @@ impl KafkaBackend for RdKafka {
         })
         .await
         .map_err(|e| Error::Kafka(format!("lag task: {e}")))?
+    }
+
+    async fn source_read(
+        &self,
+        conn: &KafkaConnection,
+        group: &str,
+        topic: &str,
+    ) -> Result<SourceRead> {
+        let mut cfg = conn.client_config();
+        cfg.set("group.id", group)
+            .set("enable.auto.commit", "false");
+        let topic = topic.to_owned();
+        let what = format!("reading source topic {topic:?}");
+        let kafka = move |e: rdkafka::error::KafkaError| Error::Kafka(format!("{what}: {e}"));
+        let _permit = self
+            .lag_reads
+            .acquire()
+            .await
+            .map_err(|e| Error::Kafka(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = cfg.create().map_err(&kafka)?;
+            let md = consumer
+                .fetch_metadata(Some(&topic), KAFKA_TIMEOUT)
+                .map_err(&kafka)?;
+            let partitions: Vec<i32> = md
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic && t.error().is_none())
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            if partitions.is_empty() {
+                return Ok(SourceRead::Missing);
+            }
+            let mut tpl = TopicPartitionList::new();
+            for p in &partitions {
+                tpl.add_partition(&topic, *p);
+            }
+            let committed = consumer
+                .committed_offsets(tpl, KAFKA_TIMEOUT)
+                .map_err(&kafka)?;
+            let all = partitions.iter().all(|p| {
+                matches!(
+                    committed.find_partition(&topic, *p).map(|e| e.offset()),
+                    Some(Offset::Offset(_))
+                )
+            });
+            Ok(if all {
+                SourceRead::Read
+            } else {
+                SourceRead::Unread
+            })
+        })
+        .await
+        .map_err(|e| Error::Kafka(format!("source topic task: {e}")))?
     }
 
     async fn write_record(

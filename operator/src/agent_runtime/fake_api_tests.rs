@@ -47,6 +47,14 @@ impl KafkaBackend for FakeKafka {
     async fn consumer_lag(&self, _: &KafkaConnection, _: &str, _: &str, _: i32) -> Result<i64> {
         Ok(0)
     }
+    async fn source_read(
+        &self,
+        _: &KafkaConnection,
+        _: &str,
+        _: &str,
+    ) -> Result<crate::kafka::SourceRead> {
+        Ok(crate::kafka::SourceRead::Missing)
+    }
     async fn write_record(
         &self,
         _: &KafkaConnection,

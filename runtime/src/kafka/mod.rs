@@ -16,7 +16,8 @@
 //! - `consumer_loop` + `offsets`: one consumer thread per group, commit when done;
 //!   `lag`: its consumer lag, read when `/metrics` asks.
 //! - `inbox`: inbox records into agent mailboxes; `events`: the events topic;
-//!   `delivery`: one event into its recipients' mailboxes.
+//!   `sources`: existing topics bound by subscriptions (`source_records` maps their
+//!   records); `delivery`: one event into its recipients' mailboxes.
 //! - `handoff`: the pure route state machine of local delivery; `local_delivery`:
 //!   its Kafka side (markers, forwards).
 //! - `hosted`: the agents of this process, their mailboxes and inbox partitions.
@@ -44,6 +45,8 @@ mod registry_client;
 mod registry_log;
 mod replies;
 mod rpc;
+pub mod source_records;
+mod sources;
 mod state_store;
 mod tailing;
 mod turn;
@@ -52,6 +55,7 @@ mod worker_config;
 pub use metrics::{MetricsSnapshot, RPC_LATENCY_BUCKETS};
 pub use worker_config::WorkerConfig;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -117,6 +121,8 @@ pub(crate) struct Inner {
     registry: RegistryClient,
     replies: OnceLock<ReplyChannel>,
     loops: Mutex<Vec<ConsumerLoop>>,
+    /// Consumer loops of bound source topics (`sources`).
+    sources: Mutex<sources::SourceLoops>,
     /// Reads the inbox consumer's lag for `/metrics` (set once the loop started).
     inbox_lag: OnceLock<LagReader>,
     started: AtomicBool,
@@ -168,6 +174,7 @@ impl KafkaAgentRuntime {
             registry: RegistryClient::new(&config, &names),
             replies: OnceLock::new(),
             loops: Mutex::default(),
+            sources: Mutex::new(Some(BTreeMap::new())),
             inbox_lag: OnceLock::new(),
             started: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
@@ -290,6 +297,7 @@ impl KafkaAgentRuntime {
         // group's start position is committed above. `wait_ready` waits for them.
         let _ = inner.inbox_lag.set(inbox.lag_reader());
         inner.loops().extend([inbox, events]);
+        inner.tasks.spawn(sources::watch(Arc::downgrade(inner)));
         tracing::info!(runtime = %cfg.runtime_name, instance = %cfg.instance_id, prefix = %names.prefix(), "runtime started");
         Ok(())
     }
@@ -302,6 +310,32 @@ impl KafkaAgentRuntime {
         }
         let loops = self.inner.loops();
         !loops.is_empty() && loops.iter().all(ConsumerLoop::has_joined)
+    }
+
+    /// Adds (or replaces) a subscription whose events come from an existing Kafka
+    /// topic instead of the events topic (see `kafka::source_records` for how its
+    /// records become events). Every runtime hosting the agent type reads the topic.
+    pub async fn add_source_subscription(
+        &self,
+        subscription: crate::Subscription,
+        source: crate::subscription::SubscriptionSource,
+    ) -> Result<(), RuntimeError> {
+        source.check(&subscription).map_err(|reason| {
+            RuntimeError::Config(crate::ConfigError::invalid(
+                "source",
+                &source.kafka_topic,
+                reason,
+            ))
+        })?;
+        self.inner
+            .registry
+            .add_subscription(&self.inner.outputs, subscription, Some(source))
+            .await
+    }
+
+    /// Source topics this replica reads (its consumer joined the events group on them).
+    pub fn source_topics_read(&self) -> Vec<String> {
+        self.inner.sources_read()
     }
 
     /// The inbox partitions this replica owns (so the agents it hosts).
@@ -432,6 +466,13 @@ impl Inner {
             tracing::warn!(error = %e, "stopping: {what} failed");
         };
         let mut loops: Vec<ConsumerLoop> = self.loops().drain(..).collect();
+        // `None`: the source watcher starts no more.
+        loops.extend(
+            self.sources()
+                .take()
+                .into_iter()
+                .flat_map(BTreeMap::into_values),
+        );
         let consumers = tokio::task::spawn_blocking(move || {
             for l in &mut loops {
                 l.stop_blocking();
