@@ -263,7 +263,9 @@ async fn source_topic_records_of_one_key_arrive_in_order() {
     });
     let mut pending = Vec::new();
     for (k, v) in sends {
-        let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&src.topic).key(k.as_slice()).payload(v.as_slice());
+        let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&src.topic)
+            .key(k.as_slice())
+            .payload(v.as_slice());
         pending.push(
             src.producer
                 .send_result(record)

@@ -55,6 +55,16 @@ impl KafkaBackend for FakeKafka {
     ) -> Result<crate::kafka::SourceRead> {
         Ok(crate::kafka::SourceRead::Missing)
     }
+    async fn reply_channels(
+        &self,
+        _: &KafkaConnection,
+        _: &switchboard_runtime::TopicNames,
+    ) -> Result<(
+        Vec<String>,
+        std::collections::HashMap<String, crate::reply_gc::LastBeat>,
+    )> {
+        Ok(Default::default())
+    }
     async fn write_record(
         &self,
         _: &KafkaConnection,

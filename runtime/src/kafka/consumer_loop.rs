@@ -91,6 +91,11 @@ pub(crate) struct LoopSettings {
     pub(crate) drain_timeout: Duration,
     /// Name of the thread (shows in `top -H`, debuggers).
     pub(crate) thread_name: String,
+    /// On assignment (before it takes effect), commit the end offset of partitions the
+    /// group never committed, as the member that owns them: the group starts reading
+    /// there, and the commit records that it does (set with `auto.offset.reset=latest`
+    /// as the fallback when the commit fails).
+    pub(crate) start_at_end: bool,
 }
 
 struct Shared<W> {
@@ -204,10 +209,23 @@ impl<W: PartitionWorker> ClientContext for LoopContext<W> {}
 
 impl<W: PartitionWorker> ConsumerContext for LoopContext<W> {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else {
-            return;
-        };
         let shared = &self.shared;
+        let tpl = match rebalance {
+            Rebalance::Revoke(tpl) => tpl,
+            // Before the assignment takes effect, so the fetcher finds the commit.
+            Rebalance::Assign(tpl) if shared.settings.start_at_end => {
+                let partitions: Vec<i32> = tpl
+                    .elements_for_topic(&shared.settings.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                if !partitions.is_empty() {
+                    commit_end_if_uncommitted(consumer, &shared.settings.topic, &partitions);
+                }
+                return;
+            }
+            _ => return,
+        };
         let partitions: Vec<i32> = tpl
             .elements_for_topic(&shared.settings.topic)
             .iter()
@@ -411,6 +429,55 @@ fn poll_loop<W: PartitionWorker>(
     // a lag read holding it (bounded by its timeout) delays that until it returns.
     drop(consumer);
     tracing::info!(%topic, "consumer stopped");
+}
+
+/// Commits the end offsets of those `partitions` the group has no committed offset
+/// for. Runs in the rebalance callback, as their new owner, before they are assigned;
+/// failures are logged (the consumer then starts at the end through
+/// `auto.offset.reset` anyway).
+fn commit_end_if_uncommitted<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partitions: &[i32],
+) {
+    const TIMEOUT: Duration = Duration::from_secs(10);
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = match consumer.committed_offsets(tpl, TIMEOUT) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%topic, error = %e, "reading committed offsets failed");
+            return;
+        }
+    };
+    let mut to_commit = TopicPartitionList::new();
+    for e in committed.elements_for_topic(topic) {
+        if !matches!(e.offset(), Offset::Invalid) {
+            continue;
+        }
+        match consumer.fetch_watermarks(topic, e.partition(), TIMEOUT) {
+            Ok((_, high)) => {
+                if let Err(err) =
+                    to_commit.add_partition_offset(topic, e.partition(), Offset::Offset(high))
+                {
+                    tracing::warn!(%topic, error = %err, "invalid start offset");
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%topic, partition = e.partition(), error = %err, "reading the end offset failed")
+            }
+        }
+    }
+    if to_commit.count() > 0 {
+        match consumer.commit(&to_commit, CommitMode::Sync) {
+            Ok(()) => {
+                tracing::info!(%topic, partitions = to_commit.count(), "first read of the topic by this group: starting at its end")
+            }
+            Err(e) => tracing::warn!(%topic, error = %e, "committing the start offsets failed"),
+        }
+    }
 }
 
 fn apply_backpressure<W: PartitionWorker>(

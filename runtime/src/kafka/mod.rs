@@ -271,6 +271,7 @@ impl KafkaAgentRuntime {
             commit_interval: cfg.commit_interval,
             drain_timeout: cfg.drain_timeout,
             thread_name: format!("sb-{what}"),
+            start_at_end: false,
         };
         let mut inbox_cfg = cfg
             .kafka

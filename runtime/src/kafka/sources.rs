@@ -216,17 +216,19 @@ async fn existing_topics(
 async fn start_loop(inner: &Arc<Inner>, topic: &str) -> Result<ConsumerLoop, String> {
     let (cfg, names) = (&inner.config, &inner.names);
     let group = names.events_group(&cfg.runtime_name);
-    super::events::start_at_end_if_new(&cfg.kafka, topic, &group, KAFKA_TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())?;
     let mut consumer = cfg.kafka.consumer_config(&group);
     consumer.set("partition.assignment.strategy", "cooperative-sticky");
+    // The events group has members already (its events-topic consumers), so the start
+    // position cannot be committed from outside as for the events topic: the loop
+    // commits it as the partitions' owner (`start_at_end`).
+    consumer.set("auto.offset.reset", "latest");
     let settings = LoopSettings {
         topic: topic.to_owned(),
         max_in_flight_per_partition: cfg.max_in_flight_per_partition,
         commit_interval: cfg.commit_interval,
         drain_timeout: cfg.drain_timeout,
         thread_name: "sb-source".to_owned(),
+        start_at_end: true,
     };
     let worker = SourceWorker {
         inner: Arc::clone(inner),
