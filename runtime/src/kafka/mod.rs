@@ -215,7 +215,14 @@ impl KafkaAgentRuntime {
         let inner = &self.inner;
         let (cfg, names) = (&inner.config, &inner.names);
         let admin = TopicAdmin::new(&cfg.kafka, STARTUP_TIMEOUT)?;
-        let mut topics = vec![names.reply_spec(&cfg.instance_id, cfg.replication_factor)];
+        // A hosting process creates its reply channel only after its first heartbeat:
+        // the operator deletes reply channels whose process's heartbeat expired, and a
+        // restart under a fixed instance id must not look dead meanwhile.
+        let reply_spec = names.reply_spec(&cfg.instance_id, cfg.replication_factor);
+        let mut topics = Vec::new();
+        if inner.client_only {
+            topics.push(reply_spec.clone());
+        }
         if cfg.create_topics && !inner.client_only {
             topics.extend(names.runtime_specs(
                 &cfg.runtime_name,
@@ -223,7 +230,9 @@ impl KafkaAgentRuntime {
                 cfg.replication_factor,
             ));
         }
-        admin.ensure_topics(&topics).await?;
+        if !topics.is_empty() {
+            admin.ensure_topics(&topics).await?;
+        }
         if !inner.client_only {
             self.read_inbox_partitions(&admin).await?;
         }
@@ -249,6 +258,9 @@ impl KafkaAgentRuntime {
                     return Err(e);
                 }
             }
+            admin
+                .ensure_topics(std::slice::from_ref(&reply_spec))
+                .await?;
         }
 
         let replies = ReplyChannel::open(
