@@ -435,6 +435,7 @@ mod tests {
             ("resync-seconds", "8"),
             ("autoscale-interval-seconds", "9"),
             ("scale-down-window-seconds", "10"),
+            ("reply-gc-grace-seconds", "11"),
             ("metrics-addr", "127.0.0.1:9000"),
         ];
         let want = RunArgs {
@@ -448,7 +449,7 @@ mod tests {
             resync_seconds: 8,
             autoscale_interval_seconds: 9,
             scale_down_window_seconds: 10,
-            reply_gc_grace_seconds: 300,
+            reply_gc_grace_seconds: 11,
             metrics_addr: "127.0.0.1:9000".parse().unwrap(),
         };
         let separate: Vec<String> = std::iter::once("run".to_owned())
@@ -477,8 +478,10 @@ mod tests {
             ("SWITCHBOARD_WATCH_NAMESPACE", "from-env"),
             ("SWITCHBOARD_RUNTIME_IMAGE", "env:img"),
             ("POD_NAMESPACE", "pod-ns"),
+            ("SWITCHBOARD_REPLY_GC_GRACE_SECONDS", "0"),
         ];
         let a = run(&["run"], &env);
+        assert_eq!(a.reply_gc_grace_seconds, 0);
         assert_eq!(a.namespace.as_deref(), Some("from-env"));
         assert_eq!(a.runtime_image, "env:img");
         assert_eq!(a.lease_namespace, "pod-ns");

@@ -376,3 +376,81 @@ async fn publish(ctx: &Context, sub: &AgentSubscription, reason: &str, note: Str
         warn!(error = %e, "publishing an event failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> AgentRuntime {
+        serde_json::from_value(json!({
+            "apiVersion": "switchboard.dev/v1alpha1", "kind": "AgentRuntime",
+            "metadata": { "name": "host", "namespace": "ns" },
+            "spec": {
+                "kafka": { "bootstrapServers": "127.0.0.1:9092" },
+                "agents": [{ "type": "rec", "builtin": "counter" }],
+            },
+        }))
+        .unwrap()
+    }
+
+    fn sub(route: serde_json::Value, source: serde_json::Value) -> AgentSubscription {
+        let mut spec =
+            json!({ "runtimeRef": { "name": "host" }, "agentType": "rec", "source": source });
+        for (k, v) in route.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "switchboard.dev/v1alpha1", "kind": "AgentSubscription",
+            "metadata": { "name": "s", "namespace": "ns", "uid": "u1" },
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn sources_are_validated_and_carried_into_the_record() {
+        let rt = runtime();
+        let ok = sub(
+            json!({"topicType": "orders"}),
+            json!({"kafkaTopic": "shop.orders", "keyFrom": "header:tenant"}),
+        );
+        let (route, source) = validate(&ok, Some(&rt)).unwrap();
+        assert_eq!(route.id(), "u1");
+        let source = source.unwrap();
+        assert_eq!(source.kafka_topic, "shop.orders");
+        assert_eq!(source.key_from.to_string(), "header:tenant");
+
+        let bad_key = sub(
+            json!({"topicType": "orders"}),
+            json!({"kafkaTopic": "shop.orders", "keyFrom": "value"}),
+        );
+        let rej = validate(&bad_key, Some(&rt)).unwrap_err();
+        assert_eq!(rej.reason, reason::INVALID_SPEC);
+        assert!(
+            rej.message.contains("spec.source.keyFrom"),
+            "{}",
+            rej.message
+        );
+
+        let bad_topic = sub(json!({"topicType": "orders"}), json!({"kafkaTopic": "a b"}));
+        let rej = validate(&bad_topic, Some(&rt)).unwrap_err();
+        assert!(
+            rej.message.contains("spec.source.kafkaTopic"),
+            "{}",
+            rej.message
+        );
+
+        // Plain records carry the topic name as type: the prefix must match it.
+        let mismatch = sub(
+            json!({"topicTypePrefix": "payments."}),
+            json!({"kafkaTopic": "shop.orders"}),
+        );
+        let rej = validate(&mismatch, Some(&rt)).unwrap_err();
+        assert!(rej.message.contains("topicTypePrefix"), "{}", rej.message);
+        let matching = sub(
+            json!({"topicTypePrefix": "shop."}),
+            json!({"kafkaTopic": "shop.orders"}),
+        );
+        assert!(validate(&matching, Some(&rt)).unwrap().1.is_some());
+    }
+}
