@@ -119,6 +119,10 @@ async fn reply_channel_of_a_killed_process_is_deleted_after_the_grace_and_live_o
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let after = killed.elapsed();
+    println!(
+        "reply channel deleted {:.1} s after SIGKILL (heartbeat valid 3 s, grace {GRACE:?}, resync 1 s)",
+        after.as_secs_f64()
+    );
     assert!(
         after >= GRACE,
         "deleted {after:?} after the kill, before the {GRACE:?} grace"
