@@ -346,6 +346,38 @@ impl KafkaAgentRuntime {
             .await
     }
 
+    /// Adds the source subscriptions the network does not have yet (same route and
+    /// same source, whatever the id), so restarts and replicas do not pile up copies.
+    /// Returns how many were added.
+    #[cfg(feature = "server")]
+    pub async fn ensure_source_subscriptions(
+        &self,
+        wanted: Vec<(crate::Subscription, crate::subscription::SubscriptionSource)>,
+    ) -> Result<usize, RuntimeError> {
+        if wanted.is_empty() {
+            return Ok(0);
+        }
+        let log = self.inner.registry.log()?;
+        log.catch_up().await?;
+        let existing: Vec<_> = log
+            .view()
+            .source_subscriptions(now_ms(), self.inner.registry.liveness_ms())
+            .into_iter()
+            .map(|(s, src)| (s.clone(), src.clone()))
+            .collect();
+        let mut added = 0;
+        for (sub, src) in wanted {
+            let known = existing
+                .iter()
+                .any(|(s, e)| *e == src && crate::serve::same_route(s, &sub));
+            if !known {
+                self.add_source_subscription(sub, src).await?;
+                added += 1;
+            }
+        }
+        Ok(added)
+    }
+
     /// Source topics this replica reads (its consumer joined the events group on them).
     pub fn source_topics_read(&self) -> Vec<String> {
         self.inner.sources_read()

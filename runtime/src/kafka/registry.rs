@@ -150,6 +150,19 @@ impl RegistryView {
             .collect()
     }
 
+    /// Subscriptions in effect that are bound to a source topic, with the source.
+    #[cfg(feature = "server")]
+    pub fn source_subscriptions(
+        &self,
+        now_ms: u64,
+        liveness_ms: u64,
+    ) -> Vec<(&Subscription, &crate::subscription::SubscriptionSource)> {
+        self.subscriptions(now_ms, liveness_ms)
+            .into_iter()
+            .filter_map(|r| Some((&r.subscription, r.source.as_ref()?)))
+            .collect()
+    }
+
     /// Ids of subscriptions added by `owner`.
     pub fn subscriptions_of(&self, owner: &str) -> Vec<String> {
         self.subscriptions

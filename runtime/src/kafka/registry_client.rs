@@ -115,6 +115,12 @@ impl RegistryClient {
             .unwrap_or_default()
     }
 
+    /// The liveness timeout this process judges heartbeats by.
+    #[cfg(feature = "server")]
+    pub(crate) fn liveness_ms(&self) -> u64 {
+        self.liveness_ms
+    }
+
     /// Kafka topics this runtime reads as event sources.
     pub(crate) fn source_topics(&self, now_ms: u64) -> std::collections::BTreeSet<String> {
         self.log
