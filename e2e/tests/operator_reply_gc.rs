@@ -124,7 +124,7 @@ async fn reply_channel_of_a_killed_process_is_deleted_after_the_grace_and_live_o
     }
     let after = killed.elapsed();
     println!(
-        "reply channel deleted {:.1} s after SIGKILL (heartbeat valid 3 s, grace {GRACE:?}, resync 1 s)",
+        "reply channel deleted {:.1} s after SIGKILL (heartbeat valid {VALID:?}, grace {GRACE:?}, resync 1 s)",
         after.as_secs_f64()
     );
     // The last beat was at most 0.5 s (+ scheduling) before the kill.
