@@ -50,7 +50,9 @@ pub struct AgentSubscriptionSpec {
     /// Topic type prefix to match. Exactly one of topicType and topicTypePrefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic_type_prefix: Option<String>,
-    /// Bind an existing Kafka topic as an event source for this subscription.
+    /// Bind an existing Kafka topic as the event source of this subscription: its
+    /// records (CloudEvents or plain JSON/bytes) are delivered to the agent type
+    /// instead of events from the network's events topic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SubscriptionSource>,
 }
@@ -63,14 +65,18 @@ pub struct RuntimeRef {
     pub name: String,
 }
 
-/// An existing Kafka topic read as events.
+/// An existing Kafka topic read as events, in the runtime's events consumer group
+/// (from its end offsets the first time). A plain record's topic type is `topicType`,
+/// or the Kafka topic name under `topicTypePrefix`; a CloudEvents record keeps its own.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionSource {
-    /// The Kafka topic to read.
+    /// The Kafka topic to read (must exist; Ready says when the runtime reads it).
+    #[schemars(length(min = 1, max = 249))]
     pub kafka_topic: String,
-    /// Where the topic source (recipient key) comes from: `key` (record key, default)
-    /// or `header:<name>`.
+    /// Where a plain record's topic source (the recipient agent's key) comes from:
+    /// `key` (the record key, default) or `header:<name>`. A record without it is
+    /// dead-lettered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_from: Option<String>,
 }

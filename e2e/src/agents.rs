@@ -50,8 +50,12 @@ pub struct Seen {
     pub message_id: String,
     /// The message's type name.
     pub type_name: String,
-    /// The message as JSON.
+    /// The message as JSON (`Null` when it is not JSON).
     pub data: Value,
+    /// The message's content type.
+    pub content_type: String,
+    /// The message's bytes.
+    pub raw: Vec<u8>,
 }
 
 /// A shared log of what recorders saw.
@@ -89,6 +93,8 @@ impl Agent for Recorder {
                 message_id: ctx.message_id.clone(),
                 type_name: msg.type_name.clone(),
                 data,
+                content_type: msg.content_type.clone(),
+                raw: msg.data.to_vec(),
             });
         if msg.type_name == Ping::TYPE_NAME {
             let ping: Ping = msg.decode()?;

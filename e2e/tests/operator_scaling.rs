@@ -25,6 +25,7 @@ fn fast() -> Timing {
         resync: Duration::from_secs(1),
         autoscale_interval: Duration::from_secs(1),
         scale_down_window: Duration::from_secs(3),
+        ..Timing::default()
     }
 }
 

@@ -44,6 +44,8 @@ pub struct RunArgs {
     pub autoscale_interval_seconds: u64,
     /// `--scale-down-window-seconds`.
     pub scale_down_window_seconds: u64,
+    /// `--reply-gc-grace-seconds`, `SWITCHBOARD_REPLY_GC_GRACE_SECONDS` (0: off).
+    pub reply_gc_grace_seconds: u64,
     /// `--metrics-addr`.
     pub metrics_addr: SocketAddr,
 }
@@ -173,6 +175,14 @@ pub const FLAGS: &[Flag] = &[
                scales down",
     },
     Flag {
+        name: "reply-gc-grace-seconds",
+        value: Some("SECONDS"),
+        env: Some("SWITCHBOARD_REPLY_GC_GRACE_SECONDS"),
+        default: Some("300"),
+        help: "Delete the reply-channel topic of a process this many seconds after its last \
+               registry heartbeat expired (checked every resync; 0: never)",
+    },
+    Flag {
         name: "metrics-addr",
         value: Some("ADDR"),
         env: None,
@@ -255,6 +265,7 @@ fn parse_run(
         resync_seconds: resolved.required("resync-seconds")?,
         autoscale_interval_seconds: resolved.required("autoscale-interval-seconds")?,
         scale_down_window_seconds: resolved.required("scale-down-window-seconds")?,
+        reply_gc_grace_seconds: resolved.required("reply-gc-grace-seconds")?,
         metrics_addr: resolved.required("metrics-addr")?,
     }))
 }
@@ -406,6 +417,7 @@ mod tests {
                 resync_seconds: 60,
                 autoscale_interval_seconds: 15,
                 scale_down_window_seconds: 300,
+                reply_gc_grace_seconds: 300,
                 metrics_addr: "0.0.0.0:8081".parse().unwrap(),
             }
         );
@@ -423,6 +435,7 @@ mod tests {
             ("resync-seconds", "8"),
             ("autoscale-interval-seconds", "9"),
             ("scale-down-window-seconds", "10"),
+            ("reply-gc-grace-seconds", "11"),
             ("metrics-addr", "127.0.0.1:9000"),
         ];
         let want = RunArgs {
@@ -436,6 +449,7 @@ mod tests {
             resync_seconds: 8,
             autoscale_interval_seconds: 9,
             scale_down_window_seconds: 10,
+            reply_gc_grace_seconds: 11,
             metrics_addr: "127.0.0.1:9000".parse().unwrap(),
         };
         let separate: Vec<String> = std::iter::once("run".to_owned())
@@ -464,8 +478,10 @@ mod tests {
             ("SWITCHBOARD_WATCH_NAMESPACE", "from-env"),
             ("SWITCHBOARD_RUNTIME_IMAGE", "env:img"),
             ("POD_NAMESPACE", "pod-ns"),
+            ("SWITCHBOARD_REPLY_GC_GRACE_SECONDS", "0"),
         ];
         let a = run(&["run"], &env);
+        assert_eq!(a.reply_gc_grace_seconds, 0);
         assert_eq!(a.namespace.as_deref(), Some("from-env"));
         assert_eq!(a.runtime_image, "env:img");
         assert_eq!(a.lease_namespace, "pod-ns");

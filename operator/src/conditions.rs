@@ -55,8 +55,12 @@ pub mod reason {
     pub const ACCEPTED: &str = "Accepted";
     /// The subscription is in the registry topic.
     pub const REGISTERED: &str = "Registered";
-    /// `source` (binding an existing Kafka topic) is not implemented by the runtime yet.
-    pub const SOURCE_NOT_SUPPORTED: &str = "SourceNotSupported";
+    /// The Kafka topic named by `spec.source.kafkaTopic` does not exist.
+    pub const SOURCE_TOPIC_NOT_FOUND: &str = "SourceTopicNotFound";
+    /// The source topic exists but the runtime has not started reading it yet.
+    pub const SOURCE_NOT_READ: &str = "SourceNotRead";
+    /// The runtime's events group reads the source topic.
+    pub const READING_SOURCE: &str = "ReadingSource";
     /// Some earlier condition is not met.
     pub const NOT_ACCEPTED: &str = "NotAccepted";
 }

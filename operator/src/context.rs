@@ -11,6 +11,9 @@ use crate::agent_runtime::build::{BuildSettings, FIELD_MANAGER};
 use crate::kafka::KafkaBackend;
 use crate::metrics::Metrics;
 
+/// Default of [`Timing::reply_gc_grace`].
+pub const DEFAULT_REPLY_GC_GRACE: Duration = Duration::from_secs(300);
+
 /// How often the operator looks again without being told (lag, Kafka-side drift).
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
@@ -22,6 +25,9 @@ pub struct Timing {
     pub autoscale_interval: Duration,
     /// How long a lower replica recommendation must hold before scaling down.
     pub scale_down_window: Duration,
+    /// How long after a process's last heartbeat expired its reply channel is deleted
+    /// (`None`: never). Collection runs every `resync`.
+    pub reply_gc_grace: Option<Duration>,
 }
 
 impl Default for Timing {
@@ -30,6 +36,7 @@ impl Default for Timing {
             resync: Duration::from_secs(60),
             autoscale_interval: Duration::from_secs(15),
             scale_down_window: Duration::from_secs(300),
+            reply_gc_grace: Some(DEFAULT_REPLY_GC_GRACE),
         }
     }
 }

@@ -116,10 +116,18 @@ pub async fn signalled(mut shutdown: watch::Receiver<bool>) {
 pub const CONCURRENCY: u16 = 16;
 
 /// Reconciles AgentRuntimes and AgentSubscriptions in `namespace` (all when `None`)
-/// until `shutdown` turns true; in-flight reconciles finish first. Both watch their
+/// and collects dead processes' reply channels (`reply_gc`, every resync) until
+/// `shutdown` turns true; in-flight reconciles finish first. Both watch their
 /// resources through [`DeserializeGuard`]: one malformed object cannot stop the watch.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: watch::Receiver<bool>) {
     let client = ctx.client.clone();
+    let reply_gc = crate::reply_gc::run(
+        Arc::clone(&ctx),
+        namespace.clone(),
+        ctx.timing.resync,
+        ctx.timing.reply_gc_grace,
+        shutdown.clone(),
+    );
     let ns = namespace.as_deref();
     let owned =
         watcher::Config::default().labels("app.kubernetes.io/managed-by=switchboard-operator");
@@ -176,5 +184,5 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: watch::
             }
             futures::future::ready(())
         });
-    futures::join!(runtimes, subs);
+    futures::join!(runtimes, subs, reply_gc);
 }

@@ -5,12 +5,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use rdkafka::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
-use switchboard_runtime::KafkaConfig;
 use switchboard_runtime::access::{AccessCheck, AccessError};
+use switchboard_runtime::protocol::registry::RegistryRecord;
+use switchboard_runtime::{KafkaConfig, TopicNames};
+
+use crate::reply_gc::LastBeat;
 use switchboard_runtime::admin::{TopicAdmin, TopicChange, TopicSpec};
 
 use crate::error::{Error, Result};
@@ -137,6 +141,22 @@ pub trait KafkaBackend: Send + Sync {
         topic: &str,
         partitions: i32,
     ) -> Result<i64>;
+    /// Whether `topic` exists and `group` has committed offsets on all its partitions
+    /// (a runtime commits its start position the first time it reads a topic).
+    async fn source_read(
+        &self,
+        conn: &KafkaConnection,
+        group: &str,
+        topic: &str,
+    ) -> Result<SourceRead>;
+    /// The reply-channel topics of `names`' prefix (`P.reply.*`) and the last
+    /// heartbeat of every instance in its registry (instances whose heartbeat was
+    /// tombstoned, a graceful stop, are left out).
+    async fn reply_channels(
+        &self,
+        conn: &KafkaConnection,
+        names: &TopicNames,
+    ) -> Result<(Vec<String>, HashMap<String, LastBeat>)>;
     /// Writes one registry record (`None`: a tombstone) and waits for the broker's ack.
     async fn write_record(
         &self,
@@ -150,6 +170,91 @@ pub trait KafkaBackend: Send + Sync {
     async fn diagnose(&self, _conn: &KafkaConnection, _topics: &[String]) -> Option<AccessError> {
         None
     }
+}
+
+/// The last heartbeat of every instance in `registry` (read from the beginning to the
+/// end offsets at the start of the read, bounded by [`REGISTRY_READ_TIMEOUT`]).
+fn read_heartbeats(
+    consumer: &BaseConsumer,
+    registry: &str,
+    partitions: &[i32],
+) -> Result<HashMap<String, LastBeat>> {
+    let kafka = |e: rdkafka::error::KafkaError| Error::Kafka(format!("reading {registry}: {e}"));
+    let mut ends = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(registry, *p, KAFKA_TIMEOUT)
+            .map_err(kafka)?;
+        if high > low {
+            ends.insert(*p, high);
+            tpl.add_partition_offset(registry, *p, Offset::Beginning)
+                .map_err(kafka)?;
+        }
+    }
+    let mut beats = HashMap::new();
+    if ends.is_empty() {
+        return Ok(beats);
+    }
+    consumer.assign(&tpl).map_err(kafka)?;
+    let deadline = std::time::Instant::now() + REGISTRY_READ_TIMEOUT;
+    while !ends.is_empty() {
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Kafka(format!(
+                "reading {registry}: not at its end after {REGISTRY_READ_TIMEOUT:?}"
+            )));
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.map_err(kafka)?;
+        if m.offset() + 1 >= ends.get(&m.partition()).copied().unwrap_or(0) {
+            ends.remove(&m.partition());
+        }
+        let Some(key) = m.key() else { continue };
+        if !key.starts_with(b"hb/") {
+            continue;
+        }
+        match RegistryRecord::decode(key, m.payload()) {
+            Ok(RegistryRecord::Heartbeat {
+                instance,
+                heartbeat: Some(h),
+                ..
+            }) => {
+                beats.insert(
+                    instance,
+                    LastBeat {
+                        at_ms: h.at_ms,
+                        valid_ms: h.valid_ms,
+                    },
+                );
+            }
+            Ok(RegistryRecord::Heartbeat {
+                instance,
+                heartbeat: None,
+                ..
+            }) => {
+                beats.remove(&instance);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "skipping a registry record"),
+        }
+    }
+    Ok(beats)
+}
+
+/// How long one read of a registry may take.
+const REGISTRY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What [`KafkaBackend::source_read`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceRead {
+    /// No such topic.
+    Missing,
+    /// The topic exists; the group has no committed offset on some of its partitions.
+    Unread,
+    /// The group has committed offsets on every partition of the topic.
+    Read,
 }
 
 /// Offsets of one partition, as read for a lag measurement.
@@ -330,6 +435,105 @@ impl KafkaBackend for RdKafka {
         })
         .await
         .map_err(|e| Error::Kafka(format!("lag task: {e}")))?
+    }
+
+    async fn source_read(
+        &self,
+        conn: &KafkaConnection,
+        group: &str,
+        topic: &str,
+    ) -> Result<SourceRead> {
+        let mut cfg = conn.client_config();
+        cfg.set("group.id", group)
+            .set("enable.auto.commit", "false");
+        let topic = topic.to_owned();
+        let what = format!("reading source topic {topic:?}");
+        let kafka = move |e: rdkafka::error::KafkaError| Error::Kafka(format!("{what}: {e}"));
+        let _permit = self
+            .lag_reads
+            .acquire()
+            .await
+            .map_err(|e| Error::Kafka(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = cfg.create().map_err(&kafka)?;
+            let md = consumer
+                .fetch_metadata(Some(&topic), KAFKA_TIMEOUT)
+                .map_err(&kafka)?;
+            let partitions: Vec<i32> = md
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic && t.error().is_none())
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            if partitions.is_empty() {
+                return Ok(SourceRead::Missing);
+            }
+            let mut tpl = TopicPartitionList::new();
+            for p in &partitions {
+                tpl.add_partition(&topic, *p);
+            }
+            let committed = consumer
+                .committed_offsets(tpl, KAFKA_TIMEOUT)
+                .map_err(&kafka)?;
+            let all = partitions.iter().all(|p| {
+                matches!(
+                    committed.find_partition(&topic, *p).map(|e| e.offset()),
+                    Some(Offset::Offset(_))
+                )
+            });
+            Ok(if all {
+                SourceRead::Read
+            } else {
+                SourceRead::Unread
+            })
+        })
+        .await
+        .map_err(|e| Error::Kafka(format!("source topic task: {e}")))?
+    }
+
+    async fn reply_channels(
+        &self,
+        conn: &KafkaConnection,
+        names: &TopicNames,
+    ) -> Result<(Vec<String>, HashMap<String, LastBeat>)> {
+        let mut cfg = conn.client_config();
+        // librdkafka wants a group for `assign`; this one never joins or commits.
+        cfg.set("group.id", format!("{}.operator.reply-gc", names.prefix()))
+            .set("enable.auto.commit", "false");
+        let (reply_prefix, registry) = (names.reply(""), names.registry());
+        let kafka =
+            |e: rdkafka::error::KafkaError| Error::Kafka(format!("reading reply channels: {e}"));
+        let _permit = self
+            .lag_reads
+            .acquire()
+            .await
+            .map_err(|e| Error::Kafka(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = cfg.create().map_err(kafka)?;
+            let md = consumer
+                .fetch_metadata(None, KAFKA_TIMEOUT)
+                .map_err(kafka)?;
+            let topics: Vec<String> = md
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none() && t.name().starts_with(&reply_prefix))
+                .map(|t| t.name().to_owned())
+                .collect();
+            let partitions: Vec<i32> = md
+                .topics()
+                .iter()
+                .filter(|t| t.name() == registry && t.error().is_none())
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            let beats = if topics.is_empty() {
+                HashMap::new()
+            } else {
+                read_heartbeats(&consumer, &registry, &partitions)?
+            };
+            Ok((topics, beats))
+        })
+        .await
+        .map_err(|e| Error::Kafka(format!("reply channel task: {e}")))?
     }
 
     async fn write_record(

@@ -12,6 +12,7 @@
 //!   objects, topics, config file), `status` (pure conditions), `autoscale`, and the
 //!   apply/topics/status pipeline in its `mod.rs`.
 //! - [`subscription`] — reconciling an AgentSubscription into a registry record.
+//! - [`reply_gc`] — deleting reply-channel topics of processes whose heartbeats stopped.
 //! - Kubernetes glue: [`apply`] (server-side apply, skipped when unchanged),
 //!   [`client`], [`leader`], [`conditions`] (types and reasons).
 //! - Kafka: [`kafka`] (topics and registry records behind a trait, for tests); topic
@@ -31,6 +32,7 @@ pub mod http;
 pub mod kafka;
 pub mod leader;
 pub mod metrics;
+pub mod reply_gc;
 pub mod run;
 pub mod subscription;
 

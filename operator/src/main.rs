@@ -90,6 +90,8 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
             resync: Duration::from_secs(args.resync_seconds.max(1)),
             autoscale_interval: Duration::from_secs(args.autoscale_interval_seconds.max(1)),
             scale_down_window: Duration::from_secs(args.scale_down_window_seconds),
+            reply_gc_grace: (args.reply_gc_grace_seconds > 0)
+                .then(|| Duration::from_secs(args.reply_gc_grace_seconds)),
         },
         leader: args.leader_elect.then(|| LeaderOptions {
             lease_name: args.lease_name,

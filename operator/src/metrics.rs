@@ -45,6 +45,7 @@ pub struct Metrics {
     duration: Family<ControllerLabels, Histogram>,
     writes: Family<WriteLabels, Counter>,
     writes_total: AtomicU64,
+    reply_channels_deleted: Counter,
 }
 
 impl Default for Metrics {
@@ -72,8 +73,15 @@ impl Default for Metrics {
             "Write requests sent to the Kubernetes API",
             writes.clone(),
         );
+        let reply_channels_deleted = Counter::default();
+        registry.register(
+            "reply_channels_deleted",
+            "Reply-channel topics of crashed processes deleted after the grace period",
+            reply_channels_deleted.clone(),
+        );
         Self {
             registry,
+            reply_channels_deleted,
             reconciles,
             failures,
             duration,
@@ -84,6 +92,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one reply channel deleted by the garbage collector.
+    pub fn reply_channel_deleted(&self) {
+        self.reply_channels_deleted.inc();
+    }
+
+    /// Reply channels deleted so far.
+    pub fn reply_channels_deleted(&self) -> u64 {
+        self.reply_channels_deleted.get()
+    }
+
     /// Starts timing one reconcile of `controller`; the guard records the duration.
     pub fn reconcile(&self, controller: &'static str) -> ReconcileTimer<'_> {
         self.reconciles

@@ -16,6 +16,7 @@ use switchboard_crds::{AgentRuntime, AgentSubscription};
 use switchboard_runtime::protocol::registry::{
     OPERATOR_OWNER, SubscriptionRecord, subscription_key,
 };
+use switchboard_runtime::subscription::SubscriptionSource;
 use switchboard_runtime::{Subscription, TopicNames};
 use tracing::{info, instrument, warn};
 
@@ -25,6 +26,7 @@ use crate::apply::{Writer, with_timeout};
 use crate::conditions::{self, Desired, reason};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::kafka::SourceRead;
 
 /// Controller name (metrics label).
 pub const CONTROLLER: &str = "agentsubscription";
@@ -41,8 +43,29 @@ pub struct Rejection {
 }
 
 /// Checks `sub` against its runtime (None: not found) and builds the registry
-/// subscription, whose id is the object's uid. Pure.
+/// subscription, whose id is the object's uid, and its source topic binding. Pure.
 pub fn validate(
+    sub: &AgentSubscription,
+    runtime: Option<&AgentRuntime>,
+) -> Result<(Subscription, Option<SubscriptionSource>), Rejection> {
+    let subscription = validate_route(sub, runtime)?;
+    let Some(source) = &sub.spec.source else {
+        return Ok((subscription, None));
+    };
+    let invalid = |m: String| Rejection {
+        reason: reason::INVALID_SPEC,
+        message: format!("spec.source.{m}"),
+    };
+    let source = SubscriptionSource::new(&source.kafka_topic, source.key_from.as_deref())
+        .map_err(invalid)?;
+    source.check(&subscription).map_err(|m| Rejection {
+        reason: reason::INVALID_SPEC,
+        message: format!("spec.source: {m}"),
+    })?;
+    Ok((subscription, Some(source)))
+}
+
+fn validate_route(
     sub: &AgentSubscription,
     runtime: Option<&AgentRuntime>,
 ) -> Result<Subscription, Rejection> {
@@ -171,7 +194,7 @@ async fn reconcile_inner(sub: &AgentSubscription, ctx: &Context) -> Result<Actio
 
     let checked = validate(sub, runtime.as_ref());
     let (accepted, ready) = match (&checked, &runtime) {
-        (Ok(subscription), Some(rt)) => {
+        (Ok((subscription, source)), Some(rt)) => {
             set_finalizer(sub, &api, FINALIZER, true, writer(ctx)).await?;
             if !is_registered(sub) {
                 let ns = rt.namespace().ok_or(Error::MissingMetadata("namespace"))?;
@@ -181,6 +204,7 @@ async fn reconcile_inner(sub: &AgentSubscription, ctx: &Context) -> Result<Actio
                 let record = SubscriptionRecord {
                     subscription: subscription.clone(),
                     owner: OPERATOR_OWNER.to_owned(),
+                    source: source.clone(),
                 };
                 let value = serde_json::to_vec(&record).map_err(|source| Error::Serialize {
                     what: "subscription record",
@@ -202,20 +226,14 @@ async fn reconcile_inner(sub: &AgentSubscription, ctx: &Context) -> Result<Actio
                 reason::ACCEPTED,
                 "runtime and agent type exist",
             );
-            let ready = if sub.spec.source.is_some() {
-                Desired::new(
-                    conditions::READY,
-                    false,
-                    reason::SOURCE_NOT_SUPPORTED,
-                    "registered for events of the prefix; spec.source (binding a Kafka topic) is not implemented by the runtime yet",
-                )
-            } else {
-                Desired::new(
+            let ready = match source {
+                Some(source) => source_ready(rt, source, ctx).await?,
+                None => Desired::new(
                     conditions::READY,
                     true,
                     reason::REGISTERED,
                     format!("in the registry as sub/{uid}"),
-                )
+                ),
             };
             (accepted, ready)
         }
@@ -243,6 +261,7 @@ async fn reconcile_inner(sub: &AgentSubscription, ctx: &Context) -> Result<Actio
         }
     };
     let registered = accepted.status;
+    let ready_now = ready.status;
     let before = sub.status.clone().unwrap_or_default();
     let after = AgentSubscriptionStatus {
         observed_generation: sub.metadata.generation,
@@ -274,11 +293,55 @@ async fn reconcile_inner(sub: &AgentSubscription, ctx: &Context) -> Result<Actio
         )
         .await?;
     }
-    Ok(if registered {
+    Ok(if registered && !ready_now {
+        // Waiting for the source topic to appear or the runtime to read it.
+        Action::requeue(SOURCE_RECHECK)
+    } else if registered {
         Action::requeue(Duration::from_secs(300))
     } else {
         // The runtime may appear or gain the type; runtimes are also watched.
         Action::requeue(Duration::from_secs(60))
+    })
+}
+
+/// How often a subscription whose source topic is not read yet is looked at again.
+const SOURCE_RECHECK: Duration = Duration::from_secs(5);
+
+/// Ready when the source topic exists and the runtime's events group has committed
+/// offsets on all its partitions: a runtime replica commits its start position there
+/// when it starts reading the topic (and later what it handled).
+async fn source_ready(
+    rt: &AgentRuntime,
+    source: &SubscriptionSource,
+    ctx: &Context,
+) -> Result<Desired> {
+    let ns = rt.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let conn = connection_for(&ns, &rt.spec.kafka, ctx).await?;
+    let names = TopicNames::new(topic_prefix(rt)).map_err(|e| Error::Kafka(e.to_string()))?;
+    let group = names.events_group(&rt.name_any());
+    let topic = &source.kafka_topic;
+    Ok(match ctx.kafka.source_read(&conn, &group, topic).await? {
+        SourceRead::Missing => Desired::new(
+            conditions::READY,
+            false,
+            reason::SOURCE_TOPIC_NOT_FOUND,
+            format!("source Kafka topic {topic:?} does not exist"),
+        ),
+        SourceRead::Unread => Desired::new(
+            conditions::READY,
+            false,
+            reason::SOURCE_NOT_READ,
+            format!(
+                "source Kafka topic {topic:?} exists; AgentRuntime {:?} (consumer group {group}) has not started reading it",
+                rt.name_any()
+            ),
+        ),
+        SourceRead::Read => Desired::new(
+            conditions::READY,
+            true,
+            reason::READING_SOURCE,
+            format!("consumer group {group} reads Kafka topic {topic:?}"),
+        ),
     })
 }
 
@@ -311,5 +374,83 @@ async fn publish(ctx: &Context, sub: &AgentSubscription, reason: &str, note: Str
     };
     if let Err(e) = ctx.recorder.publish(&ev, &sub.object_ref(&())).await {
         warn!(error = %e, "publishing an event failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> AgentRuntime {
+        serde_json::from_value(json!({
+            "apiVersion": "switchboard.dev/v1alpha1", "kind": "AgentRuntime",
+            "metadata": { "name": "host", "namespace": "ns" },
+            "spec": {
+                "kafka": { "bootstrapServers": "127.0.0.1:9092" },
+                "agents": [{ "type": "rec", "builtin": "counter" }],
+            },
+        }))
+        .unwrap()
+    }
+
+    fn sub(route: serde_json::Value, source: serde_json::Value) -> AgentSubscription {
+        let mut spec =
+            json!({ "runtimeRef": { "name": "host" }, "agentType": "rec", "source": source });
+        for (k, v) in route.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "switchboard.dev/v1alpha1", "kind": "AgentSubscription",
+            "metadata": { "name": "s", "namespace": "ns", "uid": "u1" },
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn sources_are_validated_and_carried_into_the_record() {
+        let rt = runtime();
+        let ok = sub(
+            json!({"topicType": "orders"}),
+            json!({"kafkaTopic": "shop.orders", "keyFrom": "header:tenant"}),
+        );
+        let (route, source) = validate(&ok, Some(&rt)).unwrap();
+        assert_eq!(route.id(), "u1");
+        let source = source.unwrap();
+        assert_eq!(source.kafka_topic, "shop.orders");
+        assert_eq!(source.key_from.to_string(), "header:tenant");
+
+        let bad_key = sub(
+            json!({"topicType": "orders"}),
+            json!({"kafkaTopic": "shop.orders", "keyFrom": "value"}),
+        );
+        let rej = validate(&bad_key, Some(&rt)).unwrap_err();
+        assert_eq!(rej.reason, reason::INVALID_SPEC);
+        assert!(
+            rej.message.contains("spec.source.keyFrom"),
+            "{}",
+            rej.message
+        );
+
+        let bad_topic = sub(json!({"topicType": "orders"}), json!({"kafkaTopic": "a b"}));
+        let rej = validate(&bad_topic, Some(&rt)).unwrap_err();
+        assert!(
+            rej.message.contains("spec.source.kafkaTopic"),
+            "{}",
+            rej.message
+        );
+
+        // Plain records carry the topic name as type: the prefix must match it.
+        let mismatch = sub(
+            json!({"topicTypePrefix": "payments."}),
+            json!({"kafkaTopic": "shop.orders"}),
+        );
+        let rej = validate(&mismatch, Some(&rt)).unwrap_err();
+        assert!(rej.message.contains("topicTypePrefix"), "{}", rej.message);
+        let matching = sub(
+            json!({"topicTypePrefix": "shop."}),
+            json!({"kafkaTopic": "shop.orders"}),
+        );
+        assert!(validate(&matching, Some(&rt)).unwrap().1.is_some());
     }
 }

@@ -264,7 +264,9 @@ pub fn runtime_acls(
 
 /// The ACLs the operator needs on `names`'s prefix, for `principal`.
 pub fn operator_acls(names: &TopicNames, principal: &str) -> Result<Vec<AclEntry>, ConfigError> {
-    use Operation::{Alter, AlterConfigs, Create, Delete, Describe, DescribeConfigs, Write};
+    use Operation::{
+        Alter, AlterConfigs, Create, Delete, Describe, DescribeConfigs, Read, Write,
+    };
     validate_principal(principal)?;
     Ok(vec![
         AclEntry::new(
@@ -288,8 +290,17 @@ pub fn operator_acls(names: &TopicNames, principal: &str) -> Result<Vec<AclEntry
             PatternType::Literal,
             names.registry(),
             principal,
-            vec![Write],
-            "releasing a deleted AgentRuntime's registry claims",
+            vec![Read, Write],
+            "releasing a deleted AgentRuntime's registry claims; reading heartbeats \
+             (reply-channel garbage collection)",
+        ),
+        AclEntry::new(
+            ResourceType::Group,
+            PatternType::Literal,
+            format!("{}.operator.reply-gc", names.prefix()),
+            principal,
+            vec![Read],
+            "the registry reader of reply-channel garbage collection (assigned, never joined)",
         ),
         AclEntry::new(
             ResourceType::Group,
@@ -297,7 +308,8 @@ pub fn operator_acls(names: &TopicNames, principal: &str) -> Result<Vec<AclEntry
             format!("{}.", names.prefix()),
             principal,
             vec![Describe],
-            "committed offsets of the inbox groups (lag, autoscaling)",
+            "committed offsets of the inbox groups (lag, autoscaling) and of the events \
+             groups (an AgentSubscription source topic is Ready once read)",
         ),
     ])
 }

@@ -23,6 +23,7 @@
 //! subscriptions:
 //!   - { topicType: alerts, agentType: counter }
 //!   - { topicTypePrefix: "team.", agentType: relay }
+//!   - { topicType: orders, agentType: counter, source: { kafkaTopic: orders, keyFrom: "header:tenant" } }
 //! http: { listen: "0.0.0.0:8080" }
 //! ```
 //!
@@ -42,7 +43,7 @@ use crate::config::{ConfigError, KafkaConfig, SaslCredentials};
 use crate::defaults;
 use crate::ids::validate_agent_type;
 use crate::kafka::WorkerConfig;
-use crate::subscription::Subscription;
+use crate::subscription::{Subscription, SubscriptionSource};
 
 mod agents;
 pub use agents::{
@@ -194,6 +195,20 @@ pub struct SubscriptionEntry {
     pub topic_type_prefix: Option<String>,
     /// Receiving agent type.
     pub agent_type: String,
+    /// An existing Kafka topic read instead of the events topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceEntry>,
+}
+
+/// `source:` of a subscription (docs/protocol.md, "Source topics").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourceEntry {
+    /// The Kafka topic read.
+    pub kafka_topic: String,
+    /// `key` (default) or `header:<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_from: Option<String>,
 }
 
 /// `http:` of the runtime.
@@ -344,6 +359,40 @@ impl RuntimeConfigFile {
     }
 
     fn subscription(&self, i: usize, s: &SubscriptionEntry) -> Result<Subscription, ConfigError> {
+        let sub = self.route(i, s)?;
+        if let Some(src) = &s.source {
+            self.source_of(i, src, &sub)?;
+        }
+        Ok(sub)
+    }
+
+    fn source_of(
+        &self,
+        i: usize,
+        src: &SourceEntry,
+        sub: &Subscription,
+    ) -> Result<SubscriptionSource, ConfigError> {
+        let at = |f: &str| format!("subscriptions[{i}].source.{f}");
+        let source =
+            SubscriptionSource::new(&src.kafka_topic, src.key_from.as_deref()).map_err(|e| {
+                let field = if e.starts_with("kafkaTopic") {
+                    "kafkaTopic"
+                } else {
+                    "keyFrom"
+                };
+                let value = match field {
+                    "kafkaTopic" => src.kafka_topic.clone(),
+                    _ => src.key_from.clone().unwrap_or_default(),
+                };
+                ConfigError::invalid(at(field), value, e)
+            })?;
+        source
+            .check(sub)
+            .map_err(|e| ConfigError::invalid(at("kafkaTopic"), &src.kafka_topic, e))?;
+        Ok(source)
+    }
+
+    fn route(&self, i: usize, s: &SubscriptionEntry) -> Result<Subscription, ConfigError> {
         let at = |f: &str| format!("subscriptions[{i}].{f}");
         if !self.agents.iter().any(|a| a.agent_type == s.agent_type) {
             return Err(ConfigError::invalid(
@@ -365,12 +414,31 @@ impl RuntimeConfigFile {
         }
     }
 
-    /// The subscriptions declared, with fresh ids.
+    /// The subscriptions declared without a `source`, with fresh ids.
     pub fn subscriptions(&self) -> Result<Vec<Subscription>, ConfigError> {
         self.subscriptions
             .iter()
             .enumerate()
+            .filter(|(_, s)| s.source.is_none())
             .map(|(i, s)| self.subscription(i, s))
+            .collect()
+    }
+
+    /// The subscriptions declared with a `source` (an existing Kafka topic), with
+    /// fresh ids.
+    pub fn source_subscriptions(
+        &self,
+    ) -> Result<Vec<(Subscription, SubscriptionSource)>, ConfigError> {
+        self.subscriptions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let src = s.source.as_ref()?;
+                Some(
+                    self.route(i, s)
+                        .and_then(|sub| Ok((sub.clone(), self.source_of(i, src, &sub)?))),
+                )
+            })
             .collect()
     }
 
@@ -438,6 +506,7 @@ agents:
 subscriptions:
   - { topicType: alerts, agentType: counter }
   - { topicTypePrefix: "team.", agentType: relay }
+  - { topicType: orders, agentType: counter, source: { kafkaTopic: shop.orders, keyFrom: "header:tenant" } }
 http: { listen: "0.0.0.0:8080" }
 "#;
 
@@ -460,6 +529,10 @@ http: { listen: "0.0.0.0:8080" }
             Some(serde_json::json!({"type": "object", "required": ["q"]}))
         );
         assert_eq!(cfg.subscriptions().unwrap().len(), 2);
+        let sourced = cfg.source_subscriptions().unwrap();
+        assert_eq!(sourced.len(), 1);
+        assert_eq!(sourced[0].1.kafka_topic, "shop.orders");
+        assert_eq!(sourced[0].1.key_from.to_string(), "header:tenant");
         let again = RuntimeConfigFile::from_yaml(&cfg.to_yaml().unwrap()).unwrap();
         assert_eq!(again, cfg);
         let worker = cfg.worker_config(|_| None).unwrap();
@@ -493,6 +566,13 @@ http: { listen: "0.0.0.0:8080" }
             (e.field.as_str(), e.value.as_str()),
             ("subscriptions[0].agentType", "nobody")
         );
+        let e = err(&EXAMPLE.replace("header:tenant", "value"));
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("subscriptions[2].source.keyFrom", "value")
+        );
+        let e = err(&EXAMPLE.replace("kafkaTopic: shop.orders", "kafkaTopic: \"a b\""));
+        assert_eq!(e.field, "subscriptions[2].source.kafkaTopic");
         let remote = EXAMPLE.replace(
             "- { type: echo,    builtin: echo }",
             "- { type: echo, a2a: { url: \"http://127.0.0.1:1/a2a/x\", tokenEnv: T } }",

@@ -217,7 +217,8 @@ pub async fn ensure_subscriptions(
     Ok(added)
 }
 
-fn same_route(a: &Subscription, b: &Subscription) -> bool {
+/// Whether two subscriptions route the same topic types to the same agent type.
+pub(crate) fn same_route(a: &Subscription, b: &Subscription) -> bool {
     match (a, b) {
         (
             Subscription::Type {
@@ -364,7 +365,10 @@ pub async fn run_hosting(
         let tasks_loader = loader_slot;
         wait_for_access(&runtime, &gateway).await?;
         runtime.start().await?;
-        let added = ensure_subscriptions(&runtime, file.subscriptions()?).await?;
+        let added = ensure_subscriptions(&runtime, file.subscriptions()?).await?
+            + runtime
+                .ensure_source_subscriptions(file.source_subscriptions()?)
+                .await?;
         // After start, which created the runtime's topics (or found them). Without its
         // tasks topic (an operator that has not created it yet) the runtime still
         // serves everything else, A2A task methods say why, and loading is retried.

@@ -47,6 +47,24 @@ impl KafkaBackend for FakeKafka {
     async fn consumer_lag(&self, _: &KafkaConnection, _: &str, _: &str, _: i32) -> Result<i64> {
         Ok(0)
     }
+    async fn source_read(
+        &self,
+        _: &KafkaConnection,
+        _: &str,
+        _: &str,
+    ) -> Result<crate::kafka::SourceRead> {
+        Ok(crate::kafka::SourceRead::Missing)
+    }
+    async fn reply_channels(
+        &self,
+        _: &KafkaConnection,
+        _: &switchboard_runtime::TopicNames,
+    ) -> Result<(
+        Vec<String>,
+        std::collections::HashMap<String, crate::reply_gc::LastBeat>,
+    )> {
+        Ok(Default::default())
+    }
     async fn write_record(
         &self,
         _: &KafkaConnection,

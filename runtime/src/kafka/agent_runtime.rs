@@ -82,7 +82,7 @@ impl AgentRuntime for KafkaAgentRuntime {
     async fn add_subscription(&self, subscription: Subscription) -> Result<(), RuntimeError> {
         self.inner
             .registry
-            .add_subscription(&self.inner.outputs, subscription)
+            .add_subscription(&self.inner.outputs, subscription, None)
             .await
     }
 

@@ -119,6 +119,11 @@ pub(crate) struct LoopSettings {
     pub(crate) drain_timeout: Duration,
     /// Name of the thread (shows in `top -H`, debuggers).
     pub(crate) thread_name: String,
+    /// On assignment (before it takes effect), commit the end offset of partitions the
+    /// group never committed, as the member that owns them: the group starts reading
+    /// there, and the commit records that it does (set with `auto.offset.reset=latest`
+    /// as the fallback when the commit fails).
+    pub(crate) start_at_end: bool,
 }
 
 struct Shared<W> {
@@ -358,6 +363,10 @@ impl<W: PartitionWorker> ConsumerContext for LoopContext<W> {
                     .collect();
                 // Before librdkafka reads the committed offsets to fetch from.
                 shared.restore_unsaved(consumer, &partitions);
+                // Before the assignment takes effect, so the fetcher finds the commit.
+                if shared.settings.start_at_end && !partitions.is_empty() {
+                    commit_end_if_uncommitted(consumer, &shared.settings.topic, &partitions);
+                }
                 return;
             }
             Rebalance::Revoke(tpl) => tpl,
@@ -595,6 +604,55 @@ fn poll_loop<W: PartitionWorker>(
     // a lag read holding it (bounded by its timeout) delays that until it returns.
     drop(consumer);
     tracing::info!(%topic, "consumer stopped");
+}
+
+/// Commits the end offsets of those `partitions` the group has no committed offset
+/// for. Runs in the rebalance callback, as their new owner, before they are assigned;
+/// failures are logged (the consumer then starts at the end through
+/// `auto.offset.reset` anyway).
+fn commit_end_if_uncommitted<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partitions: &[i32],
+) {
+    const TIMEOUT: Duration = Duration::from_secs(10);
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = match consumer.committed_offsets(tpl, TIMEOUT) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%topic, error = %e, "reading committed offsets failed");
+            return;
+        }
+    };
+    let mut to_commit = TopicPartitionList::new();
+    for e in committed.elements_for_topic(topic) {
+        if !matches!(e.offset(), Offset::Invalid) {
+            continue;
+        }
+        match consumer.fetch_watermarks(topic, e.partition(), TIMEOUT) {
+            Ok((_, high)) => {
+                if let Err(err) =
+                    to_commit.add_partition_offset(topic, e.partition(), Offset::Offset(high))
+                {
+                    tracing::warn!(%topic, error = %err, "invalid start offset");
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%topic, partition = e.partition(), error = %err, "reading the end offset failed")
+            }
+        }
+    }
+    if to_commit.count() > 0 {
+        match consumer.commit(&to_commit, rdkafka::consumer::CommitMode::Sync) {
+            Ok(()) => {
+                tracing::info!(%topic, partitions = to_commit.count(), "first read of the topic by this group: starting at its end")
+            }
+            Err(e) => tracing::warn!(%topic, error = %e, "committing the start offsets failed"),
+        }
+    }
 }
 
 fn apply_backpressure<W: PartitionWorker>(

@@ -17,7 +17,8 @@
 //!   `lag`: its consumer lag, read when `/metrics` asks.
 //! - `inbox`: inbox records into agent mailboxes; `events`: the events topic;
 //!   `classify`: what a record of either is (pure, fuzzed by `record_fuzz`);
-//!   `delivery`: one event into its recipients' mailboxes.
+//!   `sources`: existing topics bound by subscriptions (`source_records` maps their
+//!   records); `delivery`: one event into its recipients' mailboxes.
 //! - `handoff`: the pure route state machine of local delivery; `local_delivery`:
 //!   its Kafka side (markers, forwards).
 //! - `hosted`: the agents of this process, their mailboxes and inbox partitions.
@@ -49,6 +50,8 @@ mod registry_client;
 mod registry_log;
 mod replies;
 mod rpc;
+pub mod source_records;
+mod sources;
 mod state_store;
 mod tailing;
 mod turn;
@@ -57,6 +60,7 @@ mod worker_config;
 pub use metrics::{MetricsSnapshot, RPC_LATENCY_BUCKETS};
 pub use worker_config::WorkerConfig;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -125,6 +129,8 @@ pub(crate) struct Inner {
     registry: RegistryClient,
     replies: OnceLock<ReplyChannel>,
     loops: Mutex<Vec<ConsumerLoop>>,
+    /// Consumer loops of bound source topics (`sources`).
+    sources: Mutex<sources::SourceLoops>,
     /// Reads the inbox consumer's lag for `/metrics` (set once the loop started).
     inbox_lag: OnceLock<LagReader>,
     started: AtomicBool,
@@ -176,6 +182,7 @@ impl KafkaAgentRuntime {
             registry: RegistryClient::new(&config, &names),
             replies: OnceLock::new(),
             loops: Mutex::default(),
+            sources: Mutex::new(Some(BTreeMap::new())),
             inbox_lag: OnceLock::new(),
             started: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
@@ -216,7 +223,14 @@ impl KafkaAgentRuntime {
         let inner = &self.inner;
         let (cfg, names) = (&inner.config, &inner.names);
         let admin = TopicAdmin::new(&cfg.kafka, STARTUP_TIMEOUT)?;
-        let mut topics = vec![names.reply_spec(&cfg.instance_id, cfg.replication_factor)];
+        // A hosting process creates its reply channel only after its first heartbeat:
+        // the operator deletes reply channels whose process's heartbeat expired, and a
+        // restart under a fixed instance id must not look dead meanwhile.
+        let reply_spec = names.reply_spec(&cfg.instance_id, cfg.replication_factor);
+        let mut topics = Vec::new();
+        if inner.client_only {
+            topics.push(reply_spec.clone());
+        }
         if cfg.create_topics && !inner.client_only {
             topics.extend(names.runtime_specs(
                 &cfg.runtime_name,
@@ -224,7 +238,9 @@ impl KafkaAgentRuntime {
                 cfg.replication_factor,
             ));
         }
-        admin.ensure_topics(&topics).await?;
+        if !topics.is_empty() {
+            admin.ensure_topics(&topics).await?;
+        }
         if !inner.client_only {
             self.read_inbox_partitions(&admin).await?;
         }
@@ -250,6 +266,9 @@ impl KafkaAgentRuntime {
                     return Err(e);
                 }
             }
+            admin
+                .ensure_topics(std::slice::from_ref(&reply_spec))
+                .await?;
         }
 
         let replies = ReplyChannel::open(
@@ -272,6 +291,7 @@ impl KafkaAgentRuntime {
             commit_interval: cfg.commit_interval,
             drain_timeout: cfg.drain_timeout,
             thread_name: format!("sb-{what}"),
+            start_at_end: false,
         };
         // No `statistics.interval.ms`: lag is read when /metrics asks
         // (`refresh_consumer_lag`), not computed every few seconds for nobody.
@@ -296,6 +316,7 @@ impl KafkaAgentRuntime {
         // group's start position is committed above. `wait_ready` waits for them.
         let _ = inner.inbox_lag.set(inbox.lag_reader());
         inner.loops().extend([inbox, events]);
+        inner.tasks.spawn(sources::watch(Arc::downgrade(inner)));
         tracing::info!(runtime = %cfg.runtime_name, instance = %cfg.instance_id, prefix = %names.prefix(), "runtime started");
         Ok(())
     }
@@ -313,6 +334,64 @@ impl KafkaAgentRuntime {
         !loops.is_empty()
             && loops.iter().all(ConsumerLoop::has_joined)
             && loops.iter().any(ConsumerLoop::connected)
+    }
+
+    /// Adds (or replaces) a subscription whose events come from an existing Kafka
+    /// topic instead of the events topic (see `kafka::source_records` for how its
+    /// records become events). Every runtime hosting the agent type reads the topic.
+    pub async fn add_source_subscription(
+        &self,
+        subscription: crate::Subscription,
+        source: crate::subscription::SubscriptionSource,
+    ) -> Result<(), RuntimeError> {
+        source.check(&subscription).map_err(|reason| {
+            RuntimeError::Config(crate::ConfigError::invalid(
+                "source",
+                &source.kafka_topic,
+                reason,
+            ))
+        })?;
+        self.inner
+            .registry
+            .add_subscription(&self.inner.outputs, subscription, Some(source))
+            .await
+    }
+
+    /// Adds the source subscriptions the network does not have yet (same route and
+    /// same source, whatever the id), so restarts and replicas do not pile up copies.
+    /// Returns how many were added.
+    #[cfg(feature = "server")]
+    pub async fn ensure_source_subscriptions(
+        &self,
+        wanted: Vec<(crate::Subscription, crate::subscription::SubscriptionSource)>,
+    ) -> Result<usize, RuntimeError> {
+        if wanted.is_empty() {
+            return Ok(0);
+        }
+        let log = self.inner.registry.log()?;
+        log.catch_up().await?;
+        let existing: Vec<_> = log
+            .view()
+            .source_subscriptions(now_ms(), self.inner.registry.liveness_ms())
+            .into_iter()
+            .map(|(s, src)| (s.clone(), src.clone()))
+            .collect();
+        let mut added = 0;
+        for (sub, src) in wanted {
+            let known = existing
+                .iter()
+                .any(|(s, e)| *e == src && crate::serve::same_route(s, &sub));
+            if !known {
+                self.add_source_subscription(sub, src).await?;
+                added += 1;
+            }
+        }
+        Ok(added)
+    }
+
+    /// Source topics this replica reads (its consumer joined the events group on them).
+    pub fn source_topics_read(&self) -> Vec<String> {
+        self.inner.sources_read()
     }
 
     /// The inbox partitions this replica owns (so the agents it hosts).
@@ -449,6 +528,13 @@ impl Inner {
             tracing::warn!(error = %e, "stopping: {what} failed");
         };
         let mut loops: Vec<ConsumerLoop> = self.loops().drain(..).collect();
+        // `None`: the source watcher starts no more.
+        loops.extend(
+            self.sources()
+                .take()
+                .into_iter()
+                .flat_map(BTreeMap::into_values),
+        );
         let consumers = tokio::task::spawn_blocking(move || {
             for l in &mut loops {
                 l.stop_blocking();

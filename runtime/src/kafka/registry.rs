@@ -9,9 +9,10 @@
 //! heartbeats is younger than the liveness timeout; claims and subscriptions of a
 //! dead runtime are ignored (the operator and graceful stops also tombstone them).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::protocol::registry::{Claim, OPERATOR_OWNER, RegistryRecord, SubscriptionRecord};
+use crate::subscription::{KeyFrom, Subscription};
 
 /// The registry as read so far.
 #[derive(Debug, Default, Clone)]
@@ -157,6 +158,19 @@ impl RegistryView {
             .collect()
     }
 
+    /// Subscriptions in effect that are bound to a source topic, with the source.
+    #[cfg(feature = "server")]
+    pub fn source_subscriptions(
+        &self,
+        now_ms: u64,
+        liveness_ms: u64,
+    ) -> Vec<(&Subscription, &crate::subscription::SubscriptionSource)> {
+        self.subscriptions(now_ms, liveness_ms)
+            .into_iter()
+            .filter_map(|r| Some((&r.subscription, r.source.as_ref()?)))
+            .collect()
+    }
+
     /// Ids of subscriptions added by `owner`.
     pub fn subscriptions_of(&self, owner: &str) -> Vec<String> {
         self.subscriptions
@@ -171,7 +185,47 @@ impl RegistryView {
         self.subscriptions.contains_key(id)
     }
 
-    /// Agent types of `runtime` that receive events of `topic_type` (deduplicated), as
+    /// Subscriptions in effect whose agent type `runtime` hosts now.
+    fn hosted_by<'a>(
+        &'a self,
+        runtime: &'a str,
+        now_ms: u64,
+        liveness_ms: u64,
+    ) -> impl Iterator<Item = &'a SubscriptionRecord> + 'a {
+        self.subscriptions(now_ms, liveness_ms)
+            .into_iter()
+            .filter(move |r| {
+                self.owner(r.subscription.agent_type(), now_ms, liveness_ms)
+                    .is_some_and(|c| c.runtime == runtime)
+            })
+    }
+
+    /// Kafka topics bound as event sources by subscriptions to agent types of `runtime`.
+    pub fn source_topics(&self, runtime: &str, now_ms: u64, liveness_ms: u64) -> BTreeSet<String> {
+        self.hosted_by(runtime, now_ms, liveness_ms)
+            .filter_map(|r| r.source.as_ref().map(|s| s.kafka_topic.clone()))
+            .collect()
+    }
+
+    /// The subscriptions to agent types of `runtime` that read `kafka_topic`, with
+    /// where each takes a plain record's topic source from.
+    pub fn source_bindings(
+        &self,
+        runtime: &str,
+        kafka_topic: &str,
+        now_ms: u64,
+        liveness_ms: u64,
+    ) -> Vec<(Subscription, KeyFrom)> {
+        self.hosted_by(runtime, now_ms, liveness_ms)
+            .filter_map(|r| {
+                let s = r.source.as_ref().filter(|s| s.kafka_topic == kafka_topic)?;
+                Some((r.subscription.clone(), s.key_from.clone()))
+            })
+            .collect()
+    }
+
+    /// Agent types of `runtime` that receive events of `topic_type` from the events topic
+    /// (deduplicated; subscriptions bound to a source topic receive from it only), as
     /// `runtime` itself sees it: it is running, so it counts as live even when its own
     /// heartbeats lapsed in the log (after an outage longer than the liveness timeout,
     /// its events must not be skipped until its next heartbeat is read back: that
@@ -189,6 +243,7 @@ impl RegistryView {
             .subscriptions
             .values()
             .filter(|r| r.owner == OPERATOR_OWNER || live(&r.owner))
+            .filter(|r| r.source.is_none())
             .map(|r| &r.subscription)
             .filter(|s| s.matches(topic_type))
             .filter(|s| {
@@ -369,6 +424,7 @@ mod tests {
                     record: Some(SubscriptionRecord {
                         subscription: sub,
                         owner: "rt1".into(),
+                        source: None,
                     }),
                 },
             );
@@ -381,6 +437,46 @@ mod tests {
         assert!(v.recipient_types("rt1", "other", 0, LIVE).is_empty());
         // The owner dies: its subscriptions stop counting.
         assert!(v.subscriptions(LIVE + 1, LIVE).is_empty());
+    }
+
+    #[test]
+    fn source_subscriptions_read_their_topic_only_for_their_owner() {
+        use crate::subscription::SubscriptionSource;
+        let mut v = RegistryView::default();
+        v.apply((0, 1), beat("rt1", 0));
+        v.apply((0, 2), claim("counter", "rt1"));
+        let sub = |id: &str, source: Option<SubscriptionSource>| RegistryRecord::Subscription {
+            id: id.into(),
+            record: Some(SubscriptionRecord {
+                subscription: Subscription::Type {
+                    id: id.into(),
+                    topic_type: "orders".into(),
+                    agent_type: "counter".into(),
+                },
+                owner: OPERATOR_OWNER.into(),
+                source,
+            }),
+        };
+        let src = SubscriptionSource::new("orders", Some("header:tenant")).unwrap();
+        v.apply((0, 3), sub("a", Some(src)));
+        // Bound to its topic: not a recipient of `orders` events on the events topic.
+        assert!(v.recipient_types("rt1", "orders", 0, LIVE).is_empty());
+        assert_eq!(
+            v.source_topics("rt1", 0, LIVE)
+                .into_iter()
+                .collect::<Vec<_>>(),
+            vec!["orders".to_owned()]
+        );
+        let bindings = v.source_bindings("rt1", "orders", 0, LIVE);
+        assert_eq!(bindings.len(), 1);
+        assert_eq!(bindings[0].1, KeyFrom::Header("tenant".into()));
+        assert!(v.source_bindings("rt1", "other", 0, LIVE).is_empty());
+        assert!(v.source_topics("rt2", 0, LIVE).is_empty());
+        // An unbound subscription of the same type still gets events-topic events.
+        v.apply((0, 4), sub("b", None));
+        assert_eq!(v.recipient_types("rt1", "orders", 0, LIVE), vec!["counter"]);
+        // The owner dies: nobody reads the topic.
+        assert!(v.source_topics("rt1", LIVE + 1, LIVE).is_empty());
     }
 
     #[test]
@@ -397,6 +493,7 @@ mod tests {
                     agent_type: agent_type.into(),
                 },
                 owner: "rt1".into(),
+                source: None,
             }),
         };
         v.apply((0, 3), sub("a", "counter"));

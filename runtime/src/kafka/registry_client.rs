@@ -19,7 +19,7 @@ use crate::protocol::registry::{
 };
 use crate::protocol::topics::TopicNames;
 use crate::protocol::wire::now_ms;
-use crate::subscription::Subscription;
+use crate::subscription::{KeyFrom, Subscription, SubscriptionSource};
 
 /// How long a registry write may take to be read back.
 const READ_BACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -122,6 +122,38 @@ impl RegistryClient {
             .unwrap_or_default()
     }
 
+    /// The liveness timeout this process judges heartbeats by.
+    #[cfg(feature = "server")]
+    pub(crate) fn liveness_ms(&self) -> u64 {
+        self.liveness_ms
+    }
+
+    /// Kafka topics this runtime reads as event sources.
+    pub(crate) fn source_topics(&self, now_ms: u64) -> std::collections::BTreeSet<String> {
+        self.log
+            .get()
+            .map(|r| {
+                r.view()
+                    .source_topics(&self.runtime, now_ms, self.liveness_ms)
+            })
+            .unwrap_or_default()
+    }
+
+    /// Subscriptions of this runtime reading `kafka_topic`, with their `keyFrom`.
+    pub(crate) fn source_bindings(
+        &self,
+        kafka_topic: &str,
+        now_ms: u64,
+    ) -> Vec<(Subscription, KeyFrom)> {
+        self.log
+            .get()
+            .map(|r| {
+                r.view()
+                    .source_bindings(&self.runtime, kafka_topic, now_ms, self.liveness_ms)
+            })
+            .unwrap_or_default()
+    }
+
     /// The live subscriptions of the prefix, read to the registry's end first.
     pub(crate) async fn subscriptions(&self, now_ms: u64) -> Vec<Subscription> {
         let Ok(log) = self.log() else {
@@ -215,10 +247,12 @@ impl RegistryClient {
         &self,
         outputs: &Outputs,
         subscription: Subscription,
+        source: Option<SubscriptionSource>,
     ) -> Result<(), RuntimeError> {
         let record = SubscriptionRecord {
             owner: self.runtime.clone(),
             subscription,
+            source,
         };
         let value = encode_value("registry subscription", &record)?;
         let key = subscription_key(record.subscription.id());

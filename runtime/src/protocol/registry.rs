@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::subscription::Subscription;
+use crate::subscription::{Subscription, SubscriptionSource};
 
 /// Owner name of subscriptions written by the operator (never expire).
 pub const OPERATOR_OWNER: &str = "operator";
@@ -34,6 +34,9 @@ pub struct SubscriptionRecord {
     pub subscription: Subscription,
     /// Runtime that added it, or [`OPERATOR_OWNER`].
     pub owner: String,
+    /// The Kafka topic it reads instead of the events topic (absent: the events topic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SubscriptionSource>,
 }
 
 /// A replica's liveness signal.
