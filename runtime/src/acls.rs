@@ -264,9 +264,7 @@ pub fn runtime_acls(
 
 /// The ACLs the operator needs on `names`'s prefix, for `principal`.
 pub fn operator_acls(names: &TopicNames, principal: &str) -> Result<Vec<AclEntry>, ConfigError> {
-    use Operation::{
-        Alter, AlterConfigs, Create, Delete, Describe, DescribeConfigs, Read, Write,
-    };
+    use Operation::{Alter, AlterConfigs, Create, Delete, Describe, DescribeConfigs, Read, Write};
     validate_principal(principal)?;
     Ok(vec![
         AclEntry::new(
