@@ -91,6 +91,8 @@ die() { log "error: $*"; exit 1; }
 # go_env, module_gomod, select_toolchain
 # shellcheck source=e2e/infra/golib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/golib.sh"
+# shellcheck source=e2e/infra/components.sh
+source "$(dirname "${BASH_SOURCE[0]}")/components.sh"
 
 # Write a throwaway module in $1 whose tools.go imports the given main
 # packages (the usual "tools" pattern: never compiled, only read by tidy).
@@ -369,60 +371,7 @@ write_kubeconfig() {
 # Print the pid of COMPONENT if the process in its pid file is alive and is
 # really ours: argv[0] is the component's binary and its command line points
 # into our state dir (guards against pid reuse; zombies have no cmdline).
-pid_of() {
-	local name=$1 file=$STATE_DIR/$1.pid pid
-	[[ -f $file ]] || return 1
-	pid=$(<"$file")
-	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	local -a argv
-	mapfile -d '' -t argv 2>/dev/null <"/proc/$pid/cmdline" || return 1
-	((${#argv[@]} > 0)) || return 1
-	[[ ${argv[0]##*/} == "$name" && "${argv[*]}" == *"$STATE_DIR/"* ]] || return 1
-	echo "$pid"
-}
-
-running() { pid_of "$1" >/dev/null; }
-
-# launch NAME ARGS...: start BIN_DIR/NAME in its own session (so it outlives
-# this script and the caller's Ctrl-C), logging to NAME.log. The child writes
-# its own pid before exec'ing, so the pid file holds the component's pid.
-# The lock fds are closed so a long-running component never holds the lock.
-launch() {
-	local name=$1 pidfile=$STATE_DIR/$1.pid
-	shift
-	rm -f "$pidfile"
-	# shellcheck disable=SC2016 # $$ and $0/$@ expand in the child shell
-	setsid bash -c 'echo $$ >"$0.tmp" && mv -f "$0.tmp" "$0" && exec "$@"' \
-		"$pidfile" "$BIN_DIR/$name" "$@" >"$STATE_DIR/$name.log" 2>&1 </dev/null 8>&- 9>&- &
-	local i
-	for ((i = 0; i < 50; i++)); do
-		[[ -s $pidfile ]] && return 0
-		sleep 0.1
-	done
-	log "$name did not start (see $STATE_DIR/$name.log)"
-	return 1
-}
-
-stop_component() {
-	local name=$1 pid i
-	if pid=$(pid_of "$name"); then
-		log "stopping $name (pid $pid)"
-		kill -TERM "$pid" 2>/dev/null || true
-		for ((i = 0; i < 150; i++)); do
-			running "$name" || break
-			sleep 0.1
-		done
-		if running "$name"; then
-			log "$name did not exit in 15 s: SIGKILL"
-			kill -KILL "$pid" 2>/dev/null || true
-			for ((i = 0; i < 50; i++)); do
-				running "$name" || break
-				sleep 0.1
-			done
-		fi
-	fi
-	rm -f "$STATE_DIR/$name.pid"
-}
+component_bin() { echo "$BIN_DIR/$1"; }
 
 stop_all() {
 	local c
@@ -441,31 +390,6 @@ etcd_healthy() { curl -fsS --noproxy '*' -m 3 "http://$HOST:$ETCD_PORT/health" 2
 apiserver_ready() { [[ $(kubectl_admin get --raw /readyz 2>/dev/null) == ok ]]; }
 # The token controller creating this proves the controller-manager works.
 default_sa_exists() { kubectl_admin get serviceaccount default -n default >/dev/null 2>&1; }
-
-# wait_for WHAT COMPONENT CHECK...: poll CHECK until it succeeds; give up at
-# DEADLINE or as soon as COMPONENT (whose log is shown) has exited.
-wait_for() {
-	local what=$1 comp=$2 next_report=$((SECONDS + 5))
-	shift 2
-	until "$@"; do
-		if ! running "$comp"; then
-			log "$comp exited while waiting for $what; last lines of $STATE_DIR/$comp.log:"
-			tail -n 30 "$STATE_DIR/$comp.log" >&2 || true
-			return 1
-		fi
-		if ((SECONDS >= DEADLINE)); then
-			log "timed out after $((SECONDS - T0)) s waiting for $what; last lines of $STATE_DIR/$comp.log:"
-			tail -n 30 "$STATE_DIR/$comp.log" >&2 || true
-			return 1
-		fi
-		if ((SECONDS >= next_report)); then
-			log "waiting for $what ... $((SECONDS - T0)) s"
-			next_report=$((SECONDS + 5))
-		fi
-		sleep 0.5
-	done
-	log "$what: ok after $((SECONDS - T0)) s"
-}
 
 start_etcd() {
 	# --unsafe-no-fsync: a throwaway test store; fsync latency on CI disks

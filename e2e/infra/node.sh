@@ -123,6 +123,8 @@ done
 
 # shellcheck source=e2e/infra/golib.sh
 source "$SCRIPT_DIR/golib.sh"
+# shellcheck source=e2e/infra/components.sh
+source "$SCRIPT_DIR/components.sh"
 
 K8S_BIN_DIR=$("$CLUSTER_SH" bindir)
 KUBECTL=$K8S_BIN_DIR/kubectl
@@ -798,63 +800,15 @@ write_kube_proxy_config() {
 # processes
 # ===========================================================================
 
-bin_of() {
+component_bin() {
 	case $1 in
 	containerd) echo "$CTR_BIN_DIR/containerd" ;;
 	*) echo "$K8S_BIN_DIR/$1" ;;
 	esac
 }
-
-pid_of() {
-	local name=$1 file=$STATE_DIR/$1.pid pid
-	[[ -f $file ]] || return 1
-	pid=$(<"$file")
-	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	local -a argv
-	mapfile -d '' -t argv 2>/dev/null <"/proc/$pid/cmdline" || return 1
-	((${#argv[@]} > 0)) || return 1
-	[[ ${argv[0]##*/} == "$name" && "${argv[*]}" == *"$STATE_DIR/"* ]] || return 1
-	echo "$pid"
-}
-running() { pid_of "$1" >/dev/null; }
-
-launch() {
-	local name=$1 pidfile=$STATE_DIR/$1.pid
-	shift
-	rm -f "$pidfile"
-	# shellcheck disable=SC2016 # $$ and $0/$@ expand in the child shell
-	PATH=$CTR_BIN_DIR:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-		setsid bash -c 'echo $$ >"$0.tmp" && mv -f "$0.tmp" "$0" && exec "$@"' \
-		"$pidfile" "$(bin_of "$name")" "$@" >>"$STATE_DIR/$name.log" 2>&1 </dev/null 8>&- 9>&- &
-	local i
-	for ((i = 0; i < 50; i++)); do
-		[[ -s $pidfile ]] && return 0
-		sleep 0.1
-	done
-	log "$name did not start (see $STATE_DIR/$name.log)"
-	return 1
-}
-
-stop_component() {
-	local name=$1 pid i
-	if pid=$(pid_of "$name"); then
-		log "stopping $name (pid $pid)"
-		kill -TERM "$pid" 2>/dev/null || true
-		for ((i = 0; i < 150; i++)); do
-			running "$name" || break
-			sleep 0.1
-		done
-		if running "$name"; then
-			log "$name did not exit in 15 s: SIGKILL"
-			kill -KILL "$pid" 2>/dev/null || true
-			for ((i = 0; i < 50; i++)); do
-				running "$name" || break
-				sleep 0.1
-			done
-		fi
-	fi
-	rm -f "$STATE_DIR/$name.pid"
-}
+# containerd finds runc and its shims on this PATH; node logs accumulate across starts.
+COMPONENT_PATH=$CTR_BIN_DIR:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+COMPONENT_LOG_APPEND=1
 
 kubectl_admin() { "$KUBECTL" --kubeconfig "$CLUSTER_STATE/kubeconfig" --request-timeout=10s "$@"; }
 ctr_k8s() { "$CTR_BIN_DIR/ctr" --address "$CTRD_SOCK" --namespace k8s.io "$@"; }
@@ -875,31 +829,6 @@ proxy_healthy() { curl -fsS --noproxy '*' -m 3 "http://127.0.0.1:$PROXY_HEALTHZ_
 scheduler_healthy() { [[ $(curl -ksS --noproxy '*' -m 3 "https://127.0.0.1:$SCHEDULER_PORT/healthz" 2>/dev/null) == ok ]]; }
 coredns_ready() {
 	[[ $(kubectl_admin -n kube-system get deployment coredns -o jsonpath='{.status.readyReplicas}' 2>/dev/null) == 1 ]]
-}
-
-# wait_for WHAT COMPONENT CHECK...: bounded by DEADLINE; gives up early if
-# COMPONENT (whose log is shown) exits.
-wait_for() {
-	local what=$1 comp=$2 next_report=$((SECONDS + 5))
-	shift 2
-	until "$@"; do
-		if ! running "$comp"; then
-			log "$comp exited while waiting for $what; last lines of $STATE_DIR/$comp.log:"
-			tail -n 30 "$STATE_DIR/$comp.log" >&2 || true
-			return 1
-		fi
-		if ((SECONDS >= DEADLINE)); then
-			log "timed out after $((SECONDS - T0)) s waiting for $what; last lines of $STATE_DIR/$comp.log:"
-			tail -n 30 "$STATE_DIR/$comp.log" >&2 || true
-			return 1
-		fi
-		if ((SECONDS >= next_report)); then
-			log "waiting for $what ... $((SECONDS - T0)) s"
-			next_report=$((SECONDS + 5))
-		fi
-		sleep 0.5
-	done
-	log "$what: ok after $((SECONDS - T0)) s"
 }
 
 start_containerd() {

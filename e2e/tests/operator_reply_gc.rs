@@ -98,7 +98,7 @@ async fn reply_channel_of_a_killed_process_is_deleted_after_the_grace_and_live_o
         .await
         .unwrap();
     let find = |stem: &str| {
-        topics_with(&net.bootstrap, &format!("{reply_prefix}{stem}-"))
+        topics_with(&net.bootstrap, &format!("{reply_prefix}{stem}."))
             .pop()
             .unwrap_or_else(|| panic!("a reply channel of {stem}"))
     };
