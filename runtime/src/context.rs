@@ -210,6 +210,17 @@ impl MessageContext {
         self.steps.begin(name)
     }
 
+    /// The journaled result of call `n` of step `name` of this message, for hosts that
+    /// number a step's calls themselves (HTTP agents, [`crate::http_steps`], where a
+    /// retried request starts again at 0).
+    pub fn journaled_step(
+        &self,
+        name: &str,
+        n: u32,
+    ) -> Result<Option<serde_json::Value>, RuntimeError> {
+        self.steps.lookup(name, n)
+    }
+
     /// Journals `value` as the result of call `n` of step `name` (from
     /// [`MessageContext::begin_step`]); returns once it is durable.
     pub async fn record_step(

@@ -89,6 +89,13 @@ impl Steps {
         Ok((n, self.journal.as_ref().and_then(|j| j.lookup(name, n))))
     }
 
+    /// The journaled result of call `n` of step `name`, if it completed before (`None`
+    /// without a journal); for hosts that number calls themselves.
+    pub(crate) fn lookup(&self, name: &str, n: u32) -> Result<Option<Value>, RuntimeError> {
+        check_name(name)?;
+        Ok(self.journal.as_ref().and_then(|j| j.lookup(name, n)))
+    }
+
     /// Journals the result of step `name` number `n` (nothing without a journal).
     pub(crate) async fn record(
         &self,

@@ -14,6 +14,7 @@
 //! | `ce-agtopictype`, `ce-agtopicsource` | the topic, for events |
 //! | `ce-agisrpc` | `true` when the sender waits for a reply |
 //! | `traceparent`, `tracestate` | W3C trace context of the message |
+//! | `switchboard-steps` | where the agent journals durable steps of this message ([`crate::http_steps`]) |
 //!
 //! The answer: 2xx with a `ce-type` header is the reply (its body the data, its
 //! `Content-Type` the content type, JSON by default); 204, or 2xx with an empty body
@@ -22,6 +23,7 @@
 //! backoff (`retries` times); a request that timed out is not retried, since the agent
 //! may have acted on it. Connections are pooled per host, one pool per process.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,6 +33,7 @@ use tracing::Instrument;
 use crate::agent::{Agent, AgentError, AgentFactory, HandlerResult};
 use crate::config_file::HttpAgentSettings;
 use crate::context::MessageContext;
+use crate::http_steps::{STEPS_HEADER, StepSessions};
 use crate::message::{JSON, Payload};
 
 /// Longest error body quoted in a handler error.
@@ -48,11 +51,17 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
-/// The factory of HTTP agents posting to `settings.url` through `client`.
-pub fn factory(client: reqwest::Client, settings: HttpAgentSettings) -> AgentFactory {
+/// The factory of HTTP agents posting to `settings.url` through `client`; each request
+/// gets a durable-steps URL from `steps` (when its base URL is known).
+pub fn factory(
+    client: reqwest::Client,
+    settings: HttpAgentSettings,
+    steps: Arc<StepSessions>,
+) -> AgentFactory {
     AgentFactory::new(move |_| HttpAgent {
         client: client.clone(),
         settings: settings.clone(),
+        steps: Arc::clone(&steps),
     })
 }
 
@@ -61,6 +70,7 @@ pub fn factory(client: reqwest::Client, settings: HttpAgentSettings) -> AgentFac
 pub struct HttpAgent {
     client: reqwest::Client,
     settings: HttpAgentSettings,
+    steps: Arc<StepSessions>,
 }
 
 /// One attempt's failure: whether another attempt may help.
@@ -113,7 +123,13 @@ impl HttpAgent {
         ctx: &MessageContext,
     ) -> Result<Option<Payload>, Failure> {
         let url = &self.settings.url;
-        let response = self.request(message, ctx).send().await.map_err(|e| {
+        // Open while this attempt is in flight: the agent journals steps through it.
+        let session = self.steps.open(ctx);
+        let mut request = self.request(message, ctx);
+        if let Some(s) = &session {
+            request = request.header(STEPS_HEADER, &s.url);
+        }
+        let response = request.send().await.map_err(|e| {
             if e.is_timeout() {
                 Failure::Final(format!(
                     "HTTP agent {url} did not answer within {} ms",

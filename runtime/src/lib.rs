@@ -24,7 +24,8 @@
 //!   runtime's YAML file, as the operator writes it), [`llm_config`] (its `llm:` agent
 //!   entries), [`defaults`] (each default once).
 //! - The server, behind the default `server` feature: [`serve`] (hosting the agents of
-//!   a config file), [`builtins`], [`http_agent`], [`llm`] (model-backed agents),
+//!   a config file), [`builtins`], [`http_agent`] (and [`http_steps`], their durable
+//!   steps), [`llm`] (model-backed agents),
 //!   [`a2a_agent`] (remote A2A agents), [`mcp_client`] (remote MCP tools), [`gateway`]
 //!   (HTTP API, probes, metrics, the A2A and MCP servers), [`telemetry`] (logs and
 //!   OTLP), [`cli`] (the `switchboard-runtime`
@@ -61,6 +62,8 @@ pub mod cli;
 pub mod gateway;
 #[cfg(feature = "server")]
 pub mod http_agent;
+#[cfg(feature = "server")]
+pub mod http_steps;
 #[cfg(feature = "server")]
 pub mod llm;
 #[cfg(feature = "server")]

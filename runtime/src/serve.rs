@@ -66,19 +66,29 @@ pub fn load_config(
 /// The agent factories the file declares, by type, in file order; `code: {}` entries
 /// have none (the hosting program registers them). Bearer tokens of `a2a` and `mcp`
 /// agents and MCP servers, and API keys of `llm` agents are read from the environment;
-/// `llm` agents count their calls in `metrics`.
+/// `llm` agents count their calls in `hosting.llm_metrics`, HTTP agents journal durable
+/// steps through `hosting.http_steps`.
 pub fn factories(
     file: &RuntimeConfigFile,
-    metrics: &Arc<llm::LlmMetrics>,
+    hosting: &Hosting,
 ) -> Result<Vec<(String, AgentFactory)>, ConfigError> {
-    factories_with_env(file, |k| std::env::var(k).ok(), metrics)
+    factories_with_env(file, |k| std::env::var(k).ok(), hosting)
+}
+
+/// What the factories of one process share with its HTTP API.
+#[derive(Debug, Default, Clone)]
+pub struct Hosting {
+    /// Figures of the `llm` agents (on `/metrics`).
+    pub llm_metrics: Arc<llm::LlmMetrics>,
+    /// Durable steps of HTTP agents (`/v1/steps/...`).
+    pub http_steps: Arc<crate::http_steps::StepSessions>,
 }
 
 /// [`factories`], reading tokens and API keys through `env`.
 pub fn factories_with_env(
     file: &RuntimeConfigFile,
     env: impl Fn(&str) -> Option<String>,
-    metrics: &Arc<llm::LlmMetrics>,
+    hosting: &Hosting,
 ) -> Result<Vec<(String, AgentFactory)>, ConfigError> {
     let client = http_agent::client()
         .map_err(|e| ConfigError::invalid("agents", "", format!("http client: {e}")))?;
@@ -138,7 +148,7 @@ pub fn factories_with_env(
                         l.clone(),
                         key,
                         tools,
-                        Arc::clone(metrics),
+                        Arc::clone(&hosting.llm_metrics),
                     ),
                 ));
             }
@@ -157,7 +167,9 @@ pub fn factories_with_env(
                         ConfigError::invalid(format!("agents[{i}].builtin"), format!("{b:?}"), e)
                     })?
                 }
-                (None, Some(h), _, _) => http_agent::factory(client.clone(), h.clone()),
+                (None, Some(h), _, _) => {
+                    http_agent::factory(client.clone(), h.clone(), Arc::clone(&hosting.http_steps))
+                }
                 (None, None, None, None) => {
                     return Err(ConfigError::invalid(
                         format!("agents[{i}].builtin"),
@@ -169,6 +181,25 @@ pub fn factories_with_env(
             Ok((a.agent_type.clone(), factory))
         })
         .collect()
+}
+
+/// The base URL HTTP agents reach this process's HTTP listener at, for their durable
+/// steps: `SWITCHBOARD_HTTP_ADVERTISE` (`host:port`) when set; else the listen address,
+/// with the pod's address (`POD_IP`, set by the operator) or 127.0.0.1 for an
+/// unspecified IP.
+pub fn steps_base(local: std::net::SocketAddr, env: impl Fn(&str) -> Option<String>) -> String {
+    if let Some(a) = env("SWITCHBOARD_HTTP_ADVERTISE").filter(|a| !a.is_empty()) {
+        return format!("http://{a}");
+    }
+    let port = local.port();
+    if !local.ip().is_unspecified() {
+        return format!("http://{local}");
+    }
+    match env("POD_IP").and_then(|ip| ip.parse::<std::net::IpAddr>().ok()) {
+        Some(std::net::IpAddr::V6(ip)) => format!("http://[{ip}]:{port}"),
+        Some(ip) => format!("http://{ip}:{port}"),
+        None => format!("http://127.0.0.1:{port}"),
+    }
 }
 
 /// Every `code: {}` entry must have been registered by the program before serving (a
@@ -322,8 +353,8 @@ pub async fn run_hosting(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let stop_limit = runtime.config().drain_timeout + STOP_SLACK;
-    let llm_metrics = Arc::new(llm::LlmMetrics::default());
-    for (agent_type, factory) in factories(&file, &llm_metrics)? {
+    let hosting = Hosting::default();
+    for (agent_type, factory) in factories(&file, &hosting)? {
         runtime.register_factory(&agent_type, factory).await?;
     }
     check_program_agents(&file, &runtime.hosted_types())?;
@@ -347,7 +378,11 @@ pub async fn run_hosting(
         stopping.clone(),
     )
     .with_agents(file.agents.iter().map(AgentInfo::from_entry).collect())
-    .with_llm_metrics(llm_metrics);
+    .with_llm_metrics(Arc::clone(&hosting.llm_metrics))
+    .with_http_steps(Arc::clone(&hosting.http_steps));
+    hosting
+        .http_steps
+        .set_base(steps_base(local, |k| std::env::var(k).ok()));
     let server = {
         let stopping = stopping.clone();
         tokio::spawn(
@@ -476,12 +511,24 @@ mod tests {
     }
 
     #[test]
+    fn http_agents_reach_the_pod_address_for_their_steps() {
+        let any: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!(steps_base(any, |_| None), "http://127.0.0.1:8080");
+        let pod = |k: &str| (k == "POD_IP").then(|| "10.1.2.3".to_owned());
+        assert_eq!(steps_base(any, pod), "http://10.1.2.3:8080");
+        let local: std::net::SocketAddr = "127.0.0.5:9000".parse().unwrap();
+        assert_eq!(steps_base(local, pod), "http://127.0.0.5:9000");
+        let adv = |k: &str| (k == "SWITCHBOARD_HTTP_ADVERTISE").then(|| "rt.svc:8080".to_owned());
+        assert_eq!(steps_base(any, adv), "http://rt.svc:8080");
+    }
+
+    #[test]
     fn an_llm_agent_needs_the_api_key_variable_it_names() {
         let text = "kafka: { bootstrapServers: \"127.0.0.1:9\", topicPrefix: demo }\n\
                     runtime: { name: rt1 }\n\
                     agents:\n  - { type: a, llm: { model: { endpoint: \"http://127.0.0.1:9/v1\", model: m, apiKeyEnv: KEY_A } } }\n";
         let file = load_config(text, |_| None).unwrap();
-        let Err(e) = factories_with_env(&file, |_| None, &Default::default()) else {
+        let Err(e) = factories_with_env(&file, |_| None, &Hosting::default()) else {
             panic!("an unset key variable was accepted")
         };
         assert_eq!(
@@ -503,7 +550,7 @@ mod tests {
                     agents:\n  - { type: echo, builtin: echo }\n  - { type: planner, code: {} }\n";
         let file = load_config(text, |_| None).unwrap();
         assert_eq!(
-            factories(&file, &Default::default()).unwrap().len(),
+            factories(&file, &Hosting::default()).unwrap().len(),
             1,
             "no factory for code: {{}}"
         );

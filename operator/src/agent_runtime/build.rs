@@ -431,7 +431,11 @@ pub fn build_with_replicas(
     let template = ar.spec.template.clone().unwrap_or_default();
     let config_path = format!("{CONFIG_DIR}/{CONFIG_KEY}");
     // First, so `$(SWITCHBOARD_CONFIG)` expands in the user's command, args and env.
-    let mut env = vec![json!({ "name": CONFIG_ENV, "value": config_path })];
+    let mut env = vec![
+        json!({ "name": CONFIG_ENV, "value": config_path }),
+        // Where HTTP agents reach this pod for their durable steps (`http_steps`).
+        json!({ "name": "POD_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } }),
+    ];
     if let Some(sasl) = ar
         .spec
         .kafka

@@ -34,7 +34,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -68,6 +68,8 @@ pub struct Gateway {
     max_body: usize,
     /// Figures of the `llm` agents, when the caller hosts any.
     llm_metrics: Option<Arc<crate::llm::LlmMetrics>>,
+    /// Durable steps of HTTP agents in flight.
+    http_steps: Arc<crate::http_steps::StepSessions>,
     /// Why the runtime cannot start yet (e.g. Kafka refused its credentials).
     problem: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -91,6 +93,7 @@ impl Gateway {
             task_log: Arc::default(),
             max_body,
             llm_metrics: None,
+            http_steps: Arc::default(),
             problem: Arc::default(),
         }
     }
@@ -103,6 +106,13 @@ impl Gateway {
     /// The agent types A2A and MCP offer (the A2A skills, the MCP tools).
     pub fn with_agents(mut self, agents: Vec<catalog::AgentInfo>) -> Self {
         self.agents = Arc::new(agents);
+        self
+    }
+
+    /// Serves the durable steps of the HTTP agents whose requests `steps` opened
+    /// (`/v1/steps/...`, see [`crate::http_steps`]).
+    pub fn with_http_steps(mut self, steps: Arc<crate::http_steps::StepSessions>) -> Self {
+        self.http_steps = steps;
         self
     }
 
@@ -158,6 +168,11 @@ impl Gateway {
             .route("/v1/registry", get(registry))
             .route("/v1/agents", get(active_agents))
             .route_layer(middleware::from_fn_with_state(self.clone(), authorize));
+        // The steps URL is the capability (a random token valid while one request to an
+        // HTTP agent is in flight), so no bearer token: agents do not have it.
+        let steps = Router::new()
+            .route("/v1/steps/{token}/{name}", post(step_begin))
+            .route("/v1/steps/{token}/{name}/{n}", put(step_record));
         // A2A and MCP check the token themselves: their errors are JSON-RPC errors.
         let protocols = Router::new()
             .route("/.well-known/agent-card.json", get(a2a::runtime_card))
@@ -178,6 +193,7 @@ impl Gateway {
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .merge(v1)
+            .merge(steps)
             .merge(protocols)
             .layer(DefaultBodyLimit::max(max_body))
             .with_state(self.clone())
@@ -299,6 +315,58 @@ async fn metrics(State(gw): State<Gateway>) -> Response {
             HeaderValue::from_static("text/plain; version=0.0.4"),
         )],
         text,
+    )
+        .into_response()
+}
+
+/// `POST /v1/steps/{token}/{name}`: the next call of step `name` of the HTTP agent
+/// request `token`; `{"n", "done": true, "value"}` when it completed before.
+async fn step_begin(
+    State(gw): State<Gateway>,
+    Path((token, name)): Path<(String, String)>,
+) -> Response {
+    match gw.http_steps.begin(&token, &name) {
+        Ok(s) => {
+            let mut body = serde_json::json!({ "n": s.n, "done": s.value.is_some() });
+            if let Some(v) = s.value {
+                body["value"] = v;
+            }
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        Err(e) => step_error(&e),
+    }
+}
+
+/// `PUT /v1/steps/{token}/{name}/{n}` with the step's result (JSON): journals it.
+async fn step_record(
+    State(gw): State<Gateway>,
+    Path((token, name, n)): Path<(String, String, u32)>,
+    body: Bytes,
+) -> Response {
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return step_error(&crate::http_steps::StepError::Invalid(format!(
+                "the body (the result of step {name}/{n}) is not JSON: {e}"
+            )));
+        }
+    };
+    match gw.http_steps.record(&token, &name, n, &value).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => step_error(&e),
+    }
+}
+
+fn step_error(e: &crate::http_steps::StepError) -> Response {
+    use crate::http_steps::StepError;
+    let status = match e {
+        StepError::UnknownToken => StatusCode::NOT_FOUND,
+        StepError::Invalid(_) => StatusCode::BAD_REQUEST,
+        StepError::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": e.to_string() })),
     )
         .into_response()
 }
