@@ -74,10 +74,11 @@ async fn handle(State(agent): State<Arc<Agent>>, headers: HeaderMap) -> Response
         .await
         .unwrap();
     let unknown = http.post(format!("{url}x/a")).send().await.unwrap();
-    agent.bad_requests.lock().unwrap().extend([
+    let answers = [
         (bad.status().as_u16(), bad.text().await.unwrap()),
         (unknown.status().as_u16(), unknown.text().await.unwrap()),
-    ]);
+    ];
+    agent.bad_requests.lock().unwrap().extend(answers);
     let a = step(&http, &url, "a", || {
         json!(agent.a_runs.fetch_add(1, Ordering::SeqCst) + 1)
     })

@@ -301,7 +301,7 @@ mod tests {
                 timeout_ms: 300,
                 retries,
             };
-            rt.register_factory(path, factory(client.clone(), settings))
+            rt.register_factory(path, factory(client.clone(), settings, Arc::default()))
                 .await
                 .unwrap();
         }
