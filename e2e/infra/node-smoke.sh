@@ -337,6 +337,13 @@ elif [[ ! -x $OP_BIN ]]; then
 else
 	t2=$SECONDS
 	k apply -f "$SCRIPT_DIR/../../crds/" >/dev/null
+	# Until the API server serves the new kinds (a just-created CRD is not yet
+	# Established, and `kubectl wait` fails at once while it has no conditions).
+	for _ in $(seq 1 60); do
+		[[ $(k get crd agentruntimes.switchboard.dev \
+			-o 'jsonpath={.status.conditions[?(@.type=="Established")].status}' 2>/dev/null) == True ]] && break
+		sleep 0.5
+	done
 	setsid "$OP_BIN" run --kubeconfig "$KUBECONFIG_FILE" --namespace "$NS" \
 		--metrics-addr "127.0.0.1:$OP_PORT" >"$STATE_ROOT/node/smoke-operator.log" 2>&1 </dev/null &
 	op_pid=$!
