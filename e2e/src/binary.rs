@@ -203,6 +203,19 @@ impl RuntimeProcess {
         format!("http://{}", self.http)
     }
 
+    /// The value of sample `series` (`name{labels}`, exactly as exposed) in one scrape
+    /// of its `/metrics`; `None` when the series is not there or the scrape failed.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.url()))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
     /// Its log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

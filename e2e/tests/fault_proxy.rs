@@ -24,7 +24,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const KEYS: u64 = 12;
-const PER_KEY: u64 = 120;
+/// At one event per key every 40 ms, 10 s of publishing: the cut (a fifth handled,
+/// then 4 s slow, about 5-6 s in) must fall well inside it, or nothing is left for the
+/// other replicas to take over (120 per key failed on a quiet machine, where the
+/// publishing ended before the cut).
+const PER_KEY: u64 = 250;
 /// Round-trip latency added in the slow phase, per direction.
 const LATENCY_MS: u64 = 250;
 /// The runtime's offset commit interval (`defaults::COMMIT_INTERVAL`).

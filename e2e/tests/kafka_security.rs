@@ -109,19 +109,8 @@ async fn rpc_and_publish_work(p: &RuntimeProcess) {
     let handled = r#"switchboard_messages_handled_total{agent_type="counter"}"#;
     let start = Instant::now();
     loop {
-        let text = http
-            .get(format!("{}/metrics", p.url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let n = text
-            .lines()
-            .find_map(|l| l.strip_prefix(handled)?.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        if n >= 3 {
+        let n = p.metric(handled).await.unwrap_or(0.0);
+        if n >= 3.0 {
             break;
         }
         assert!(

@@ -542,18 +542,6 @@ async fn llm_agent_bad_input_fails_clearly_and_the_runtime_keeps_serving() {
     rt.wait_exit(Duration::from_secs(60)).await;
 }
 
-/// The value of the sample `line` (`name{labels}`) in `/metrics` of `http`.
-async fn metric(http: SocketAddr, line: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://{http}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn llm_agent_uses_mcp_publish_and_typed_agent_tools_within_its_budgets() {
     let net = TestNet::new();
@@ -683,19 +671,19 @@ async fn llm_agent_uses_mcp_publish_and_typed_agent_tools_within_its_budgets() {
     // The figures of both, by agent type and model.
     let ok =
         "switchboard_llm_model_calls_total{agent_type=\"assistant\",model=\"big\",outcome=\"ok\"}";
-    assert_eq!(metric(http, ok).await, Some(2.0));
+    assert_eq!(rt.metric(ok).await, Some(2.0));
     let tokens =
         "switchboard_llm_tokens_total{agent_type=\"assistant\",model=\"big\",kind=\"prompt\"}";
-    assert!(metric(http, tokens).await.unwrap() > 0.0);
+    assert!(rt.metric(tokens).await.unwrap() > 0.0);
     for tool in ["counter", "publish_notes", "search"] {
         let line = format!(
             "switchboard_llm_tool_calls_total{{agent_type=\"assistant\",tool=\"{tool}\",outcome=\"ok\"}}"
         );
-        assert_eq!(metric(http, &line).await, Some(1.0), "{line}");
+        assert_eq!(rt.metric(&line).await, Some(1.0), "{line}");
     }
     let stopped =
         "switchboard_llm_turns_stopped_total{agent_type=\"frugal\",reason=\"max_tool_calls\"}";
-    assert_eq!(metric(http, stopped).await, Some(1.0));
+    assert_eq!(rt.metric(stopped).await, Some(1.0));
     caller.stop().await.unwrap();
     rt.terminate();
     rt.wait_exit(Duration::from_secs(60)).await;

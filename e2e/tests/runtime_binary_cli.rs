@@ -54,23 +54,13 @@ fn net_args<'a>(bootstrap: &'a str, prefix: &'a str) -> Vec<&'a str> {
 }
 
 /// Sum of `name{agent_type="..."}` over the processes' `/metrics`.
-async fn metric_sum(http: &reqwest::Client, procs: &[&RuntimeProcess], series: &str) -> u64 {
-    let mut total = 0;
+async fn metric_sum(procs: &[&RuntimeProcess], series: &str) -> u64 {
+    let mut total = 0.0;
     for p in procs {
-        let text = http
-            .get(format!("{}/metrics", p.url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        total += text
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        total += p.metric(series).await.unwrap_or(0.0);
     }
-    total
+    // Counters of messages: whole numbers.
+    total as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,7 +108,7 @@ async fn two_runtimes_serve_echo_counter_and_the_python_agent() {
     let http = reqwest::Client::new();
     let handled = r#"switchboard_messages_handled_total{agent_type="counter"}"#;
     let start = Instant::now();
-    while metric_sum(&http, &[&p1, &p2], handled).await < 10 {
+    while metric_sum(&[&p1, &p2], handled).await < 10 {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "the counter did not get the 10 events"
