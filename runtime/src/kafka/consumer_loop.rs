@@ -16,6 +16,10 @@
 //! before it is fetched again, so this member never handles those records twice.
 //! Only a partition that goes to another member meanwhile is read again from its last
 //! commit (docs/protocol.md, "Redelivery bound").
+//!
+//! It is over 500 lines since session 8 (rebalance handling for lost assignments and
+//! source topics, connection state from statistics were added): the rebalance handling
+//! is the part to move into a module of its own next.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

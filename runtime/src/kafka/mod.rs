@@ -26,6 +26,10 @@
 //!   `journal`: results of durable steps, beside the state, until their input is committed.
 //! - helpers: `outputs` (the producer), `original` (a consumed record kept for dead
 //!   letters), `tailing`, `metrics`, `worker_config`.
+//!
+//! This file is over 500 lines: the facade builds and starts every part above, and
+//! its start-up sequence reads best in one place (source topics and readiness from the
+//! broker connection grew it; the counters and readiness are the part to move next).
 
 mod agent_runtime;
 mod classify;

@@ -10,6 +10,9 @@
 //! A hand-rolled generator (SplitMix64), bounded: `SWITCHBOARD_FUZZ_CASES` (default
 //! 100,000, what `make test` runs) and `SWITCHBOARD_FUZZ_SECONDS` (no bound by default);
 //! `SWITCHBOARD_FUZZ_SEED` replays a run (a failure prints its seed and case).
+//!
+//! It is over 500 lines, one idea: the generator, its mutations and the oracle that checks
+//! each verdict against what the mutation broke belong together (test code only).
 //! `make fuzz` runs many more cases, release-built with overflow checks on.
 
 use std::collections::BTreeMap;
