@@ -31,6 +31,21 @@ fn own_state_dir(what: &str) -> PathBuf {
 }
 
 /// Runs `script verb` with `env`; panics with its output when it fails.
+/// For `Drop`: `script stop` with `env`, then removes `state`; never panics (it may
+/// run during a test's unwinding), says so when the stop failed and keeps `state`.
+fn stop_owned(script: &str, env: &[(String, String)], state: &Path, what: &str) {
+    let stopped = Command::new(infra_script(script))
+        .arg("stop")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if stopped {
+        let _ = std::fs::remove_dir_all(state);
+    } else {
+        eprintln!("could not stop {what} in {}", state.display());
+    }
+}
+
 fn run_script(script: &str, verb: &str, env: &[(String, String)]) {
     let out = Command::new(infra_script(script))
         .arg(verb)
@@ -111,17 +126,7 @@ impl OwnBroker {
 
 impl Drop for OwnBroker {
     fn drop(&mut self) {
-        // Never panic in drop (it may run during a test's unwinding).
-        let stopped = Command::new(infra_script("kafka.sh"))
-            .arg("stop")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if stopped {
-            let _ = std::fs::remove_dir_all(&self.state);
-        } else {
-            eprintln!("could not stop the broker in {}", self.state.display());
-        }
+        stop_owned("kafka.sh", &self.env, &self.state, "the broker");
     }
 }
 
@@ -241,15 +246,6 @@ impl Toxiproxy {
 
 impl Drop for Toxiproxy {
     fn drop(&mut self) {
-        let stopped = Command::new(infra_script("toxiproxy.sh"))
-            .arg("stop")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if stopped {
-            let _ = std::fs::remove_dir_all(&self.state);
-        } else {
-            eprintln!("could not stop toxiproxy in {}", self.state.display());
-        }
+        stop_owned("toxiproxy.sh", &self.env, &self.state, "toxiproxy");
     }
 }
