@@ -283,6 +283,44 @@ pub fn lag_of(partitions: &[PartitionOffsets]) -> i64 {
         .sum()
 }
 
+/// The partitions of `topic` in `md` (none when it is missing or has an error).
+fn partitions_of(md: &rdkafka::metadata::Metadata, topic: &str) -> Vec<i32> {
+    md.topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect()
+}
+
+/// How a group read reports a Kafka error (with what it was reading).
+type KafkaErr<'a> = &'a dyn Fn(rdkafka::error::KafkaError) -> Error;
+
+/// The committed offset of `consumer`'s group on each of `partitions` of `topic`, in
+/// their order (`None` where the group has none).
+fn committed_offsets(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: &[i32],
+    kafka: KafkaErr<'_>,
+) -> Result<Vec<Option<i64>>> {
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, KAFKA_TIMEOUT)
+        .map_err(kafka)?;
+    Ok(partitions
+        .iter()
+        .map(
+            |p| match committed.find_partition(topic, *p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            },
+        )
+        .collect())
+}
+
 /// Lag reads running at once: each creates a short-lived librdkafka client (threads,
 /// connections), so a burst of reconciles (hundreds of runtimes applied at once) must
 /// not create hundreds of them together.
@@ -306,6 +344,34 @@ impl Default for RdKafka {
 }
 
 impl RdKafka {
+    /// Runs `read` on a short-lived consumer of `group` (it never joins the group nor
+    /// commits), off the async threads and within the [`CONCURRENT_LAG_READS`] bound;
+    /// Kafka errors read `what: error`.
+    async fn read_as_group<T: Send + 'static>(
+        &self,
+        conn: &KafkaConnection,
+        group: &str,
+        what: String,
+        read: impl FnOnce(&BaseConsumer, KafkaErr<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let mut cfg = conn.client_config();
+        cfg.set("group.id", group)
+            .set("enable.auto.commit", "false");
+        let _permit = self
+            .lag_reads
+            .acquire()
+            .await
+            .map_err(|e| Error::Kafka(e.to_string()))?;
+        let task = format!("{what} (task)");
+        let kafka = move |e: rdkafka::error::KafkaError| Error::Kafka(format!("{what}: {e}"));
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = cfg.create().map_err(&kafka)?;
+            read(&consumer, &kafka)
+        })
+        .await
+        .map_err(|e| Error::Kafka(format!("{task}: {e}")))?
+    }
+
     fn admin(&self, conn: &KafkaConnection) -> Result<TopicAdmin> {
         let mut admins = self.admins.lock().unwrap_or_else(|e| e.into_inner());
         let key = conn.cache_key();
@@ -395,36 +461,16 @@ impl KafkaBackend for RdKafka {
         topic: &str,
         partitions: i32,
     ) -> Result<i64> {
-        // Committed offsets are read per group, so this consumer is the group's; it
-        // never subscribes (does not join the group) and is dropped after one read.
-        let mut cfg = conn.client_config();
-        cfg.set("group.id", group)
-            .set("enable.auto.commit", "false");
         let topic = topic.to_owned();
-        let kafka = |e: rdkafka::error::KafkaError| Error::Kafka(format!("reading lag: {e}"));
-        let _permit = self
-            .lag_reads
-            .acquire()
-            .await
-            .map_err(|e| Error::Kafka(e.to_string()))?;
-        tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = cfg.create().map_err(kafka)?;
-            let mut tpl = TopicPartitionList::new();
-            for p in 0..partitions {
-                tpl.add_partition(&topic, p);
-            }
-            let committed = consumer
-                .committed_offsets(tpl, KAFKA_TIMEOUT)
-                .map_err(kafka)?;
-            let mut offsets = Vec::with_capacity(usize::try_from(partitions).unwrap_or(0));
-            for p in 0..partitions {
+        let what = "reading lag".to_owned();
+        self.read_as_group(conn, group, what, move |consumer, kafka| {
+            let ids: Vec<i32> = (0..partitions).collect();
+            let committed = committed_offsets(consumer, &topic, &ids, kafka)?;
+            let mut offsets = Vec::with_capacity(ids.len());
+            for (p, committed) in ids.into_iter().zip(committed) {
                 let (low, high) = consumer
                     .fetch_watermarks(&topic, p, KAFKA_TIMEOUT)
                     .map_err(kafka)?;
-                let committed = match committed.find_partition(&topic, p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => Some(o),
-                    _ => None,
-                };
                 offsets.push(PartitionOffsets {
                     low,
                     high,
@@ -434,7 +480,6 @@ impl KafkaBackend for RdKafka {
             Ok(lag_of(&offsets))
         })
         .await
-        .map_err(|e| Error::Kafka(format!("lag task: {e}")))?
     }
 
     async fn source_read(
@@ -443,52 +488,24 @@ impl KafkaBackend for RdKafka {
         group: &str,
         topic: &str,
     ) -> Result<SourceRead> {
-        let mut cfg = conn.client_config();
-        cfg.set("group.id", group)
-            .set("enable.auto.commit", "false");
         let topic = topic.to_owned();
         let what = format!("reading source topic {topic:?}");
-        let kafka = move |e: rdkafka::error::KafkaError| Error::Kafka(format!("{what}: {e}"));
-        let _permit = self
-            .lag_reads
-            .acquire()
-            .await
-            .map_err(|e| Error::Kafka(e.to_string()))?;
-        tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = cfg.create().map_err(&kafka)?;
+        self.read_as_group(conn, group, what, move |consumer, kafka| {
             let md = consumer
                 .fetch_metadata(Some(&topic), KAFKA_TIMEOUT)
-                .map_err(&kafka)?;
-            let partitions: Vec<i32> = md
-                .topics()
-                .iter()
-                .filter(|t| t.name() == topic && t.error().is_none())
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect();
+                .map_err(kafka)?;
+            let partitions = partitions_of(&md, &topic);
             if partitions.is_empty() {
                 return Ok(SourceRead::Missing);
             }
-            let mut tpl = TopicPartitionList::new();
-            for p in &partitions {
-                tpl.add_partition(&topic, *p);
-            }
-            let committed = consumer
-                .committed_offsets(tpl, KAFKA_TIMEOUT)
-                .map_err(&kafka)?;
-            let all = partitions.iter().all(|p| {
-                matches!(
-                    committed.find_partition(&topic, *p).map(|e| e.offset()),
-                    Some(Offset::Offset(_))
-                )
-            });
-            Ok(if all {
+            let committed = committed_offsets(consumer, &topic, &partitions, kafka)?;
+            Ok(if committed.iter().all(Option::is_some) {
                 SourceRead::Read
             } else {
                 SourceRead::Unread
             })
         })
         .await
-        .map_err(|e| Error::Kafka(format!("source topic task: {e}")))?
     }
 
     async fn reply_channels(
@@ -496,20 +513,11 @@ impl KafkaBackend for RdKafka {
         conn: &KafkaConnection,
         names: &TopicNames,
     ) -> Result<(Vec<String>, HashMap<String, LastBeat>)> {
-        let mut cfg = conn.client_config();
-        // librdkafka wants a group for `assign`; this one never joins or commits.
-        cfg.set("group.id", format!("{}.operator.reply-gc", names.prefix()))
-            .set("enable.auto.commit", "false");
         let (reply_prefix, registry) = (names.reply(""), names.registry());
-        let kafka =
-            |e: rdkafka::error::KafkaError| Error::Kafka(format!("reading reply channels: {e}"));
-        let _permit = self
-            .lag_reads
-            .acquire()
-            .await
-            .map_err(|e| Error::Kafka(e.to_string()))?;
-        tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = cfg.create().map_err(kafka)?;
+        // librdkafka wants a group for `assign`; this one never joins or commits.
+        let group = format!("{}.operator.reply-gc", names.prefix());
+        let what = "reading reply channels".to_owned();
+        self.read_as_group(conn, &group, what, move |consumer, kafka| {
             let md = consumer
                 .fetch_metadata(None, KAFKA_TIMEOUT)
                 .map_err(kafka)?;
@@ -519,21 +527,14 @@ impl KafkaBackend for RdKafka {
                 .filter(|t| t.error().is_none() && t.name().starts_with(&reply_prefix))
                 .map(|t| t.name().to_owned())
                 .collect();
-            let partitions: Vec<i32> = md
-                .topics()
-                .iter()
-                .filter(|t| t.name() == registry && t.error().is_none())
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect();
             let beats = if topics.is_empty() {
                 HashMap::new()
             } else {
-                read_heartbeats(&consumer, &registry, &partitions)?
+                read_heartbeats(consumer, &registry, &partitions_of(&md, &registry))?
             };
             Ok((topics, beats))
         })
         .await
-        .map_err(|e| Error::Kafka(format!("reply channel task: {e}")))?
     }
 
     async fn write_record(
