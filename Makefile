@@ -3,7 +3,7 @@ CARGO ?= cargo
 INFRA := e2e/infra
 
 
-.PHONY: deps test fmt clippy shellcheck unit integration fuzz python-test protocol-test bench bench-python bench-operator infra-up infra-down crds demo demo-down node-smoke
+.PHONY: deps test fmt clippy shellcheck unit integration fuzz soak python-test protocol-test bench bench-python bench-operator infra-up infra-down crds demo demo-down node-smoke
 
 ## test: formatting, lints, unit tests, then integration tests against a real
 ## Kafka broker and a real Kubernetes API server (started and stopped here).
@@ -40,6 +40,13 @@ integration:
 fuzz:
 	SWITCHBOARD_FUZZ_CASES=$${SWITCHBOARD_FUZZ_CASES:-10000000} SWITCHBOARD_FUZZ_SECONDS=$${SWITCHBOARD_FUZZ_SECONDS:-600} \
 		$(CARGO) test -p switchboard-runtime --lib record_fuzz -- --nocapture
+
+## soak: rounds of replica join/leave churn with a broker restart in each, on a broker
+## of the test's own (e2e/tests/soak_churn_restart.rs): fails on any event lost, out of
+## order or handled by two replicas at once; prints one JSON line per round. Up to 5
+## minutes.
+soak:
+	$(CARGO) test -p switchboard-e2e --test soak_churn_restart -- --ignored --nocapture
 
 ## python-test: the Python package (python/): a venv cached under ~/.cache/switchboard
 ## (maturin, autogen-core, pytest from PyPI), fmt + clippy of the extension crate, the

@@ -159,6 +159,15 @@ pub async fn scale_1_3_1(config: impl Fn(&str) -> WorkerConfig) -> anyhow::Resul
     })
 }
 
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Keys events are published for (each key in order).
 const KEYS: u64 = 24;
 /// Events handled between two membership changes.
@@ -205,6 +214,9 @@ pub async fn churn(
     };
     let mut commit_failures = 0;
     let membership = async {
+        // The publishers stop when membership ends, whether it succeeded or not (a
+        // failed step must not leave them publishing and the join below waiting).
+        let _stop_publishing = StopOnDrop(Arc::clone(&stop));
         handled_more(STEP).await?;
         let r2 = replica("r2").await?;
         handled_more(STEP).await?;

@@ -1,7 +1,8 @@
 //! Reply-channel garbage collection by the operator, against the real broker and API
-//! server: the reply channel of a SIGKILLed process is deleted once its heartbeat
-//! expired and the grace period passed; a live process's, one without any heartbeat
-//! and other topics of the prefix are kept.
+//! server: the reply channels of a SIGKILLed runtime process and of a SIGKILLed client
+//! process (`start_client`, which writes client heartbeats) are deleted once their
+//! heartbeats expired and the grace period passed; a live process's, a live client's,
+//! one without any heartbeat and other topics of the prefix are kept.
 
 #![allow(clippy::unwrap_used)] // a test's helpers fail loudly, like its body
 
@@ -88,6 +89,21 @@ async fn reply_channel_of_a_killed_process_is_deleted_after_the_grace_and_live_o
         .unwrap();
     let mut lines = BufReader::new(crashy.stdout.take().unwrap()).lines();
     assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("ready"));
+    // A client that will crash (same beat and validity), and one that stays.
+    let mut crashy_client = Command::new(env!("CARGO_BIN_EXE_replica"))
+        .args([&net.bootstrap, &net.prefix, "crashycli", "client"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut client_lines = BufReader::new(crashy_client.stdout.take().unwrap()).lines();
+    assert_eq!(
+        client_lines.next_line().await.unwrap().as_deref(),
+        Some("ready")
+    );
+    let live_client = switchboard_runtime::KafkaAgentRuntime::start_client(net.config("livecli"))
+        .await
+        .unwrap();
     // A live process, and a reply-channel-like topic no heartbeat speaks for.
     let alive = net.start("alive").await.unwrap();
     let orphan = format!("{reply_prefix}nobody-0123456789");
@@ -103,42 +119,64 @@ async fn reply_channel_of_a_killed_process_is_deleted_after_the_grace_and_live_o
             .unwrap_or_else(|| panic!("a reply channel of {stem}"))
     };
     let (crashy_reply, alive_reply) = (find("crashy"), find("alive"));
+    let (crashy_client_reply, live_client_reply) = (find("crashycli"), find("livecli"));
 
     crashy.start_kill().unwrap();
+    crashy_client.start_kill().unwrap();
     crashy.wait().await.unwrap();
+    crashy_client.wait().await.unwrap();
     let killed = Instant::now();
-    // Its last heartbeat holds for 30 s, then the grace: not deleted yet.
+    // Their last heartbeats hold for 30 s, then the grace: not deleted yet.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
-        topics_with(&net.bootstrap, &crashy_reply).contains(&crashy_reply),
-        "deleted before its heartbeat expired and the grace passed"
-    );
+    for topic in [&crashy_reply, &crashy_client_reply] {
+        assert!(
+            topics_with(&net.bootstrap, topic).contains(topic),
+            "{topic} deleted before its heartbeat expired and the grace passed"
+        );
+    }
     let deadline = killed + VALID + Duration::from_secs(60);
-    while topics_with(&net.bootstrap, &crashy_reply).contains(&crashy_reply) {
+    let mut deleted_after: Vec<(&String, Duration)> = Vec::new();
+    while deleted_after.len() < 2 {
+        for topic in [&crashy_reply, &crashy_client_reply] {
+            if deleted_after.iter().all(|(t, _)| *t != topic)
+                && !topics_with(&net.bootstrap, topic).contains(topic)
+            {
+                deleted_after.push((topic, killed.elapsed()));
+            }
+        }
         assert!(
             Instant::now() < deadline,
-            "{crashy_reply} still there {:?} after the kill",
-            VALID + Duration::from_secs(60)
+            "still there {:?} after the kill: {:?}",
+            VALID + Duration::from_secs(60),
+            [&crashy_reply, &crashy_client_reply]
+                .iter()
+                .filter(|t| deleted_after.iter().all(|(d, _)| d != *t))
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let after = killed.elapsed();
-    println!(
-        "reply channel deleted {:.1} s after SIGKILL (heartbeat valid {VALID:?}, grace {GRACE:?}, resync 1 s)",
-        after.as_secs_f64()
-    );
-    // The last beat was at most 0.5 s (+ scheduling) before the kill.
-    let earliest = VALID + GRACE - Duration::from_secs(1);
-    assert!(
-        after >= earliest,
-        "deleted {after:?} after the kill: the heartbeat (valid {VALID:?}) plus the {GRACE:?} grace had not passed"
-    );
-    assert_eq!(op.metrics.reply_channels_deleted(), 1);
+    for (topic, after) in &deleted_after {
+        println!(
+            "{topic} deleted {:.1} s after SIGKILL (heartbeat valid {VALID:?}, grace {GRACE:?}, resync 1 s)",
+            after.as_secs_f64()
+        );
+        // The last beat was at most 0.5 s (+ scheduling) before the kill.
+        let earliest = VALID + GRACE - Duration::from_secs(1);
+        assert!(
+            *after >= earliest,
+            "{topic} deleted {after:?} after the kill: the heartbeat (valid {VALID:?}) plus the {GRACE:?} grace had not passed"
+        );
+    }
+    assert_eq!(op.metrics.reply_channels_deleted(), 2);
 
     // More passes later: the live process's channel and the orphan are still there.
     tokio::time::sleep(GRACE + Duration::from_secs(2)).await;
     let left = topics_with(&net.bootstrap, &reply_prefix);
     assert!(left.contains(&alive_reply), "live channel kept: {left:?}");
+    assert!(
+        left.contains(&live_client_reply),
+        "live client's channel kept: {left:?}"
+    );
     assert!(
         left.contains(&orphan),
         "no heartbeat, not ours to judge: {left:?}"
@@ -147,8 +185,14 @@ async fn reply_channel_of_a_killed_process_is_deleted_after_the_grace_and_live_o
         topics_with(&net.bootstrap, &format!("{}.registry", net.prefix)).len() == 1,
         "other topics of the prefix untouched"
     );
-    assert_eq!(op.metrics.reply_channels_deleted(), 1);
+    assert_eq!(op.metrics.reply_channels_deleted(), 2);
     alive.stop().await.unwrap();
+    // A client that stops gracefully deletes its own channel and tombstones its beat.
+    live_client.stop().await.unwrap();
+    assert!(
+        !topics_with(&net.bootstrap, &live_client_reply).contains(&live_client_reply),
+        "a stopped client deletes its reply channel"
+    );
     admin.delete_topics(&[orphan]).await.unwrap();
     op.stop().await;
 }

@@ -212,7 +212,7 @@ fn read_heartbeats(
             ends.remove(&m.partition());
         }
         let Some(key) = m.key() else { continue };
-        if !key.starts_with(b"hb/") {
+        if !key.starts_with(b"hb/") && !key.starts_with(b"client/") {
             continue;
         }
         match RegistryRecord::decode(key, m.payload()) {
@@ -233,6 +233,26 @@ fn read_heartbeats(
                 instance,
                 heartbeat: None,
                 ..
+            }) => {
+                beats.remove(&instance);
+            }
+            // A client's heartbeat (`start_client`, the CLI): its reply channel is
+            // collected like a runtime replica's once the beats stop.
+            Ok(RegistryRecord::ClientHeartbeat {
+                instance,
+                heartbeat: Some(h),
+            }) => {
+                beats.insert(
+                    instance,
+                    LastBeat {
+                        at_ms: h.at_ms,
+                        valid_ms: Some(h.valid_ms),
+                    },
+                );
+            }
+            Ok(RegistryRecord::ClientHeartbeat {
+                instance,
+                heartbeat: None,
             }) => {
                 beats.remove(&instance);
             }

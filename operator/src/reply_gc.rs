@@ -8,9 +8,10 @@
 //! Safe by construction ([`select`] is pure and tested): a topic is only a candidate
 //! when its name is exactly `P.reply.<instance>` for an instance that has a heartbeat
 //! record in `P.registry`, and only deleted when that heartbeat's validity (its
-//! `validMs`, else [`DEFAULT_VALID_MS`]) ended `grace` ago. A live process (valid
-//! heartbeat), a process that never wrote a heartbeat (a client) and any other topic
-//! are never touched.
+//! `validMs`, else [`DEFAULT_VALID_MS`]) ended `grace` ago. Clients (`start_client`)
+//! write client heartbeats (`client/<instance>`), read here like a replica's. A live
+//! process (valid heartbeat), a process that never wrote a heartbeat (a client older
+//! than client heartbeats) and any other topic are never touched.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -172,7 +173,7 @@ mod tests {
             "p.reply.dead-1",   // heartbeat expired 10 min ago
             "p.reply.recent-1", // expired 1 min ago: within the grace
             "p.reply.live-1",   // valid heartbeat
-            "p.reply.client-1", // no heartbeat at all (a client)
+            "p.reply.client-1", // no heartbeat at all (an old client)
             "p.reply.old-1",    // no validMs: default span
             "p.registry",
             "p.events",

@@ -2,7 +2,10 @@
 //!
 //! `replica BOOTSTRAP PREFIX RUNTIME` hosts agent type `sink`, subscribed to topic
 //! type `stream`; each event handled prints `handled KEY SEQ` on stdout (flushed per
-//! line, so a SIGKILL loses nothing already printed). SIGTERM stops it gracefully.
+//! line, so a SIGKILL loses nothing already printed). `replica BOOTSTRAP PREFIX NAME
+//! client` is a client process instead (`start_client`: a reply channel and client
+//! heartbeats, nothing hosted). Either prints `ready` once started; SIGTERM stops it
+//! gracefully.
 
 use std::io::Write;
 use std::time::Duration;
@@ -33,12 +36,22 @@ impl Agent for Sink {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [bootstrap, prefix, runtime] = args.as_slice() else {
-        return Err("usage: replica BOOTSTRAP PREFIX RUNTIME".into());
+    let (bootstrap, prefix, runtime, client) = match args.as_slice() {
+        [b, p, r] => (b, p, r, false),
+        [b, p, r, mode] if mode == "client" => (b, p, r, true),
+        _ => return Err("usage: replica BOOTSTRAP PREFIX RUNTIME [client]".into()),
     };
     let mut cfg = WorkerConfig::new(KafkaConfig::new(bootstrap), prefix, runtime);
     cfg.heartbeat_interval = Duration::from_millis(500);
     cfg.liveness_timeout = Duration::from_secs(30);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    if client {
+        let rt = KafkaAgentRuntime::start_client(cfg).await?;
+        println!("ready");
+        term.recv().await;
+        rt.stop().await?;
+        return Ok(());
+    }
     let rt = KafkaAgentRuntime::new(cfg)?;
     rt.register("sink", |id: &AgentId| Sink {
         key: id.key().to_owned(),
@@ -48,7 +61,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     rt.add_subscription(Subscription::for_type("stream", "sink")?)
         .await?;
     println!("ready");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     term.recv().await;
     rt.stop().await?;
     Ok(())

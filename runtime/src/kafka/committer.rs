@@ -88,6 +88,14 @@ impl Committer {
         result.recv_timeout(timeout).map_err(|_| gone())?
     }
 
+    /// Lets the thread finish what is queued and end on its own, without waiting for
+    /// it (a commit through a consumer without brokers may wait long): for a consumer
+    /// that is being replaced. The thread holds the consumer until then.
+    pub(crate) fn detach(mut self) {
+        self.tx = None;
+        drop(self.thread.take());
+    }
+
     /// Finishes what is queued and stops the thread (it holds the consumer).
     pub(crate) fn stop(&mut self) {
         self.tx = None;

@@ -17,9 +17,18 @@
 //! Only a partition that goes to another member meanwhile is read again from its last
 //! commit (docs/protocol.md, "Redelivery bound").
 //!
-//! It is over 500 lines since session 8 (rebalance handling for lost assignments and
-//! source topics, connection state from statistics were added): the rebalance handling
-//! is the part to move into a module of its own next.
+//! librdkafka (2.10 and later, 2.12.1 here) drops every broker a metadata response does
+//! not list, bootstrap servers included; a broker that is shutting down or starting
+//! answers with no brokers but its topics (librdkafka issue #5301), and the client is
+//! left with no broker to connect to, for good: its group never rejoins (seen as
+//! hundreds of events not delivered minutes after a single-broker restart). Such an
+//! *orphaned* consumer is recognised from its statistics (no configured or learned
+//! broker left) and replaced by a new one on the same settings: its partitions are
+//! given up as lost (their positions kept as above) and the new consumer joins the
+//! group again (see [`ORPHAN_GRACE`]).
+//!
+//! Rebalance handling is in `rebalance`, what the statistics say about the brokers
+//! (readiness, orphaned consumers) in `brokers`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,12 +37,16 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rdkafka::TopicPartitionList;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::BorrowedMessage;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
+mod brokers;
+mod rebalance;
+
+use self::brokers::{STATS_INTERVAL, orphaned, replace_orphan};
 use super::committer::{CommitResult, Commits, Committer};
 use super::lag::LagReader;
 use super::offsets::OffsetTracker;
@@ -88,28 +101,6 @@ pub(crate) trait PartitionWorker: Send + Sync + 'static {
     fn committed(&self, _topic: &str, _commits: &[(i32, i64)]) {}
 }
 
-/// How long a commit that must land before a partition changes hands may take.
-const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long such a commit is retried while the group is between generations.
-const FINAL_COMMIT_RETRIES: Duration = Duration::from_secs(3);
-
-/// Commit errors that a retry a moment later can overcome.
-fn retriable(error: &rdkafka::error::KafkaError) -> bool {
-    use rdkafka::types::RDKafkaErrorCode as Code;
-    matches!(
-        error.rdkafka_error_code(),
-        Some(
-            Code::RebalanceInProgress
-                | Code::IllegalGeneration
-                | Code::StaleMemberEpoch
-                | Code::NotCoordinator
-                | Code::CoordinatorNotAvailable
-                | Code::CoordinatorLoadInProgress
-                | Code::RequestTimedOut
-        )
-    )
-}
-
 /// Limits of a consumer loop.
 #[derive(Debug, Clone)]
 pub(crate) struct LoopSettings {
@@ -146,6 +137,8 @@ struct Shared<W> {
     /// Whether the consumer has a connection to a broker, from librdkafka's
     /// statistics (see [`STATS_INTERVAL`]); readiness follows it.
     connected: Arc<AtomicBool>,
+    /// Since when the consumer's statistics show no broker it could connect to.
+    orphaned_since: Mutex<Option<Instant>>,
 }
 
 impl<W: PartitionWorker> Shared<W> {
@@ -209,95 +202,6 @@ impl<W: PartitionWorker> Shared<W> {
         }
     }
 
-    /// Commits the positions of `partitions` and waits for it, moved or not (an
-    /// earlier commit may have failed, and after this the partitions are gone).
-    /// Positions that could not be committed are kept in `unsaved`.
-    fn commit_final(&self, partitions: &[i32]) {
-        let commits = self.tracker().positions(partitions);
-        if commits.is_empty() {
-            return;
-        }
-        // A commit refused because the group is between JoinGroup and SyncGroup
-        // (classic) or the member epoch moved on is accepted a moment later, with the
-        // generation librdkafka has then; giving the partitions up uncommitted would
-        // make their next owner handle again what was done here.
-        let deadline = Instant::now() + FINAL_COMMIT_RETRIES;
-        loop {
-            let result = match self.committer().as_ref() {
-                Some(c) => c.commit_now(commits.clone(), FINAL_COMMIT_TIMEOUT),
-                None => Err(rdkafka::error::KafkaError::Canceled),
-            };
-            match result {
-                Ok(()) => return,
-                Err(e) if retriable(&e) && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(error) => {
-                    tracing::warn!(topic = %self.settings.topic, %error, ?commits, "final offset commit failed; the next owner may handle these partitions' last records again");
-                    self.unsaved().extend(commits);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Keeps the positions of lost `partitions` (see the module doc).
-    fn keep_unsaved(&self, partitions: &[i32]) {
-        let commits = self.tracker().positions(partitions);
-        self.unsaved().extend(commits);
-    }
-
-    /// Before `partitions` are fetched again: commits what this member handled of
-    /// them before it lost them, where that is ahead of the group's committed offset.
-    fn restore_unsaved<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, partitions: &[i32]) {
-        let kept: Vec<(i32, i64)> = {
-            let mut unsaved = self.unsaved();
-            partitions
-                .iter()
-                .filter_map(|p| unsaved.remove(p).map(|o| (*p, o)))
-                .collect()
-        };
-        if kept.is_empty() {
-            return;
-        }
-        let topic = &self.settings.topic;
-        let mut tpl = TopicPartitionList::new();
-        for (p, _) in &kept {
-            tpl.add_partition(topic, *p);
-        }
-        let committed = match consumer.committed_offsets(tpl, FINAL_COMMIT_TIMEOUT) {
-            Ok(c) => c,
-            Err(error) => {
-                tracing::warn!(%topic, %error, "cannot read committed offsets; records handled before the partitions were lost will be handled again");
-                return;
-            }
-        };
-        let ahead: Commits = kept
-            .into_iter()
-            .filter(|(p, o)| {
-                !matches!(
-                    committed.find_partition(topic, *p).map(|e| e.offset()),
-                    Some(Offset::Offset(c)) if c >= *o
-                )
-            })
-            .collect();
-        if ahead.is_empty() {
-            return;
-        }
-        let result = match self.committer().as_ref() {
-            Some(c) => c.commit_now(ahead.clone(), FINAL_COMMIT_TIMEOUT),
-            None => Err(rdkafka::error::KafkaError::Canceled),
-        };
-        match result {
-            Ok(()) => {
-                tracing::info!(%topic, ?ahead, "committed what was handled before the partitions were lost")
-            }
-            Err(error) => {
-                tracing::warn!(%topic, %error, ?ahead, "commit of partitions handled before they were lost failed; they will be handled again")
-            }
-        }
-    }
-
     /// What the committing thread reports.
     fn commit_done(&self, commits: &Commits, result: &CommitResult) {
         match result {
@@ -317,126 +221,9 @@ impl<W: PartitionWorker> Shared<W> {
 /// The rdkafka context: rebalance hooks with access to the loop's state.
 pub(crate) struct LoopContext<W> {
     shared: Arc<Shared<W>>,
-}
-
-impl<W: PartitionWorker> ClientContext for LoopContext<W> {
-    fn stats_raw(&self, statistics: &[u8]) {
-        if let Some(up) = broker_connected(statistics) {
-            let was = self.shared.connected.swap(up, Ordering::SeqCst);
-            if was != up {
-                let topic = &self.shared.settings.topic;
-                if up {
-                    tracing::info!(%topic, "connected to the broker again");
-                } else {
-                    tracing::warn!(%topic, "no connection to any broker; not ready until one is back");
-                }
-            }
-        }
-    }
-}
-
-/// How often librdkafka reports statistics to a loop's consumer (unless the user's
-/// consumer settings choose otherwise): the lag of readiness behind a lost broker.
-const STATS_INTERVAL: &str = "1000";
-
-/// Whether librdkafka's statistics JSON shows a connection to at least one broker
-/// (state `UP`); `None` when it cannot be read. Only the two fields needed are
-/// decoded, not rdkafka's whole `Statistics`.
-fn broker_connected(statistics: &[u8]) -> Option<bool> {
-    #[derive(serde::Deserialize)]
-    struct Stats {
-        brokers: std::collections::HashMap<String, Broker>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Broker {
-        state: String,
-    }
-    let stats: Stats = serde_json::from_slice(statistics).ok()?;
-    Some(stats.brokers.values().any(|b| b.state == "UP"))
-}
-
-impl<W: PartitionWorker> ConsumerContext for LoopContext<W> {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let shared = &self.shared;
-        let tpl = match rebalance {
-            Rebalance::Assign(tpl) => {
-                let partitions: Vec<i32> = tpl
-                    .elements_for_topic(&shared.settings.topic)
-                    .iter()
-                    .map(|e| e.partition())
-                    .collect();
-                // Before librdkafka reads the committed offsets to fetch from.
-                shared.restore_unsaved(consumer, &partitions);
-                // Before the assignment takes effect, so the fetcher finds the commit.
-                if shared.settings.start_at_end && !partitions.is_empty() {
-                    commit_end_if_uncommitted(consumer, &shared.settings.topic, &partitions);
-                }
-                return;
-            }
-            Rebalance::Revoke(tpl) => tpl,
-            Rebalance::Error(_) => return,
-        };
-        let partitions: Vec<i32> = tpl
-            .elements_for_topic(&shared.settings.topic)
-            .iter()
-            .map(|e| e.partition())
-            .collect();
-        if partitions.is_empty() {
-            return;
-        }
-        shared.worker.revoking(&partitions);
-        if consumer.assignment_lost() {
-            // This generation is over (a commit would be refused) and another member
-            // may own these already: keep what was handled for when they come back.
-            tracing::warn!(topic = %shared.settings.topic, ?partitions, "partitions lost; their handled positions are kept until they come back");
-            shared.keep_unsaved(&partitions);
-        } else {
-            let left = shared.drain(&partitions);
-            if left > 0 {
-                tracing::warn!(topic = %shared.settings.topic, ?partitions, left, "drain deadline passed during revocation");
-            }
-            shared.commit_final(&partitions);
-        }
-        {
-            let mut t = shared.tracker();
-            for p in &partitions {
-                t.revoke(*p);
-            }
-        }
-        shared
-            .paused
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|p| !partitions.contains(p));
-        shared.worker.revoked(&partitions);
-        tracing::info!(topic = %shared.settings.topic, ?partitions, "partitions revoked");
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let shared = &self.shared;
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                let partitions: Vec<i32> = tpl
-                    .elements_for_topic(&shared.settings.topic)
-                    .iter()
-                    .map(|e| e.partition())
-                    .collect();
-                {
-                    let mut t = shared.tracker();
-                    for p in &partitions {
-                        t.assign(*p);
-                    }
-                }
-                shared.worker.assigned(&partitions);
-                tracing::info!(topic = %shared.settings.topic, ?partitions, "partitions assigned");
-                shared.assignments.send_modify(|n| *n += 1);
-            }
-            Rebalance::Revoke(_) => shared.assignments.send_modify(|n| *n += 1),
-            Rebalance::Error(e) => {
-                tracing::warn!(topic = %shared.settings.topic, error = %e, "rebalance error")
-            }
-        }
-    }
+    /// Set on a consumer that was replaced (`brokers`): its callbacks while it closes
+    /// on its own thread must not touch the loop's state, which the new consumer owns.
+    retired: AtomicBool,
 }
 
 /// A running consumer loop.
@@ -474,34 +261,26 @@ impl ConsumerLoop {
             unsaved: Mutex::default(),
             commit_failures: Arc::default(),
             connected: Arc::clone(&connected),
+            orphaned_since: Mutex::default(),
         });
-        let consumer: Arc<BaseConsumer<LoopContext<W>>> =
-            Arc::new(config.create_with_context(LoopContext {
-                shared: Arc::clone(&shared),
-            })?);
-        let report = Arc::downgrade(&shared);
-        let committer = Committer::start(
-            Arc::clone(&consumer),
-            settings.topic.clone(),
-            format!("{}-commit", settings.thread_name),
-            move |commits, result| {
-                if let Some(shared) = Weak::upgrade(&report) {
-                    shared.commit_done(commits, result);
-                }
-            },
-        )
-        .map_err(|e| {
-            rdkafka::error::KafkaError::Subscription(format!("cannot start commit thread: {e}"))
-        })?;
-        *shared.committer() = Some(committer);
+        let consumer = subscribed_consumer(&config, &shared)?;
         let commit_failures = Arc::clone(&shared.commit_failures);
-        consumer.subscribe(&[&settings.topic])?;
-        let lag = LagReader::new(&settings.topic, Arc::downgrade(&consumer));
+        let current = Arc::new(std::sync::RwLock::new(Arc::downgrade(&consumer)));
+        let lag = LagReader::follow(&settings.topic, Arc::clone(&current));
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name(settings.thread_name.clone())
-            .spawn(move || poll_loop(consumer, shared, DoneSender(done_tx), stop_flag))
+            .spawn(move || {
+                poll_loop(
+                    consumer,
+                    &config,
+                    &current,
+                    shared,
+                    DoneSender(done_tx),
+                    stop_flag,
+                );
+            })
             .map_err(|e| {
                 rdkafka::error::KafkaError::Subscription(format!(
                     "cannot start consumer thread: {e}"
@@ -555,8 +334,39 @@ impl Drop for ConsumerLoop {
     }
 }
 
+/// A consumer of `shared`'s loop with its committing thread, subscribed to the topic.
+fn subscribed_consumer<W: PartitionWorker>(
+    config: &ClientConfig,
+    shared: &Arc<Shared<W>>,
+) -> Result<Arc<BaseConsumer<LoopContext<W>>>, rdkafka::error::KafkaError> {
+    let consumer: Arc<BaseConsumer<LoopContext<W>>> =
+        Arc::new(config.create_with_context(LoopContext {
+            shared: Arc::clone(shared),
+            retired: AtomicBool::new(false),
+        })?);
+    let report = Arc::downgrade(shared);
+    let committer = Committer::start(
+        Arc::clone(&consumer),
+        shared.settings.topic.clone(),
+        format!("{}-commit", shared.settings.thread_name),
+        move |commits, result| {
+            if let Some(shared) = Weak::upgrade(&report) {
+                shared.commit_done(commits, result);
+            }
+        },
+    )
+    .map_err(|e| {
+        rdkafka::error::KafkaError::Subscription(format!("cannot start commit thread: {e}"))
+    })?;
+    *shared.committer() = Some(committer);
+    consumer.subscribe(&[&shared.settings.topic])?;
+    Ok(consumer)
+}
+
 fn poll_loop<W: PartitionWorker>(
-    consumer: Arc<BaseConsumer<LoopContext<W>>>,
+    mut consumer: Arc<BaseConsumer<LoopContext<W>>>,
+    config: &ClientConfig,
+    current: &std::sync::RwLock<Weak<BaseConsumer<LoopContext<W>>>>,
     shared: Arc<Shared<W>>,
     done: DoneSender,
     stop: Arc<AtomicBool>,
@@ -564,6 +374,9 @@ fn poll_loop<W: PartitionWorker>(
     let topic = shared.settings.topic.clone();
     let mut last_commit = Instant::now();
     while !stop.load(Ordering::SeqCst) {
+        if orphaned(&shared) {
+            consumer = replace_orphan(consumer, config, current, &shared);
+        }
         shared.collect_done(Duration::ZERO);
         if last_commit.elapsed() >= shared.settings.commit_interval {
             shared.commit();
@@ -610,55 +423,6 @@ fn poll_loop<W: PartitionWorker>(
     tracing::info!(%topic, "consumer stopped");
 }
 
-/// Commits the end offsets of those `partitions` the group has no committed offset
-/// for. Runs in the rebalance callback, as their new owner, before they are assigned;
-/// failures are logged (the consumer then starts at the end through
-/// `auto.offset.reset` anyway).
-fn commit_end_if_uncommitted<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    topic: &str,
-    partitions: &[i32],
-) {
-    const TIMEOUT: Duration = Duration::from_secs(10);
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions {
-        tpl.add_partition(topic, *p);
-    }
-    let committed = match consumer.committed_offsets(tpl, TIMEOUT) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(%topic, error = %e, "reading committed offsets failed");
-            return;
-        }
-    };
-    let mut to_commit = TopicPartitionList::new();
-    for e in committed.elements_for_topic(topic) {
-        if !matches!(e.offset(), Offset::Invalid) {
-            continue;
-        }
-        match consumer.fetch_watermarks(topic, e.partition(), TIMEOUT) {
-            Ok((_, high)) => {
-                if let Err(err) =
-                    to_commit.add_partition_offset(topic, e.partition(), Offset::Offset(high))
-                {
-                    tracing::warn!(%topic, error = %err, "invalid start offset");
-                }
-            }
-            Err(err) => {
-                tracing::warn!(%topic, partition = e.partition(), error = %err, "reading the end offset failed")
-            }
-        }
-    }
-    if to_commit.count() > 0 {
-        match consumer.commit(&to_commit, rdkafka::consumer::CommitMode::Sync) {
-            Ok(()) => {
-                tracing::info!(%topic, partitions = to_commit.count(), "first read of the topic by this group: starting at its end")
-            }
-            Err(e) => tracing::warn!(%topic, error = %e, "committing the start offsets failed"),
-        }
-    }
-}
-
 fn apply_backpressure<W: PartitionWorker>(
     consumer: &BaseConsumer<LoopContext<W>>,
     shared: &Shared<W>,
@@ -694,33 +458,5 @@ fn apply_backpressure<W: PartitionWorker>(
         for p in &to_resume {
             paused.remove(p);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::broker_connected;
-
-    #[test]
-    fn a_consumer_is_connected_while_one_broker_is_up() {
-        let stats = |states: &[&str]| {
-            let brokers: Vec<String> = states
-                .iter()
-                .enumerate()
-                .map(|(i, s)| format!(r#""b{i}": {{"nodeid": {i}, "state": "{s}", "rtt": {{}}}}"#))
-                .collect();
-            format!(r#"{{"name": "c", "brokers": {{{}}}}}"#, brokers.join(","))
-        };
-        assert_eq!(broker_connected(stats(&["UP"]).as_bytes()), Some(true));
-        assert_eq!(
-            broker_connected(stats(&["DOWN", "UP"]).as_bytes()),
-            Some(true)
-        );
-        assert_eq!(
-            broker_connected(stats(&["DOWN", "CONNECT"]).as_bytes()),
-            Some(false)
-        );
-        assert_eq!(broker_connected(stats(&[]).as_bytes()), Some(false));
-        assert_eq!(broker_connected(b"not json"), None);
     }
 }

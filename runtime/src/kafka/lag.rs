@@ -5,7 +5,7 @@
 //! and parsed on the poll thread every interval, about half of an idle runtime's
 //! instructions, whether or not anyone looks.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use rdkafka::Offset;
@@ -20,15 +20,16 @@ pub(crate) struct LagReader {
 }
 
 impl LagReader {
-    /// Reads the lag of `consumer` (weak: its owner closes it when it stops; a read
-    /// in progress only delays that until the read returns).
-    pub(crate) fn new<C: ConsumerContext + 'static>(
+    /// Reads the lag of whichever consumer `current` points to (weak: its owner closes
+    /// it when it stops; a read in progress only delays that until the read returns;
+    /// a loop replaces its consumer when librdkafka orphaned it, see `consumer_loop`).
+    pub(crate) fn follow<C: ConsumerContext + 'static>(
         topic: &str,
-        consumer: Weak<BaseConsumer<C>>,
+        current: Arc<RwLock<Weak<BaseConsumer<C>>>>,
     ) -> Self {
         Self {
             topic: topic.to_owned(),
-            consumer: Arc::new(consumer),
+            consumer: current,
         }
     }
 
@@ -48,6 +49,13 @@ impl LagReader {
 /// The consumer behind a [`LagReader`], without its context type.
 trait ReadLag: Send + Sync {
     fn read_lag(&self, topic: &str, timeout: Duration) -> Result<Vec<(i32, i64)>, KafkaError>;
+}
+
+impl<C: ConsumerContext + 'static> ReadLag for RwLock<Weak<BaseConsumer<C>>> {
+    fn read_lag(&self, topic: &str, timeout: Duration) -> Result<Vec<(i32, i64)>, KafkaError> {
+        let consumer = self.read().unwrap_or_else(|e| e.into_inner()).clone();
+        consumer.read_lag(topic, timeout)
+    }
 }
 
 impl<C: ConsumerContext + 'static> ReadLag for Weak<BaseConsumer<C>> {

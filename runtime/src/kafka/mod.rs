@@ -139,7 +139,7 @@ pub(crate) struct Inner {
     inbox_lag: OnceLock<LagReader>,
     started: AtomicBool,
     stopped: AtomicBool,
-    /// Sends and publishes only: no inbox, no heartbeats, no agent types.
+    /// Sends and publishes only: no inbox, no agent types; client heartbeats only.
     client_only: bool,
 }
 
@@ -183,7 +183,7 @@ impl KafkaAgentRuntime {
             state: StateStore::default(),
             journal: journal::Journal::default(),
             handoff: Handoff::new(config.instance_id.clone()),
-            registry: RegistryClient::new(&config, &names),
+            registry: RegistryClient::new(&config, &names, client_only),
             replies: OnceLock::new(),
             loops: Mutex::default(),
             sources: Mutex::new(Some(BTreeMap::new())),
@@ -227,14 +227,12 @@ impl KafkaAgentRuntime {
         let inner = &self.inner;
         let (cfg, names) = (&inner.config, &inner.names);
         let admin = TopicAdmin::new(&cfg.kafka, STARTUP_TIMEOUT)?;
-        // A hosting process creates its reply channel only after its first heartbeat:
-        // the operator deletes reply channels whose process's heartbeat expired, and a
-        // restart under a fixed instance id must not look dead meanwhile.
+        // A process creates its reply channel only after its first heartbeat (a client
+        // too, with its client heartbeat): the operator deletes reply channels whose
+        // process's heartbeat expired, and a restart under a fixed instance id must not
+        // look dead meanwhile.
         let reply_spec = names.reply_spec(&cfg.instance_id, cfg.replication_factor);
         let mut topics = Vec::new();
-        if inner.client_only {
-            topics.push(reply_spec.clone());
-        }
         if cfg.create_topics && !inner.client_only {
             topics.extend(names.runtime_specs(
                 &cfg.runtime_name,
@@ -258,11 +256,15 @@ impl KafkaAgentRuntime {
                 STARTUP_TIMEOUT,
             )
             .await?;
-        if !inner.client_only {
-            inner.registry.beat(&inner.outputs).await?;
-            inner
-                .tasks
-                .spawn(registry_client::heartbeats(Arc::downgrade(inner)));
+        inner.registry.beat(&inner.outputs).await?;
+        inner
+            .tasks
+            .spawn(registry_client::heartbeats(Arc::downgrade(inner)));
+        if inner.client_only {
+            admin
+                .ensure_topics(std::slice::from_ref(&reply_spec))
+                .await?;
+        } else {
             let types = inner.hosted.agents().types();
             for t in types {
                 if let Err(e) = inner.registry.claim(&inner.outputs, &t).await {
@@ -549,9 +551,7 @@ impl Inner {
         if let Err(e) = &consumers {
             failed("stopping the consumers", e.clone());
         }
-        if !self.client_only
-            && let Err(e) = self.registry.release(&self.outputs, now_ms()).await
-        {
+        if let Err(e) = self.registry.release(&self.outputs, now_ms()).await {
             failed("releasing registry records", e);
         }
         if let Ok(replies) = self.replies() {

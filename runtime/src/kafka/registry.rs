@@ -92,6 +92,9 @@ impl RegistryView {
                     }
                 }
             },
+            // A client hosts nothing and routes nothing: only the operator's reply-
+            // channel GC reads these (operator/src/reply_gc.rs).
+            RegistryRecord::ClientHeartbeat { .. } => {}
         }
     }
 
@@ -316,7 +319,7 @@ fn alive((at, valid): (u64, Option<u64>), now_ms: u64, liveness_ms: u64) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::registry::Heartbeat;
+    use crate::protocol::registry::{ClientHeartbeat, Heartbeat};
     use crate::subscription::Subscription;
 
     const LIVE: u64 = 30_000;
@@ -540,6 +543,34 @@ mod tests {
                 ..
             }
         ));
+        let r = RegistryRecord::decode(
+            b"client/cli.x1",
+            Some(br#"{"instance":"cli.x1","atMs":7,"validMs":30000}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            RegistryRecord::ClientHeartbeat {
+                instance: "cli.x1".into(),
+                heartbeat: Some(ClientHeartbeat {
+                    instance: "cli.x1".into(),
+                    at_ms: 7,
+                    valid_ms: 30_000
+                }),
+            }
+        );
+        assert!(matches!(
+            RegistryRecord::decode(b"client/cli.x1", None).unwrap(),
+            RegistryRecord::ClientHeartbeat {
+                heartbeat: None,
+                ..
+            }
+        ));
+        // A client heartbeat names its validity; the error names the record.
+        let e =
+            RegistryRecord::decode(b"client/c", Some(br#"{"instance":"c","atMs":7}"#)).unwrap_err();
+        assert!(e.contains("client/c") && e.contains("validMs"), "{e}");
+        assert!(RegistryRecord::decode(b"client/", None).is_err());
         assert!(matches!(
             RegistryRecord::decode(b"sub/x", None).unwrap(),
             RegistryRecord::Subscription { record: None, .. }

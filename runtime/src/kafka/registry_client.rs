@@ -1,6 +1,8 @@
 //! What this process reads from and writes to the registry topic: agent type claims
 //! (the earliest live claim in the log wins), heartbeats, subscriptions, and their
-//! release when the last replica of a runtime stops. Every write waits until this
+//! release when the last replica of a runtime stops. A client process (`start_client`)
+//! writes only its client heartbeat (`client/<instance>`), which no runtime reads: it
+//! tells the operator's reply-channel GC that the client's reply channel is in use. Every write waits until this
 //! process has read it back, so a caller sees its own writes in the view.
 
 use std::sync::{Mutex, OnceLock, Weak};
@@ -15,7 +17,8 @@ use super::{Inner, WorkerConfig};
 use crate::config::KafkaConfig;
 use crate::error::RuntimeError;
 use crate::protocol::registry::{
-    Claim, Heartbeat, SubscriptionRecord, claim_key, encode_value, heartbeat_key, subscription_key,
+    Claim, ClientHeartbeat, Heartbeat, SubscriptionRecord, claim_key, client_heartbeat_key,
+    encode_value, heartbeat_key, subscription_key,
 };
 use crate::protocol::topics::TopicNames;
 use crate::protocol::wire::now_ms;
@@ -33,12 +36,16 @@ pub(crate) struct RegistryClient {
     runtime: String,
     instance: String,
     liveness_ms: u64,
+    /// A client process: beats as a client, hosts nothing.
+    client: bool,
 }
 
 impl RegistryClient {
-    /// Not reading yet; [`RegistryClient::load`] starts.
-    pub(crate) fn new(config: &WorkerConfig, names: &TopicNames) -> Self {
+    /// Not reading yet; [`RegistryClient::load`] starts. `client`: this process only
+    /// sends and publishes (see the module doc).
+    pub(crate) fn new(config: &WorkerConfig, names: &TopicNames, client: bool) -> Self {
         Self {
+            client,
             log: OnceLock::new(),
             recipients: Mutex::default(),
             topic: names.registry(),
@@ -188,8 +195,19 @@ impl RegistryClient {
         }
     }
 
-    /// Writes this replica's heartbeat.
+    /// Writes this replica's heartbeat (a client's heartbeat for a client).
     pub(crate) async fn beat(&self, outputs: &Outputs) -> Result<(), RuntimeError> {
+        if self.client {
+            let hb = ClientHeartbeat {
+                instance: self.instance.clone(),
+                at_ms: now_ms(),
+                valid_ms: self.liveness_ms,
+            };
+            let value = encode_value("registry client heartbeat", &hb)?;
+            return self
+                .write(outputs, &client_heartbeat_key(&self.instance), Some(&value))
+                .await;
+        }
         let hb = Heartbeat {
             runtime: self.runtime.clone(),
             instance: self.instance.clone(),
@@ -278,6 +296,11 @@ impl RegistryClient {
     /// (others keep serving them). Every record is attempted; the first failure is
     /// returned.
     pub(crate) async fn release(&self, outputs: &Outputs, now_ms: u64) -> Result<(), RuntimeError> {
+        if self.client {
+            return self
+                .write(outputs, &client_heartbeat_key(&self.instance), None)
+                .await;
+        }
         let (others, types, subs) = {
             let view = self.log()?.view();
             let others = view

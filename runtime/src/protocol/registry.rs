@@ -1,7 +1,8 @@
 //! Records of the registry topic `P.registry` (compacted; DESIGN.md §3 and §8): keys
 //! and values, written by runtimes and the operator, read by every runtime.
 //!
-//! Keys: `claim/<agentType>/<runtime>`, `sub/<id>`, `hb/<runtime>/<instance>`.
+//! Keys: `claim/<agentType>/<runtime>`, `sub/<id>`, `hb/<runtime>/<instance>`,
+//! `client/<instance>`.
 //! A tombstone (no value) removes the key. How the records are read into a view is
 //! `kafka::registry`.
 
@@ -56,6 +57,20 @@ pub struct Heartbeat {
     pub valid_ms: Option<u64>,
 }
 
+/// A client process's liveness signal (`start_client`: CLIs, callers without a
+/// gateway). Clients host nothing, so this says nothing about any runtime; it lets
+/// the operator tell a crashed client's reply channel from a live one's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientHeartbeat {
+    /// The client process (its reply channel is `P.reply.<instance>`).
+    pub instance: String,
+    /// When, Unix ms.
+    pub at_ms: u64,
+    /// How long after `at_ms` the client counts as alive (its liveness timeout).
+    pub valid_ms: u64,
+}
+
 /// One registry record, decoded from its key and value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistryRecord {
@@ -84,6 +99,13 @@ pub enum RegistryRecord {
         /// The heartbeat, or `None` for a tombstone.
         heartbeat: Option<Heartbeat>,
     },
+    /// `client/<instance>`; `None`: the client stopped.
+    ClientHeartbeat {
+        /// Client process from the key.
+        instance: String,
+        /// The heartbeat, or `None` for a tombstone.
+        heartbeat: Option<ClientHeartbeat>,
+    },
 }
 
 /// Key of a claim record.
@@ -99,6 +121,11 @@ pub fn subscription_key(id: &str) -> String {
 /// Key of a heartbeat record.
 pub fn heartbeat_key(runtime: &str, instance: &str) -> String {
     format!("hb/{runtime}/{instance}")
+}
+
+/// Key of a client's heartbeat record.
+pub fn client_heartbeat_key(instance: &str) -> String {
+    format!("client/{instance}")
 }
 
 impl RegistryRecord {
@@ -136,6 +163,13 @@ impl RegistryRecord {
                     .map(serde_json::from_value)
                     .transpose()
                     .map_err(|e| e.to_string())?,
+            }),
+            (Some("client"), Some(i), None) if !i.is_empty() => Ok(Self::ClientHeartbeat {
+                instance: i.to_owned(),
+                heartbeat: json("client heartbeat")?
+                    .map(serde_json::from_value)
+                    .transpose()
+                    .map_err(|e| format!("registry client heartbeat {key:?}: {e}"))?,
             }),
             _ => Err(format!("unknown registry key {key:?}")),
         }
