@@ -150,3 +150,84 @@ async fn register_agent_instance_rules() {
     assert_eq!(log.lock().unwrap()[0].recipient, id2);
     rt.stop().await.unwrap();
 }
+
+/// A replica that stops while its peers' heartbeats look lapsed (after a broker outage
+/// every beat is late) takes itself for the runtime's last replica and tombstones the
+/// runtime's claims. A replica still hosting the type writes its claim again at its
+/// next heartbeat, and RPCs reach the type again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_claim_of_a_hosted_type_is_restored() {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{Offset, TopicPartitionList};
+    use std::time::{Duration, Instant};
+    use switchboard_runtime::protocol::registry::claim_key;
+    use switchboard_runtime::{KafkaConfig, TopicNames};
+
+    let net = TestNet::new();
+    let host = net.start("hosting").await.unwrap();
+    host.register("echo", Responder::new).await.unwrap();
+    let caller = net.start("calling").await.unwrap();
+    let to = AgentId::new("echo", "a").unwrap();
+    caller.send_message(&Ping { n: 1 }, &to).await.unwrap();
+
+    // What a stopping replica's release writes: the tombstone of the runtime's claim.
+    let kafka = KafkaConfig::new(&net.bootstrap);
+    let registry = TopicNames::new(&net.prefix).unwrap().registry();
+    let key = claim_key("echo", "hosting");
+    let producer: FutureProducer = kafka.producer_config().create().unwrap();
+    let (partition, offset) = producer
+        .send(
+            FutureRecord::<str, [u8]>::to(&registry).key(&key),
+            Duration::from_secs(10),
+        )
+        .await
+        .map(|d| (d.partition, d.offset))
+        .unwrap();
+
+    // The claim is written again after the tombstone.
+    let consumer: BaseConsumer = kafka
+        .consumer_config(&format!("{}.test-reader", net.prefix))
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&registry, partition, Offset::Offset(offset + 1))
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let restored = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no claim of echo written within 20 s of its tombstone"
+        );
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.unwrap();
+        if m.key() == Some(key.as_bytes()) && m.payload().is_some_and(|p| !p.is_empty()) {
+            break m.offset();
+        }
+    };
+    assert!(restored > offset);
+
+    // And RPCs reach the type again (the caller's view has the claim back).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match caller.send_message(&Ping { n: 2 }, &to).await {
+            Ok(reply) => {
+                assert_eq!(reply.unwrap().decode::<Pong>().unwrap().by, "echo/a");
+                break;
+            }
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "echo unreachable after its claim was restored: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    caller.stop().await.unwrap();
+    host.stop().await.unwrap();
+}

@@ -27,6 +27,10 @@ use crate::subscription::{KeyFrom, Subscription, SubscriptionSource};
 /// How long a registry write may take to be read back.
 const READ_BACK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Writes of one claim before [`RegistryClient::claim`] gives up on a claim that does
+/// not hold (see there).
+const CLAIM_ATTEMPTS: usize = 3;
+
 /// This process's registry reader and writer.
 pub(crate) struct RegistryClient {
     log: OnceLock<RegistryLog>,
@@ -238,26 +242,64 @@ impl RegistryClient {
                 owner: owner.runtime,
             });
         }
-        let claim = Claim {
-            agent_type: agent_type.to_owned(),
-            runtime: runtime.clone(),
-            instance: self.instance.clone(),
-            at_ms: now_ms(),
-        };
-        let value = encode_value("registry claim", &claim)?;
         let key = claim_key(agent_type, runtime);
-        self.write(outputs, &key, Some(&value)).await?;
-        match self.owner_of(agent_type, now_ms()) {
-            Some(owner) if owner.runtime == *runtime => Ok(()),
-            other => {
-                // Lost the race: take our claim back so it never shadows the winner.
-                self.write(outputs, &key, None).await?;
-                Err(RuntimeError::AgentTypeTaken {
-                    agent_type: agent_type.to_owned(),
-                    owner: other.map_or_else(|| "unknown".to_owned(), |c| c.runtime),
-                })
+        for _ in 0..CLAIM_ATTEMPTS {
+            let claim = Claim {
+                agent_type: agent_type.to_owned(),
+                runtime: runtime.clone(),
+                instance: self.instance.clone(),
+                at_ms: now_ms(),
+            };
+            let value = encode_value("registry claim", &claim)?;
+            self.write(outputs, &key, Some(&value)).await?;
+            match self.owner_of(agent_type, now_ms()) {
+                Some(owner) if owner.runtime == *runtime => return Ok(()),
+                Some(owner) => {
+                    // Lost the race: take our claim back so it never shadows the winner.
+                    self.write(outputs, &key, None).await?;
+                    return Err(RuntimeError::AgentTypeTaken {
+                        agent_type: agent_type.to_owned(),
+                        owner: owner.runtime,
+                    });
+                }
+                // No live claim at all: our claim was released by a replica of this
+                // runtime stopping at the same moment (it took the others for gone,
+                // e.g. after a broker outage), or our own heartbeat has lapsed. Beat and
+                // claim again.
+                None => {
+                    tracing::warn!(%agent_type, "a claim did not hold (released by a stopping replica?); claiming again");
+                    self.beat(outputs).await?;
+                }
             }
         }
+        Err(RuntimeError::Unavailable(format!(
+            "the claim of agent type {agent_type:?} did not hold after {CLAIM_ATTEMPTS} writes"
+        )))
+    }
+
+    /// Claims again each of `types` (hosted here) that the log no longer has a claim of
+    /// this runtime for. A replica that stops while the others' heartbeats look lapsed
+    /// (after a broker outage every beat is late) takes itself for the runtime's last
+    /// replica and releases the runtime's claims; the replicas still running restore
+    /// them at their next heartbeat.
+    pub(crate) async fn restore_claims(
+        &self,
+        outputs: &Outputs,
+        types: &[String],
+    ) -> Result<(), RuntimeError> {
+        let missing: Vec<&String> = {
+            let log = self.log()?;
+            let view = log.view();
+            types
+                .iter()
+                .filter(|t| !view.claimants(t).contains(&self.runtime.as_str()))
+                .collect()
+        };
+        for t in missing {
+            tracing::warn!(agent_type = %t, "this runtime's claim was released while it hosts the type; claiming it again");
+            self.claim(outputs, t).await?;
+        }
+        Ok(())
     }
 
     /// Adds (or replaces) a subscription owned by this runtime.
@@ -332,7 +374,8 @@ impl RegistryClient {
     }
 }
 
-/// Writes this replica's heartbeat every `heartbeat_interval` until the runtime stops.
+/// Writes this replica's heartbeat every `heartbeat_interval` until the runtime stops,
+/// and restores its claims when another replica released them ([`RegistryClient::restore_claims`]).
 pub(crate) async fn heartbeats(inner: Weak<Inner>) {
     loop {
         let Some(strong) = inner.upgrade() else {
@@ -354,6 +397,19 @@ pub(crate) async fn heartbeats(inner: Weak<Inner>) {
             beat = strong.registry.beat(&strong.outputs) => {
                 if let Err(e) = beat {
                     tracing::warn!(error = %e, "heartbeat failed");
+                    continue;
+                }
+            }
+        }
+        if strong.client_only {
+            continue;
+        }
+        let types = strong.hosted.agents().types();
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            restored = strong.registry.restore_claims(&strong.outputs, &types) => {
+                if let Err(e) = restored {
+                    tracing::warn!(error = %e, "could not restore this runtime's claims");
                 }
             }
         }
