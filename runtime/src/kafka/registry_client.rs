@@ -27,6 +27,34 @@ use crate::subscription::{KeyFrom, Subscription, SubscriptionSource};
 /// How long a registry write may take to be read back.
 const READ_BACK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a registry write is retried after errors a broker restart causes
+/// ([`transient`]): for a few seconds after a restart the broker's metadata can lack
+/// the registry's partitions or leaders.
+const WRITE_RETRY_FOR: Duration = Duration::from_secs(20);
+const WRITE_RETRY_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Whether a failed produce is worth retrying: the partition or its leader is not known
+/// yet (a broker restarting or just restarted).
+fn transient(e: &RuntimeError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    let RuntimeError::Kafka { source, .. } = e else {
+        return false;
+    };
+    matches!(
+        source.rdkafka_error_code(),
+        Some(
+            C::UnknownPartition
+                | C::UnknownTopicOrPartition
+                | C::UnknownTopic
+                | C::NotLeaderForPartition
+                | C::LeaderNotAvailable
+                | C::AllBrokersDown
+                | C::BrokerTransportFailure
+                | C::MessageTimedOut
+        )
+    )
+}
+
 /// Writes of one claim before [`RegistryClient::claim`] gives up on a claim that does
 /// not hold (see there).
 const CLAIM_ATTEMPTS: usize = 3;
@@ -187,9 +215,20 @@ impl RegistryClient {
         key: &str,
         value: Option<&[u8]>,
     ) -> Result<(), RuntimeError> {
-        let (p, o) = outputs
-            .produce(&self.topic, None, key.as_bytes(), value)
-            .await?;
+        let retry_until = std::time::Instant::now() + WRITE_RETRY_FOR;
+        let (p, o) = loop {
+            match outputs
+                .produce(&self.topic, None, key.as_bytes(), value)
+                .await
+            {
+                Ok(at) => break at,
+                Err(e) if transient(&e) && std::time::Instant::now() < retry_until => {
+                    tracing::debug!(%key, error = %e, "registry write failed; retrying");
+                    tokio::time::sleep(WRITE_RETRY_BACKOFF).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         if self.log()?.wait_applied(p, o, READ_BACK_TIMEOUT).await {
             Ok(())
         } else {
@@ -413,5 +452,24 @@ pub(crate) async fn heartbeats(inner: Weak<Inner>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    #[test]
+    fn only_errors_of_a_restarting_broker_are_retried() {
+        let produce = |code| RuntimeError::kafka("producing", KafkaError::MessageProduction(code));
+        assert!(transient(&produce(RDKafkaErrorCode::UnknownPartition)));
+        assert!(transient(&produce(RDKafkaErrorCode::NotLeaderForPartition)));
+        assert!(!transient(&produce(RDKafkaErrorCode::MessageSizeTooLarge)));
+        assert!(!transient(&produce(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+        )));
+        assert!(!transient(&RuntimeError::Unavailable("x".into())));
     }
 }
