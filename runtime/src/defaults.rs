@@ -16,7 +16,7 @@ pub const PARTITIONS: i32 = 3;
 /// half). librdkafka drops a paused partition's prefetched records and fetches them
 /// again only after resume, which took 0.5–1 s here: the records left in flight must
 /// keep the agents busy for that long. At 1,000 they covered ~25 ms of a Python agent's
-/// pace, so its partitions stood idle most of the time (6k events/s; 17–22k at 10,000,
+/// pace, so its partitions stood idle most of the time (6k events/s; 19–28k at 10,000,
 /// bench/results/2026-12-02-python-4.json). Memory: records in flight are decoded
 /// events in mailboxes, a few hundred bytes each for small messages.
 pub const MAX_IN_FLIGHT_PER_PARTITION: usize = 10_000;
