@@ -12,8 +12,14 @@ pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Partitions of the topics a runtime creates itself (`createTopics`).
 pub const PARTITIONS: i32 = 3;
-/// An inbox partition pauses at this many records in flight.
-pub const MAX_IN_FLIGHT_PER_PARTITION: usize = 1_000;
+/// An inbox or events partition pauses at this many records in flight (and resumes at
+/// half). librdkafka drops a paused partition's prefetched records and fetches them
+/// again only after resume, which took 0.5–1 s here: the records left in flight must
+/// keep the agents busy for that long. At 1,000 they covered ~25 ms of a Python agent's
+/// pace, so its partitions stood idle most of the time (6k events/s; 19–28k at 10,000,
+/// bench/results/2026-12-02-python-4.json). Memory: records in flight are decoded
+/// events in mailboxes, a few hundred bytes each for small messages.
+pub const MAX_IN_FLIGHT_PER_PARTITION: usize = 10_000;
 /// How often each replica writes its heartbeat to the registry.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 /// A runtime with no heartbeat for this long loses its agent types.
