@@ -19,7 +19,8 @@
 # address: start it with SWITCHBOARD_APISERVER_ADDRESS=<that address> after
 # `node.sh network` (with-infra.sh --node does all of this in order).
 #
-# Usage: node.sh build|network|start|stop [--clean]|status|smoke|host-ip|runtime-image BIN
+# Usage: node.sh build|network|start|stop [--clean]|status|smoke|host-ip|runtime-image BIN|
+#        base-rootfs DIR|import-image TAR NAME
 #
 #   build     build (or reuse cached) every binary and image the node needs
 #   network   create the bridge and its host-side address (idempotent)
@@ -37,6 +38,8 @@
 #   smoke     run a pod from a locally assembled image under the restricted
 #             Pod Security Standard and check it end to end (needs `start`)
 #   host-ip   print the bridge's host-side address (the API server's, Kafka's)
+#   base-rootfs DIR    write the distroless/cc-equivalent root into DIR
+#   import-image TAR NAME  import an image archive into the node's containerd
 #   runtime-image BIN  assemble an image of a switchboard-runtime binary on the
 #             base root, import it into the node, print its name
 #
@@ -409,6 +412,28 @@ cmd_runtime_image() {
 	fi
 	image_present "$name" || die "importing $name failed"
 	printf '%s\n' "$name"
+}
+
+# base-rootfs DIR: the distroless/cc-equivalent root (make_base_rootfs) in
+# DIR, which must be empty or absent (images.sh builds its local
+# gcr.io/distroless/cc-debian12:nonroot from it).
+cmd_base_rootfs() {
+	local dir=${1:-}
+	[[ -n $dir ]] || die "usage: $0 base-rootfs DIR"
+	[[ ! -e $dir || -z $(ls -A "$dir") ]] || die "base-rootfs: $dir is not empty"
+	fetch_debs "${BASE_DEBS[@]}"
+	make_base_rootfs "$dir"
+}
+
+# import-image ARCHIVE NAME: import an OCI/docker archive into the running
+# node's containerd (namespace k8s.io) unless NAME is already there with the
+# same digest; fails when NAME is not present afterwards.
+cmd_import_image() {
+	local tar=${1:-} name=${2:-}
+	[[ -f $tar && -n $name ]] || die "usage: $0 import-image ARCHIVE NAME"
+	running containerd || die "containerd is not running ($0 start)"
+	ctr_k8s images import --platform linux/amd64 "$tar" 2>&1 >/dev/null | grep -v 'DEPRECATION: The support for cgroup v1' >&2 || true
+	image_present "$name" || die "importing $name from $tar failed"
 }
 
 cmd_build() {
@@ -1239,6 +1264,8 @@ main() {
 	bridge-name) printf '%s\n' "$BRIDGE" ;;
 	smoke-image) smoke_image ;;
 	runtime-image) cmd_runtime_image "$@" ;;
+	base-rootfs) cmd_base_rootfs "$@" ;;
+	import-image) cmd_import_image "$@" ;;
 	crictl-path) printf '%s\n' "$CRICTL_BIN_DIR/crictl" ;;
 	*) usage ;;
 	esac
