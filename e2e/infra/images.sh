@@ -42,9 +42,9 @@ STORAGE=$IMG_CACHE/storage
 STATE_ROOT=$(realpath -m "${SWITCHBOARD_STATE_DIR:-$REPO_ROOT/.state}")
 RUNROOT=$STATE_ROOT/buildah
 ARCHIVES=$IMG_CACHE/archives
-# buildah puts RUN --mount=type=cache directories under $TMPDIR/buildah-cache-<uid>.
+# buildah (as root) puts RUN --mount=type=cache directories under $TMPDIR/buildah-cache.
 BUILD_TMP=$IMG_CACHE/tmp
-CACHE_MOUNTS=$BUILD_TMP/buildah-cache-$(id -u)
+CACHE_MOUNTS=$BUILD_TMP/buildah-cache
 
 RUST_VERSION=$(sed -nE 's/^ARG RUST_VERSION=(.*)$/\1/p' "$REPO_ROOT/runtime/Dockerfile" | head -n 1)
 DISTROLESS=gcr.io/distroless/cc-debian12:nonroot
