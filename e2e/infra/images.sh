@@ -51,7 +51,9 @@ DISTROLESS=gcr.io/distroless/cc-debian12:nonroot
 RUST_BASE=docker.io/library/rust:$RUST_VERSION-bookworm
 # What rust:<v>-bookworm brings that the Dockerfiles use, plus what they
 # apt-get install (kept installed here, so that step needs no network).
-RUST_BASE_PACKAGES=ca-certificates,curl,git,build-essential,cmake,pkg-config,libssl-dev
+# (rust:*-bookworm is buildpack-deps:bookworm: librdkafka's build finds curl's and
+# zlib's headers there.)
+RUST_BASE_PACKAGES=ca-certificates,curl,git,build-essential,libcurl4-openssl-dev,zlib1g-dev,cmake,pkg-config,libssl-dev
 APP_VERSION=$(sed -nE 's/^appVersion: "?([^"]*)"?$/\1/p' "$REPO_ROOT/charts/switchboard/Chart.yaml")
 TAG=${SWITCHBOARD_IMAGE_TAG:-$APP_VERSION}
 JOBS=${SWITCHBOARD_IMAGE_JOBS:-2}
@@ -80,15 +82,20 @@ require_tools() {
 	[[ $(id -u) == 0 ]] || die "images.sh runs buildah as root (overlay storage, runc)"
 }
 
-have_image() { bh inspect --type image "$1" >/dev/null 2>&1; }
+# have_image NAME KEY: NAME exists and was made from inputs with digest KEY.
+have_image() {
+	[[ $(bh inspect --type image --format '{{index .OCIv1.Config.Labels "dev.switchboard.base-key"}}' "$1" 2>/dev/null) == "$2" ]]
+}
+input_key() { printf '%s\n' "$@" | sha256sum | cut -c1-16; }
 
-# commit_root NAME USER ENV... : commit the working container $ctr as NAME.
+# commit_root NAME USER ENV... : commit the working container $ctr as NAME,
+# labelled with the caller's $key (the digest of its inputs).
 commit_root() {
 	local name=$1 user=$2
 	shift 2
 	local e args=()
 	for e in "$@"; do args+=(--env "$e"); done
-	bh config --user "$user" "${args[@]}" "$ctr" >/dev/null
+	bh config --user "$user" --label "dev.switchboard.base-key=$key" "${args[@]}" "$ctr" >/dev/null
 	bh commit --quiet --rm "$ctr" "$name" >/dev/null
 	ctr=""
 }
@@ -100,7 +107,9 @@ cleanup() {
 trap cleanup EXIT
 
 build_distroless() {
-	have_image "$DISTROLESS" && return 0
+	local key
+	key=$(input_key "$(sha256sum "$NODE_SH")")
+	have_image "$DISTROLESS" "$key" && return 0
 	log "assembling base image $DISTROLESS from Debian packages (node.sh base-rootfs)"
 	ctr=$(bh from --pull=never scratch)
 	local mnt
@@ -112,7 +121,6 @@ build_distroless() {
 }
 
 build_rust_base() {
-	have_image "$RUST_BASE" && return 0
 	local toolchain="" tc
 	for tc in "+$RUST_VERSION" "+$RUST_VERSION.0" ""; do
 		# shellcheck disable=SC2086 # an empty tc means the default toolchain
@@ -121,6 +129,9 @@ build_rust_base() {
 		fi
 	done
 	[[ -n $toolchain ]] || die "this machine has no Rust $RUST_VERSION toolchain (rustup toolchain install $RUST_VERSION)"
+	local key
+	key=$(input_key "$RUST_BASE_PACKAGES" "$(rustc "$tc" -vV 2>/dev/null || rustc -vV)" "$JOBS")
+	have_image "$RUST_BASE" "$key" && return 0
 	log "assembling base image $RUST_BASE: Debian bookworm (mmdebstrap: $RUST_BASE_PACKAGES) + Rust from $toolchain"
 	local t0=$SECONDS
 	ctr=$(bh from --pull=never scratch)
