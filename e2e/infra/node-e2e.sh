@@ -67,7 +67,8 @@ log "helm install charts/switchboard into $OP_NS: operator $operator_image, runt
 }
 log "operator Ready in-cluster after $((SECONDS - t0)) s"
 
-export SWITCHBOARD_E2E_EXTERNAL=1 SWITCHBOARD_E2E_IMAGE=$runtime_image KUBECONFIG=$KUBECONFIG_FILE
+# KUBECTL: the suite's kubectl, the API server's own version (as the suite's default).
+export SWITCHBOARD_E2E_EXTERNAL=1 SWITCHBOARD_E2E_IMAGE=$runtime_image KUBECONFIG=$KUBECONFIG_FILE KUBECTL=$KUBECTL
 export SWITCHBOARD_TEST_KAFKA=$SWITCHBOARD_TEST_KAFKA_PODS
 log "running the e2e suite against the node (Kafka $SWITCHBOARD_TEST_KAFKA)"
 t1=$SECONDS
