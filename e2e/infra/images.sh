@@ -101,8 +101,17 @@ commit_root() {
 }
 
 ctr=""
+# On exit: our working container, the containers a failed build leaves, and
+# the overlay driver's own mounts (none stays mounted between runs).
 cleanup() {
 	[[ -z $ctr ]] || bh rm "$ctr" >/dev/null 2>&1 || true
+	if [[ -d $STORAGE ]]; then
+		bh rm --all >/dev/null 2>&1 || true
+		local m
+		while read -r m; do
+			umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+		done < <(findmnt -rn -o TARGET | awk -v p="$STORAGE/" 'index($0, p) == 1' | sort -r)
+	fi
 }
 trap cleanup EXIT
 
@@ -176,7 +185,7 @@ build_one() {
 	name=$(image_name "$what")
 	archive=$(archive_of "$what")
 	log "building $name from $what/Dockerfile (buildah, --network none; progress below)"
-	bh build --pull=never --network none --isolation oci --layers \
+	bh build --pull=never --network none --isolation oci --layers --force-rm \
 		--build-arg RUST_VERSION="$RUST_VERSION" \
 		-f "$REPO_ROOT/$what/Dockerfile" -t "$name" "$REPO_ROOT" >&2 ||
 		die "building $name failed"
@@ -222,6 +231,13 @@ cmd_load() {
 		"$NODE_SH" import-image "$(archive_of "$what")" "$(image_name "$what")"
 	done
 }
+
+# One build at a time (cleanup removes every buildah container in our storage).
+if [[ ${1:-} == build || ${1:-} == bases ]]; then
+	mkdir -p "$IMG_CACHE"
+	exec 7>"$IMG_CACHE/.lock"
+	flock 7
+fi
 
 case "${1:-}" in
 build) shift && cmd_build "$@" ;;
