@@ -3,7 +3,7 @@ CARGO ?= cargo
 INFRA := e2e/infra
 
 
-.PHONY: deps test fmt clippy shellcheck unit integration fuzz soak python-test protocol-test bench bench-python bench-operator infra-up infra-down crds demo demo-down node-smoke
+.PHONY: deps test fmt clippy shellcheck unit integration fuzz soak python-test protocol-test bench bench-python bench-operator infra-up infra-down crds demo demo-down node-smoke images node-e2e
 
 ## test: formatting, lints, unit tests, then integration tests against a real
 ## Kafka broker and a real Kubernetes API server (started and stopped here).
@@ -109,6 +109,19 @@ demo-down:
 node-smoke:
 	$(INFRA)/deps.sh --node
 	$(INFRA)/with-infra.sh --node $(INFRA)/node.sh smoke
+
+## images: opt-in (root): builds the switchboard-runtime and switchboard-operator
+## images from runtime/Dockerfile and operator/Dockerfile with buildah, offline, on
+## locally assembled bases (e2e/infra/images.sh); loads them into a running node.
+images:
+	$(INFRA)/deps.sh --images
+	$(INFRA)/images.sh build
+
+## node-e2e: opt-in (root, after `make images`): the e2e suite against the real
+## node, with the operator installed in-cluster by the chart from our images.
+node-e2e:
+	$(INFRA)/deps.sh --node --images
+	$(INFRA)/with-infra.sh --node $(INFRA)/node-e2e.sh
 
 infra-up:
 	$(INFRA)/kafka.sh start

@@ -298,6 +298,7 @@ sign_cert() {
 
 PKI_FILES=(ca.crt ca.key apiserver.crt apiserver.key admin.crt admin.key
 	controller-manager.crt controller-manager.key sa.key sa.pub
+	apiserver-kubelet-client.crt apiserver-kubelet-client.key
 	front-proxy-ca.crt front-proxy-client.crt front-proxy-client.key)
 
 # Generated once per state dir (kept across stop/start); built in a temp dir
@@ -321,6 +322,9 @@ ensure_pki() {
 		sign_cert ca apiserver /CN=kube-apiserver server
 		sign_cert ca admin "/O=system:masters/CN=switchboard-admin" client
 		sign_cert ca controller-manager /CN=system:kube-controller-manager client
+		# The API server's client certificate toward kubelets (kubectl
+		# logs/exec/port-forward on a real node, node.sh), as kubeadm's.
+		sign_cert ca apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" client
 		# Aggregation layer ("front proxy"): the apiserver publishes this CA
 		# in kube-system/extension-apiserver-authentication, and components
 		# doing delegated authentication (the controller-manager's own
@@ -416,6 +420,8 @@ start_apiserver() {
 	[[ $APISERVER_HOST == 127.* ]] || reconciler=lease
 	# --cert-dir: where it would write generated certs (default /var/run).
 	# --requestheader-*, --proxy-client-*: the aggregation layer (see ensure_pki).
+	# --kubelet-*: how it reaches a real node's kubelet (node.sh issues the
+	#   kubelet's serving certificate from the same CA).
 	launch kube-apiserver \
 		--advertise-address="$APISERVER_HOST" \
 		--bind-address="$APISERVER_HOST" \
@@ -438,6 +444,10 @@ start_apiserver() {
 		--requestheader-extra-headers-prefix=X-Remote-Extra- \
 		--proxy-client-cert-file="$PKI_DIR/front-proxy-client.crt" \
 		--proxy-client-key-file="$PKI_DIR/front-proxy-client.key" \
+		--kubelet-client-certificate="$PKI_DIR/apiserver-kubelet-client.crt" \
+		--kubelet-client-key="$PKI_DIR/apiserver-kubelet-client.key" \
+		--kubelet-certificate-authority="$PKI_DIR/ca.crt" \
+		--kubelet-preferred-address-types=InternalIP \
 		--allow-privileged=true \
 		--profiling=false
 }

@@ -7,14 +7,20 @@
 #   - rustup components for `make test`.
 #   - with --node, also what the real worker node needs (e2e/infra/node.sh):
 #     runc, the CNI plugins, iptables, iproute2, jq. Not installed otherwise.
+#   - with --images, what `make images` needs (e2e/infra/images.sh): buildah,
+#     mmdebstrap, runc.
 # Go, Java and Rust themselves come with the machine.
 set -euo pipefail
 
 apt_packages=(cmake libcurl4-openssl-dev libssl-dev zlib1g-dev openssl pkg-config
   build-essential curl maven shellcheck python3)
-if [ "${1:-}" = "--node" ]; then
-  apt_packages+=(runc containernetworking-plugins iptables iproute2 jq)
-fi
+for opt in "$@"; do
+  case "$opt" in
+  --node) apt_packages+=(runc containernetworking-plugins iptables iproute2 jq) ;;
+  --images) apt_packages+=(buildah mmdebstrap runc jq) ;;
+  *) echo "deps: unknown option $opt (--node, --images)" >&2; exit 2 ;;
+  esac
+done
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -18,13 +18,19 @@
 #      answers an RPC sent from the host through Kafka;
 #   8. and the operator (SWITCHBOARD_OPERATOR_BIN, run on the host) turns an
 #      AgentRuntime using that image into runtime pods on this node, admitted
-#      unchanged under the restricted standard, which answer RPCs.
+#      unchanged under the restricted standard, which answer RPCs;
+#   9. with our images built (make images): the Helm chart installs the
+#      operator in-cluster from operator/Dockerfile's image (RBAC checked with
+#      kubectl auth can-i, Lease held, kubectl logs), and its AgentRuntime
+#      runs pods of runtime/Dockerfile's image that answer RPCs.
+# Also kubectl exec and logs (the API server's kubelet client certificate).
 # Prints one line per check and "N passed, N failed"; exit 1 if any failed.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NODE_SH=$SCRIPT_DIR/node.sh
 NS=${SWITCHBOARD_SMOKE_NAMESPACE:-sb-node-smoke}
+CHART_NS=$NS-chart
 WAIT=${SWITCHBOARD_SMOKE_TIMEOUT:-120}
 # with-infra.sh --node exports it: Kafka's listener on the bridge.
 KAFKA_PODS=${SWITCHBOARD_TEST_KAFKA_PODS:-}
@@ -62,7 +68,9 @@ cleanup() {
 		kill -KILL "$op_pid" 2>/dev/null || true
 		op_pid=""
 	fi
-	k delete namespace "$NS" --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1 || true
+	# The in-cluster operator (step 9) removes its runtime's topics, then goes.
+	k -n "$CHART_NS" delete agentruntime incluster --ignore-not-found --timeout=60s >/dev/null 2>&1 || true
+	k delete namespace "$NS" "$CHART_NS" --ignore-not-found --wait=true --timeout=90s >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 cleanup
@@ -133,6 +141,19 @@ if [[ $body == "switchboard node smoke" ]]; then
 	pass "host -> ClusterIP $cip:80 -> pod: '$body'"
 else
 	fail "host could not reach ClusterIP $cip:80 (got '$body')"
+fi
+
+# 3b. kubectl logs and exec through the API server to kubelet (its client
+#     certificate toward kubelet, kubelet's serving certificate from the CA).
+if out=$(k -n "$NS" exec web -- /bin/busybox cat /www/healthz 2>&1) && [[ $out == ok ]]; then
+	pass "kubectl exec web -- cat /www/healthz: '$out' (API server -> kubelet -> containerd)"
+else
+	fail "kubectl exec web: $out"
+fi
+if out=$(k -n "$NS" logs web 2>&1); then
+	pass "kubectl logs web answered ($(wc -c <<<"$out") bytes)"
+else
+	fail "kubectl logs web: $out"
 fi
 
 # 4. DNS from inside a pod: the Service name resolves and serves; a name
@@ -379,6 +400,92 @@ EOF
 		[[ $(jq -c . <<<"$r" 2>/dev/null) == "{\"n\":$i}" ]] && ok=$((ok + 1))
 	done
 	if ((ok == 4)); then pass "4/4 RPCs answered by the operator's runtime pods"; else fail "$ok/4 RPCs answered by the operator's runtime pods"; fi
+fi
+
+# 9. The operator in-cluster as the Helm chart installs it, from our images
+#    (make images: runtime/Dockerfile and operator/Dockerfile built by
+#    buildah): its own ServiceAccount and least-privilege RBAC, the chart's
+#    securityContext under the restricted standard, Ready by kubelet's probe,
+#    leader-elected, and reconciling an AgentRuntime that names no image into
+#    runtime pods of the chart's runtime image, which answer RPCs.
+IMAGES_SH=$SCRIPT_DIR/images.sh
+if [[ -z $KAFKA_PODS || -z ${SWITCHBOARD_TEST_KAFKA:-} || ! -x $RT_BIN ]]; then
+	printf 'SKIP chart: needs Kafka and a runtime binary (as above)\n'
+elif ! "$IMAGES_SH" load >/dev/null 2>"$STATE_ROOT/node/images-load.log"; then
+	printf 'SKIP chart: our images are not built (make images): %s\n' "$(tail -n 1 "$STATE_ROOT/node/images-load.log")"
+else
+	t3=$SECONDS
+	HELM=$("$SCRIPT_DIR/helm.sh" bin)
+	op_image=$("$IMAGES_SH" names | sed -n 2p)
+	k create namespace "$CHART_NS" >/dev/null
+	k label namespace "$CHART_NS" pod-security.kubernetes.io/enforce=restricted \
+		pod-security.kubernetes.io/enforce-version=latest >/dev/null
+	chart_tag=${op_image##*:}
+	if out=$("$HELM" --kubeconfig "$KUBECONFIG_FILE" install sb "$SCRIPT_DIR/../../charts/switchboard" \
+		--namespace "$CHART_NS" --set watchNamespace="$CHART_NS" --set image.tag="$chart_tag" \
+		--set runtimeImage.tag="$chart_tag" --set image.pullPolicy=Never --wait --timeout "${WAIT}s" 2>&1); then
+		pass "helm install: operator Deployment Ready ($op_image, restricted namespace) after $((SECONDS - t3)) s"
+	else
+		fail "helm install: $out $(k -n "$CHART_NS" get pods -o wide 2>&1 | tail -n 2 | tr '\n' ' ')"
+	fi
+	op_pod=$(k -n "$CHART_NS" get pods -l app.kubernetes.io/component=operator -o jsonpath='{.items[0].metadata.name}' 2>/dev/null || true)
+	sa=$(k -n "$CHART_NS" get pod "$op_pod" -o jsonpath='{.spec.serviceAccountName}' 2>/dev/null || true)
+	holder=""
+	for _ in $(seq 1 30); do
+		holder=$(k -n "$CHART_NS" get lease switchboard-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)
+		[[ -n $holder ]] && break
+		sleep 1
+	done
+	if [[ -n $op_pod && $holder == *"$op_pod"* ]]; then pass "operator pod $op_pod holds the Lease switchboard-operator ($holder)"; else fail "Lease holder '$holder', operator pod '$op_pod'"; fi
+	# Least privilege, as the API server's RBAC sees the pod's ServiceAccount.
+	as="system:serviceaccount:$CHART_NS:$sa"
+	rbac="" want=""
+	for q in "create deployments.apps -n $CHART_NS:yes" "patch agentruntimes.switchboard.dev/status -n $CHART_NS:yes" \
+		"get secrets -n $CHART_NS:yes" "list secrets -n $CHART_NS:no" "delete deployments.apps -n $CHART_NS:no" \
+		"create pods -n $CHART_NS:no" "create pods/exec -n $CHART_NS:no" "get secrets -n kube-system:no" \
+		"create deployments.apps -n default:no" "list nodes:no"; do
+		# shellcheck disable=SC2086 # the question's words
+		got=$(k auth can-i --as="$as" ${q%:*} 2>/dev/null || true)
+		rbac+="${q%:*}=$got; "
+		want+="${q%:*}=${q##*:}; "
+	done
+	if [[ $rbac == "$want" ]]; then pass "kubectl auth can-i as $as matches the chart's RBAC ($rbac)"; else fail "auth can-i: got [$rbac] want [$want]"; fi
+	k -n "$CHART_NS" apply -f - >/dev/null <<EOF
+apiVersion: switchboard.dev/v1alpha1
+kind: AgentRuntime
+metadata: {name: incluster}
+spec:
+  replicas: 2
+  kafka: {bootstrapServers: "$KAFKA_PODS", topicPrefix: nodesmoke-chart}
+  agents:
+    - {type: echo, builtin: echo}
+  deletionPolicy: Delete
+EOF
+	ready=""
+	deadline=$((SECONDS + WAIT))
+	while ((SECONDS < deadline)); do
+		ready=$(k -n "$CHART_NS" get agentruntime incluster -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
+		[[ $ready == True ]] && break
+		sleep 1
+	done
+	rt_img=$(k -n "$CHART_NS" get deployment incluster -o jsonpath='{.spec.template.spec.containers[0].image}' 2>/dev/null || true)
+	if [[ $ready == True ]]; then
+		pass "in-cluster operator: AgentRuntime incluster Ready, $(k -n "$CHART_NS" get deployment incluster -o jsonpath='{.status.readyReplicas}') pods of $rt_img (built from runtime/Dockerfile)"
+	else
+		fail "in-cluster operator: AgentRuntime incluster not Ready ($ready): $(k -n "$CHART_NS" get pods 2>&1 | tail -n 3 | tr '\n' ' ')"
+	fi
+	ok=0
+	for i in 1 2 3 4; do
+		r=$(timeout 40 "$RT_BIN" send --bootstrap "$SWITCHBOARD_TEST_KAFKA" --prefix nodesmoke-chart \
+			--to "echo/c$i" --type smoke.Ping --data "{\"n\":$i}" --timeout 30s 2>/dev/null || true)
+		[[ $(jq -c . <<<"$r" 2>/dev/null) == "{\"n\":$i}" ]] && ok=$((ok + 1))
+	done
+	if ((ok == 4)); then pass "4/4 RPCs answered by runtime pods of the image built from runtime/Dockerfile"; else fail "$ok/4 RPCs answered by the in-cluster operator's runtime pods"; fi
+	if out=$(k -n "$CHART_NS" logs "$op_pod" 2>&1) && grep -qi 'lease\|leader' <<<"$out"; then
+		pass "kubectl logs $op_pod: $(grep -ci 'reconcil' <<<"$out") reconcile lines, leadership logged"
+	else
+		fail "kubectl logs of the operator pod: $(head -c 300 <<<"$out")"
+	fi
 fi
 
 printf '%d passed, %d failed\n' "$passed" "$failed"

@@ -19,13 +19,15 @@
 # address: start it with SWITCHBOARD_APISERVER_ADDRESS=<that address> after
 # `node.sh network` (with-infra.sh --node does all of this in order).
 #
-# Usage: node.sh build|network|start|stop [--clean]|status|smoke|host-ip|runtime-image BIN
+# Usage: node.sh build|network|start|stop [--clean]|status|smoke|host-ip|runtime-image BIN|
+#        base-rootfs DIR|import-image TAR NAME
 #
 #   build     build (or reuse cached) every binary and image the node needs
 #   network   create the bridge and its host-side address (idempotent)
 #   start     build if needed, then start the node and wait until it is Ready
 #             and CoreDNS answers; a no-op when already running and healthy
-#   stop      remove every pod sandbox (CNI teardown, netns), kill and delete
+#   stop      stop every container with SIGTERM and its pod's grace period
+#             (then SIGKILL), remove every pod sandbox (CNI teardown, netns), kill and delete
 #             leftover containerd tasks, stop scheduler/kube-proxy/kubelet/
 #             containerd by pid, remove kube-proxy's and our iptables rules,
 #             unmount what is left under the state dir, delete the bridge
@@ -37,6 +39,8 @@
 #   smoke     run a pod from a locally assembled image under the restricted
 #             Pod Security Standard and check it end to end (needs `start`)
 #   host-ip   print the bridge's host-side address (the API server's, Kafka's)
+#   base-rootfs DIR    write the distroless/cc-equivalent root into DIR
+#   import-image TAR NAME  import an image archive into the node's containerd
 #   runtime-image BIN  assemble an image of a switchboard-runtime binary on the
 #             base root, import it into the node, print its name
 #
@@ -51,6 +55,8 @@
 #   SWITCHBOARD_KUBE_PROXY_METRICS_PORT  on 127.0.0.1                    [10249]
 #   SWITCHBOARD_SCHEDULER_PORT         kube-scheduler https on 127.0.0.1 [10259]
 #   SWITCHBOARD_NODE_TIMEOUT           seconds to wait for readiness     [180]
+#   SWITCHBOARD_NODE_STOP_GRACE        at most this many seconds of a pod's
+#                                      grace period are waited for at stop [30]
 set -euo pipefail
 
 # ---------------------------------------------------------------------------
@@ -103,6 +109,7 @@ PROXY_HEALTHZ_PORT=${SWITCHBOARD_KUBE_PROXY_HEALTHZ_PORT:-10256}
 PROXY_METRICS_PORT=${SWITCHBOARD_KUBE_PROXY_METRICS_PORT:-10249}
 SCHEDULER_PORT=${SWITCHBOARD_SCHEDULER_PORT:-10259}
 TIMEOUT=${SWITCHBOARD_NODE_TIMEOUT:-180}
+STOP_GRACE=${SWITCHBOARD_NODE_STOP_GRACE:-30}
 # Must match cluster.sh's --service-cluster-ip-range.
 SERVICE_CIDR=10.96.0.0/16
 DNS_IP=10.96.0.10
@@ -117,8 +124,8 @@ die() { log "error: $*"; exit 1; }
 [[ $NET =~ ^(10|172|192)\.[0-9]{1,3}\.[0-9]{1,3}$ ]] ||
 	die "SWITCHBOARD_NODE_NET must be the first three octets of a private /24, e.g. 10.213.0 (got '$NET')"
 [[ $BRIDGE =~ ^[a-z][a-z0-9]{0,14}$ ]] || die "SWITCHBOARD_NODE_BRIDGE must be an interface name like sbnode0 (got '$BRIDGE')"
-for _p in "$KUBELET_PORT" "$KUBELET_HEALTHZ_PORT" "$PROXY_HEALTHZ_PORT" "$PROXY_METRICS_PORT" "$SCHEDULER_PORT" "$TIMEOUT"; do
-	[[ $_p =~ ^[0-9]+$ ]] || die "SWITCHBOARD_KUBELET_*/KUBE_PROXY_*/SCHEDULER_PORT and SWITCHBOARD_NODE_TIMEOUT must be numbers (got '$_p')"
+for _p in "$KUBELET_PORT" "$KUBELET_HEALTHZ_PORT" "$PROXY_HEALTHZ_PORT" "$PROXY_METRICS_PORT" "$SCHEDULER_PORT" "$TIMEOUT" "$STOP_GRACE"; do
+	[[ $_p =~ ^[0-9]+$ ]] || die "SWITCHBOARD_KUBELET_*/KUBE_PROXY_*/SCHEDULER_PORT SWITCHBOARD_NODE_TIMEOUT/STOP_GRACE must be numbers (got '$_p')"
 done
 
 # shellcheck source=e2e/infra/golib.sh
@@ -411,6 +418,28 @@ cmd_runtime_image() {
 	printf '%s\n' "$name"
 }
 
+# base-rootfs DIR: the distroless/cc-equivalent root (make_base_rootfs) in
+# DIR, which must be empty or absent (images.sh builds its local
+# gcr.io/distroless/cc-debian12:nonroot from it).
+cmd_base_rootfs() {
+	local dir=${1:-}
+	[[ -n $dir ]] || die "usage: $0 base-rootfs DIR"
+	[[ ! -e $dir || -z $(ls -A "$dir") ]] || die "base-rootfs: $dir is not empty"
+	fetch_debs "${BASE_DEBS[@]}"
+	make_base_rootfs "$dir"
+}
+
+# import-image ARCHIVE NAME: import an OCI/docker archive into the running
+# node's containerd (namespace k8s.io) unless NAME is already there with the
+# same digest; fails when NAME is not present afterwards.
+cmd_import_image() {
+	local tar=${1:-} name=${2:-}
+	[[ -f $tar && -n $name ]] || die "usage: $0 import-image ARCHIVE NAME"
+	running containerd || die "containerd is not running ($0 start)"
+	ctr_k8s images import --platform linux/amd64 "$tar" 2>&1 >/dev/null | grep -v 'DEPRECATION: The support for cgroup v1' >&2 || true
+	image_present "$name" || die "importing $name from $tar failed"
+}
+
 cmd_build() {
 	local t0=$SECONDS
 	"$CLUSTER_SH" build-node
@@ -503,7 +532,7 @@ apiserver_url() { sed -nE 's/^[[:space:]]*server: (https:.*)$/\1/p' "$CLUSTER_ST
 ensure_pki() {
 	local ca=$CLUSTER_STATE/pki/ca
 	[[ -f $ca.crt && -f $ca.key ]] || die "no cluster CA at $ca.crt (run: cluster.sh start)"
-	if [[ -f $PKI_DIR/ca.crt ]] && cmp -s "$PKI_DIR/ca.crt" "$ca.crt"; then
+	if [[ -f $PKI_DIR/ca.crt && -f $PKI_DIR/kubelet-serving.crt ]] && cmp -s "$PKI_DIR/ca.crt" "$ca.crt"; then
 		return 0
 	fi
 	log "issuing node certificates from the cluster CA"
@@ -527,7 +556,15 @@ ensure_pki() {
 				-extfile openssl.cnf -extensions client -out "$n.crt" 2>/dev/null
 			rm -f "$n.csr"
 		done
-		rm -f openssl.cnf
+		# kubelet's serving certificate, for its bridge address: the API
+		# server verifies it (--kubelet-certificate-authority) for logs/exec.
+		printf '[server]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature, keyEncipherment\nextendedKeyUsage = serverAuth\nsubjectAltName = IP:%s, DNS:%s\n' "$HOST_IP" "$NODE_NAME" >>openssl.cnf
+		openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out kubelet-serving.key 2>/dev/null
+		openssl req -new -config openssl.cnf -key kubelet-serving.key -subj "/O=system:nodes/CN=system:node:$NODE_NAME" -out kubelet-serving.csr
+		openssl x509 -req -in kubelet-serving.csr -CA "$ca.crt" -CAkey "$ca.key" \
+			-set_serial "0x$(openssl rand -hex 16)" -days 3650 \
+			-extfile openssl.cnf -extensions server -out kubelet-serving.crt 2>/dev/null
+		rm -f kubelet-serving.csr openssl.cnf
 		cp "$ca.crt" ca.crt
 	)
 	rm -rf "$PKI_DIR"
@@ -739,6 +776,8 @@ write_kubelet_config() {
 		address: $HOST_IP
 		port: $KUBELET_PORT
 		readOnlyPort: 0
+		tlsCertFile: $PKI_DIR/kubelet-serving.crt
+		tlsPrivateKeyFile: $PKI_DIR/kubelet-serving.key
 		healthzBindAddress: 127.0.0.1
 		healthzPort: $KUBELET_HEALTHZ_PORT
 		clusterDomain: cluster.local
@@ -1066,8 +1105,38 @@ cmd_start() {
 
 # Remove every pod sandbox through CRI while containerd still runs (stops
 # containers, CNI DEL, netns removal), then whatever tasks are left.
+# Grace periods: kubelet is already stopped, so nothing restarts what we stop.
+# Every running container gets SIGTERM at once and up to its pod's
+# terminationGracePeriodSeconds (from the annotation kubelet put on it,
+# capped at STOP_GRACE) before SIGKILL, as kubelet would do; then the exit
+# codes are logged (0/143: it stopped on SIGTERM; 137: it had to be killed).
+stop_containers_gracefully() {
+	[[ -x $CRICTL_BIN_DIR/crictl ]] || return 0
+	local ids id grace max=0 pids=()
+	ids=$(crictl_node ps -q --state running 2>/dev/null || true)
+	[[ -n $ids ]] || return 0
+	for id in $ids; do
+		grace=$(crictl_node inspect "$id" 2>/dev/null |
+			jq -r '.status.annotations["io.kubernetes.pod.terminationGracePeriod"] // "30"' 2>/dev/null || echo 30)
+		[[ $grace =~ ^[0-9]+$ ]] || grace=30
+		((grace <= STOP_GRACE)) || grace=$STOP_GRACE
+		((grace <= max)) || max=$grace
+		"$CRICTL_BIN_DIR/crictl" --runtime-endpoint "unix://$CTRD_SOCK" --timeout "$((grace + 15))s" \
+			stop --timeout "$grace" "$id" >/dev/null 2>&1 &
+		pids+=($!)
+	done
+	log "stopping $(wc -w <<<"$ids") containers (SIGTERM, then SIGKILL after their grace period, at most ${max} s)"
+	wait "${pids[@]}" 2>/dev/null || true
+	for id in $ids; do
+		crictl_node inspect "$id" 2>/dev/null |
+			jq -r '"container \(.status.labels["io.kubernetes.pod.namespace"] // "?")/\(.status.labels["io.kubernetes.pod.name"] // "?")/\(.status.metadata.name) exited \(.status.exitCode)"' 2>/dev/null |
+			while read -r line; do log "$line"; done || true
+	done
+}
+
 remove_pods() {
 	running containerd || return 0
+	stop_containers_gracefully
 	if [[ -x $CRICTL_BIN_DIR/crictl ]]; then
 		local ids
 		ids=$(crictl_node pods -q 2>/dev/null || true)
@@ -1239,6 +1308,8 @@ main() {
 	bridge-name) printf '%s\n' "$BRIDGE" ;;
 	smoke-image) smoke_image ;;
 	runtime-image) cmd_runtime_image "$@" ;;
+	base-rootfs) cmd_base_rootfs "$@" ;;
+	import-image) cmd_import_image "$@" ;;
 	crictl-path) printf '%s\n' "$CRICTL_BIN_DIR/crictl" ;;
 	*) usage ;;
 	esac
