@@ -194,6 +194,29 @@ async def test_cancel_a_long_task_from_another_replica(network):
             await on_b.cancel_task(CancelTaskRequest(id=done.id))
 
 
+async def test_cancel_interrupts_the_handler(network):
+    """The cancel reaches the agent's turn: the py agent's HTTP call is dropped, so the
+    next message to the same agent instance (same contextId, handled after the first)
+    is answered at once instead of after the first one's 30 s."""
+    a, b = network.start("interrupt"), network.start("interrupt")
+    context = f"slow-{uuid.uuid4().hex[:8]}"
+    async with http() as h:
+        on_a = await client_for(f"{a.url}/a2a/py", h)
+        on_b = await client_for(f"{b.url}/a2a/py", h)
+        slow = await send(on_a, message(data={"text": "slow", "sleep": 30}, context_id=context), True)
+        await asyncio.sleep(1)  # the turn is running (the py agent sleeps)
+        canceled = await on_b.cancel_task(CancelTaskRequest(id=slow.id))
+        assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+        started = asyncio.get_running_loop().time()
+        quick = await send(on_b, message(data={"text": "next"}, context_id=context))
+        elapsed = asyncio.get_running_loop().time() - started
+        assert quick.status.state == TaskState.TASK_STATE_COMPLETED, quick
+        assert artifact_json(quick) == "py got next"
+        assert elapsed < 10, f"the next turn waited {elapsed:.1f} s: the canceled handler ran on"
+        got = await on_a.get_task(GetTaskRequest(id=slow.id))
+        assert got.status.state == TaskState.TASK_STATE_CANCELED
+
+
 async def test_v03_method_names_answer_in_v03_shapes(runtime):
     async with http() as h:
         body = {

@@ -133,6 +133,14 @@ impl Gateway {
             &names.tasks_group(&config.runtime_name, &config.instance_id),
             Duration::from_secs(10),
             shutdown,
+            {
+                let runtime = self.runtime.clone();
+                Box::new(move |record| {
+                    if runtime.interrupt(&record.task.id, record.deadline_ms) {
+                        tracing::info!(task = %record.task.id, "canceled task's handler interrupted");
+                    }
+                })
+            },
         )
         .await?;
         // A second call keeps the first log.

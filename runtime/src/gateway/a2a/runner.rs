@@ -92,6 +92,9 @@ pub(super) fn start_task(
         let options = SendOptions {
             timeout: Some(timeout),
             cancellation: Some(token),
+            // The request's message id is the task id, so a `CancelTask` read from the
+            // log reaches the handler's turn wherever it runs (`KafkaAgentRuntime::interrupt`).
+            message_id: Some(record.task.id.clone()),
             ..SendOptions::default()
         };
         let first = async {

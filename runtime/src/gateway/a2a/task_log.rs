@@ -24,7 +24,8 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::model::Task;
+use super::model::{Task, TaskState};
+use super::runner::now_ms;
 use crate::config::KafkaConfig;
 use crate::error::RuntimeError;
 
@@ -64,7 +65,13 @@ struct Shared {
     /// Tasks whose RPC this process waits for: a terminal record (a client's cancel,
     /// from any replica) ends the wait.
     running: Mutex<HashMap<String, CancellationToken>>,
+    /// Called with the first terminal `canceled` record of a task whose RPC is still
+    /// within its deadline: interrupts the handler if it runs in this process.
+    on_cancel: OnCancel,
 }
+
+/// What [`TaskLog::load`] calls for a canceled task still in flight.
+pub type OnCancel = Box<dyn Fn(&TaskRecord) + Send + Sync>;
 
 impl Drop for TaskLog {
     fn drop(&mut self) {
@@ -84,6 +91,7 @@ impl TaskLog {
         group_id: &str,
         timeout: Duration,
         shutdown: CancellationToken,
+        on_cancel: OnCancel,
     ) -> Result<Self, RuntimeError> {
         let producer: FutureProducer = kafka.producer_config().create()?;
         let consumer: StreamConsumer = kafka.consumer_config(group_id).create()?;
@@ -121,6 +129,7 @@ impl TaskLog {
             tasks: RwLock::default(),
             changes,
             running: Mutex::default(),
+            on_cancel,
         });
         let (applied_tx, applied) = watch::channel(HashMap::new());
         let tail = tokio::spawn(tail(
@@ -280,6 +289,10 @@ fn apply(shared: &Shared, record: TaskRecord) {
     if terminal && let Some(token) = lock(&shared.running).remove(&record.task.id) {
         token.cancel();
     }
+    // Replaying old tasks at start interrupts nothing: their deadlines are past.
+    if record.task.state == TaskState::Canceled && record.deadline_ms > now_ms() {
+        (shared.on_cancel)(&record);
+    }
     // No subscriber is fine.
     let _ = shared.changes.send(record);
 }
@@ -322,7 +335,8 @@ async fn tail(
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::{TaskState, rfc3339};
+    use super::super::model::rfc3339;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use super::*;
 
     fn record(state: TaskState) -> TaskRecord {
@@ -367,19 +381,37 @@ mod tests {
     #[test]
     fn the_first_terminal_record_wins_and_ends_the_local_wait() {
         let (changes, mut rx) = broadcast::channel(8);
+        let interrupted = Arc::new(AtomicUsize::new(0));
+        let seen_by_hook = Arc::clone(&interrupted);
         let shared = Shared {
             tasks: RwLock::default(),
             changes,
             running: Mutex::default(),
+            on_cancel: Box::new(move |_| {
+                seen_by_hook.fetch_add(1, Ordering::Relaxed);
+            }),
         };
         let token = CancellationToken::new();
         lock(&shared.running).insert("t1".into(), token.clone());
         apply(&shared, record(TaskState::Working));
         assert!(!token.is_cancelled());
-        apply(&shared, record(TaskState::Canceled));
+        let mut canceled = record(TaskState::Canceled);
+        canceled.deadline_ms = now_ms() + 60_000;
+        apply(&shared, canceled.clone());
         assert!(
             token.is_cancelled(),
             "a cancel read from the log ends the wait"
+        );
+        assert_eq!(
+            interrupted.load(Ordering::Relaxed),
+            1,
+            "a cancel within the deadline interrupts the handler"
+        );
+        apply(&shared, canceled);
+        assert_eq!(
+            interrupted.load(Ordering::Relaxed),
+            1,
+            "only the first terminal record counts"
         );
         apply(&shared, record(TaskState::Completed));
         assert_eq!(read(&shared.tasks)["t1"].task.state, TaskState::Canceled);
