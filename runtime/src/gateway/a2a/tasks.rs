@@ -2,8 +2,9 @@
 //! the task log; a task itself is run by [`super::runner`].
 //!
 //! `CancelTask` writes `canceled`, from any replica; the replica waiting for the reply
-//! reads it from the log and stops waiting. The agent's handler is not interrupted (a
-//! turn runs to its end); its late reply is dropped, since the first terminal record wins.
+//! reads it from the log and stops waiting, and the replica running the turn cancels
+//! the handler's context (`TaskLog`'s `on_cancel`); a late reply is dropped, since the
+//! first terminal record wins.
 
 use std::sync::Arc;
 use std::time::Duration;
