@@ -594,6 +594,12 @@ http: { listen: "0.0.0.0:8080" }
         assert_eq!(err(&tool).field, "agents[0].mcp.tool");
         let e = err(&EXAMPLE.replace("schema: { type: object, required: [q] }", "schema: 3"));
         assert_eq!(e.field, "agents[3].messageTypes[0].schema");
+        let e = err(&EXAMPLE.replace(
+            "schema: { type: object, required: [q] }",
+            "schema: { type: object, properties: { q: { pattern: \"^a\" } } }",
+        ));
+        assert_eq!(e.field, "agents[3].messageTypes[0].schema");
+        assert!(e.reason.contains("properties.q.pattern"), "{e}");
         let e = err(&EXAMPLE.replace("maxConcurrency", "maxConcurency"));
         assert!(e.to_string().contains("maxConcurency"), "{e}");
     }

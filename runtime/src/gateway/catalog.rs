@@ -135,6 +135,7 @@ impl AgentInfo {
                 },
             },
             "required": ["message"],
+            "additionalProperties": false,
         })
     }
 }

@@ -336,8 +336,8 @@ async fn tail(
 #[cfg(test)]
 mod tests {
     use super::super::model::rfc3339;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn record(state: TaskState) -> TaskRecord {
         TaskRecord {
