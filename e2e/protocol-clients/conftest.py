@@ -84,6 +84,7 @@ class Runtime:
         log: Path,
         agents: str | None = None,
         env: dict[str, str] | None = None,
+        runtime_extra: str = "",
     ):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -103,7 +104,7 @@ class Runtime:
         config.write_text(
             f"""
 kafka: {{ bootstrapServers: "{os.environ['SWITCHBOARD_TEST_KAFKA']}", topicPrefix: {prefix} }}
-runtime: {{ name: {name}, createTopics: true, partitions: 2, maxMessageBytes: {MAX_MESSAGE_BYTES} }}
+runtime: {{ name: {name}, createTopics: true, partitions: 2, maxMessageBytes: {MAX_MESSAGE_BYTES}{runtime_extra} }}
 agents:{agents}
 http: {{ listen: "127.0.0.1:{port}", bearerToken: "{TOKEN}" }}
 """
@@ -157,13 +158,20 @@ class Network:
         self._next_port = int(os.environ.get("SWITCHBOARD_PROTOCOL_PORT_BASE", "18110"))
         STATE.mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str = "rt", agents: str | None = None, env: dict[str, str] | None = None) -> Runtime:
+    def start(
+        self,
+        name: str = "rt",
+        agents: str | None = None,
+        env: dict[str, str] | None = None,
+        runtime_extra: str = "",
+    ) -> Runtime:
         """A replica of runtime `name`; `agents` replaces the default agents block (YAML
-        list items), `env` adds to the process environment."""
+        list items), `env` adds to the process environment, `runtime_extra` to the
+        `runtime:` section (e.g. `, taskRetentionMs: 2000`)."""
         port = _free_port(self._next_port)
         self._next_port = port + 1
         log = STATE / f"{self.prefix}-{name}-{port}.log"
-        rt = Runtime(name, f"{self.prefix}-{name}", port, self.py_url, log, agents, env)
+        rt = Runtime(name, f"{self.prefix}-{name}", port, self.py_url, log, agents, env, runtime_extra)
         self.runtimes.append(rt)
         return rt
 

@@ -217,6 +217,45 @@ async def test_cancel_interrupts_the_handler(network):
         assert got.status.state == TaskState.TASK_STATE_CANCELED
 
 
+async def test_ended_tasks_expire_everywhere_and_stay_gone_after_a_restart(network):
+    """With taskRetentionMs 3000 an ended task is found at first, then on no replica,
+    and a replica started afterwards (reading the topic from the start) does not
+    bring it back; a task still running is kept."""
+    retention = ", taskRetentionMs: 3000"
+    a = network.start("expiry", runtime_extra=retention)
+    b = network.start("expiry", runtime_extra=retention)
+    async with http() as h:
+        on_a = await client_for(f"{a.url}/a2a/counter", h)
+        on_b = await client_for(f"{b.url}/a2a/py", h)
+        done = await send(on_a, message(text="count me"))
+        assert done.status.state == TaskState.TASK_STATE_COMPLETED
+        running = await send(on_b, message(data={"text": "long", "sleep": 12}), True)
+        got = await on_b.get_task(GetTaskRequest(id=done.id))
+        assert got.status.state == TaskState.TASK_STATE_COMPLETED
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        gone = set()
+        while len(gone) < 2 and loop.time() < deadline:
+            await asyncio.sleep(0.5)
+            for name, client in (("a", on_a), ("b", on_b)):
+                try:
+                    await client.get_task(GetTaskRequest(id=done.id))
+                except TaskNotFoundError:
+                    gone.add(name)
+        assert gone == {"a", "b"}, f"the ended task still found on {({'a', 'b'} - gone)}"
+        still = await on_a.get_task(GetTaskRequest(id=running.id))
+        assert still.status.state == TaskState.TASK_STATE_WORKING, "a running task is kept"
+        c = network.start("expiry", runtime_extra=retention)
+        on_c = await client_for(f"{c.url}/a2a/counter", h)
+        with pytest.raises(TaskNotFoundError):
+            await on_c.get_task(GetTaskRequest(id=done.id))
+        listed = await on_c.list_tasks(ListTasksRequest())
+        assert done.id not in {t.id for t in listed.tasks}
+        assert running.id in {t.id for t in listed.tasks}
+        await on_b.cancel_task(CancelTaskRequest(id=running.id))
+    c.stop()
+
+
 async def test_v03_method_names_answer_in_v03_shapes(runtime):
     async with http() as h:
         body = {

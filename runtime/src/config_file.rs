@@ -158,6 +158,10 @@ pub struct RuntimeSection {
     /// `false`: steps of a redelivered message run again.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub durable_steps: bool,
+    /// How long an ended A2A task is kept, milliseconds: then every replica forgets it
+    /// and a tombstone removes it from the tasks topic (docs/a2a-mcp.md).
+    #[serde(default = "default_task_retention_ms")]
+    pub task_retention_ms: u64,
 }
 
 fn yes() -> bool {
@@ -178,6 +182,9 @@ fn default_partitions() -> i32 {
 }
 fn default_rpc_timeout_ms() -> u64 {
     defaults::RPC_TIMEOUT.as_millis() as u64
+}
+fn default_task_retention_ms() -> u64 {
+    defaults::TASK_RETENTION.as_millis() as u64
 }
 fn default_max_message_bytes() -> usize {
     defaults::MAX_MESSAGE_BYTES
@@ -306,6 +313,13 @@ impl RuntimeConfigFile {
             }
         })?;
         crate::protocol::topics::validate_runtime_name(&self.runtime.name)?;
+        if self.runtime.task_retention_ms == 0 {
+            return Err(ConfigError::invalid(
+                "runtime.taskRetentionMs",
+                0,
+                "must be at least 1 (ms)",
+            ));
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, a) in self.agents.iter().enumerate() {
             let at = |f: &str| format!("agents[{i}].{f}");

@@ -11,6 +11,14 @@
 //! answers from the log's view ([`TaskLog::write_and_read`]). A read first waits until
 //! the tail reached the topic's end as of the read ([`TaskLog::sync`]), so a task written
 //! by another replica a moment ago is seen.
+//!
+//! Expiry: a task is kept for the retention (`runtime.taskRetentionMs`) after it ended
+//! (its terminal record's timestamp; a task left `working` ends at its deadline plus
+//! [`STALE_AFTER`]). Then the replica that waited for it (`instance`) writes a tombstone
+//! (a null value: compaction deletes the key) and drops it; every replica drops it when
+//! it reads the tombstone, or itself [`SWEEP_GRACE`] sweeps later (the waiter is gone)
+//! and writes the tombstone then. Records read that are already expired are not kept,
+//! so a replica that starts holds only live tasks whatever the topic still has.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -25,7 +33,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::model::{Task, TaskState};
-use super::runner::now_ms;
+use super::runner::{STALE_AFTER, now_ms};
 use crate::config::KafkaConfig;
 use crate::error::RuntimeError;
 
@@ -45,6 +53,44 @@ pub struct TaskRecord {
 
 /// How much a stream subscriber may fall behind before it re-reads the task.
 const CHANGES_CAPACITY: usize = 1024;
+/// Longest pause between two sweeps for expired tasks.
+const MAX_SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How many sweeps after a task expired a replica other than its waiter tombstones it.
+const SWEEP_GRACE: u32 = 2;
+
+/// Parses the RFC 3339 UTC timestamps this server writes (`2026-12-01T17:02:03.456Z`);
+/// `None` for any other shape.
+fn parse_rfc3339(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 24 || b[4] != b'-' || b[10] != b'T' || b[19] != b'.' || b[23] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    // Howard Hinnant's days-from-civil, the inverse of `model::rfc3339`.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + se;
+    u64::try_from(secs * 1000 + ms).ok()
+}
+
+/// When `record` may be forgotten, ms since the epoch.
+fn expires_at(record: &TaskRecord, retention: Duration) -> u64 {
+    let ended = if record.task.state.is_terminal() {
+        parse_rfc3339(&record.task.timestamp).unwrap_or(record.deadline_ms)
+    } else {
+        record
+            .deadline_ms
+            .saturating_add(STALE_AFTER.as_millis() as u64)
+    };
+    ended.saturating_add(retention.as_millis() as u64)
+}
 
 /// The tasks topic as this process has read it, and its writer.
 pub struct TaskLog {
@@ -65,6 +111,8 @@ struct Shared {
     /// Tasks whose RPC this process waits for: a terminal record (a client's cancel,
     /// from any replica) ends the wait.
     running: Mutex<HashMap<String, CancellationToken>>,
+    /// How long an ended task is kept.
+    retention: Duration,
     /// Called with the first terminal `canceled` record of a task whose RPC is still
     /// within its deadline: interrupts the handler if it runs in this process.
     on_cancel: OnCancel,
@@ -90,6 +138,8 @@ impl TaskLog {
         topic: &str,
         group_id: &str,
         timeout: Duration,
+        retention: Duration,
+        instance: &str,
         shutdown: CancellationToken,
         on_cancel: OnCancel,
     ) -> Result<Self, RuntimeError> {
@@ -129,6 +179,7 @@ impl TaskLog {
             tasks: RwLock::default(),
             changes,
             running: Mutex::default(),
+            retention,
             on_cancel,
         });
         let (applied_tx, applied) = watch::channel(HashMap::new());
@@ -136,6 +187,13 @@ impl TaskLog {
             Arc::clone(&consumer),
             Arc::clone(&shared),
             applied_tx,
+            shutdown.clone(),
+        ));
+        tokio::spawn(sweep(
+            producer.clone(),
+            topic.to_owned(),
+            Arc::clone(&shared),
+            instance.to_owned(),
             shutdown,
         ));
         Ok(Self {
@@ -270,18 +328,25 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Applies one record: the first terminal record of a task is final.
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Applies one record: the first terminal record of a task is final; an expired one
+/// is not kept.
 fn apply(shared: &Shared, record: TaskRecord) {
     let terminal = record.task.state.is_terminal();
     {
-        let mut tasks = shared
-            .tasks
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tasks = write(&shared.tasks);
         if tasks
             .get(&record.task.id)
             .is_some_and(|old| old.task.state.is_terminal())
         {
+            return;
+        }
+        if expires_at(&record, shared.retention) <= now_ms() {
+            tasks.remove(&record.task.id);
             return;
         }
         tasks.insert(record.task.id.clone(), record.clone());
@@ -316,6 +381,12 @@ async fn tail(
                 continue;
             }
         };
+        if message.payload().is_none()
+            && let Some(Ok(id)) = message.key_view::<str>()
+        {
+            // A tombstone: the task expired.
+            write(&shared.tasks).remove(id);
+        }
         if let Some(bytes) = message.payload() {
             match serde_json::from_slice::<TaskRecord>(bytes) {
                 Ok(record) => apply(&shared, record),
@@ -333,6 +404,64 @@ async fn tail(
     }
 }
 
+/// Forgets expired tasks and tombstones them in the topic, until `shutdown`.
+async fn sweep(
+    producer: FutureProducer,
+    topic: String,
+    shared: Arc<Shared>,
+    instance: String,
+    shutdown: CancellationToken,
+) {
+    let every = (shared.retention / 4).clamp(Duration::from_millis(100), MAX_SWEEP_EVERY);
+    let grace = (every * SWEEP_GRACE).as_millis() as u64;
+    // Replicas started together sweep at different moments.
+    let jitter =
+        Duration::from_millis((uuid::Uuid::new_v4().as_u128() % (every.as_millis().max(1))) as u64);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + jitter, every);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = now_ms();
+        let expired: Vec<String> = {
+            let mut tasks = write(&shared.tasks);
+            let ids: Vec<String> = tasks
+                .values()
+                .filter(|r| {
+                    let at = expires_at(r, shared.retention);
+                    at <= now && (r.instance == instance || at.saturating_add(grace) <= now)
+                })
+                .map(|r| r.task.id.clone())
+                .collect();
+            for id in &ids {
+                tasks.remove(id);
+            }
+            ids
+        };
+        if expired.is_empty() {
+            continue;
+        }
+        tracing::debug!(tasks = expired.len(), "A2A tasks expired");
+        // Enqueued at once; a failed tombstone only leaves the record to compaction's
+        // view (every replica still drops it when read: it is expired).
+        let sends: Vec<_> = expired
+            .iter()
+            .filter_map(|id| {
+                producer
+                    .send_result(FutureRecord::<str, [u8]>::to(&topic).key(id.as_str()))
+                    .map_err(|(e, _)| tracing::warn!(error = %e, "tombstoning an expired task"))
+                    .ok()
+            })
+            .collect();
+        for s in sends {
+            if let Ok(Err((e, _))) = s.await {
+                tracing::warn!(error = %e, "tombstoning an expired task");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::model::rfc3339;
@@ -346,13 +475,13 @@ mod tests {
                 context_id: "c1".into(),
                 state,
                 status_message: None,
-                timestamp: rfc3339(0),
+                timestamp: rfc3339(now_ms()),
                 artifacts: Vec::new(),
                 history: Vec::new(),
             },
             agent_type: "echo".into(),
             instance: "i1".into(),
-            deadline_ms: 0,
+            deadline_ms: now_ms() + 60_000,
         }
     }
 
@@ -379,6 +508,47 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_parse_back_and_tasks_expire_after_the_retention() {
+        for ms in [0, 1_796_144_553_456, 951_782_400_000 + 86_399_999] {
+            assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms), "{}", rfc3339(ms));
+        }
+        assert_eq!(parse_rfc3339("2026-12-01T17:02:03Z"), None);
+        let hour = Duration::from_secs(3600);
+        let mut done = record(TaskState::Completed);
+        done.task.timestamp = rfc3339(10_000);
+        done.deadline_ms = 99_000_000;
+        assert_eq!(
+            expires_at(&done, hour),
+            10_000 + 3_600_000,
+            "from when it ended"
+        );
+        let mut working = record(TaskState::Working);
+        working.deadline_ms = 50_000;
+        assert_eq!(
+            expires_at(&working, hour),
+            50_000 + STALE_AFTER.as_millis() as u64 + 3_600_000,
+            "a task left working ends at its deadline"
+        );
+        let (changes, _rx) = broadcast::channel(8);
+        let shared = Shared {
+            tasks: RwLock::default(),
+            changes,
+            running: Mutex::default(),
+            retention: hour,
+            on_cancel: Box::new(|_| {}),
+        };
+        apply(&shared, done);
+        assert!(
+            read(&shared.tasks).is_empty(),
+            "an expired record is not kept"
+        );
+        let mut fresh = record(TaskState::Completed);
+        fresh.task.timestamp = rfc3339(now_ms());
+        apply(&shared, fresh);
+        assert_eq!(read(&shared.tasks).len(), 1);
+    }
+
+    #[test]
     fn the_first_terminal_record_wins_and_ends_the_local_wait() {
         let (changes, mut rx) = broadcast::channel(8);
         let interrupted = Arc::new(AtomicUsize::new(0));
@@ -387,6 +557,7 @@ mod tests {
             tasks: RwLock::default(),
             changes,
             running: Mutex::default(),
+            retention: Duration::from_secs(3600),
             on_cancel: Box::new(move |_| {
                 seen_by_hook.fetch_add(1, Ordering::Relaxed);
             }),
