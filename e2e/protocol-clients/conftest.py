@@ -4,7 +4,8 @@
 broker in SWITCHBOARD_TEST_KAFKA, each on its own 127.0.0.1 port (from
 SWITCHBOARD_PROTOCOL_PORT_BASE, default 18110, upwards), stopped by pid with SIGTERM.
 A stdlib HTTP agent (`py`) runs in this process: it replies {"text": "py got <text>"}
-after sleeping `sleep` seconds when the message data asks for it.
+after sleeping `sleep` seconds when the message data asks for it; to "ask" it replies
+`switchboard.a2a.InputRequired` (a question), to "fail" HTTP 500.
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ class _PyAgent(http.server.BaseHTTPRequestHandler):
         if isinstance(data, dict) and isinstance(data.get("sleep"), (int, float)):
             time.sleep(data["sleep"])
         text = data.get("text") if isinstance(data, dict) else None
+        if text == "ask":
+            # Needs more input: the A2A task becomes input-required with this question.
+            reply = json.dumps({"text": "what is your name?"}).encode()
+            self.send_response(200)
+            self.send_header("ce-type", "switchboard.a2a.InputRequired")
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+            return
         if text == "fail":
             self.send_response(500)
             self.end_headers()

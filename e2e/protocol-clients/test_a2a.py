@@ -256,6 +256,43 @@ async def test_ended_tasks_expire_everywhere_and_stay_gone_after_a_restart(netwo
     c.stop()
 
 
+async def test_input_required_then_a_reply_with_the_task_id_continues_it(network):
+    """The agent asks for input; the client answers with the same taskId on another
+    replica; the task completes with the answer, its history holding both messages."""
+    a, b = network.start("input"), network.start("input")
+    async with http() as h:
+        on_a = await client_for(f"{a.url}/a2a/py", h)
+        on_b = await client_for(f"{b.url}/a2a/py", h)
+        asked = await send(on_a, message(data={"text": "ask"}))
+        assert asked.status.state == TaskState.TASK_STATE_INPUT_REQUIRED, asked
+        assert asked.status.message.parts[0].text == "what is your name?"
+        seen = await on_b.get_task(GetTaskRequest(id=asked.id))
+        assert seen.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+        answer = message(data={"text": "Ada"})
+        answer.task_id = asked.id
+        done = await send(on_b, answer)
+        assert (done.id, done.context_id) == (asked.id, asked.context_id)
+        assert done.status.state == TaskState.TASK_STATE_COMPLETED, done
+        assert artifact_json(done) == "py got Ada"
+        got = await on_a.get_task(GetTaskRequest(id=asked.id))
+        assert got.status.state == TaskState.TASK_STATE_COMPLETED
+        assert len(got.history) == 2
+        # A completed task takes no more messages (-32004 UnsupportedOperation).
+        late = {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "SendMessage",
+            "params": {"message": {"messageId": "m-late", "taskId": asked.id, "role": "ROLE_USER",
+                                   "parts": [{"text": "again"}]}},
+        }
+        r = (await h.post(f"{a.url}/a2a/py", json=late, headers={"A2A-Version": "1.0"})).json()
+        assert r["error"]["code"] == -32004, r
+        # An input-required task can be canceled.
+        asked = await send(on_a, message(data={"text": "ask"}))
+        canceled = await on_b.cancel_task(CancelTaskRequest(id=asked.id))
+        assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+
+
 async def test_v03_method_names_answer_in_v03_shapes(runtime):
     async with http() as h:
         body = {

@@ -143,7 +143,7 @@ impl Gateway {
             {
                 let runtime = self.runtime.clone();
                 Box::new(move |record| {
-                    if runtime.interrupt(&record.task.id, record.deadline_ms) {
+                    if runtime.interrupt(&record.rpc_message_id(), record.deadline_ms) {
                         tracing::info!(task = %record.task.id, "canceled task's handler interrupted");
                     }
                 })

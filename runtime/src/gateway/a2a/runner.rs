@@ -24,6 +24,7 @@ use super::task_log::{TaskLog, TaskRecord};
 use crate::api::{AgentRuntime, SendOptions};
 use crate::error::RuntimeError;
 use crate::gateway::Gateway;
+use crate::gateway::catalog::INPUT_REQUIRED_TYPE;
 use crate::gateway::jsonrpc::{RpcError, result_envelope};
 use crate::ids::AgentId;
 use crate::message::Payload;
@@ -42,7 +43,7 @@ pub(super) fn now_ms() -> u64 {
 
 /// The task as a client should see it now: `working` past its deadline is `failed`.
 pub(super) fn effective(mut record: TaskRecord, now: u64) -> TaskRecord {
-    if !record.task.state.is_terminal()
+    if record.task.state.is_running()
         && now
             > record
                 .deadline_ms
@@ -56,6 +57,17 @@ pub(super) fn effective(mut record: TaskRecord, now: u64) -> TaskRecord {
         );
     }
     record
+}
+
+/// What an `input-required` reply asks: its `{"text"}` (or JSON string), else its data.
+fn question(reply: &Payload) -> String {
+    match serde_json::from_slice::<Value>(&reply.data) {
+        Ok(Value::String(s)) => s,
+        Ok(Value::Object(o)) if o.get("text").is_some_and(Value::is_string) => {
+            o["text"].as_str().unwrap_or_default().to_owned()
+        }
+        _ => String::from_utf8_lossy(&reply.data).into_owned(),
+    }
 }
 
 /// A task started by [`start_task`].
@@ -94,7 +106,7 @@ pub(super) fn start_task(
             cancellation: Some(token),
             // The request's message id is the task id, so a `CancelTask` read from the
             // log reaches the handler's turn wherever it runs (`KafkaAgentRuntime::interrupt`).
-            message_id: Some(record.task.id.clone()),
+            message_id: Some(record.rpc_message_id()),
             ..SendOptions::default()
         };
         let first = async {
@@ -113,6 +125,10 @@ pub(super) fn start_task(
         let mut last = record;
         last.task.timestamp = model::rfc3339(now_ms());
         match reply {
+            Ok(Some(reply)) if reply.type_name == INPUT_REQUIRED_TYPE => {
+                last.task.state = TaskState::InputRequired;
+                last.task.status_message = Some(question(&reply));
+            }
             Ok(Some(reply)) => match artifact_of(&last.task.id, &reply) {
                 Ok(artifact) => {
                     last.task.state = TaskState::Completed;
@@ -174,7 +190,8 @@ pub(super) fn stream(
         }
         let mut current = first;
         let deadline = tokio::time::Instant::now() + give_up;
-        while !current.task.state.is_terminal() {
+        // Until the task ends or waits for input (`input-required` ends a stream too).
+        while current.task.state.is_running() {
             let next = tokio::select! {
                 () = tx.closed() => return,
                 () = tokio::time::sleep_until(deadline) => Some(effective(current.clone(), u64::MAX)),
@@ -187,7 +204,7 @@ pub(super) fn stream(
                 },
             };
             let Some(next) = next else { continue };
-            if next.task.state.is_terminal() {
+            if !next.task.state.is_running() {
                 current = next;
                 break;
             }

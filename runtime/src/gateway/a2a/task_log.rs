@@ -51,6 +51,18 @@ pub struct TaskRecord {
     pub deadline_ms: u64,
 }
 
+impl TaskRecord {
+    /// The message id of the task's current RPC: the task id for its first message,
+    /// `<task id>/<n>` for the n-th (a reply to `input-required`), so each turn has its
+    /// own id (durable steps are journaled by message id) and a cancel finds it.
+    pub fn rpc_message_id(&self) -> String {
+        match self.task.history.len() {
+            0 | 1 => self.task.id.clone(),
+            n => format!("{}/{n}", self.task.id),
+        }
+    }
+}
+
 /// How much a stream subscriber may fall behind before it re-reads the task.
 const CHANGES_CAPACITY: usize = 1024;
 /// Longest pause between two sweeps for expired tasks.
@@ -82,12 +94,13 @@ fn parse_rfc3339(s: &str) -> Option<u64> {
 
 /// When `record` may be forgotten, ms since the epoch.
 fn expires_at(record: &TaskRecord, retention: Duration) -> u64 {
-    let ended = if record.task.state.is_terminal() {
-        parse_rfc3339(&record.task.timestamp).unwrap_or(record.deadline_ms)
-    } else {
+    let ended = if record.task.state.is_running() {
         record
             .deadline_ms
             .saturating_add(STALE_AFTER.as_millis() as u64)
+    } else {
+        // Ended, or waiting for a client's input since then.
+        parse_rfc3339(&record.task.timestamp).unwrap_or(record.deadline_ms)
     };
     ended.saturating_add(retention.as_millis() as u64)
 }
