@@ -103,7 +103,7 @@ pub(super) fn start_task(
     let done = gw.rpcs.spawn(async move {
         let options = SendOptions {
             timeout: Some(timeout),
-            cancellation: Some(token),
+            cancellation: Some(token.clone()),
             // The request's message id is the task id, so a `CancelTask` read from the
             // log reaches the handler's turn wherever it runs (`KafkaAgentRuntime::interrupt`).
             message_id: Some(record.rpc_message_id()),
@@ -120,8 +120,10 @@ pub(super) fn start_task(
         };
         let (first, reply) =
             tokio::join!(first, runtime.send_payload(payload, &recipient, options));
-        log.finished(&record.task.id);
-        first?;
+        if let Err(e) = first {
+            log.finished(&record.task.id);
+            return Err(e);
+        }
         let mut last = record;
         last.task.timestamp = model::rfc3339(now_ms());
         match reply {
@@ -142,6 +144,7 @@ pub(super) fn start_task(
             Ok(None) => last.task.state = TaskState::Completed,
             // A terminal record (a client's cancel) read from the log ended the wait.
             Err(RuntimeError::Cancelled(_)) => {
+                log.finished(&last.task.id);
                 return log.get(&last.task.id).await?.ok_or_else(|| {
                     RuntimeError::Unavailable("canceled task not read back".into())
                 });
@@ -155,7 +158,14 @@ pub(super) fn start_task(
                 last.task.status_message = Some(e.to_string());
             }
         }
-        log.write_and_read(&last).await
+        let decided = if last.task.state.is_terminal() {
+            log.write_decided(&last, &token).await
+        } else {
+            // `input-required`: not terminal, so read back by offset.
+            log.write_and_read(&last).await
+        };
+        log.finished(&last.task.id);
+        decided
     });
     Ok(Started {
         working,
