@@ -137,8 +137,10 @@ impl Gateway {
             &names.tasks(&config.runtime_name),
             &names.tasks_group(&config.runtime_name, &config.instance_id),
             Duration::from_secs(10),
-            retention,
-            &config.instance_id,
+            a2a::task_log::Expiry {
+                retention,
+                instance: config.instance_id.clone(),
+            },
             shutdown,
             {
                 let runtime = self.runtime.clone();

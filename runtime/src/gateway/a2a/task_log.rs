@@ -144,6 +144,14 @@ fn unavailable(what: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Unavailable(what.to_string())
 }
 
+/// How a [`TaskLog`] forgets ended tasks.
+pub struct Expiry {
+    /// How long an ended task is kept.
+    pub retention: Duration,
+    /// This process: it tombstones the tasks it waited for at once, others' later.
+    pub instance: String,
+}
+
 impl TaskLog {
     /// Starts reading `topic` from the beginning and tailing it until `shutdown`.
     pub async fn load(
@@ -151,11 +159,14 @@ impl TaskLog {
         topic: &str,
         group_id: &str,
         timeout: Duration,
-        retention: Duration,
-        instance: &str,
+        expiry: Expiry,
         shutdown: CancellationToken,
         on_cancel: OnCancel,
     ) -> Result<Self, RuntimeError> {
+        let Expiry {
+            retention,
+            instance,
+        } = expiry;
         let producer: FutureProducer = kafka.producer_config().create()?;
         let consumer: StreamConsumer = kafka.consumer_config(group_id).create()?;
         let consumer = Arc::new(consumer);
@@ -206,7 +217,7 @@ impl TaskLog {
             producer.clone(),
             topic.to_owned(),
             Arc::clone(&shared),
-            instance.to_owned(),
+            instance,
             shutdown,
         ));
         Ok(Self {
