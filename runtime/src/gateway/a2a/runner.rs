@@ -9,7 +9,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::mapping::artifact_of;
 use super::model::{self, Dialect, TaskState};
 use super::render::event;
+pub(super) use super::task_log::{STALE_AFTER, now_ms};
 use super::task_log::{TaskLog, TaskRecord};
 use crate::api::{AgentRuntime, SendOptions};
 use crate::error::RuntimeError;
@@ -29,17 +30,8 @@ use crate::gateway::jsonrpc::{RpcError, result_envelope};
 use crate::ids::AgentId;
 use crate::message::Payload;
 
-/// How long past its deadline a `working` task whose waiter wrote nothing shows as failed.
-pub const STALE_AFTER: Duration = Duration::from_secs(10);
 /// Events a stream buffers for a slow client.
 const STREAM_BUFFER: usize = 16;
-
-/// Now, ms since the Unix epoch.
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// The task as a client should see it now: `working` past its deadline is `failed`.
 pub(super) fn effective(mut record: TaskRecord, now: u64) -> TaskRecord {

@@ -33,7 +33,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::model::{Task, TaskState};
-use super::runner::{STALE_AFTER, now_ms};
 use crate::config::KafkaConfig;
 use crate::error::RuntimeError;
 
@@ -61,6 +60,16 @@ impl TaskRecord {
             n => format!("{}/{n}", self.task.id),
         }
     }
+}
+
+/// How long past its deadline a `working` task whose waiter wrote nothing shows as failed.
+pub const STALE_AFTER: Duration = Duration::from_secs(10);
+
+/// Now, ms since the Unix epoch.
+pub(super) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// How much a stream subscriber may fall behind before it re-reads the task.
