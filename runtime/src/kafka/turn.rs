@@ -28,7 +28,7 @@ use crate::message::Payload;
 use crate::protocol::wire::{Body, Envelope, now_ms};
 use crate::trace::{self, TraceContext};
 
-/// Turns in flight by message id, so a caller can interrupt one from outside
+/// RPC turns in flight by message id, so a caller can interrupt one from outside
 /// ([`super::KafkaAgentRuntime::interrupt`]: an A2A `CancelTask`). An interrupt that
 /// comes before its turn started is remembered until its deadline, and the turn then
 /// starts with its context already cancelled.
@@ -226,7 +226,11 @@ async fn handle(
         inner.state.restore_into(inner, id, &agent).await;
     }
     let cancel = inner.shutdown.child_token();
-    let turn = inner.interrupts.start(&work.delivery.message_id, &cancel);
+    // Only RPCs can be interrupted (an A2A task is one); events skip the bookkeeping.
+    let turn = work
+        .reply
+        .is_some()
+        .then(|| inner.interrupts.start(&work.delivery.message_id, &cancel));
     let transport: Arc<dyn Transport> = Arc::clone(inner) as Arc<dyn Transport>;
     // What the handler sends or publishes is a child of this message's span.
     let ctx = MessageContext::with_trace(work.delivery.clone(), cancel.clone(), transport, trace);
@@ -265,7 +269,9 @@ async fn handle(
             }
         }
     };
-    inner.interrupts.end(&work.delivery.message_id, turn);
+    if let Some(turn) = turn {
+        inner.interrupts.end(&work.delivery.message_id, turn);
+    }
     let keep_input = result.as_ref().is_err_and(AgentError::keeps_input);
     let result = result.map_err(|e| e.to_runtime_error(id, &work.payload.type_name));
     let persisted = inner
