@@ -313,11 +313,11 @@ impl RuntimeConfigFile {
             }
         })?;
         crate::protocol::topics::validate_runtime_name(&self.runtime.name)?;
-        if self.runtime.task_retention_ms == 0 {
+        if self.runtime.task_retention_ms < 1000 {
             return Err(ConfigError::invalid(
                 "runtime.taskRetentionMs",
-                0,
-                "must be at least 1 (ms)",
+                self.runtime.task_retention_ms,
+                "must be at least 1000 (ms)",
             ));
         }
         let mut seen = std::collections::BTreeSet::new();

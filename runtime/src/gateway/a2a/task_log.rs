@@ -423,6 +423,11 @@ fn apply(shared: &Shared, record: TaskRecord) {
         }
         if expires_at(&record, shared.retention) <= now_ms() {
             tasks.remove(&record.task.id);
+            drop(tasks);
+            // A waiter this far behind learns at once that the task is gone.
+            if terminal && let Some(token) = lock(&shared.running).remove(&record.task.id) {
+                token.cancel();
+            }
             return;
         }
         tasks.insert(record.task.id.clone(), record.clone());
