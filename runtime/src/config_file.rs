@@ -614,6 +614,8 @@ http: { listen: "0.0.0.0:8080" }
         ));
         assert_eq!(e.field, "agents[3].messageTypes[0].schema");
         assert!(e.reason.contains("properties.q.pattern"), "{e}");
+        let e = err(&EXAMPLE.replace("maxConcurrency: 256", "taskRetentionMs: 10"));
+        assert_eq!(e.field, "runtime.taskRetentionMs");
         let e = err(&EXAMPLE.replace("maxConcurrency", "maxConcurency"));
         assert!(e.to_string().contains("maxConcurency"), "{e}");
     }
