@@ -4,7 +4,8 @@
 broker in SWITCHBOARD_TEST_KAFKA, each on its own 127.0.0.1 port (from
 SWITCHBOARD_PROTOCOL_PORT_BASE, default 18110, upwards), stopped by pid with SIGTERM.
 A stdlib HTTP agent (`py`) runs in this process: it replies {"text": "py got <text>"}
-after sleeping `sleep` seconds when the message data asks for it.
+after sleeping `sleep` seconds when the message data asks for it; to "ask" it replies
+`switchboard.a2a.InputRequired` (a question), to "fail" HTTP 500.
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ class _PyAgent(http.server.BaseHTTPRequestHandler):
         if isinstance(data, dict) and isinstance(data.get("sleep"), (int, float)):
             time.sleep(data["sleep"])
         text = data.get("text") if isinstance(data, dict) else None
+        if text == "ask":
+            # Needs more input: the A2A task becomes input-required with this question.
+            reply = json.dumps({"text": "what is your name?"}).encode()
+            self.send_response(200)
+            self.send_header("ce-type", "switchboard.a2a.InputRequired")
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+            return
         if text == "fail":
             self.send_response(500)
             self.end_headers()
@@ -84,6 +95,7 @@ class Runtime:
         log: Path,
         agents: str | None = None,
         env: dict[str, str] | None = None,
+        runtime_extra: str = "",
     ):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -103,7 +115,7 @@ class Runtime:
         config.write_text(
             f"""
 kafka: {{ bootstrapServers: "{os.environ['SWITCHBOARD_TEST_KAFKA']}", topicPrefix: {prefix} }}
-runtime: {{ name: {name}, createTopics: true, partitions: 2, maxMessageBytes: {MAX_MESSAGE_BYTES} }}
+runtime: {{ name: {name}, createTopics: true, partitions: 2, maxMessageBytes: {MAX_MESSAGE_BYTES}{runtime_extra} }}
 agents:{agents}
 http: {{ listen: "127.0.0.1:{port}", bearerToken: "{TOKEN}" }}
 """
@@ -157,13 +169,20 @@ class Network:
         self._next_port = int(os.environ.get("SWITCHBOARD_PROTOCOL_PORT_BASE", "18110"))
         STATE.mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str = "rt", agents: str | None = None, env: dict[str, str] | None = None) -> Runtime:
+    def start(
+        self,
+        name: str = "rt",
+        agents: str | None = None,
+        env: dict[str, str] | None = None,
+        runtime_extra: str = "",
+    ) -> Runtime:
         """A replica of runtime `name`; `agents` replaces the default agents block (YAML
-        list items), `env` adds to the process environment."""
+        list items), `env` adds to the process environment, `runtime_extra` to the
+        `runtime:` section (e.g. `, taskRetentionMs: 2000`)."""
         port = _free_port(self._next_port)
         self._next_port = port + 1
         log = STATE / f"{self.prefix}-{name}-{port}.log"
-        rt = Runtime(name, f"{self.prefix}-{name}", port, self.py_url, log, agents, env)
+        rt = Runtime(name, f"{self.prefix}-{name}", port, self.py_url, log, agents, env, runtime_extra)
         self.runtimes.append(rt)
         return rt
 

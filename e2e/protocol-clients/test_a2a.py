@@ -194,6 +194,105 @@ async def test_cancel_a_long_task_from_another_replica(network):
             await on_b.cancel_task(CancelTaskRequest(id=done.id))
 
 
+async def test_cancel_interrupts_the_handler(network):
+    """The cancel reaches the agent's turn: the py agent's HTTP call is dropped, so the
+    next message to the same agent instance (same contextId, handled after the first)
+    is answered at once instead of after the first one's 30 s."""
+    a, b = network.start("interrupt"), network.start("interrupt")
+    context = f"slow-{uuid.uuid4().hex[:8]}"
+    async with http() as h:
+        on_a = await client_for(f"{a.url}/a2a/py", h)
+        on_b = await client_for(f"{b.url}/a2a/py", h)
+        slow = await send(on_a, message(data={"text": "slow", "sleep": 30}, context_id=context), True)
+        await asyncio.sleep(1)  # the turn is running (the py agent sleeps)
+        canceled = await on_b.cancel_task(CancelTaskRequest(id=slow.id))
+        assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+        started = asyncio.get_running_loop().time()
+        quick = await send(on_b, message(data={"text": "next"}, context_id=context))
+        elapsed = asyncio.get_running_loop().time() - started
+        assert quick.status.state == TaskState.TASK_STATE_COMPLETED, quick
+        assert artifact_json(quick) == "py got next"
+        assert elapsed < 10, f"the next turn waited {elapsed:.1f} s: the canceled handler ran on"
+        got = await on_a.get_task(GetTaskRequest(id=slow.id))
+        assert got.status.state == TaskState.TASK_STATE_CANCELED
+
+
+async def test_ended_tasks_expire_everywhere_and_stay_gone_after_a_restart(network):
+    """With taskRetentionMs 3000 an ended task is found at first, then on no replica,
+    and a replica started afterwards (reading the topic from the start) does not
+    bring it back; a task still running is kept."""
+    retention = ", taskRetentionMs: 3000"
+    a = network.start("expiry", runtime_extra=retention)
+    b = network.start("expiry", runtime_extra=retention)
+    async with http() as h:
+        on_a = await client_for(f"{a.url}/a2a/counter", h)
+        on_b = await client_for(f"{b.url}/a2a/py", h)
+        done = await send(on_a, message(text="count me"))
+        assert done.status.state == TaskState.TASK_STATE_COMPLETED
+        running = await send(on_b, message(data={"text": "long", "sleep": 12}), True)
+        got = await on_b.get_task(GetTaskRequest(id=done.id))
+        assert got.status.state == TaskState.TASK_STATE_COMPLETED
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        gone = set()
+        while len(gone) < 2 and loop.time() < deadline:
+            await asyncio.sleep(0.5)
+            for name, client in (("a", on_a), ("b", on_b)):
+                try:
+                    await client.get_task(GetTaskRequest(id=done.id))
+                except TaskNotFoundError:
+                    gone.add(name)
+        assert gone == {"a", "b"}, f"the ended task still found on {({'a', 'b'} - gone)}"
+        still = await on_a.get_task(GetTaskRequest(id=running.id))
+        assert still.status.state == TaskState.TASK_STATE_WORKING, "a running task is kept"
+        c = network.start("expiry", runtime_extra=retention)
+        on_c = await client_for(f"{c.url}/a2a/counter", h)
+        with pytest.raises(TaskNotFoundError):
+            await on_c.get_task(GetTaskRequest(id=done.id))
+        listed = await on_c.list_tasks(ListTasksRequest())
+        assert done.id not in {t.id for t in listed.tasks}
+        assert running.id in {t.id for t in listed.tasks}
+        await on_b.cancel_task(CancelTaskRequest(id=running.id))
+    c.stop()
+
+
+async def test_input_required_then_a_reply_with_the_task_id_continues_it(network):
+    """The agent asks for input; the client answers with the same taskId on another
+    replica; the task completes with the answer, its history holding both messages."""
+    a, b = network.start("input"), network.start("input")
+    async with http() as h:
+        on_a = await client_for(f"{a.url}/a2a/py", h)
+        on_b = await client_for(f"{b.url}/a2a/py", h)
+        asked = await send(on_a, message(data={"text": "ask"}))
+        assert asked.status.state == TaskState.TASK_STATE_INPUT_REQUIRED, asked
+        assert asked.status.message.parts[0].text == "what is your name?"
+        seen = await on_b.get_task(GetTaskRequest(id=asked.id))
+        assert seen.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+        answer = message(data={"text": "Ada"})
+        answer.task_id = asked.id
+        done = await send(on_b, answer)
+        assert (done.id, done.context_id) == (asked.id, asked.context_id)
+        assert done.status.state == TaskState.TASK_STATE_COMPLETED, done
+        assert artifact_json(done) == "py got Ada"
+        got = await on_a.get_task(GetTaskRequest(id=asked.id))
+        assert got.status.state == TaskState.TASK_STATE_COMPLETED
+        assert len(got.history) == 2
+        # A completed task takes no more messages (-32004 UnsupportedOperation).
+        late = {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "SendMessage",
+            "params": {"message": {"messageId": "m-late", "taskId": asked.id, "role": "ROLE_USER",
+                                   "parts": [{"text": "again"}]}},
+        }
+        r = (await h.post(f"{a.url}/a2a/py", json=late, headers={"A2A-Version": "1.0"})).json()
+        assert r["error"]["code"] == -32004, r
+        # An input-required task can be canceled.
+        asked = await send(on_a, message(data={"text": "ask"}))
+        canceled = await on_b.cancel_task(CancelTaskRequest(id=asked.id))
+        assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+
+
 async def test_v03_method_names_answer_in_v03_shapes(runtime):
     async with http() as h:
         body = {

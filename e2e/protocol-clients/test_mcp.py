@@ -48,16 +48,33 @@ async def test_bad_input_is_an_error_and_a_failing_handler_is_an_error_result(ru
     async with client(runtime) as c:
         with pytest.raises(MCPError) as e:
             await c.call_tool("nobody", {"message": 1})
-        assert e.value.error.code == -32602
-        with pytest.raises(MCPError) as e:
-            await c.call_tool("echo", {"not_message": 1})
-        assert e.value.error.code == -32602
-        with pytest.raises(MCPError) as e:
-            await c.call_tool("py", {"message": {"text": "x"}, "messageType": "demo.Other"})
-        assert e.value.error.code == -32602
+        assert e.value.error.code == -32602, "an unknown tool is a protocol error"
+        # Arguments that do not fit the input schema are tool errors naming the field
+        # (SEP-1303), so a model can correct them; the agent is not called.
+        bad = {
+            "echo": ({"not_message": 1}, "message: is required"),
+            "py": ({"message": {"text": "x"}, "messageType": "demo.Other"}, "messageType"),
+        }
+        for tool, (arguments, names) in bad.items():
+            result = await c.call_tool(tool, arguments)
+            assert result.is_error, (tool, arguments)
+            assert names in result.content[0].text, result.content[0].text
+        schema_violations = [
+            ({"message": {}}, "message.text: is required"),
+            ({"message": {"text": 3}}, "message.text: expected string, got integer"),
+            ({"message": {"text": "x", "sleep": "long"}}, "message.sleep: expected number"),
+            ({"message": "just text"}, "message: expected object, got string"),
+            ({"message": {"text": "x"}, "extra": 1}, "extra: is not an allowed property"),
+        ]
+        for arguments, names in schema_violations:
+            result = await c.call_tool("py", arguments)
+            assert result.is_error, arguments
+            assert names in result.content[0].text, result.content[0].text
         result = await c.call_tool("py", {"message": {"text": "fail"}})
         assert result.is_error
         assert "asked to fail" in result.content[0].text
+        result = await c.call_tool("py", {"message": {"text": "still here", "sleep": 0}})
+        assert (result.is_error, result.structured_content) == (False, {"text": "py got still here"})
 
 
 def test_unsupported_versions_and_stateless_transport(runtime):

@@ -158,6 +158,10 @@ pub struct RuntimeSection {
     /// `false`: steps of a redelivered message run again.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub durable_steps: bool,
+    /// How long an ended A2A task is kept, milliseconds: then every replica forgets it
+    /// and a tombstone removes it from the tasks topic (docs/a2a-mcp.md).
+    #[serde(default = "default_task_retention_ms")]
+    pub task_retention_ms: u64,
 }
 
 fn yes() -> bool {
@@ -178,6 +182,9 @@ fn default_partitions() -> i32 {
 }
 fn default_rpc_timeout_ms() -> u64 {
     defaults::RPC_TIMEOUT.as_millis() as u64
+}
+fn default_task_retention_ms() -> u64 {
+    defaults::TASK_RETENTION.as_millis() as u64
 }
 fn default_max_message_bytes() -> usize {
     defaults::MAX_MESSAGE_BYTES
@@ -306,6 +313,13 @@ impl RuntimeConfigFile {
             }
         })?;
         crate::protocol::topics::validate_runtime_name(&self.runtime.name)?;
+        if self.runtime.task_retention_ms < 1000 {
+            return Err(ConfigError::invalid(
+                "runtime.taskRetentionMs",
+                self.runtime.task_retention_ms,
+                "must be at least 1000 (ms)",
+            ));
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, a) in self.agents.iter().enumerate() {
             let at = |f: &str| format!("agents[{i}].{f}");
@@ -594,6 +608,14 @@ http: { listen: "0.0.0.0:8080" }
         assert_eq!(err(&tool).field, "agents[0].mcp.tool");
         let e = err(&EXAMPLE.replace("schema: { type: object, required: [q] }", "schema: 3"));
         assert_eq!(e.field, "agents[3].messageTypes[0].schema");
+        let e = err(&EXAMPLE.replace(
+            "schema: { type: object, required: [q] }",
+            "schema: { type: object, properties: { q: { pattern: \"^a\" } } }",
+        ));
+        assert_eq!(e.field, "agents[3].messageTypes[0].schema");
+        assert!(e.reason.contains("properties.q.pattern"), "{e}");
+        let e = err(&EXAMPLE.replace("maxConcurrency: 256", "taskRetentionMs: 10"));
+        assert_eq!(e.field, "runtime.taskRetentionMs");
         let e = err(&EXAMPLE.replace("maxConcurrency", "maxConcurency"));
         assert!(e.to_string().contains("maxConcurency"), "{e}");
     }

@@ -8,6 +8,8 @@ use std::time::Duration;
 pub const MAX_CONCURRENCY: usize = 256;
 /// How long an RPC waits for its reply unless the caller says otherwise.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an A2A task is kept after it ended (in memory and in the tasks topic).
+pub const TASK_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Records with a larger value are dead-lettered.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Partitions of the topics a runtime creates itself (`createTopics`).

@@ -22,7 +22,8 @@
 //!   start and naming the cause when the broker refuses).
 //! - Configuration: [`config`] (Kafka connection and security), [`config_file`] (the
 //!   runtime's YAML file, as the operator writes it), [`llm_config`] (its `llm:` agent
-//!   entries), [`defaults`] (each default once).
+//!   entries), [`defaults`] (each default once), [`json_schema`] (the schema subset of
+//!   declared message types, and its validator).
 //! - The server, behind the default `server` feature: [`serve`] (hosting the agents of
 //!   a config file), [`builtins`], [`http_agent`] (and [`http_steps`], their durable
 //!   steps), [`llm`] (model-backed agents),
@@ -43,6 +44,7 @@ pub mod defaults;
 pub mod durable;
 pub mod error;
 pub mod ids;
+pub mod json_schema;
 pub mod kafka;
 pub mod llm_config;
 mod local;

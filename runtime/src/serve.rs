@@ -407,7 +407,8 @@ pub async fn run_hosting(
         // After start, which created the runtime's topics (or found them). Without its
         // tasks topic (an operator that has not created it yet) the runtime still
         // serves everything else, A2A task methods say why, and loading is retried.
-        if let Err(e) = gateway.load_tasks(stopping.clone()).await {
+        let retention = Duration::from_millis(file.runtime.task_retention_ms);
+        if let Err(e) = gateway.load_tasks(retention, stopping.clone()).await {
             tracing::warn!(error = %e, "A2A tasks unavailable; retrying every 10 s");
             let (gateway, stopping) = (gateway.clone(), stopping.clone());
             *tasks_loader = Some(tokio::spawn(async move {
@@ -416,7 +417,7 @@ pub async fn run_hosting(
                         () = stopping.cancelled() => return,
                         () = tokio::time::sleep(TASKS_RETRY) => {}
                     }
-                    match gateway.load_tasks(stopping.clone()).await {
+                    match gateway.load_tasks(retention, stopping.clone()).await {
                         Ok(()) => return tracing::info!("A2A tasks loaded"),
                         Err(e) => tracing::debug!(error = %e, "A2A tasks still unavailable"),
                     }

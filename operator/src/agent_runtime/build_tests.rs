@@ -128,6 +128,21 @@ fn group_protocol_and_assignor_reach_the_runtime_config() {
 }
 
 #[test]
+fn task_retention_reaches_the_runtime_config() {
+    let config = |spec| {
+        let d = build(&runtime(spec), &settings()).unwrap();
+        RuntimeConfigFile::from_yaml(&d.config_map.data.as_ref().unwrap()[CONFIG_KEY]).unwrap()
+    };
+    assert_eq!(
+        config(basic()).runtime.task_retention_ms,
+        switchboard_runtime::defaults::TASK_RETENTION.as_millis() as u64
+    );
+    let mut spec = basic();
+    spec["topics"]["taskRetentionSeconds"] = json!(600);
+    assert_eq!(config(spec).runtime.task_retention_ms, 600_000);
+}
+
+#[test]
 fn sasl_credentials_come_from_the_secret_into_env_never_into_the_config_map() {
     let mut spec = basic();
     spec["kafka"]["security"] = json!({ "protocol": "SASL_SSL",

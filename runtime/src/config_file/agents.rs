@@ -225,6 +225,13 @@ impl AgentEntry {
                     "must be a JSON Schema object",
                 ));
             }
+            if let Some(Err(why)) = m.schema.as_ref().map(crate::json_schema::check_supported) {
+                return Err(ConfigError::invalid(
+                    format!("{field}.schema"),
+                    &m.name,
+                    &why,
+                ));
+            }
         }
         let kinds = [
             self.builtin.is_some(),

@@ -10,6 +10,9 @@ use crate::config_file::{AgentEntry, Builtin};
 pub const TEXT_TYPE: &str = "switchboard.a2a.Text";
 /// Message type of a message made from other A2A parts.
 pub const DATA_TYPE: &str = "switchboard.a2a.Data";
+/// Reply type by which an agent asks an A2A client for more input: the task becomes
+/// `input-required` with the reply's `{"text": ...}` as its status message.
+pub const INPUT_REQUIRED_TYPE: &str = "switchboard.a2a.InputRequired";
 
 /// One accepted message type.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,6 +138,7 @@ impl AgentInfo {
                 },
             },
             "required": ["message"],
+            "additionalProperties": false,
         })
     }
 }

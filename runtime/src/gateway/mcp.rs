@@ -7,10 +7,12 @@
 //! handshake of earlier revisions, which current SDKs still fall back to), `ping`,
 //! `tools/list`, `tools/call`. A notification gets 202 and no body.
 //!
-//! Errors: a JSON-RPC error for a bad request (unknown tool or bad arguments -32602,
-//! unknown method -32601, an unsupported protocol version -32022 with the supported
-//! list); a tool result with `isError: true` when the call reached the agent and failed
-//! (the handler's error, a timeout), so a model sees why.
+//! Errors: a JSON-RPC error for a bad request (no or unknown tool, `arguments` not an
+//! object -32602, unknown method -32601, an unsupported protocol version -32022 with
+//! the supported list); a tool result with `isError: true` for arguments that do not
+//! fit the tool's input schema (checked against the declared message type's schema,
+//! `crate::json_schema`) and when the call reached the agent and failed (the handler's
+//! error, a timeout), so a model sees why.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -192,8 +194,24 @@ async fn call(gw: &Gateway, headers: &HeaderMap, request: RpcRequest) -> Result<
     }
 }
 
-/// A tool call's message and recipient, or the JSON-RPC error for bad input.
-fn tool_message(gw: &Gateway, params: &Map<String, Value>) -> Result<(AgentId, Payload), RpcError> {
+/// Why a tool call is not sent.
+enum Refused {
+    /// The request itself is wrong (no or unknown tool, `arguments` not an object): a
+    /// JSON-RPC -32602 error.
+    Protocol(RpcError),
+    /// The arguments do not fit the tool's input schema: a tool result with `isError`,
+    /// so a model sees why and can correct them (spec 2025-11-25 on, SEP-1303).
+    Input(String),
+}
+
+impl From<RpcError> for Refused {
+    fn from(e: RpcError) -> Self {
+        Self::Protocol(e)
+    }
+}
+
+/// A tool call's message and recipient, or why it is refused.
+fn tool_message(gw: &Gateway, params: &Map<String, Value>) -> Result<(AgentId, Payload), Refused> {
     let name = params
         .get("name")
         .and_then(Value::as_str)
@@ -203,44 +221,64 @@ fn tool_message(gw: &Gateway, params: &Map<String, Value>) -> Result<(AgentId, P
         .iter()
         .find(|a| a.agent_type == name)
         .ok_or_else(|| RpcError::invalid_params(format!("unknown tool: {name}")))?;
+    let input = |why: String| Refused::Input(format!("invalid arguments for tool {name}: {why}"));
     let arguments = match params.get("arguments") {
         Some(Value::Object(a)) => a,
         None | Some(Value::Null) => {
-            return Err(RpcError::invalid_params(format!(
-                "tool {name} needs arguments {{\"message\": ...}}"
-            )));
+            return Err(input("message: is required".into()));
         }
-        Some(_) => return Err(RpcError::invalid_params("arguments must be an object")),
+        Some(_) => return Err(RpcError::invalid_params("arguments must be an object").into()),
     };
-    let message = arguments.get("message").ok_or_else(|| {
-        RpcError::invalid_params(format!("tool {name}: arguments.message is required"))
-    })?;
+    let message = arguments
+        .get("message")
+        .ok_or_else(|| input("message: is required".into()))?;
     let type_name = match arguments.get("messageType") {
         None | Some(Value::Null) => agent.default_type(super::catalog::DATA_TYPE),
         Some(Value::String(t)) => t.as_str(),
-        Some(_) => {
-            return Err(RpcError::invalid_params(
-                "arguments.messageType must be a string",
-            ));
-        }
+        Some(_) => return Err(input("messageType: expected string".into())),
     };
     if !agent.accepts(type_name) {
-        return Err(RpcError::invalid_params(format!(
-            "tool {name} does not take message type {type_name:?}"
+        return Err(input(format!(
+            "messageType: {type_name:?} is not a type the tool takes"
         )));
     }
     let key = match arguments.get("key") {
         None | Some(Value::Null) => DEFAULT_KEY,
         Some(Value::String(k)) => k.as_str(),
-        Some(_) => return Err(RpcError::invalid_params("arguments.key must be a string")),
+        Some(_) => return Err(input("key: expected string".into())),
     };
-    let recipient = AgentId::new(name, key)
-        .map_err(|e| RpcError::invalid_params(format!("arguments.key: {e}")))?;
+    if let Some(other) = arguments
+        .keys()
+        .find(|k| !["message", "messageType", "key"].contains(&k.as_str()))
+    {
+        return Err(input(format!("{other}: is not an allowed property")));
+    }
+    if let Some(schema) = agent
+        .message_types
+        .iter()
+        .find(|m| m.name == type_name)
+        .and_then(|m| m.schema.as_ref())
+    {
+        crate::json_schema::validate(schema, message, "message").map_err(input)?;
+    }
+    let recipient = AgentId::new(name, key).map_err(|e| input(format!("key: {e}")))?;
     Ok((recipient, Payload::json(type_name, message)))
 }
 
+/// A tool result that reports an error.
+fn error_result(text: String) -> Value {
+    json!({
+        "content": [{ "type": "text", "text": text }],
+        "isError": true,
+    })
+}
+
 async fn call_tool(gw: &Gateway, params: &Map<String, Value>) -> Result<Value, RpcError> {
-    let (recipient, payload) = tool_message(gw, params)?;
+    let (recipient, payload) = match tool_message(gw, params) {
+        Ok(m) => m,
+        Err(Refused::Protocol(e)) => return Err(e),
+        Err(Refused::Input(why)) => return Ok(error_result(why)),
+    };
     if gw.stopping.is_cancelled() {
         return Err(RpcError::internal("the runtime is stopping")
             .with_status(StatusCode::SERVICE_UNAVAILABLE));
@@ -263,10 +301,7 @@ async fn call_tool(gw: &Gateway, params: &Map<String, Value>) -> Result<Value, R
             return Err(RpcError::internal("the runtime is stopping")
                 .with_status(StatusCode::SERVICE_UNAVAILABLE));
         }
-        Err(e) => json!({
-            "content": [{ "type": "text", "text": e.to_string() }],
-            "isError": true,
-        }),
+        Err(e) => error_result(e.to_string()),
     })
 }
 

@@ -124,7 +124,12 @@ impl Gateway {
 
     /// Starts reading the runtime's A2A tasks topic (call once the runtime started,
     /// so its topics exist); until then A2A task methods answer "unavailable".
-    pub async fn load_tasks(&self, shutdown: CancellationToken) -> Result<(), RuntimeError> {
+    /// Ended tasks are kept for `retention` (`runtime.taskRetentionMs`).
+    pub async fn load_tasks(
+        &self,
+        retention: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<(), RuntimeError> {
         let config = self.runtime.config();
         let names = crate::protocol::topics::TopicNames::new(&config.topic_prefix)?;
         let log = a2a::task_log::TaskLog::load(
@@ -132,7 +137,19 @@ impl Gateway {
             &names.tasks(&config.runtime_name),
             &names.tasks_group(&config.runtime_name, &config.instance_id),
             Duration::from_secs(10),
+            a2a::task_log::Expiry {
+                retention,
+                instance: config.instance_id.clone(),
+            },
             shutdown,
+            {
+                let runtime = self.runtime.clone();
+                Box::new(move |record| {
+                    if runtime.interrupt(&record.rpc_message_id(), record.deadline_ms) {
+                        tracing::info!(task = %record.task.id, "canceled task's handler interrupted");
+                    }
+                })
+            },
         )
         .await?;
         // A second call keeps the first log.

@@ -128,6 +128,8 @@ pub(crate) struct Inner {
     state: StateStore,
     /// Journaled results of durable steps (`crate::durable`).
     journal: journal::Journal,
+    /// Turns in flight, by message id, for [`KafkaAgentRuntime::interrupt`].
+    interrupts: turn::Interrupts,
     /// How events reach the mailboxes of owned inbox partitions.
     handoff: Handoff<Held>,
     registry: RegistryClient,
@@ -182,6 +184,7 @@ impl KafkaAgentRuntime {
             hosted: Hosted::default(),
             state: StateStore::default(),
             journal: journal::Journal::default(),
+            interrupts: turn::Interrupts::default(),
             handoff: Handoff::new(config.instance_id.clone()),
             registry: RegistryClient::new(&config, &names, client_only),
             replies: OnceLock::new(),
@@ -447,6 +450,15 @@ impl KafkaAgentRuntime {
         })?;
         self.inner.hosted.set_partition_count(inbox_partitions);
         Ok(())
+    }
+
+    /// Cancels the context of the turn handling message `message_id` in this process
+    /// (true if one runs); if none runs yet, a turn of it starting before `until_ms`
+    /// (ms since the epoch, the message's deadline) starts cancelled. The handler sees
+    /// `ctx.cancellation` fire; what it does then is its own (the built-in HTTP and
+    /// `llm` agents stop their call).
+    pub fn interrupt(&self, message_id: &str, until_ms: u64) -> bool {
+        self.inner.interrupts.interrupt(message_id, until_ms)
     }
 
     /// This runtime's configuration.

@@ -5,9 +5,12 @@
 //! is the record reported done, so its offset can be committed (DESIGN.md §2
 //! "at-least-once, nothing lost").
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use tracing::Instrument as _;
 
@@ -24,6 +27,82 @@ use crate::ids::AgentId;
 use crate::message::Payload;
 use crate::protocol::wire::{Body, Envelope, now_ms};
 use crate::trace::{self, TraceContext};
+
+/// RPC turns in flight by message id, so a caller can interrupt one from outside
+/// ([`super::KafkaAgentRuntime::interrupt`]: an A2A `CancelTask`). An interrupt that
+/// comes before its turn started is remembered until its deadline, and the turn then
+/// starts with its context already cancelled.
+#[derive(Default)]
+pub(crate) struct Interrupts {
+    next: AtomicU64,
+    inner: Mutex<InterruptsInner>,
+}
+
+#[derive(Default)]
+struct InterruptsInner {
+    /// Message id -> (turn number, the turn's cancellation).
+    running: HashMap<String, (u64, CancellationToken)>,
+    /// Interrupted before their turn started: message id -> until when (ms) to remember.
+    early: HashMap<String, u64>,
+}
+
+/// Most early interrupts remembered; the ones with the nearest deadline go first.
+const MAX_EARLY_INTERRUPTS: usize = 10_000;
+
+impl Interrupts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InterruptsInner> {
+        // Every change is one map call: a poisoned lock still holds consistent maps.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Cancels the turn of `message_id` if it runs here (true), else remembers the
+    /// interrupt until `until_ms` in case the turn starts later.
+    pub(crate) fn interrupt(&self, message_id: &str, until_ms: u64) -> bool {
+        let mut inner = self.lock();
+        if let Some((_, token)) = inner.running.get(message_id) {
+            token.cancel();
+            return true;
+        }
+        let now = now_ms();
+        if until_ms > now {
+            inner.early.retain(|_, until| *until > now);
+            if inner.early.len() >= MAX_EARLY_INTERRUPTS
+                && let Some(first) = inner
+                    .early
+                    .iter()
+                    .min_by_key(|(_, until)| **until)
+                    .map(|(id, _)| id.clone())
+            {
+                inner.early.remove(&first);
+            }
+            inner.early.insert(message_id.to_owned(), until_ms);
+        }
+        false
+    }
+
+    /// A turn of `message_id` starts with `token`; the returned number ends it.
+    fn start(&self, message_id: &str, token: &CancellationToken) -> u64 {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut inner = self.lock();
+        if inner.early.remove(message_id).is_some() {
+            token.cancel();
+        }
+        inner
+            .running
+            .insert(message_id.to_owned(), (n, token.clone()));
+        n
+    }
+
+    /// Turn `n` of `message_id` ended (a redelivered copy may have replaced it).
+    fn end(&self, message_id: &str, n: u64) {
+        let mut inner = self.lock();
+        if inner.running.get(message_id).is_some_and(|(m, _)| *m == n) {
+            inner.running.remove(message_id);
+        }
+    }
+}
 
 /// One message for one agent.
 pub(crate) struct Work {
@@ -147,6 +226,11 @@ async fn handle(
         inner.state.restore_into(inner, id, &agent).await;
     }
     let cancel = inner.shutdown.child_token();
+    // Only RPCs can be interrupted (an A2A task is one); events skip the bookkeeping.
+    let turn = work
+        .reply
+        .is_some()
+        .then(|| inner.interrupts.start(&work.delivery.message_id, &cancel));
     let transport: Arc<dyn Transport> = Arc::clone(inner) as Arc<dyn Transport>;
     // What the handler sends or publishes is a child of this message's span.
     let ctx = MessageContext::with_trace(work.delivery.clone(), cancel.clone(), transport, trace);
@@ -185,6 +269,9 @@ async fn handle(
             }
         }
     };
+    if let Some(turn) = turn {
+        inner.interrupts.end(&work.delivery.message_id, turn);
+    }
     let keep_input = result.as_ref().is_err_and(AgentError::keeps_input);
     let result = result.map_err(|e| e.to_runtime_error(id, &work.payload.type_name));
     let persisted = inner

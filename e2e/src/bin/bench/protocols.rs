@@ -71,7 +71,12 @@ pub async fn protocols_rpc(kafka: &KafkaConfig, prefix: &str) -> anyhow::Result<
         ..AgentEntry::default()
     });
     let gateway = Gateway::new(client.clone(), None, stopping.clone()).with_agents(vec![echo]);
-    gateway.load_tasks(stopping.clone()).await?;
+    gateway
+        .load_tasks(
+            switchboard_runtime::defaults::TASK_RETENTION,
+            stopping.clone(),
+        )
+        .await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = {

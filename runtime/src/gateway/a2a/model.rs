@@ -52,6 +52,11 @@ impl TaskState {
     ];
 
     /// No further change: completed, failed, canceled, rejected.
+    /// Whether an RPC of the task is in flight (`submitted`, `working`).
+    pub fn is_running(self) -> bool {
+        matches!(self, Self::Submitted | Self::Working)
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,

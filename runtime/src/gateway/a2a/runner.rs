@@ -9,7 +9,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -20,29 +20,22 @@ use tokio_util::sync::CancellationToken;
 use super::mapping::artifact_of;
 use super::model::{self, Dialect, TaskState};
 use super::render::event;
+pub(super) use super::task_log::{STALE_AFTER, now_ms};
 use super::task_log::{TaskLog, TaskRecord};
 use crate::api::{AgentRuntime, SendOptions};
 use crate::error::RuntimeError;
 use crate::gateway::Gateway;
+use crate::gateway::catalog::INPUT_REQUIRED_TYPE;
 use crate::gateway::jsonrpc::{RpcError, result_envelope};
 use crate::ids::AgentId;
 use crate::message::Payload;
 
-/// How long past its deadline a `working` task whose waiter wrote nothing shows as failed.
-pub const STALE_AFTER: Duration = Duration::from_secs(10);
 /// Events a stream buffers for a slow client.
 const STREAM_BUFFER: usize = 16;
 
-/// Now, ms since the Unix epoch.
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The task as a client should see it now: `working` past its deadline is `failed`.
 pub(super) fn effective(mut record: TaskRecord, now: u64) -> TaskRecord {
-    if !record.task.state.is_terminal()
+    if record.task.state.is_running()
         && now
             > record
                 .deadline_ms
@@ -56,6 +49,17 @@ pub(super) fn effective(mut record: TaskRecord, now: u64) -> TaskRecord {
         );
     }
     record
+}
+
+/// What an `input-required` reply asks: its `{"text"}` (or JSON string), else its data.
+fn question(reply: &Payload) -> String {
+    match serde_json::from_slice::<Value>(&reply.data) {
+        Ok(Value::String(s)) => s,
+        Ok(Value::Object(o)) if o.get("text").is_some_and(Value::is_string) => {
+            o["text"].as_str().unwrap_or_default().to_owned()
+        }
+        _ => String::from_utf8_lossy(&reply.data).into_owned(),
+    }
 }
 
 /// A task started by [`start_task`].
@@ -91,7 +95,10 @@ pub(super) fn start_task(
     let done = gw.rpcs.spawn(async move {
         let options = SendOptions {
             timeout: Some(timeout),
-            cancellation: Some(token),
+            cancellation: Some(token.clone()),
+            // The request's message id is the task id, so a `CancelTask` read from the
+            // log reaches the handler's turn wherever it runs (`KafkaAgentRuntime::interrupt`).
+            message_id: Some(record.rpc_message_id()),
             ..SendOptions::default()
         };
         let first = async {
@@ -105,11 +112,17 @@ pub(super) fn start_task(
         };
         let (first, reply) =
             tokio::join!(first, runtime.send_payload(payload, &recipient, options));
-        log.finished(&record.task.id);
-        first?;
+        if let Err(e) = first {
+            log.finished(&record.task.id);
+            return Err(e);
+        }
         let mut last = record;
         last.task.timestamp = model::rfc3339(now_ms());
         match reply {
+            Ok(Some(reply)) if reply.type_name == INPUT_REQUIRED_TYPE => {
+                last.task.state = TaskState::InputRequired;
+                last.task.status_message = Some(question(&reply));
+            }
             Ok(Some(reply)) => match artifact_of(&last.task.id, &reply) {
                 Ok(artifact) => {
                     last.task.state = TaskState::Completed;
@@ -123,6 +136,7 @@ pub(super) fn start_task(
             Ok(None) => last.task.state = TaskState::Completed,
             // A terminal record (a client's cancel) read from the log ended the wait.
             Err(RuntimeError::Cancelled(_)) => {
+                log.finished(&last.task.id);
                 return log.get(&last.task.id).await?.ok_or_else(|| {
                     RuntimeError::Unavailable("canceled task not read back".into())
                 });
@@ -136,7 +150,14 @@ pub(super) fn start_task(
                 last.task.status_message = Some(e.to_string());
             }
         }
-        log.write_and_read(&last).await
+        let decided = if last.task.state.is_terminal() {
+            log.write_decided(&last, &token).await
+        } else {
+            // `input-required`: not terminal, so read back by offset.
+            log.write_and_read(&last).await
+        };
+        log.finished(&last.task.id);
+        decided
     });
     Ok(Started {
         working,
@@ -171,7 +192,8 @@ pub(super) fn stream(
         }
         let mut current = first;
         let deadline = tokio::time::Instant::now() + give_up;
-        while !current.task.state.is_terminal() {
+        // Until the task ends or waits for input (`input-required` ends a stream too).
+        while current.task.state.is_running() {
             let next = tokio::select! {
                 () = tx.closed() => return,
                 () = tokio::time::sleep_until(deadline) => Some(effective(current.clone(), u64::MAX)),
@@ -184,7 +206,7 @@ pub(super) fn stream(
                 },
             };
             let Some(next) = next else { continue };
-            if next.task.state.is_terminal() {
+            if !next.task.state.is_running() {
                 current = next;
                 break;
             }

@@ -2,8 +2,9 @@
 //! the task log; a task itself is run by [`super::runner`].
 //!
 //! `CancelTask` writes `canceled`, from any replica; the replica waiting for the reply
-//! reads it from the log and stops waiting. The agent's handler is not interrupted (a
-//! turn runs to its end); its late reply is dropped, since the first terminal record wins.
+//! reads it from the log and stops waiting, and the replica running the turn cancels
+//! the handler's context (`TaskLog`'s `on_cancel`); a late reply is dropped, since the
+//! first terminal record wins.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,21 +139,68 @@ impl Call<'_> {
         let return_immediately = config.get("returnImmediately").and_then(Value::as_bool)
             == Some(true)
             || config.get("blocking").and_then(Value::as_bool) == Some(false);
-        if let Some(task_id) = &message.task_id {
-            return Err(match log.get(task_id).await.map_err(|e| unavailable(&e))? {
-                None => not_found(task_id),
-                Some(_) => RpcError::new(
-                    UNSUPPORTED_OPERATION,
-                    "a task is one request and its reply: send a new message (no taskId) with \
-                     the same contextId to continue the conversation",
-                ),
-            });
+        // A message naming a task answers its `input-required`.
+        let continued = match &message.task_id {
+            None => None,
+            Some(task_id) => match log.get(task_id).await.map_err(|e| unavailable(&e))? {
+                None => return Err(not_found(task_id)),
+                Some(r)
+                    if effective(r.clone(), now_ms()).task.state == TaskState::InputRequired =>
+                {
+                    if message
+                        .context_id
+                        .as_ref()
+                        .is_some_and(|c| *c != r.task.context_id)
+                    {
+                        return Err(RpcError::invalid_params(format!(
+                            "message.contextId differs from task {task_id:?}'s contextId {:?}",
+                            r.task.context_id
+                        )));
+                    }
+                    Some(r)
+                }
+                Some(r) => {
+                    return Err(RpcError::new(
+                        UNSUPPORTED_OPERATION,
+                        format!(
+                            "task {task_id:?} is {} and takes no more messages (only an \
+                             input-required task does): send a new message (no taskId) with \
+                             the same contextId to continue the conversation",
+                            r.task.state.v03_name()
+                        ),
+                    ));
+                }
+            },
+        };
+        let agent = match &continued {
+            Some(r) => self
+                .gw
+                .agents
+                .iter()
+                .find(|a| a.agent_type == r.agent_type)
+                .ok_or_else(|| {
+                    RpcError::invalid_params(format!(
+                        "task's agent type {:?} is not hosted by this runtime",
+                        r.agent_type
+                    ))
+                })?,
+            None => self.agent(&message)?,
+        };
+        if let (Some(r), Some(named)) = (&continued, self.agent_type)
+            && named != r.agent_type
+        {
+            return Err(RpcError::invalid_params(format!(
+                "task belongs to agent type {:?}, not {named:?}",
+                r.agent_type
+            )));
         }
-        let agent = self.agent(&message)?;
-        let context_id = message
-            .context_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let context_id = match &continued {
+            Some(r) => r.task.context_id.clone(),
+            None => message
+                .context_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        };
         let recipient = AgentId::new(&agent.agent_type, &context_id).map_err(|e| {
             RpcError::invalid_params(format!("contextId cannot be an agent key: {e}"))
         })?;
@@ -170,10 +218,16 @@ impl Call<'_> {
             return Err(RpcError::internal("the runtime is stopping")
                 .with_status(axum::http::StatusCode::SERVICE_UNAVAILABLE));
         }
-        let task_id = uuid::Uuid::new_v4().to_string();
+        let task_id = continued
+            .as_ref()
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), |r| r.task.id.clone());
         message.task_id = Some(task_id.clone());
         message.context_id = Some(context_id.clone());
         let now = now_ms();
+        let (artifacts, mut history) = continued
+            .map(|r| (r.task.artifacts, r.task.history))
+            .unwrap_or_default();
+        history.push(message);
         let record = TaskRecord {
             task: Task {
                 id: task_id,
@@ -181,8 +235,8 @@ impl Call<'_> {
                 state: TaskState::Working,
                 status_message: None,
                 timestamp: model::rfc3339(now),
-                artifacts: Vec::new(),
-                history: vec![message],
+                artifacts,
+                history,
             },
             agent_type: agent.agent_type.clone(),
             instance: self.gw.runtime.config().instance_id.clone(),
