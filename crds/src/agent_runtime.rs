@@ -293,11 +293,12 @@ pub struct TopicsSpec {
     /// Extra topic configs (e.g. `retention.ms`) applied to the runtime's topics.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
-    /// How long an ended A2A task is kept, seconds (default 86400): then every replica
+    /// How long an ended A2A task is kept, seconds (default 86400; `i64`, since the API
+    /// server knows no `uint64` format): then every replica
     /// forgets it and a tombstone removes it from the `P.<runtime>.tasks` topic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub task_retention_seconds: Option<u64>,
+    pub task_retention_seconds: Option<i64>,
 }
 
 fn default_partitions() -> i32 {

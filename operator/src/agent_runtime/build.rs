@@ -240,13 +240,13 @@ pub fn runtime_config(ar: &AgentRuntime, prefix: &str) -> RuntimeConfigFile {
             partitions: ar.spec.topics.partitions,
             replication_factor: ar.spec.topics.replication_factor,
             rpc_timeout_ms: defaults::RPC_TIMEOUT.as_millis() as u64,
-            task_retention_ms: ar
-                .spec
-                .topics
-                .task_retention_seconds
-                .map_or(defaults::TASK_RETENTION.as_millis() as u64, |s| {
-                    s.saturating_mul(1000)
-                }),
+            task_retention_ms: ar.spec.topics.task_retention_seconds.map_or(
+                defaults::TASK_RETENTION.as_millis() as u64,
+                |s| {
+                    // The schema's minimum is 1.
+                    u64::try_from(s).unwrap_or(1).saturating_mul(1000)
+                },
+            ),
             max_message_bytes: defaults::MAX_MESSAGE_BYTES,
             local_delivery: true,
             durable_steps: true,
