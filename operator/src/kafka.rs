@@ -215,50 +215,41 @@ fn read_heartbeats(
         if !key.starts_with(b"hb/") && !key.starts_with(b"client/") {
             continue;
         }
-        match RegistryRecord::decode(key, m.payload()) {
+        // A replica's heartbeat, or a client's (`start_client`, the CLI): a client's
+        // reply channel is collected like a replica's once its beats stop. `None` for a
+        // tombstone.
+        let (instance, beat) = match RegistryRecord::decode(key, m.payload()) {
             Ok(RegistryRecord::Heartbeat {
                 instance,
-                heartbeat: Some(h),
+                heartbeat,
                 ..
-            }) => {
-                beats.insert(
-                    instance,
-                    LastBeat {
-                        at_ms: h.at_ms,
-                        valid_ms: h.valid_ms,
-                    },
-                );
-            }
-            Ok(RegistryRecord::Heartbeat {
+            }) => (
                 instance,
-                heartbeat: None,
-                ..
-            }) => {
-                beats.remove(&instance);
-            }
-            // A client's heartbeat (`start_client`, the CLI): its reply channel is
-            // collected like a runtime replica's once the beats stop.
+                heartbeat.map(|h| LastBeat {
+                    at_ms: h.at_ms,
+                    valid_ms: h.valid_ms,
+                }),
+            ),
             Ok(RegistryRecord::ClientHeartbeat {
                 instance,
-                heartbeat: Some(h),
-            }) => {
-                beats.insert(
-                    instance,
-                    LastBeat {
-                        at_ms: h.at_ms,
-                        valid_ms: Some(h.valid_ms),
-                    },
-                );
-            }
-            Ok(RegistryRecord::ClientHeartbeat {
+                heartbeat,
+            }) => (
                 instance,
-                heartbeat: None,
-            }) => {
-                beats.remove(&instance);
+                heartbeat.map(|h| LastBeat {
+                    at_ms: h.at_ms,
+                    valid_ms: Some(h.valid_ms),
+                }),
+            ),
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "skipping a registry record");
+                continue;
             }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "skipping a registry record"),
-        }
+        };
+        match beat {
+            Some(beat) => beats.insert(instance, beat),
+            None => beats.remove(&instance),
+        };
     }
     Ok(beats)
 }

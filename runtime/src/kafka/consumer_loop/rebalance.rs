@@ -155,11 +155,7 @@ impl<W: PartitionWorker> ConsumerContext for LoopContext<W> {
         let shared = &self.shared;
         let tpl = match rebalance {
             Rebalance::Assign(tpl) => {
-                let partitions: Vec<i32> = tpl
-                    .elements_for_topic(&shared.settings.topic)
-                    .iter()
-                    .map(|e| e.partition())
-                    .collect();
+                let partitions = partitions_of(tpl, &shared.settings.topic);
                 // Before librdkafka reads the committed offsets to fetch from.
                 shared.restore_unsaved(consumer, &partitions);
                 // Before the assignment takes effect, so the fetcher finds the commit.
@@ -171,11 +167,7 @@ impl<W: PartitionWorker> ConsumerContext for LoopContext<W> {
             Rebalance::Revoke(tpl) => tpl,
             Rebalance::Error(_) => return,
         };
-        let partitions: Vec<i32> = tpl
-            .elements_for_topic(&shared.settings.topic)
-            .iter()
-            .map(|e| e.partition())
-            .collect();
+        let partitions = partitions_of(tpl, &shared.settings.topic);
         if partitions.is_empty() {
             return;
         }
@@ -199,11 +191,7 @@ impl<W: PartitionWorker> ConsumerContext for LoopContext<W> {
         let shared = &self.shared;
         match rebalance {
             Rebalance::Assign(tpl) => {
-                let partitions: Vec<i32> = tpl
-                    .elements_for_topic(&shared.settings.topic)
-                    .iter()
-                    .map(|e| e.partition())
-                    .collect();
+                let partitions = partitions_of(tpl, &shared.settings.topic);
                 {
                     let mut t = shared.tracker();
                     for p in &partitions {
@@ -269,4 +257,12 @@ fn commit_end_if_uncommitted<C: ConsumerContext>(
             Err(e) => tracing::warn!(%topic, error = %e, "committing the start offsets failed"),
         }
     }
+}
+
+/// The partitions of `topic` in a rebalance's list.
+fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
+    tpl.elements_for_topic(topic)
+        .iter()
+        .map(|e| e.partition())
+        .collect()
 }
