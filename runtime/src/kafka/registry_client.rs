@@ -2,8 +2,9 @@
 //! (the earliest live claim in the log wins), heartbeats, subscriptions, and their
 //! release when the last replica of a runtime stops. A client process (`start_client`)
 //! writes only its client heartbeat (`client/<instance>`), which no runtime reads: it
-//! tells the operator's reply-channel GC that the client's reply channel is in use. Every write waits until this
-//! process has read it back, so a caller sees its own writes in the view.
+//! tells the operator's reply-channel GC that the client's reply channel is in use.
+//! Every write waits until this process has read it back, so a caller sees its own
+//! writes in the view.
 
 use std::sync::{Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -34,7 +35,8 @@ const WRITE_RETRY_FOR: Duration = Duration::from_secs(20);
 const WRITE_RETRY_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Whether a failed produce is worth retrying: the partition or its leader is not known
-/// yet (a broker restarting or just restarted).
+/// yet (a broker restarting or just restarted). Not `MessageTimedOut`: librdkafka gives
+/// that only after `message.timeout.ms` (300 s by default), long past the retry window.
 fn transient(e: &RuntimeError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as C;
     let RuntimeError::Kafka { source, .. } = e else {
@@ -50,7 +52,6 @@ fn transient(e: &RuntimeError) -> bool {
                 | C::LeaderNotAvailable
                 | C::AllBrokersDown
                 | C::BrokerTransportFailure
-                | C::MessageTimedOut
         )
     )
 }
@@ -306,7 +307,10 @@ impl RegistryClient {
                 // e.g. after a broker outage), or our own heartbeat has lapsed. Beat and
                 // claim again.
                 None => {
-                    tracing::warn!(%agent_type, "a claim did not hold (released by a stopping replica?); claiming again");
+                    tracing::warn!(
+                        %agent_type,
+                        "a claim did not hold (released by a stopping replica?); claiming again"
+                    );
                     self.beat(outputs).await?;
                 }
             }
@@ -335,7 +339,10 @@ impl RegistryClient {
                 .collect()
         };
         for t in missing {
-            tracing::warn!(agent_type = %t, "this runtime's claim was released while it hosts the type; claiming it again");
+            tracing::warn!(
+                agent_type = %t,
+                "this runtime's claim was released while it hosts the type; claiming it again"
+            );
             self.claim(outputs, t).await?;
         }
         Ok(())
@@ -470,6 +477,7 @@ mod tests {
         assert!(!transient(&produce(
             RDKafkaErrorCode::TopicAuthorizationFailed
         )));
+        assert!(!transient(&produce(RDKafkaErrorCode::MessageTimedOut)));
         assert!(!transient(&RuntimeError::Unavailable("x".into())));
     }
 }
