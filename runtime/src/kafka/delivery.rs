@@ -73,9 +73,12 @@ pub(crate) fn deliver_event(
     } = event;
     let recipients: Vec<AgentId> = {
         let agents = inner.hosted.agents();
+        // A type of this runtime not registered here yet: its turn waits for the
+        // registration (`turn`); skipping it would lose the event. Local deliveries
+        // are only made for registered types (`handoff`).
         recipient_types
             .iter()
-            .filter(|t| agents.hosts(t))
+            .filter(|t| agents.hosts(t) || (!local && inner.hosted.may_wait_for(t)))
             .filter_map(|t| AgentId::new(t.as_str(), topic.source()).ok())
             .collect()
     };
