@@ -19,9 +19,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use switchboard_e2e::agents::TurnLog;
 use switchboard_e2e::env::unique_name;
 use switchboard_e2e::faults::OwnBroker;
-use switchboard_e2e::agents::TurnLog;
 use switchboard_e2e::membership::churn_round;
 use switchboard_e2e::net::TestNet;
 use switchboard_runtime::{AgentRuntime, KafkaAgentRuntime};

@@ -99,8 +99,7 @@ impl<E> Handoff<E> {
             None => return Some(event),
             Some(route) if !handles_here(&event) => {
                 // Rule 4: what was held goes ahead of it, later events switch again.
-                if let Route::Switching { held, .. } = std::mem::replace(route, Route::Forward)
-                {
+                if let Route::Switching { held, .. } = std::mem::replace(route, Route::Forward) {
                     for e in held {
                         io.forward(e);
                     }
@@ -402,10 +401,7 @@ mod tests {
         h.marker_read(&io, 0, b"r1/2");
         assert_eq!(io.take(), vec![Did::Deliver(0, 6)]);
         // A partition not owned is handed back without asking.
-        assert_eq!(
-            h.offer(&io, 9, 8, |_| panic!("not asked"), |e| e),
-            Some(8)
-        );
+        assert_eq!(h.offer(&io, 9, 8, |_| panic!("not asked"), |e| e), Some(8));
     }
 
     #[test]

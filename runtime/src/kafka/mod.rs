@@ -439,7 +439,12 @@ impl KafkaAgentRuntime {
             let admin = TopicAdmin::new(&cfg.kafka, ATTEMPT)?;
             let attempt = async {
                 admin.wait_usable(inbox).await.ok()?;
-                admin.partition_counts(inbox).await.ok()?.get(&inbox_topic).copied()
+                admin
+                    .partition_counts(inbox)
+                    .await
+                    .ok()?
+                    .get(&inbox_topic)
+                    .copied()
             };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if let Ok(Some(n)) = tokio::time::timeout(left.min(ATTEMPT * 2), attempt).await {
