@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures::future::join_all;
 use switchboard_runtime::{
-    AgentId, AgentRuntime, AgentRuntimeExt, KafkaAgentRuntime, TopicId, WorkerConfig,
+    AgentId, AgentRuntime, AgentRuntimeExt, KafkaAgentRuntime, WorkerConfig,
 };
 
-use crate::agents::{Ping, Pong, Responder, Seq, TurnChecker, TurnLog};
+use crate::agents::{Ping, Pong, Responder, TurnChecker, TurnLog, publish_turns};
 
 /// Longest any step may take before the run fails (every wait here is bounded).
 const STEP_BOUND: Duration = Duration::from_secs(90);
@@ -213,16 +213,7 @@ pub async fn churn_round(
     let stop = Arc::new(AtomicBool::new(false));
     let sends = (0..KEYS).map(|k| {
         let stop = Arc::clone(&stop);
-        async move {
-            let topic = TopicId::new("turns", format!("{keys}{k}"))?;
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                publisher.publish_message(&Seq { n }, &topic).await?;
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            anyhow::Ok(n as usize)
-        }
+        async move { publish_turns(publisher, &format!("{keys}{k}"), &stop).await }
     });
     let handled_more = |n: usize| {
         let log = Arc::clone(log);

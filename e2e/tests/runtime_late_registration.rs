@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use switchboard_e2e::agents::{Ping, Pong, Responder, Seq, TurnChecker, TurnLog};
+use switchboard_e2e::agents::{Ping, Pong, Responder, TurnChecker, TurnLog, publish_turns};
 use switchboard_e2e::net::TestNet;
 use switchboard_runtime::protocol::partitioner::partition_for;
-use switchboard_runtime::{AgentId, AgentRuntime, AgentRuntimeExt, KafkaAgentRuntime, TopicId};
+use switchboard_runtime::{AgentId, AgentRuntime, AgentRuntimeExt, KafkaAgentRuntime};
 
 const KEYS: u64 = 24;
 /// How long the late replica owns partitions before it registers its type.
@@ -59,14 +59,9 @@ async fn events_for_a_type_registered_after_start_are_all_handled_in_order() {
     let sends = (0..KEYS).map(|k| {
         let (publisher, stop) = (publisher.clone(), Arc::clone(&stop));
         async move {
-            let topic = TopicId::new("turns", format!("key{k}")).unwrap();
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                publisher.publish_message(&Seq { n }, &topic).await.unwrap();
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            n as usize
+            publish_turns(&publisher, &format!("key{k}"), &stop)
+                .await
+                .unwrap()
         }
     });
     let membership = async {
