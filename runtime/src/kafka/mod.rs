@@ -244,7 +244,7 @@ impl KafkaAgentRuntime {
             ));
         }
         if !topics.is_empty() {
-            admin.ensure_topics(&topics).await?;
+            admin.ensure_topics_within(&topics, STARTUP_TIMEOUT).await?;
         }
         if !inner.client_only {
             self.read_inbox_partitions().await?;
@@ -265,7 +265,7 @@ impl KafkaAgentRuntime {
             .spawn(registry_client::heartbeats(Arc::downgrade(inner)));
         if inner.client_only {
             admin
-                .ensure_topics(std::slice::from_ref(&reply_spec))
+                .ensure_topics_within(std::slice::from_ref(&reply_spec), STARTUP_TIMEOUT)
                 .await?;
         } else {
             let types = inner.hosted.agents().types();
@@ -276,7 +276,7 @@ impl KafkaAgentRuntime {
                 }
             }
             admin
-                .ensure_topics(std::slice::from_ref(&reply_spec))
+                .ensure_topics_within(std::slice::from_ref(&reply_spec), STARTUP_TIMEOUT)
                 .await?;
         }
 
