@@ -289,6 +289,23 @@ impl Message for Seq {
     const TYPE_NAME: &'static str = "test.Seq";
 }
 
+/// Publishes `Seq { n }` for n = 0, 1, ... to topic `turns/<key>` from `publisher`,
+/// one every 5 ms, until `stop` is set; returns how many it published.
+pub async fn publish_turns(
+    publisher: &KafkaAgentRuntime,
+    key: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<usize, RuntimeError> {
+    let topic = TopicId::new("turns", key)?;
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) {
+        publisher.publish_message(&Seq { n }, &topic).await?;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(n as usize)
+}
+
 /// What [`TurnChecker`]s observed, shared across replicas in one process.
 #[derive(Default)]
 pub struct TurnLog {

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures::future::join_all;
 use switchboard_runtime::{
-    AgentId, AgentRuntime, AgentRuntimeExt, KafkaAgentRuntime, TopicId, WorkerConfig,
+    AgentId, AgentRuntime, AgentRuntimeExt, KafkaAgentRuntime, WorkerConfig,
 };
 
-use crate::agents::{Ping, Pong, Responder, Seq, TurnChecker, TurnLog};
+use crate::agents::{Ping, Pong, Responder, TurnChecker, TurnLog, publish_turns};
 
 /// Longest any step may take before the run fails (every wait here is bounded).
 const STEP_BOUND: Duration = Duration::from_secs(90);
@@ -181,8 +181,30 @@ pub async fn churn(
     config: impl Fn(&str) -> WorkerConfig,
     publisher: &KafkaAgentRuntime,
 ) -> anyhow::Result<ChurnReport> {
-    let log = Arc::new(TurnLog::default());
-    let replica = |name: &'static str| TurnChecker::start_replica(config("pool"), name, &log);
+    churn_round(config, publisher, &Arc::new(TurnLog::default()), "key").await
+}
+
+/// [`churn`] as one round of several on the same runtime: `log` is shared by the
+/// rounds and the keys are named `<keys>0`, `<keys>1`, ... A round may hand the next
+/// one records of its own that were handled but not committed (a replica whose
+/// assignment was lost stops before the partition comes back to it): with the log
+/// shared they count as what they are, events handled again, and with keys of their
+/// own per round they never look like a key's sequence starting over. The report
+/// counts this round only.
+pub async fn churn_round(
+    config: impl Fn(&str) -> WorkerConfig,
+    publisher: &KafkaAgentRuntime,
+    log: &Arc<TurnLog>,
+    keys: &str,
+) -> anyhow::Result<ChurnReport> {
+    let handled_before = log.handled.load(Ordering::SeqCst);
+    let replays_before = log.replays.load(Ordering::SeqCst);
+    let violations_before = log
+        .violations
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .len();
+    let replica = |name: &'static str| TurnChecker::start_replica(config("pool"), name, log);
     let r1 = replica("r1").await?;
     until("r1 owns an inbox partition", || {
         !r1.inbox_partitions().is_empty()
@@ -191,19 +213,10 @@ pub async fn churn(
     let stop = Arc::new(AtomicBool::new(false));
     let sends = (0..KEYS).map(|k| {
         let stop = Arc::clone(&stop);
-        async move {
-            let topic = TopicId::new("turns", format!("key{k}"))?;
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                publisher.publish_message(&Seq { n }, &topic).await?;
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            anyhow::Ok(n as usize)
-        }
+        async move { publish_turns(publisher, &format!("{keys}{k}"), &stop).await }
     });
     let handled_more = |n: usize| {
-        let log = Arc::clone(&log);
+        let log = Arc::clone(log);
         async move {
             let target = log.handled.load(Ordering::SeqCst) + n;
             until("events handled", || {
@@ -240,7 +253,9 @@ pub async fn churn(
     for p in published {
         total += p?;
     }
-    let first_time = || log.handled.load(Ordering::SeqCst) - log.replays.load(Ordering::SeqCst);
+    let handled = || log.handled.load(Ordering::SeqCst) - handled_before;
+    let replays = || log.replays.load(Ordering::SeqCst) - replays_before;
+    let first_time = || handled() - replays();
     let started = Instant::now();
     while first_time() < total && started.elapsed() < STEP_BOUND {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -255,11 +270,13 @@ pub async fn churn(
         .violations
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .clone();
+        .get(violations_before..)
+        .unwrap_or_default()
+        .to_vec();
     Ok(ChurnReport {
         published: total,
-        handled: log.handled.load(Ordering::SeqCst),
-        replays: log.replays.load(Ordering::SeqCst),
+        handled: handled(),
+        replays: replays(),
         violations,
         commit_failures,
     })

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use switchboard_e2e::agents::{Seq, TurnChecker, TurnLog};
+use switchboard_e2e::agents::{TurnChecker, TurnLog, publish_turns};
 use switchboard_e2e::net::TestNet;
-use switchboard_runtime::{AgentRuntime, AgentRuntimeExt, KafkaAgentRuntime, TopicId};
+use switchboard_runtime::{AgentRuntime, KafkaAgentRuntime};
 
 const KEYS: u64 = 24;
 /// Events handled between two membership changes.
@@ -57,14 +57,9 @@ async fn run(local: bool) -> Vec<u64> {
     let sends = (0..KEYS).map(|k| {
         let (publisher, stop) = (publisher.clone(), stop.clone());
         async move {
-            let topic = TopicId::new("turns", format!("key{k}")).unwrap();
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                publisher.publish_message(&Seq { n }, &topic).await.unwrap();
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            n as usize
+            publish_turns(&publisher, &format!("key{k}"), &stop)
+                .await
+                .unwrap()
         }
     });
     let membership = async {

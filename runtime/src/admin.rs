@@ -275,6 +275,29 @@ impl TopicAdmin {
         Ok(changes)
     }
 
+    /// [`TopicAdmin::ensure_topics`], tried again for up to `within` while the cluster
+    /// cannot take it yet: a broker that is starting has, for a moment, no registered
+    /// broker (`INVALID_REPLICATION_FACTOR`), no controller or no leader, or does not
+    /// answer (a replica started during a broker restart failed creating its reply
+    /// channel). A replication factor the cluster can never satisfy is reported after
+    /// `within`.
+    pub async fn ensure_topics_within(
+        &self,
+        specs: &[TopicSpec],
+        within: Duration,
+    ) -> Result<Vec<(String, TopicChange)>, AdminError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match self.ensure_topics(specs).await {
+                Err(e) if cluster_starting(&e) && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "creating topics failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// Deletes topics; topics that do not exist count as deleted.
     pub async fn delete_topics(&self, names: &[String]) -> Result<(), AdminError> {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -286,4 +309,27 @@ impl TopicAdmin {
         }
         Ok(())
     }
+}
+
+/// Errors of a cluster that is starting (or restarting), which pass on their own.
+fn cluster_starting(error: &AdminError) -> bool {
+    use RDKafkaErrorCode as Code;
+    let code = match error {
+        AdminError::Topic { code, .. } => Some(*code),
+        AdminError::Kafka(e) => e.rdkafka_error_code(),
+        AdminError::Join(_) => None,
+    };
+    matches!(
+        code,
+        Some(
+            Code::InvalidReplicationFactor
+                | Code::BrokerNotAvailable
+                | Code::LeaderNotAvailable
+                | Code::NotController
+                | Code::RequestTimedOut
+                | Code::OperationTimedOut
+                | Code::BrokerTransportFailure
+                | Code::AllBrokersDown
+        )
+    )
 }

@@ -57,6 +57,7 @@ impl AgentRuntime for KafkaAgentRuntime {
             agents.check_factory(agent_type, &factory)?;
             agents.add_factory(agent_type, factory);
         }
+        self.inner.hosted.type_registered(agent_type);
         self.inner.claim_if_started(agent_type).await
     }
 
@@ -73,6 +74,7 @@ impl AgentRuntime for KafkaAgentRuntime {
             agents.add_instance(id.clone(), agent, class);
             new_type
         };
+        self.inner.hosted.type_registered(id.agent_type());
         if new_type {
             self.inner.claim_if_started(id.agent_type()).await?;
         }

@@ -406,6 +406,7 @@ fn poll_loop<W: PartitionWorker>(
         tracing::warn!(%topic, left, "shutdown deadline passed with work in flight; it will be redelivered");
     }
     shared.commit_final(&partitions);
+    shared.wait_for_lost(&consumer);
     {
         // Done with them: the revocation that closing the consumer triggers finds
         // nothing left to commit.

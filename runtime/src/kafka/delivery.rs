@@ -73,9 +73,13 @@ pub(crate) fn deliver_event(
     } = event;
     let recipients: Vec<AgentId> = {
         let agents = inner.hosted.agents();
+        // The types were named by this runtime's registry: one not registered here
+        // (yet) gets a turn that waits for the registration or fails into the
+        // dead-letter topic (`turn`); skipping it would lose the event. Local
+        // deliveries are only made for registered types (`handoff`).
         recipient_types
             .iter()
-            .filter(|t| agents.hosts(t))
+            .filter(|t| !local || agents.hosts(t))
             .filter_map(|t| AgentId::new(t.as_str(), topic.source()).ok())
             .collect()
     };

@@ -19,6 +19,11 @@
 //! 3. A new events-partition assignment may bring an earlier owner's unread forwards,
 //!    so every partition goes back to step 1. Losing the inbox partition forwards what
 //!    is held, and revocation waits for local deliveries like for inbox records.
+//! 4. An event for an agent type not registered in this replica (yet: a program may
+//!    register its types after `start`) is forwarded, and its partition goes back to
+//!    forward mode (what it held forwarded first): its turn may wait in the inbox for
+//!    the registration, a local delivery may not (the events record is not the
+//!    inbox's to hand to the next owner), and no later local delivery may overtake it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,19 +82,30 @@ impl<E> Handoff<E> {
 
     /// Offers `event` for inbox partition `owner`: delivered locally, held for the
     /// switch (both through `hold`, which is only called then), or handed back when
-    /// this replica does not own `owner`, for the caller to forward. Only the events
-    /// consumer offers, one event at a time, so forwarding a handed-back event after
-    /// this returns keeps its order.
+    /// this replica does not own `owner` or cannot handle the event here
+    /// (`handles_here` false, asked only when it owns `owner`), for the caller to
+    /// forward. Only the events consumer offers, one event at a time, so forwarding a
+    /// handed-back event after this returns keeps its order.
     pub(crate) fn offer<O>(
         &self,
         io: &impl HandoffIo<E>,
         owner: i32,
         event: O,
+        handles_here: impl FnOnce(&O) -> bool,
         hold: impl FnOnce(O) -> E,
     ) -> Option<O> {
         let mut routes = self.routes();
         match routes.get_mut(&owner) {
             None => return Some(event),
+            Some(route) if !handles_here(&event) => {
+                // Rule 4: what was held goes ahead of it, later events switch again.
+                if let Route::Switching { held, .. } = std::mem::replace(route, Route::Forward) {
+                    for e in held {
+                        io.forward(e);
+                    }
+                }
+                return Some(event);
+            }
             Some(Route::Local) => io.deliver(owner, hold(event)),
             Some(Route::Switching { held, .. }) => held.push(hold(event)),
             Some(route @ Route::Forward) => {
@@ -244,7 +260,12 @@ mod tests {
     }
 
     fn offer(h: &Handoff<u32>, io: &Recorder, owner: i32, event: u32) -> Option<u32> {
-        h.offer(io, owner, event, |e| e)
+        h.offer(io, owner, event, |_| true, |e| e)
+    }
+
+    /// Offers `event` as one this replica cannot handle (its type not registered).
+    fn offer_unhandled(h: &Handoff<u32>, io: &Recorder, owner: i32, event: u32) -> Option<u32> {
+        h.offer(io, owner, event, |_| false, |e| e)
     }
 
     #[test]
@@ -252,10 +273,16 @@ mod tests {
         let (h, io) = (Handoff::new("r1"), Recorder::default());
         let mut held = false;
         assert_eq!(
-            h.offer(&io, 0, 7, |e| {
-                held = true;
-                e
-            }),
+            h.offer(
+                &io,
+                0,
+                7,
+                |_| true,
+                |e| {
+                    held = true;
+                    e
+                }
+            ),
             Some(7)
         );
         assert!(!held, "an event to forward pays for no copy");
@@ -342,6 +369,39 @@ mod tests {
         assert_eq!(io.take(), vec![Did::Forward(1), Did::Forward(2)]);
         offer(&h, &io, 0, 3);
         assert_eq!(io.take(), vec![Did::Marker(0, "r1/1".into())]);
+    }
+
+    #[test]
+    fn an_event_this_replica_cannot_handle_is_forwarded_behind_what_was_held() {
+        let (h, io) = (Handoff::new("r1"), Recorder::default());
+        h.inbox_assigned(&[0, 1]);
+        // Partition 0 local, partition 1 switching with two events held.
+        offer(&h, &io, 0, 1);
+        h.marker_read(&io, 0, b"r1/0");
+        offer(&h, &io, 1, 2);
+        offer(&h, &io, 1, 3);
+        io.take();
+
+        // Handed back for the caller to forward, after the held events.
+        assert_eq!(offer_unhandled(&h, &io, 1, 4), Some(4));
+        assert_eq!(io.take(), vec![Did::Forward(2), Did::Forward(3)]);
+        assert_eq!(offer_unhandled(&h, &io, 0, 5), Some(5));
+        assert!(io.take().is_empty());
+        // The stale marker of partition 1 delivers nothing.
+        h.marker_read(&io, 1, b"r1/1");
+        assert!(io.take().is_empty());
+
+        // Later events do not overtake the forwarded ones: both partitions switch again.
+        assert_eq!(offer(&h, &io, 0, 6), None);
+        assert_eq!(offer(&h, &io, 1, 7), None);
+        assert_eq!(
+            io.take(),
+            vec![Did::Marker(0, "r1/2".into()), Did::Marker(1, "r1/3".into())]
+        );
+        h.marker_read(&io, 0, b"r1/2");
+        assert_eq!(io.take(), vec![Did::Deliver(0, 6)]);
+        // A partition not owned is handed back without asking.
+        assert_eq!(h.offer(&io, 9, 8, |_| panic!("not asked"), |e| e), Some(8));
     }
 
     #[test]

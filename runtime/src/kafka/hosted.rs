@@ -1,10 +1,18 @@
 //! The agents this process hosts: their instances, mailboxes (one message at a time
 //! per agent, bounded concurrency) and the inbox partitions this replica owns, which
 //! decide where each agent lives.
+//!
+//! A replica joins its consumer groups in `start`, and a program may register its
+//! agent types after that (`start_with`, then `register`, as AutoGen programs do): its
+//! first inbox records can name a type of this runtime that is not registered here
+//! yet. Their turns wait for the registration (`turn`); this module tells them when a
+//! type was registered or a partition is leaving, and which types waited in vain.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use tokio::sync::watch;
 
 use super::metrics::Metrics;
 use super::turn::Work;
@@ -20,6 +28,12 @@ pub(crate) struct Hosted {
     owned: Mutex<BTreeSet<i32>>,
     /// Partition count of this runtime's inbox (read from Kafka at start).
     inbox_partitions: AtomicI32,
+    /// Bumped when a type is registered or partitions are revoked: wakes the turns
+    /// that wait for a type.
+    changes: watch::Sender<u64>,
+    /// Types a turn waited for in vain (until they are registered): their messages no
+    /// longer wait.
+    never_registered: Mutex<HashSet<String>>,
 }
 
 impl Default for Hosted {
@@ -29,6 +43,8 @@ impl Default for Hosted {
             mailboxes: OnceLock::new(),
             owned: Mutex::default(),
             inbox_partitions: AtomicI32::new(1),
+            changes: watch::Sender::new(0),
+            never_registered: Mutex::default(),
         }
     }
 }
@@ -80,13 +96,53 @@ impl Hosted {
         self.owned_set().extend(partitions);
     }
 
+    /// Whether inbox partition `partition` is owned (and not being revoked).
+    pub(crate) fn owns(&self, partition: i32) -> bool {
+        self.owned_set().contains(&partition)
+    }
+
+    /// `partitions` are being revoked: turns waiting for a type stop waiting for them.
+    pub(crate) fn revoking(&self, partitions: &[i32]) {
+        self.owned_set().retain(|p| !partitions.contains(p));
+        self.changes.send_modify(|n| *n += 1);
+    }
+
     /// `partitions` were revoked: their agents are dropped (their state is saved).
     pub(crate) fn revoked(&self, partitions: &[i32]) {
-        self.owned_set().retain(|p| !partitions.contains(p));
+        self.revoking(partitions);
         let mut agents = self.agents();
         for p in partitions {
             agents.drop_partition(*p);
         }
+    }
+
+    /// `agent_type` was registered here: the turns waiting for it go on.
+    pub(crate) fn type_registered(&self, agent_type: &str) {
+        self.never_registered().remove(agent_type);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Whether a message for `agent_type` (of this runtime, not registered here) should
+    /// wait for its registration: not once a turn waited for it in vain.
+    pub(crate) fn may_wait_for(&self, agent_type: &str) -> bool {
+        !self.never_registered().contains(agent_type)
+    }
+
+    /// A turn waited for `agent_type` in vain: later messages for it fail at once.
+    pub(crate) fn gave_up_on(&self, agent_type: &str) {
+        self.never_registered().insert(agent_type.to_owned());
+    }
+
+    /// Wakes when a type is registered or partitions are revoked (see
+    /// [`Hosted::type_registered`], [`Hosted::revoking`]).
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn never_registered(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.never_registered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn owned_set(&self) -> MutexGuard<'_, BTreeSet<i32>> {

@@ -97,6 +97,20 @@ impl InboxWorker {
     }
 }
 
+impl InboxWorker {
+    /// Whether an RPC for `agent_type`, not registered here, waits for its
+    /// registration: the registry says this runtime hosts it (a replica's program may
+    /// register its types after `start`; see `turn`).
+    fn awaits(&self, agent_type: &str) -> bool {
+        self.inner.hosted.may_wait_for(agent_type)
+            && self
+                .inner
+                .registry
+                .owner_of(agent_type, now_ms())
+                .is_some_and(|claim| claim.runtime == self.inner.config.runtime_name)
+    }
+}
+
 impl PartitionWorker for InboxWorker {
     fn dispatch(&self, message: &BorrowedMessage<'_>, done: &DoneSender) -> Dispatched {
         let _entered = self.tokio.enter();
@@ -105,7 +119,7 @@ impl PartitionWorker for InboxWorker {
             message,
             self.inner.config.max_message_bytes,
             now_ms(),
-            |t| self.inner.hosted.agents().hosts(t),
+            |t| self.inner.hosted.agents().hosts(t) || self.awaits(t),
         );
         match record {
             InboxRecord::Marker(marker) => {
@@ -178,6 +192,7 @@ impl PartitionWorker for InboxWorker {
     }
 
     fn revoking(&self, partitions: &[i32]) {
+        self.inner.hosted.revoking(partitions);
         let _entered = self.tokio.enter();
         self.inner
             .handoff

@@ -12,7 +12,7 @@ use super::delivery::{LocalEvent, deliver_event};
 use super::handoff::HandoffIo;
 use super::original::Original;
 use super::outputs;
-use crate::protocol::wire::Envelope;
+use crate::protocol::wire::{Body, Envelope};
 
 /// An event for one inbox partition, decoded and addressed to this runtime's types.
 pub(crate) struct Outgoing {
@@ -41,8 +41,26 @@ pub(crate) struct KafkaIo<'a>(pub(crate) &'a Arc<Inner>);
 /// own `owner` (or local delivery is off).
 pub(crate) fn offer(inner: &Arc<Inner>, owner: i32, event: Outgoing, original: Arc<Original>) {
     let hold = |event| Held { event, original };
-    if let Some(event) = inner.handoff.offer(&KafkaIo(inner), owner, event, hold) {
+    let handles_here = |event: &Outgoing| registers_every_recipient(inner, &event.delivery);
+    if let Some(event) = inner
+        .handoff
+        .offer(&KafkaIo(inner), owner, event, handles_here, hold)
+    {
         forward(inner, event);
+    }
+}
+
+/// Whether every recipient type of `delivery` is registered in this replica (its
+/// program may register them after `start`): only then may it skip the inbox.
+fn registers_every_recipient(inner: &Inner, delivery: &Envelope) -> bool {
+    match &delivery.body {
+        Body::Event {
+            recipient_types, ..
+        } => {
+            let agents = inner.hosted.agents();
+            recipient_types.iter().all(|t| agents.hosts(t))
+        }
+        _ => false,
     }
 }
 

@@ -244,10 +244,10 @@ impl KafkaAgentRuntime {
             ));
         }
         if !topics.is_empty() {
-            admin.ensure_topics(&topics).await?;
+            admin.ensure_topics_within(&topics, STARTUP_TIMEOUT).await?;
         }
         if !inner.client_only {
-            self.read_inbox_partitions(&admin).await?;
+            self.read_inbox_partitions().await?;
         }
 
         inner
@@ -265,7 +265,7 @@ impl KafkaAgentRuntime {
             .spawn(registry_client::heartbeats(Arc::downgrade(inner)));
         if inner.client_only {
             admin
-                .ensure_topics(std::slice::from_ref(&reply_spec))
+                .ensure_topics_within(std::slice::from_ref(&reply_spec), STARTUP_TIMEOUT)
                 .await?;
         } else {
             let types = inner.hosted.agents().types();
@@ -276,7 +276,7 @@ impl KafkaAgentRuntime {
                 }
             }
             admin
-                .ensure_topics(std::slice::from_ref(&reply_spec))
+                .ensure_topics_within(std::slice::from_ref(&reply_spec), STARTUP_TIMEOUT)
                 .await?;
         }
 
@@ -422,29 +422,43 @@ impl KafkaAgentRuntime {
 
     /// Reads the inbox partition count: ownership of an agent follows its key's inbox
     /// partition, and the count comes from Kafka, not from config (the operator may
-    /// have grown it).
-    async fn read_inbox_partitions(&self, admin: &TopicAdmin) -> Result<(), RuntimeError> {
+    /// have grown it). Waits, within the start-up bound, for the topic to be usable
+    /// (metadata right after creation can briefly omit it, and partitions have no
+    /// leader for a moment after a broker restart), asking through a new client after
+    /// each failed attempt: a client that read a restarting broker's answer listing no
+    /// brokers has none left to ask (librdkafka issue #5301; a replica started right
+    /// after a restart failed here with its first client).
+    async fn read_inbox_partitions(&self) -> Result<(), RuntimeError> {
+        /// How long one attempt (one client) may take.
+        const ATTEMPT: Duration = Duration::from_secs(5);
         let cfg = &self.inner.config;
-        // Metadata right after creation can briefly omit a topic: wait until usable.
         let inbox_topic = self.inner.names.inbox(&cfg.runtime_name);
         let inbox = std::slice::from_ref(&inbox_topic);
-        let mut inbox_partitions = None;
-        for _ in 0..50 {
-            // wait_usable itself waits up to the start-up timeout: give up if it does.
-            if admin.wait_usable(inbox).await.is_err() {
-                break;
+        let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
+        let inbox_partitions = loop {
+            let admin = TopicAdmin::new(&cfg.kafka, ATTEMPT)?;
+            let attempt = async {
+                admin.wait_usable(inbox).await.ok()?;
+                admin
+                    .partition_counts(inbox)
+                    .await
+                    .ok()?
+                    .get(&inbox_topic)
+                    .copied()
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let Ok(Some(n)) = tokio::time::timeout(left.min(ATTEMPT * 2), attempt).await {
+                break Some(n);
             }
-            if let Ok(counts) = admin.partition_counts(inbox).await {
-                inbox_partitions = counts.get(&inbox_topic).copied();
+            if tokio::time::Instant::now() >= deadline {
+                break None;
             }
-            if inbox_partitions.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         let inbox_partitions = inbox_partitions.ok_or_else(|| {
             RuntimeError::Unavailable(format!(
-                "inbox topic {inbox_topic} is not usable (does it exist? createTopics is {})",
+                "inbox topic {inbox_topic} is not usable after {STARTUP_TIMEOUT:?} (does it \
+                 exist? createTopics is {})",
                 cfg.create_topics
             ))
         })?;

@@ -19,7 +19,7 @@ use super::consumer_loop::DoneSender;
 use super::journal::{InputRef, TurnJournal};
 use super::original::Original;
 use super::replies::error_to_failure;
-use crate::agent::AgentError;
+use crate::agent::{AgentError, SharedAgent};
 use crate::context::{Delivery, MessageContext, Transport};
 use crate::durable::Steps;
 use crate::error::RuntimeError;
@@ -161,8 +161,12 @@ async fn run_traced(
     work: &Work,
     trace: TraceContext,
 ) -> (Option<RuntimeError>, bool) {
-    let (result, mut outputs_ok, keep_input) = handle(inner, id, work, trace.clone()).await;
+    let handled = handle(inner, id, work, trace.clone()).await;
     inner.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+    let Some((result, mut outputs_ok, keep_input)) = handled else {
+        // Abandoned before its handler ran: not done, so its next owner handles it.
+        return (None, false);
+    };
     inner.metrics.handled(id.agent_type(), result.is_ok());
     if let Some((reply_to, request_id)) = &work.reply {
         let body = match &result {
@@ -208,19 +212,100 @@ async fn run_traced(
     (result.err(), outputs_ok)
 }
 
+/// How long a message for an agent type of this runtime that is not registered in this
+/// replica waits for the registration (an RPC at most until its deadline).
+const LATE_TYPE_WAIT: Duration = Duration::from_secs(30);
+
+/// What became of a turn's agent.
+enum Activation {
+    /// The agent, and whether it was just made (its state must be loaded).
+    Ready(SharedAgent, bool),
+    /// The turn fails with this error (answered, or dead-lettered, as handler errors).
+    Failed(RuntimeError),
+    /// The turn ends without running and is not done: its partition is being revoked,
+    /// or the runtime stops.
+    Abandoned,
+}
+
+/// The agent of `work`. A replica owns inbox partitions from `start` on, and its
+/// program may register the agent types after that (`start_with`, then `register`):
+/// a message for a type of this runtime that is not registered here yet waits for the
+/// registration instead of being skipped (events were marked done without a handler,
+/// so lost, and RPCs refused). The wait ends at [`LATE_TYPE_WAIT`] (then the type's
+/// messages fail as `unknown agent type` until it is registered), at an RPC's
+/// deadline, or when the partition is revoked or the runtime stops (abandoned, for the
+/// next owner). Local deliveries never wait: the handoff only makes them for types
+/// registered here.
+async fn activate(inner: &Inner, id: &AgentId, work: &Work) -> Activation {
+    let mut changes = inner.hosted.changes();
+    let agent_type = id.agent_type();
+    let start = tokio::time::Instant::now();
+    let deadline = work
+        .deadline_ms
+        .map(|ms| start + Duration::from_millis(ms.saturating_sub(now_ms())));
+    let mut logged = false;
+    loop {
+        let activated = inner.hosted.agents().activate(id, Some(work.owner));
+        let error = match activated {
+            Ok((agent, _, created)) => return Activation::Ready(agent, created),
+            Err(e) => e,
+        };
+        if work.local || inner.hosted.agents().hosts(agent_type) {
+            return Activation::Failed(error);
+        }
+        let unknown = || RuntimeError::UnknownAgentType(agent_type.to_owned());
+        if !inner.hosted.may_wait_for(agent_type) {
+            return Activation::Failed(unknown());
+        }
+        if !inner.hosted.owns(work.owner) {
+            return Activation::Abandoned;
+        }
+        if !logged {
+            tracing::info!(agent = %id, "agent type not registered in this replica yet; the message waits for it");
+            logged = true;
+        }
+        let until_deadline = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return Activation::Abandoned;
+                }
+            }
+            () = tokio::time::sleep_until(start + LATE_TYPE_WAIT) => {
+                inner.hosted.gave_up_on(agent_type);
+                tracing::warn!(agent = %id, waited = ?LATE_TYPE_WAIT, "agent type of this runtime not registered in this replica; its messages fail until it is");
+                return Activation::Failed(unknown());
+            }
+            () = until_deadline => {
+                return Activation::Failed(RuntimeError::Timeout {
+                    agent: id.clone(),
+                    after: start.elapsed(),
+                });
+            }
+            () = inner.shutdown.cancelled() => return Activation::Abandoned,
+        }
+    }
+}
+
 /// Runs the handler and persists changed state; the first flag is false when the state
 /// could not be written (the record must then not count as done), the second asks for
-/// the input to be dead-lettered ([`AgentError::keep_input`]).
+/// the input to be dead-lettered ([`AgentError::keep_input`]). `None`: abandoned before
+/// the handler ran (see [`activate`]).
 async fn handle(
     inner: &Arc<Inner>,
     id: &AgentId,
     work: &Work,
     trace: TraceContext,
-) -> (Result<Option<Payload>, RuntimeError>, bool, bool) {
-    let activated = inner.hosted.agents().activate(id, Some(work.owner));
-    let (agent, _, created) = match activated {
-        Ok(a) => a,
-        Err(e) => return (Err(e), true, false),
+) -> Option<(Result<Option<Payload>, RuntimeError>, bool, bool)> {
+    let (agent, created) = match activate(inner, id, work).await {
+        Activation::Ready(agent, created) => (agent, created),
+        Activation::Failed(e) => return Some((Err(e), true, false)),
+        Activation::Abandoned => return None,
     };
     if created {
         inner.state.restore_into(inner, id, &agent).await;
@@ -280,10 +365,10 @@ async fn handle(
         .await;
     drop(guard);
     match persisted {
-        Ok(()) => (result, true, keep_input),
+        Ok(()) => Some((result, true, keep_input)),
         Err(e) => {
             tracing::error!(agent = %id, error = %e, "could not persist agent state");
-            (Err(e), false, keep_input)
+            Some((Err(e), false, keep_input))
         }
     }
 }

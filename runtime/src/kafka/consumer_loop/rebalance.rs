@@ -17,6 +17,12 @@ const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long such a commit is retried while the group is between generations.
 const FINAL_COMMIT_RETRIES: Duration = Duration::from_secs(3);
 
+/// How long a stopping consumer keeps polling for partitions it lost with records
+/// handled but not committed: sticky assignment usually hands them back at its next
+/// join, and then what it handled is committed (`restore_unsaved`) instead of being
+/// handled again by the next reader.
+const LOST_RETURN_WAIT: Duration = Duration::from_secs(3);
+
 /// Commit errors that a retry a moment later can overcome.
 fn retriable(error: &rdkafka::error::KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as Code;
@@ -76,6 +82,21 @@ impl<W: PartitionWorker> Shared<W> {
         let commits = self.tracker().positions(partitions);
         self.unsaved().extend(commits);
         self.forget(partitions);
+    }
+
+    /// Before a stopping consumer leaves: while partitions it lost are kept in
+    /// `unsaved`, polls (up to [`LOST_RETURN_WAIT`]) so the group can hand them back and
+    /// their positions get committed. Records that polling returns now are not
+    /// dispatched, nor tracked, so nothing of them is committed.
+    pub(super) fn wait_for_lost<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
+        let deadline = Instant::now() + LOST_RETURN_WAIT;
+        while !self.unsaved().is_empty() && Instant::now() < deadline {
+            let _ = consumer.poll(Duration::from_millis(20));
+        }
+        let unsaved: Vec<(i32, i64)> = self.unsaved().drain().collect();
+        if !unsaved.is_empty() {
+            tracing::warn!(topic = %self.settings.topic, ?unsaved, "stopping with positions of lost partitions not committed; their next reader handles those records again");
+        }
     }
 
     /// Stops tracking revoked `partitions`.
