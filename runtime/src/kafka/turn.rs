@@ -237,7 +237,9 @@ enum Activation {
 /// next owner). Local deliveries never wait: the handoff only makes them for types
 /// registered here.
 async fn activate(inner: &Inner, id: &AgentId, work: &Work) -> Activation {
-    let mut changes = inner.hosted.changes();
+    // Subscribed only once a message has to wait (not on every turn), then activation
+    // is tried again so that a registration in between is not missed.
+    let mut changes: Option<tokio::sync::watch::Receiver<u64>> = None;
     let agent_type = id.agent_type();
     let start = tokio::time::Instant::now();
     let deadline = work
@@ -260,6 +262,10 @@ async fn activate(inner: &Inner, id: &AgentId, work: &Work) -> Activation {
         if !inner.hosted.owns(work.owner) {
             return Activation::Abandoned;
         }
+        let Some(changes) = changes.as_mut() else {
+            changes = Some(inner.hosted.changes());
+            continue;
+        };
         if !logged {
             tracing::info!(agent = %id, "agent type not registered in this replica yet; the message waits for it");
             logged = true;
