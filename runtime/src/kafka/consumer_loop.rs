@@ -413,7 +413,12 @@ fn poll_loop<W: PartitionWorker>(
                 if shared.held().contains(&p) {
                     // Fetched before the pause took effect: read it again from here
                     // once the partition is ready.
-                    if let Err(e) = consumer.seek(&topic, p, rdkafka::Offset::Offset(o), Duration::from_secs(1)) {
+                    if let Err(e) = consumer.seek(
+                        &topic,
+                        p,
+                        rdkafka::Offset::Offset(o),
+                        Duration::from_secs(1),
+                    ) {
                         tracing::warn!(%topic, partition = p, offset = o, error = %e, "could not rewind a held partition");
                     }
                     continue;

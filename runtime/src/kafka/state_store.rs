@@ -299,3 +299,35 @@ fn state_hash(bytes: &[u8]) -> u64 {
     bytes.hash(&mut h);
     h.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_retry_restores_only_partitions_still_awaiting_it() {
+        let store = StateStore::default();
+        let id: AgentId = "counter/k".parse().unwrap();
+        store.awaiting().extend([(0, 1), (1, 1), (2, 1)]);
+        // Partition 1 was revoked and assigned again (a newer restore waits for it);
+        // partition 2 was revoked for good.
+        store.drop_partitions(&[1, 2]);
+        store.awaiting().insert(1, 2);
+        let read = HashMap::from([
+            (
+                0,
+                HashMap::from([(id.clone(), serde_json::json!({"count": 3}))]),
+            ),
+            (1, HashMap::new()),
+            (2, HashMap::new()),
+        ]);
+        store.restored_by_retry(1, read);
+        assert_eq!(store.awaiting_of(&[0, 1, 2]), vec![1]);
+        assert_eq!(store.awaiting_count(), 1);
+        let restored = store.restored();
+        assert_eq!(restored[&0][&id], serde_json::json!({"count": 3}));
+        assert!(!restored.contains_key(&1) && !restored.contains_key(&2));
+    }
+}

@@ -24,7 +24,10 @@ pub(super) fn hold<W: PartitionWorker>(
 
 /// Resumes held partitions the worker is ready for now (not those paused for
 /// backpressure meanwhile: `apply_backpressure` resumes them).
-pub(super) fn release_ready<W: PartitionWorker>(consumer: &BaseConsumer<LoopContext<W>>, shared: &Shared<W>) {
+pub(super) fn release_ready<W: PartitionWorker>(
+    consumer: &BaseConsumer<LoopContext<W>>,
+    shared: &Shared<W>,
+) {
     let held: Vec<i32> = shared.held().iter().copied().collect();
     if held.is_empty() {
         return;
@@ -37,7 +40,11 @@ pub(super) fn release_ready<W: PartitionWorker>(consumer: &BaseConsumer<LoopCont
     shared.worker.ready(&ready);
     let resume: Vec<i32> = {
         let paused = shared.paused.lock().unwrap_or_else(|e| e.into_inner());
-        ready.iter().copied().filter(|p| !paused.contains(p)).collect()
+        ready
+            .iter()
+            .copied()
+            .filter(|p| !paused.contains(p))
+            .collect()
     };
     let topic = &shared.settings.topic;
     if !resume.is_empty()
