@@ -183,10 +183,10 @@ impl NativeRuntime {
 
 /// Runs `task` up to its first wait here, on the calling (Python) thread, then hands
 /// the rest to Tokio. For an RPC that first step hands the request to the producer, so
-/// it is on its way without waiting for a Tokio worker to wake up (a thread hop on the
-/// critical path of every call; on a loaded machine the larger part of the Python
-/// caller's overhead). What the step registers its wake-ups with is polled again by
-/// Tokio's first poll of the spawned task, which sees anything that completed meanwhile.
+/// it is on its way without first waiting for a Tokio worker to wake up (a thread hop
+/// on the critical path of every call). The no-op waker of this first poll is fine:
+/// Tokio polls the spawned task at once, and that poll sees anything that completed
+/// meanwhile and registers real wake-ups.
 fn poll_once_then_spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
     let tokio = pyo3_async_runtimes::tokio::get_runtime();
     // Timers and Tokio resources used by the step need the runtime's context.
