@@ -171,6 +171,8 @@ impl PartitionWorker for InboxWorker {
     }
 
     fn assigned(&self, partitions: &[i32]) {
+        // A failed restore starts its retry task from this (consumer) thread.
+        let _entered = self.tokio.enter();
         self.inner.hosted.assigned(partitions);
         self.inner.state.restore_partitions(&self.inner, partitions);
         // Partitions awaiting their state get local delivery once they are ready.
