@@ -565,13 +565,6 @@ async fn unreadable_state_holds_the_partition_until_it_can_be_read() {
         |v, w| v >= w,
     )
     .await;
-    metric_reaches(
-        &second,
-        "switchboard_inbox_partitions_awaiting_state",
-        1.0,
-        |v, w| v >= w,
-    )
-    .await;
     let url = second.url();
     let waiting = tokio::spawn(async move {
         let r = reqwest::Client::new()
@@ -598,6 +591,13 @@ async fn unreadable_state_holds_the_partition_until_it_can_be_read() {
         0.0,
         "nothing is handled against empty state"
     );
+    metric_reaches(
+        &second,
+        "switchboard_inbox_partitions_awaiting_state",
+        1.0,
+        |v, w| v >= w,
+    )
+    .await;
 
     kafka.add_acl_line(&format!("--remove --force {deny}"));
     let (status, body) = tokio::time::timeout(Duration::from_secs(60), waiting)
