@@ -15,7 +15,6 @@
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3_async_runtimes::TaskLocals;
@@ -30,7 +29,7 @@ use crate::dispatch::{Dispatcher, Job, ShellSlot};
 pub(crate) type SharedLocals = Arc<OnceLock<TaskLocals>>;
 
 /// Status codes of `AgentShell.handle` (kept in sync with `_shell.py`).
-pub(crate) mod status {
+mod status {
     pub const NO_REPLY: u8 = 0;
     pub const REPLY: u8 = 1;
     pub const HANDLER_ERROR: u8 = 2;
@@ -136,15 +135,6 @@ impl PyAgent {
     }
 }
 
-/// The reply of an outcome with status `REPLY`: `(type_name, content_type, data)`.
-pub(crate) fn reply_payload(a: Option<String>, b: Option<String>, data: Option<Bytes>) -> Payload {
-    Payload {
-        type_name: a.unwrap_or_default(),
-        content_type: b.unwrap_or_else(|| switchboard_runtime::message::JSON.to_owned()),
-        data: data.unwrap_or_default(),
-    }
-}
-
 fn agent_error(py: Python<'_>, e: &PyErr) -> AgentError {
     AgentError::new(python_error_text(py, e))
 }
@@ -202,7 +192,11 @@ impl switchboard_runtime::Agent for PyAgent {
         self.pending_state = Some(decode_state(state)?);
         match code {
             status::NO_REPLY => Ok(None),
-            status::REPLY => Ok(Some(reply_payload(a, b, data))),
+            status::REPLY => Ok(Some(Payload {
+                type_name: a.unwrap_or_default(),
+                content_type: b.unwrap_or_else(|| switchboard_runtime::message::JSON.to_owned()),
+                data: data.unwrap_or_default(),
+            })),
             status::DECODE_ERROR => Err(AgentError::from(CodecError::Invalid {
                 type_name,
                 reason: a.unwrap_or_default(),

@@ -27,7 +27,7 @@ use pyo3_async_runtimes::TaskLocals;
 use switchboard_runtime::{MessageContext, Payload};
 use tokio::sync::oneshot;
 
-use crate::bridge::{HandlerContext, reply_payload, status};
+use crate::bridge::HandlerContext;
 
 /// What `AgentShell.handle` returned: `(status, a, b, data, state)`.
 pub(crate) type Outcome = (
@@ -213,8 +213,6 @@ impl Dispatcher {
                     .as_ref()
                     .map(|t| (t.topic_type().to_owned(), t.source().to_owned()));
                 let (is_rpc, message_id) = (ctx.is_rpc, ctx.message_id.clone());
-                // An RPC's reply can leave from the loop thread (see `Completion`).
-                let reply_ctx = is_rpc.then(|| ctx.clone());
                 let coro = shell.call_method1(
                     intern!(py, "handle"),
                     (
@@ -228,7 +226,6 @@ impl Dispatcher {
                         HandlerContext { ctx },
                         Completion {
                             done: Mutex::new(done.take()),
-                            ctx: reply_ctx,
                         },
                     ),
                 )?;
@@ -279,32 +276,9 @@ impl CancelOnDone {
 }
 
 /// The done-callback of one handler task: sends its outcome to the waiting Rust side.
-/// The reply of an RPC whose handler succeeded without changing state is handed to the
-/// producer right here, on the loop thread ([`MessageContext::reply_now`]): the caller
-/// then does not also wait for a Tokio worker to wake up and finish the turn first.
 #[pyclass(frozen, module = "switchboard._native")]
 pub struct Completion {
     done: Mutex<Option<oneshot::Sender<Result<Outcome, String>>>>,
-    /// The message's context, for RPCs.
-    ctx: Option<MessageContext>,
-}
-
-impl Completion {
-    /// Sends the reply of `outcome` now when that is allowed (see the type's doc).
-    fn reply_now(&self, outcome: &Outcome) {
-        let Some(ctx) = &self.ctx else { return };
-        let (code, a, b, data, state) = outcome;
-        if state.is_some() {
-            // Changed state is written before the reply, by the turn.
-            return;
-        }
-        let reply = match *code {
-            status::REPLY => Some(reply_payload(a.clone(), b.clone(), data.clone())),
-            status::NO_REPLY => None,
-            _ => return,
-        };
-        ctx.reply_now(reply);
-    }
 }
 
 #[pymethods]
@@ -330,9 +304,6 @@ impl Completion {
                 .map_err(|e| format!("the Python shell returned a bad result: {e}")),
         };
         if let Some(done) = self.done.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            if let Ok(outcome) = &result {
-                self.reply_now(outcome);
-            }
             let _ = done.send(result);
         }
     }

@@ -164,11 +164,10 @@ impl NativeRuntime {
         }
         let dispatcher = Arc::clone(&self.dispatcher);
         let handle = future.clone().unbind();
-        let task = async move {
+        pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
             let out = work.await;
             Dispatcher::complete(&dispatcher, handle, Box::new(move |py| value(py, out)));
-        };
-        poll_once_then_spawn(task);
+        });
         Ok(future)
     }
 
@@ -178,24 +177,6 @@ impl NativeRuntime {
         classes
             .entry(name)
             .or_insert_with_key(|n| Box::leak(format!("python:{n}").into_boxed_str()))
-    }
-}
-
-/// Runs `task` up to its first wait here, on the calling (Python) thread, then hands
-/// the rest to Tokio. For an RPC that first step hands the request to the producer, so
-/// it is on its way without first waiting for a Tokio worker to wake up (a thread hop
-/// on the critical path of every call). The no-op waker of this first poll is fine:
-/// Tokio polls the spawned task at once, and that poll sees anything that completed
-/// meanwhile and registers real wake-ups.
-fn poll_once_then_spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
-    let tokio = pyo3_async_runtimes::tokio::get_runtime();
-    // Timers and Tokio resources used by the step need the runtime's context.
-    let _entered = tokio.enter();
-    let mut task = Box::pin(task);
-    let waker = futures::task::noop_waker();
-    let mut cx = std::task::Context::from_waker(&waker);
-    if std::future::Future::poll(task.as_mut(), &mut cx).is_pending() {
-        tokio.spawn(task);
     }
 }
 

@@ -58,13 +58,6 @@ pub trait Transport: Send + Sync + 'static {
     async fn publish(&self, event: OutgoingEvent) -> Result<(), RuntimeError>;
 }
 
-/// Hands an RPC's reply to the producer before its turn ends (the Kafka runtime's
-/// turn implements it; see [`MessageContext::reply_now`]).
-pub(crate) trait EarlyReply: Send + Sync {
-    /// Queues `reply`; false when it was not queued (the turn then replies as usual).
-    fn send(&self, reply: Option<Payload>) -> bool;
-}
-
 /// The context of one message being handled.
 #[derive(Clone)]
 pub struct MessageContext {
@@ -85,8 +78,6 @@ pub struct MessageContext {
     transport: Arc<dyn Transport>,
     /// Durable steps of this message (`durable`); no journal unless the runtime gives one.
     steps: Steps,
-    /// Where [`MessageContext::reply_now`] sends (RPCs on the Kafka runtime).
-    early_reply: Option<Arc<dyn EarlyReply>>,
 }
 
 impl std::fmt::Debug for MessageContext {
@@ -182,7 +173,6 @@ impl MessageContext {
             trace,
             transport,
             steps: Steps::default(),
-            early_reply: None,
         }
     }
 
@@ -190,25 +180,6 @@ impl MessageContext {
     pub(crate) fn with_steps(mut self, steps: Steps) -> Self {
         self.steps = steps;
         self
-    }
-
-    /// This context with `reply_now` sending through `early`.
-    pub(crate) fn with_early_reply(mut self, early: Option<Arc<dyn EarlyReply>>) -> Self {
-        self.early_reply = early;
-        self
-    }
-
-    /// For hosts whose handlers finish on a thread of their own (the Python package's
-    /// asyncio loop): hands the reply of an RPC whose handler succeeded and left the
-    /// agent's state unchanged to the producer at once, from that thread, so the caller
-    /// does not also wait for the runtime's task to be scheduled again. The turn then
-    /// sends no reply of its own and still commits the input only once this one is
-    /// acknowledged. Call it at most once, only in that case (with changed state the
-    /// runtime writes the state first, then replies), and still return the same reply
-    /// from the handler. False when this message is not an RPC of a runtime that
-    /// supports it, or the producer queue is full: the reply then goes out as usual.
-    pub fn reply_now(&self, reply: Option<Payload>) -> bool {
-        self.early_reply.as_ref().is_some_and(|e| e.send(reply))
     }
 
     /// Runs `work` as durable step `name` of this message: if the step completed

@@ -18,10 +18,9 @@ use super::Inner;
 use super::consumer_loop::DoneSender;
 use super::journal::{InputRef, TurnJournal};
 use super::original::Original;
-use super::outputs::{self, Queued};
 use super::replies::error_to_failure;
 use crate::agent::AgentError;
-use crate::context::{Delivery, EarlyReply, MessageContext, Transport};
+use crate::context::{Delivery, MessageContext, Transport};
 use crate::durable::Steps;
 use crate::error::RuntimeError;
 use crate::ids::AgentId;
@@ -126,48 +125,6 @@ pub(crate) struct Work {
     pub(crate) done: DoneSender,
 }
 
-/// The reply of one RPC turn, when the handler's host sends it before the turn ends
-/// ([`MessageContext::reply_now`]).
-struct ReplySlot {
-    inner: Arc<Inner>,
-    /// The replying agent (the reply's source).
-    source: String,
-    reply_to: String,
-    request_id: String,
-    trace: TraceContext,
-    queued: Mutex<Option<Queued>>,
-}
-
-impl ReplySlot {
-    fn take(&self) -> Option<Queued> {
-        self.queued.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-}
-
-impl EarlyReply for ReplySlot {
-    fn send(&self, payload: Option<Payload>) -> bool {
-        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
-        if queued.is_some() {
-            return false;
-        }
-        let body = Body::Response {
-            request_id: self.request_id.clone(),
-            payload,
-        };
-        let reply = Envelope::new(self.source.clone(), Some(self.trace.clone()), body);
-        let sent =
-            self.inner
-                .outputs
-                .enqueue_envelope(&self.reply_to, self.request_id.as_bytes(), &reply);
-        // Not queued (the producer's queue is full): the turn produces it, waiting.
-        if sent.is_err() {
-            return false;
-        }
-        *queued = Some(sent);
-        true
-    }
-}
-
 /// Runs `work` on agent `id` to completion and reports it done when it is.
 pub(crate) async fn run(inner: Arc<Inner>, id: AgentId, work: Work) {
     let span = work.delivery.handling_span(&work.payload.type_name);
@@ -204,44 +161,26 @@ async fn run_traced(
     work: &Work,
     trace: TraceContext,
 ) -> (Option<RuntimeError>, bool) {
-    let early = work.reply.as_ref().map(|(reply_to, request_id)| {
-        Arc::new(ReplySlot {
-            inner: Arc::clone(inner),
-            source: id.to_string(),
-            reply_to: reply_to.clone(),
-            request_id: request_id.clone(),
-            trace: trace.clone(),
-            queued: Mutex::default(),
-        })
-    });
-    let (result, mut outputs_ok, keep_input) =
-        handle(inner, id, work, trace.clone(), early.clone()).await;
+    let (result, mut outputs_ok, keep_input) = handle(inner, id, work, trace.clone()).await;
     inner.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
     inner.metrics.handled(id.agent_type(), result.is_ok());
     if let Some((reply_to, request_id)) = &work.reply {
-        let queued = early.and_then(|e| e.take());
-        let sent = match queued {
-            // The handler's host replied already (`MessageContext::reply_now`).
-            Some(queued) => outputs::acknowledged(reply_to, queued).await,
-            None => {
-                let body = match &result {
-                    Ok(payload) => Body::Response {
-                        request_id: request_id.clone(),
-                        payload: payload.clone(),
-                    },
-                    Err(e) => Body::Error {
-                        request_id: request_id.clone(),
-                        failure: error_to_failure(e),
-                    },
-                };
-                let reply = Envelope::new(id.to_string(), Some(trace), body);
-                inner
-                    .outputs
-                    .produce_envelope(reply_to, request_id.as_bytes(), &reply)
-                    .await
-            }
+        let body = match &result {
+            Ok(payload) => Body::Response {
+                request_id: request_id.clone(),
+                payload: payload.clone(),
+            },
+            Err(e) => Body::Error {
+                request_id: request_id.clone(),
+                failure: error_to_failure(e),
+            },
         };
-        if let Err(e) = sent {
+        let reply = Envelope::new(id.to_string(), Some(trace), body);
+        if let Err(e) = inner
+            .outputs
+            .produce_envelope(reply_to, request_id.as_bytes(), &reply)
+            .await
+        {
             tracing::error!(agent = %id, error = %e, "could not send the RPC reply");
             outputs_ok = false;
         }
@@ -277,7 +216,6 @@ async fn handle(
     id: &AgentId,
     work: &Work,
     trace: TraceContext,
-    early: Option<Arc<ReplySlot>>,
 ) -> (Result<Option<Payload>, RuntimeError>, bool, bool) {
     let activated = inner.hosted.agents().activate(id, Some(work.owner));
     let (agent, _, created) = match activated {
@@ -295,8 +233,7 @@ async fn handle(
         .then(|| inner.interrupts.start(&work.delivery.message_id, &cancel));
     let transport: Arc<dyn Transport> = Arc::clone(inner) as Arc<dyn Transport>;
     // What the handler sends or publishes is a child of this message's span.
-    let ctx = MessageContext::with_trace(work.delivery.clone(), cancel.clone(), transport, trace)
-        .with_early_reply(early.map(|e| e as Arc<dyn EarlyReply>));
+    let ctx = MessageContext::with_trace(work.delivery.clone(), cancel.clone(), transport, trace);
     let ctx = if inner.config.durable_steps {
         ctx.with_steps(Steps::journaled(Arc::new(TurnJournal {
             inner: Arc::clone(inner),
