@@ -55,6 +55,15 @@ async fn grant_runtime_acls(kafka: &SecuredKafka, prefix: &str, runtime: &str, p
     }
 }
 
+/// A new SCRAM user holding exactly runtime `rt1`'s ACLs on `prefix`: (user, password).
+async fn rt1_user(kafka: &SecuredKafka, prefix: &str) -> (String, String) {
+    let user = unique_name("rt-user");
+    let pw = password();
+    kafka.add_user(&user, &pw);
+    grant_runtime_acls(kafka, prefix, "rt1", &format!("User:{user}")).await;
+    (user, pw)
+}
+
 /// A runtime config hosting echo and counter (alerts -> counter) on `prefix`.
 fn config(prefix: &str, name: &str, bootstrap: &str, security: &str, http: SocketAddr) -> String {
     format!(
@@ -120,16 +129,7 @@ async fn rpc_and_publish_work(p: &RuntimeProcess) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let r = http
-        .post(format!("{}/v1/agents/counter/k1", p.url()))
-        .header("ce-type", "demo.Count")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["count"], 4, "3 events + this RPC");
+    assert_eq!(count(p).await, 4, "3 events + this RPC");
 }
 
 async fn readyz(p: &RuntimeProcess) -> (u16, String) {
@@ -163,10 +163,7 @@ async fn not_ready_because(p: &mut RuntimeProcess, reason: &str, cause: &str) {
 async fn sasl_scram_runtime_under_exactly_its_acls_serves_rpc_and_publish() {
     let kafka = SecuredKafka::get();
     let prefix = unique_name("sec");
-    let user = unique_name("rt-user");
-    let pw = password();
-    kafka.add_user(&user, &pw);
-    grant_runtime_acls(kafka, &prefix, "rt1", &format!("User:{user}")).await;
+    let (user, pw) = rt1_user(kafka, &prefix).await;
 
     let http = loopback();
     let yaml = config(
@@ -525,11 +522,8 @@ async fn metric_reaches(p: &RuntimeProcess, series: &str, want: f64, cmp: fn(f64
 async fn unreadable_state_holds_the_partition_until_it_can_be_read() {
     let kafka = SecuredKafka::get();
     let prefix = unique_name("sec-state");
-    let user = unique_name("rt-user");
-    let pw = password();
-    kafka.add_user(&user, &pw);
+    let (user, pw) = rt1_user(kafka, &prefix).await;
     let principal = format!("User:{user}");
-    grant_runtime_acls(kafka, &prefix, "rt1", &principal).await;
     let http = loopback();
     // A long RPC timeout: the RPC sent while the state is unreadable is still awaited
     // when the state becomes readable (retries back off to 5 s).
