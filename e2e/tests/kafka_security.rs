@@ -55,6 +55,15 @@ async fn grant_runtime_acls(kafka: &SecuredKafka, prefix: &str, runtime: &str, p
     }
 }
 
+/// A new SCRAM user holding exactly runtime `rt1`'s ACLs on `prefix`: (user, password).
+async fn rt1_user(kafka: &SecuredKafka, prefix: &str) -> (String, String) {
+    let user = unique_name("rt-user");
+    let pw = password();
+    kafka.add_user(&user, &pw);
+    grant_runtime_acls(kafka, prefix, "rt1", &format!("User:{user}")).await;
+    (user, pw)
+}
+
 /// A runtime config hosting echo and counter (alerts -> counter) on `prefix`.
 fn config(prefix: &str, name: &str, bootstrap: &str, security: &str, http: SocketAddr) -> String {
     format!(
@@ -120,16 +129,7 @@ async fn rpc_and_publish_work(p: &RuntimeProcess) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let r = http
-        .post(format!("{}/v1/agents/counter/k1", p.url()))
-        .header("ce-type", "demo.Count")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["count"], 4, "3 events + this RPC");
+    assert_eq!(count(p).await, 4, "3 events + this RPC");
 }
 
 async fn readyz(p: &RuntimeProcess) -> (u16, String) {
@@ -163,10 +163,7 @@ async fn not_ready_because(p: &mut RuntimeProcess, reason: &str, cause: &str) {
 async fn sasl_scram_runtime_under_exactly_its_acls_serves_rpc_and_publish() {
     let kafka = SecuredKafka::get();
     let prefix = unique_name("sec");
-    let user = unique_name("rt-user");
-    let pw = password();
-    kafka.add_user(&user, &pw);
-    grant_runtime_acls(kafka, &prefix, "rt1", &format!("User:{user}")).await;
+    let (user, pw) = rt1_user(kafka, &prefix).await;
 
     let http = loopback();
     let yaml = config(
@@ -481,4 +478,137 @@ async fn acl_second_runtime_principal_is_refused_on_the_first_ones_inbox_and_sta
     .await
     .unwrap();
     assert_eq!(code, Some(RDKafkaErrorCode::GroupAuthorizationFailed));
+}
+
+/// RPC to `counter/k1`; the count it answers.
+async fn count(p: &RuntimeProcess) -> u64 {
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/agents/counter/k1", p.url()))
+        .header("ce-type", "demo.Count")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 200, "counter RPC: {body}; log:\n{}", p.log_text());
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["count"].as_u64().unwrap()
+}
+
+/// Waits until `series` reads `want` (by `cmp`), with the log when it does not.
+async fn metric_reaches(p: &RuntimeProcess, series: &str, want: f64, cmp: fn(f64, f64) -> bool) {
+    let start = Instant::now();
+    loop {
+        let v = p.metric(series).await.unwrap_or(-1.0);
+        if cmp(v, want) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{series} is {v}, expected {want}; log:\n{}",
+            p.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A restarted runtime whose state topic its principal may not read (a deny ACL, as an
+/// operator's mistake or a broker-side outage of that topic would do) must not handle
+/// its agents' messages against empty state: the counter's RPC waits, unanswered,
+/// while the read is refused and retried; once the ACL is gone the state is read and
+/// the waiting RPC is answered from the saved count (4, not 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_state_holds_the_partition_until_it_can_be_read() {
+    let kafka = SecuredKafka::get();
+    let prefix = unique_name("sec-state");
+    let (user, pw) = rt1_user(kafka, &prefix).await;
+    let principal = format!("User:{user}");
+    let http = loopback();
+    // A long RPC timeout: the RPC sent while the state is unreadable is still awaited
+    // when the state becomes readable (retries back off to 5 s).
+    let yaml = config(
+        &prefix,
+        "rt1",
+        &kafka.sasl_bootstrap,
+        &scram_security(kafka),
+        http,
+    )
+    .replace("rpcTimeoutMs: 20000", "rpcTimeoutMs: 90000");
+    let env = [
+        ("SWITCHBOARD_SASL_USERNAME", user.as_str()),
+        ("SWITCHBOARD_SASL_PASSWORD", pw.as_str()),
+    ];
+    let mut first = RuntimeProcess::spawn_with_env("sec-state-1", &yaml, http, &env);
+    first.wait_ready(READY).await;
+    for n in 1..=3 {
+        assert_eq!(count(&first).await, n);
+    }
+    first.terminate();
+    assert!(first.wait_exit(Duration::from_secs(60)).await.success());
+
+    let state = TopicNames::new(&prefix).unwrap().state("rt1");
+    let deny = format!("--deny-principal {principal} --operation Read --topic {state}");
+    kafka.add_acl_line(&format!("--add {deny}"));
+    let mut second = RuntimeProcess::spawn_with_env("sec-state-2", &yaml, http, &env);
+    second.wait_ready(READY).await;
+    metric_reaches(
+        &second,
+        "switchboard_state_restore_failures_total",
+        1.0,
+        |v, w| v >= w,
+    )
+    .await;
+    let url = second.url();
+    let waiting = tokio::spawn(async move {
+        let r = reqwest::Client::new()
+            .post(format!("{url}/v1/agents/counter/k1"))
+            .header("ce-type", "demo.Count")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the counter answered while its state could not be read: {:?}; log:\n{}",
+        waiting.await.unwrap(),
+        second.log_text()
+    );
+    assert_eq!(
+        second
+            .metric(r#"switchboard_messages_handled_total{agent_type="counter"}"#)
+            .await
+            .unwrap_or(0.0),
+        0.0,
+        "nothing is handled against empty state"
+    );
+    metric_reaches(
+        &second,
+        "switchboard_inbox_partitions_awaiting_state",
+        1.0,
+        |v, w| v >= w,
+    )
+    .await;
+
+    kafka.add_acl_line(&format!("--remove --force {deny}"));
+    let (status, body) = tokio::time::timeout(Duration::from_secs(60), waiting)
+        .await
+        .expect("the waiting RPC was answered once the state was readable")
+        .unwrap();
+    assert_eq!(status, 200, "{body}; log:\n{}", second.log_text());
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["count"], 4, "answered from the saved count: {body}");
+    assert_eq!(count(&second).await, 5);
+    metric_reaches(
+        &second,
+        "switchboard_inbox_partitions_awaiting_state",
+        0.0,
+        |v, w| v == w,
+    )
+    .await;
+    second.terminate();
+    assert!(second.wait_exit(Duration::from_secs(60)).await.success());
 }

@@ -118,6 +118,30 @@ pub fn render(m: &MetricsSnapshot, gauges: ProcessGauges) -> String {
     );
     family(
         &mut out,
+        "switchboard_state_restore_failures_total",
+        "counter",
+        "Reads of a state partition that failed; its inbox partition waits and the read is retried.",
+    );
+    sample(
+        &mut out,
+        "switchboard_state_restore_failures_total",
+        &[],
+        m.state_restore_failures,
+    );
+    family(
+        &mut out,
+        "switchboard_inbox_partitions_awaiting_state",
+        "gauge",
+        "Owned inbox partitions whose agent state is not restored yet (not handled until it is).",
+    );
+    sample(
+        &mut out,
+        "switchboard_inbox_partitions_awaiting_state",
+        &[],
+        m.partitions_awaiting_state,
+    );
+    family(
+        &mut out,
         "switchboard_consumer_lag",
         "gauge",
         "Records not consumed yet, by topic and partition.",
@@ -193,6 +217,8 @@ mod tests {
         m.in_flight = 4;
         m.dead_lettered = 2;
         m.events_delivered_locally = 6;
+        m.state_restore_failures = 8;
+        m.partitions_awaiting_state = 1;
         m.consumer_lag.insert(("demo.rt1.inbox".into(), 2), 7);
         let text = render(
             &m,
@@ -212,6 +238,8 @@ mod tests {
             "switchboard_messages_in_flight 4",
             "switchboard_dead_letters_total 2",
             "switchboard_events_delivered_locally_total 6",
+            "switchboard_state_restore_failures_total 8",
+            "switchboard_inbox_partitions_awaiting_state 1",
             "switchboard_consumer_lag{topic=\"demo.rt1.inbox\",partition=\"2\"} 7",
             "switchboard_active_agents 5",
             "switchboard_ready 1",

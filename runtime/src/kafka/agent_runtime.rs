@@ -135,6 +135,13 @@ impl AgentRuntime for KafkaAgentRuntime {
     }
 
     async fn local_agent(&self, id: &AgentId) -> Result<(SharedAgent, String), RuntimeError> {
+        // Made now, it would start empty and its next save overwrite the saved state.
+        let partition = self.inner.hosted.partition_of(id);
+        if !self.inner.state.awaiting_of(&[partition]).is_empty() {
+            return Err(RuntimeError::Unavailable(format!(
+                "the state of {id} (inbox partition {partition}) is not restored yet"
+            )));
+        }
         let activated = self.inner.hosted.agents().activate(id, None);
         let (agent, class, created) = activated?;
         if created {

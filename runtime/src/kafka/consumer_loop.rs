@@ -28,7 +28,8 @@
 //! group again (see [`ORPHAN_GRACE`]).
 //!
 //! Rebalance handling is in `rebalance`, what the statistics say about the brokers
-//! (readiness, orphaned consumers) in `brokers`.
+//! (readiness, orphaned consumers) in `brokers`, partitions kept paused until the
+//! worker is ready for them (state not restored) in `held`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,9 +45,11 @@ use rdkafka::message::BorrowedMessage;
 use tokio::sync::watch;
 
 mod brokers;
+mod held;
 mod rebalance;
 
 use self::brokers::{STATS_INTERVAL, orphaned, replace_orphan};
+use self::held::release_ready;
 use super::committer::{CommitResult, Commits, Committer};
 use super::lag::LagReader;
 use super::offsets::OffsetTracker;
@@ -85,6 +88,13 @@ pub(crate) trait PartitionWorker: Send + Sync + 'static {
     fn dispatch(&self, message: &BorrowedMessage<'_>, done: &DoneSender) -> Dispatched;
     /// Partitions were assigned; called before any of their records is dispatched.
     fn assigned(&self, _partitions: &[i32]) {}
+    /// Of `partitions` (assigned), those not to be dispatched yet (e.g. their agents'
+    /// state could not be read): the loop keeps them paused and asks again each poll.
+    fn not_ready(&self, _partitions: &[i32]) -> Vec<i32> {
+        Vec::new()
+    }
+    /// Held `partitions` became ready; called before their records are dispatched.
+    fn ready(&self, _partitions: &[i32]) {}
     /// Partitions are being revoked (or the loop stops): called before waiting for
     /// their work, so that the worker starts no more of it elsewhere.
     fn revoking(&self, _partitions: &[i32]) {}
@@ -126,7 +136,10 @@ struct Shared<W> {
     settings: LoopSettings,
     tracker: Mutex<OffsetTracker>,
     done_rx: Mutex<Receiver<Done>>,
+    /// Paused for backpressure.
     paused: Mutex<HashSet<i32>>,
+    /// Paused because the worker is not ready for them ([`PartitionWorker::not_ready`]).
+    held: Mutex<HashSet<i32>>,
     assignments: watch::Sender<u64>,
     committer: Mutex<Option<Committer>>,
     /// Positions of partitions given up without a successful commit (lost, or the
@@ -174,6 +187,10 @@ impl<W: PartitionWorker> Shared<W> {
             }
             self.collect_done((deadline - now).min(Duration::from_millis(50)));
         }
+    }
+
+    fn held(&self) -> MutexGuard<'_, HashSet<i32>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn committer(&self) -> MutexGuard<'_, Option<Committer>> {
@@ -256,6 +273,7 @@ impl ConsumerLoop {
             tracker: Mutex::default(),
             done_rx: Mutex::new(done_rx),
             paused: Mutex::default(),
+            held: Mutex::default(),
             assignments: assign_tx,
             committer: Mutex::default(),
             unsaved: Mutex::default(),
@@ -383,6 +401,7 @@ fn poll_loop<W: PartitionWorker>(
             last_commit = Instant::now();
         }
         apply_backpressure(&consumer, &shared);
+        release_ready(&consumer, &shared);
         match consumer.poll(Duration::from_millis(20)) {
             None => {}
             Some(Err(e)) => tracing::warn!(%topic, error = %e, "consumer error"),
@@ -391,6 +410,19 @@ fn poll_loop<W: PartitionWorker>(
                     rdkafka::Message::partition(&message),
                     rdkafka::Message::offset(&message),
                 );
+                if shared.held().contains(&p) {
+                    // Fetched before the pause took effect: read it again from here
+                    // once the partition is ready.
+                    if let Err(e) = consumer.seek(
+                        &topic,
+                        p,
+                        rdkafka::Offset::Offset(o),
+                        Duration::from_secs(1),
+                    ) {
+                        tracing::warn!(%topic, partition = p, offset = o, error = %e, "could not rewind a held partition");
+                    }
+                    continue;
+                }
                 shared.tracker().dispatched(p, o);
                 if let Dispatched::Done = shared.worker.dispatch(&message, &done) {
                     shared.tracker().done(p, o);
@@ -424,6 +456,15 @@ fn poll_loop<W: PartitionWorker>(
     tracing::info!(%topic, "consumer stopped");
 }
 
+/// The list of `partitions` of `topic`.
+pub(super) fn partition_list(topic: &str, partitions: &[i32]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(topic, *p);
+    }
+    tpl
+}
+
 fn apply_backpressure<W: PartitionWorker>(
     consumer: &BaseConsumer<LoopContext<W>>,
     shared: &Shared<W>,
@@ -437,20 +478,15 @@ fn apply_backpressure<W: PartitionWorker>(
             .into_iter()
             .filter(|p| !paused.contains(p) && t.in_flight(*p) >= max)
             .collect();
+        let held = shared.held();
         let resume = paused
             .iter()
             .copied()
-            .filter(|p| t.in_flight(*p) <= max / 2)
+            .filter(|p| t.in_flight(*p) <= max / 2 && !held.contains(p))
             .collect();
         (pause, resume)
     };
-    let list = |ps: &[i32]| {
-        let mut tpl = TopicPartitionList::new();
-        for p in ps {
-            tpl.add_partition(&shared.settings.topic, *p);
-        }
-        tpl
-    };
+    let list = |ps: &[i32]| partition_list(&shared.settings.topic, ps);
     let mut paused = shared.paused.lock().unwrap_or_else(|e| e.into_inner());
     if !to_pause.is_empty() && consumer.pause(&list(&to_pause)).is_ok() {
         paused.extend(&to_pause);

@@ -5,7 +5,8 @@
 //! everything it produced — reply, dead letter, state snapshot, and whatever the
 //! handler sent or published through its context — was acknowledged. State of an
 //! inbox partition is restored from the co-partitioned state topic (`state_store`)
-//! before the partition is dispatched. Records that cannot reach a handler (not
+//! before the partition is dispatched; a partition whose state cannot be read is held
+//! (paused) until it can. Records that cannot reach a handler (not
 //! decodable, too large, expired, for a type not hosted here) are answered or
 //! dead-lettered here.
 
@@ -184,9 +185,26 @@ impl PartitionWorker for InboxWorker {
     }
 
     fn assigned(&self, partitions: &[i32]) {
+        // A failed restore starts its retry task from this (consumer) thread.
+        let _entered = self.tokio.enter();
         self.inner.hosted.assigned(partitions);
         self.inner.state.restore_partitions(&self.inner, partitions);
-        if self.inner.config.local_delivery {
+        // Partitions awaiting their state get local delivery once they are ready.
+        let waiting = self.inner.state.awaiting_of(partitions);
+        let ready: Vec<i32> = partitions
+            .iter()
+            .copied()
+            .filter(|p| !waiting.contains(p))
+            .collect();
+        self.ready(&ready);
+    }
+
+    fn not_ready(&self, partitions: &[i32]) -> Vec<i32> {
+        self.inner.state.awaiting_of(partitions)
+    }
+
+    fn ready(&self, partitions: &[i32]) {
+        if self.inner.config.local_delivery && !partitions.is_empty() {
             self.inner.handoff.inbox_assigned(partitions);
         }
     }

@@ -23,6 +23,9 @@ pub(crate) struct Metrics {
     pub(crate) in_flight: AtomicI64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) delivered_locally: AtomicU64,
+    /// Reads of a state partition that failed (its partition then waits; see
+    /// `state_store`).
+    pub(crate) state_restore_failures: AtomicU64,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
@@ -91,6 +94,9 @@ impl Metrics {
             in_flight: self.in_flight.load(Ordering::Relaxed).max(0) as u64,
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             events_delivered_locally: self.delivered_locally.load(Ordering::Relaxed),
+            state_restore_failures: self.state_restore_failures.load(Ordering::Relaxed),
+            // Known to the runtime, not to the counters: filled in by its `metrics`.
+            partitions_awaiting_state: 0,
             consumer_lag: self.lag.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
@@ -117,6 +123,11 @@ pub struct MetricsSnapshot {
     pub dead_lettered: u64,
     /// Events put into a mailbox by the events consumer itself, not via the inbox.
     pub events_delivered_locally: u64,
+    /// Reads of a state partition that failed (the partition's messages wait).
+    pub state_restore_failures: u64,
+    /// Inbox partitions this replica owns whose state is not restored yet (their
+    /// messages wait until it is).
+    pub partitions_awaiting_state: u64,
     /// Consumer lag (records) by (topic, partition), as of the last
     /// `KafkaAgentRuntime::refresh_consumer_lag` (each `/metrics` scrape).
     pub consumer_lag: BTreeMap<(String, i32), i64>,

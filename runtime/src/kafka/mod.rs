@@ -502,7 +502,9 @@ impl KafkaAgentRuntime {
     /// Everything counted, for `/metrics`. Consumer lag is as of the last
     /// [`KafkaAgentRuntime::refresh_consumer_lag`].
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.inner.metrics.snapshot()
+        let mut m = self.inner.metrics.snapshot();
+        m.partitions_awaiting_state = self.inner.state.awaiting_count() as u64;
+        m
     }
 
     /// Reads the inbox consumer lag from Kafka now (the group's committed offsets and

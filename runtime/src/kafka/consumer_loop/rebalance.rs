@@ -111,6 +111,7 @@ impl<W: PartitionWorker> Shared<W> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|p| !partitions.contains(p));
+        self.held().retain(|p| !partitions.contains(p));
         self.worker.revoked(partitions);
         tracing::info!(topic = %self.settings.topic, ?partitions, "partitions revoked");
         self.assignments.send_modify(|n| *n += 1);
@@ -205,7 +206,7 @@ impl<W: PartitionWorker> ConsumerContext for LoopContext<W> {
         shared.forget(&partitions);
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if self.retired.load(Ordering::SeqCst) {
             return;
         }
@@ -220,6 +221,10 @@ impl<W: PartitionWorker> ConsumerContext for LoopContext<W> {
                     }
                 }
                 shared.worker.assigned(&partitions);
+                let not_ready = shared.worker.not_ready(&partitions);
+                if !not_ready.is_empty() {
+                    super::held::hold(consumer, shared, &not_ready);
+                }
                 tracing::info!(topic = %shared.settings.topic, ?partitions, "partitions assigned");
                 shared.assignments.send_modify(|n| *n += 1);
             }
