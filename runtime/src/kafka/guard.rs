@@ -320,7 +320,7 @@ mod tests {
     #[test]
     fn a_watch_is_orphaned_only_after_the_grace_and_forgets_it_when_replacing() {
         let watch = BrokerWatch::new(ClientKind::Replies, "t");
-        let orphan = stats(&[("UP", "internal")]);
+        let orphan = stats(&[("DOWN", "logical")]);
         watch.observe(orphan.as_bytes());
         assert!(!watch.orphaned(), "not before the grace");
         assert!(!watch.connected(), "no broker up");
