@@ -5,7 +5,8 @@
 //! broker it knows and never connects again. Afterwards an RPC from the client to the
 //! runtime must still succeed (the caller's producer and reply consumer, the host's
 //! inbox group consumer and producer were orphaned and replaced), and a registration
-//! made elsewhere must still reach the client's registry tail.
+//! made elsewhere must still reach the client's registry tail. Last, records queued in
+//! an orphaned producer are all written, in the order they were queued.
 //!
 //! Each guard can be turned off (`SWITCHBOARD_ORPHAN_GUARD_OFF=group|producer|replies|
 //! registry`): with any of them off this test fails, which is how it was checked.
@@ -20,8 +21,9 @@ use switchboard_e2e::faults::OwnBroker;
 use switchboard_e2e::metadata_proxy::BoundProxy;
 use switchboard_e2e::net::TestNet;
 use switchboard_e2e::wait::wait_for;
+use switchboard_runtime::kafka::producer::{GuardedProducer, Record};
 use switchboard_runtime::{
-    AgentId, AgentRuntime, AgentRuntimeExt, KafkaAgentRuntime, WorkerConfig,
+    AgentId, AgentRuntime, AgentRuntimeExt, KafkaAgentRuntime, TopicNames, WorkerConfig,
 };
 
 /// Clients behind the proxy refresh metadata this often (librdkafka's default is 5
@@ -33,6 +35,8 @@ const ORPHANING: Duration = Duration::from_secs(3);
 /// session timeout of 10 s while the orphaned member is still in the group), and slack
 /// for a loaded machine. Without the guards the RPC never succeeds.
 const RPC_TIMEOUT: Duration = Duration::from_secs(40);
+/// Records queued while the producer is orphaned.
+const QUEUED: usize = 200;
 
 fn behind_proxy(net: &TestNet, name: &str) -> WorkerConfig {
     let mut cfg = net.config(name);
@@ -127,6 +131,43 @@ async fn orphaned_clients_are_replaced_and_rpcs_and_registry_changes_go_on() {
     for rt in [&late, &caller, &host] {
         rt.stop().await.unwrap();
     }
+
+    // The producer hands what its orphan had queued to its successor, in order.
+    let kafka = &behind_proxy(&proxied, "order").kafka;
+    let producer = GuardedProducer::create(&kafka.producer_config(), "order").unwrap();
+    let topic = TopicNames::new(&direct.prefix).unwrap().dlq("late");
+    let record = |value: &'static [u8]| Record {
+        topic: &topic,
+        key: Some(b"k"),
+        value: Some(value),
+        ..Record::default()
+    };
+    producer
+        .send(record(b"first"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let replaced_before = caller.stats().orphaned_clients_replaced;
+    proxy.set_zero_brokers(true);
+    // Past a few metadata refreshes: the producer has dropped its brokers.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let queued: Vec<_> = (0..QUEUED)
+        .map(|_| producer.send_now(record(b"queued")).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.set_zero_brokers(false);
+    let acks = tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(queued))
+        .await
+        .expect("the records queued in the orphaned producer are acknowledged");
+    let offsets: Vec<i64> = acks.into_iter().map(|a| a.unwrap().1).collect();
+    assert!(
+        offsets.windows(2).all(|w| w[0] < w[1]),
+        "written in the order queued: {offsets:?}"
+    );
+    assert!(
+        caller.stats().orphaned_clients_replaced > replaced_before,
+        "the producer was not replaced"
+    );
+    drop(producer);
     drop(proxy);
     drop(broker);
 }
