@@ -14,7 +14,8 @@
 //!   replies, for the `llm` agent), [`membership`] (replicas joining and leaving under
 //!   RPC and event load: stalls, partition take-over times, replays).
 //! - Fault tests: [`faults`] (a broker of the test's own, to restart; Toxiproxy in
-//!   front of one of its listeners).
+//!   front of one of its listeners), [`metadata_proxy`] (a Kafka protocol proxy whose
+//!   Metadata responses can list no brokers: librdkafka's orphaned clients on demand).
 //! - Cluster tests: [`system`] (the end-to-end suite's system under test), [`crds`]
 //!   (installing the CRDs), [`node`] (the pods-as-processes node agent).
 //! - [`wait`]: bounded waits, so no test hangs.
@@ -26,6 +27,7 @@ pub mod crds;
 pub mod env;
 pub mod faults;
 pub mod membership;
+pub mod metadata_proxy;
 pub mod model_server;
 pub mod net;
 pub mod node;

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use rdkafka::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
 use switchboard_runtime::access::{AccessCheck, AccessError};
+use switchboard_runtime::kafka::producer::{GuardedProducer, Record};
 use switchboard_runtime::protocol::registry::RegistryRecord;
 use switchboard_runtime::{KafkaConfig, TopicNames};
 
@@ -340,7 +340,8 @@ const CONCURRENT_LAG_READS: usize = 4;
 /// The real backend: librdkafka clients cached per connection.
 pub struct RdKafka {
     admins: Mutex<HashMap<String, TopicAdmin>>,
-    producers: Mutex<HashMap<String, FutureProducer>>,
+    /// Replaced when librdkafka orphans them (`switchboard_runtime::kafka::producer`).
+    producers: Mutex<HashMap<String, GuardedProducer>>,
     lag_reads: tokio::sync::Semaphore,
 }
 
@@ -394,7 +395,7 @@ impl RdKafka {
         Ok(admin)
     }
 
-    fn producer(&self, conn: &KafkaConnection) -> Result<FutureProducer> {
+    fn producer(&self, conn: &KafkaConnection) -> Result<GuardedProducer> {
         let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
         let key = conn.cache_key();
         if let Some(p) = producers.get(&key) {
@@ -402,7 +403,8 @@ impl RdKafka {
         }
         let mut cfg = conn.config.producer_config();
         conn.add_pems(&mut cfg);
-        let producer: FutureProducer = cfg.create().map_err(|e| Error::Kafka(e.to_string()))?;
+        let producer =
+            GuardedProducer::create(&cfg, "operator").map_err(|e| Error::Kafka(e.to_string()))?;
         producers.insert(key, producer.clone());
         Ok(producer)
     }
@@ -556,14 +558,16 @@ impl KafkaBackend for RdKafka {
         value: Option<&[u8]>,
     ) -> Result<()> {
         let producer = self.producer(conn)?;
-        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key);
-        if let Some(v) = value {
-            record = record.payload(v);
-        }
+        let record = Record {
+            topic,
+            key: Some(key.as_bytes()),
+            value,
+            ..Record::default()
+        };
         producer
             .send(record, KAFKA_TIMEOUT)
             .await
-            .map_err(|(e, _)| Error::Kafka(format!("writing {key} to {topic}: {e}")))?;
+            .map_err(|e| Error::Kafka(format!("writing {key} to {topic}: {e}")))?;
         Ok(())
     }
 

@@ -25,7 +25,7 @@
 //! *orphaned* consumer is recognised from its statistics (no configured or learned
 //! broker left) and replaced by a new one on the same settings: its partitions are
 //! given up as lost (their positions kept as above) and the new consumer joins the
-//! group again (see [`ORPHAN_GRACE`]).
+//! group again (the detection is the process-wide `guard`).
 //!
 //! Rebalance handling is in `rebalance`, what the statistics say about the brokers
 //! (readiness, orphaned consumers) in `brokers`, partitions kept paused until the
@@ -48,9 +48,10 @@ mod brokers;
 mod held;
 mod rebalance;
 
-use self::brokers::{STATS_INTERVAL, orphaned, replace_orphan};
+use self::brokers::replace_orphan;
 use self::held::release_ready;
 use super::committer::{CommitResult, Commits, Committer};
+use super::guard::{self, BrokerWatch, ClientKind};
 use super::lag::LagReader;
 use super::offsets::OffsetTracker;
 
@@ -147,11 +148,9 @@ struct Shared<W> {
     unsaved: Mutex<HashMap<i32, i64>>,
     /// Offset commits that failed.
     commit_failures: Arc<AtomicU64>,
-    /// Whether the consumer has a connection to a broker, from librdkafka's
-    /// statistics (see [`STATS_INTERVAL`]); readiness follows it.
-    connected: Arc<AtomicBool>,
-    /// Since when the consumer's statistics show no broker it could connect to.
-    orphaned_since: Mutex<Option<Instant>>,
+    /// Whether the consumer has a connection to a broker and since when it has none
+    /// to connect to, from librdkafka's statistics; readiness follows it.
+    brokers: Arc<BrokerWatch>,
 }
 
 impl<W: PartitionWorker> Shared<W> {
@@ -250,7 +249,7 @@ pub(crate) struct ConsumerLoop {
     assignments: watch::Receiver<u64>,
     lag: LagReader,
     commit_failures: Arc<AtomicU64>,
-    connected: Arc<AtomicBool>,
+    brokers: Arc<BrokerWatch>,
 }
 
 impl ConsumerLoop {
@@ -262,11 +261,8 @@ impl ConsumerLoop {
     ) -> Result<Self, rdkafka::error::KafkaError> {
         let (done_tx, done_rx) = channel();
         let (assign_tx, assign_rx) = watch::channel(0);
-        let connected = Arc::new(AtomicBool::new(true));
-        let mut config = config.clone();
-        if config.get("statistics.interval.ms").is_none() {
-            config.set("statistics.interval.ms", STATS_INTERVAL);
-        }
+        let brokers = BrokerWatch::new(ClientKind::Group, &settings.topic);
+        let config = guard::with_statistics(config);
         let shared = Arc::new(Shared {
             worker,
             settings: settings.clone(),
@@ -278,8 +274,7 @@ impl ConsumerLoop {
             committer: Mutex::default(),
             unsaved: Mutex::default(),
             commit_failures: Arc::default(),
-            connected: Arc::clone(&connected),
-            orphaned_since: Mutex::default(),
+            brokers: Arc::clone(&brokers),
         });
         let consumer = subscribed_consumer(&config, &shared)?;
         let commit_failures = Arc::clone(&shared.commit_failures);
@@ -310,7 +305,7 @@ impl ConsumerLoop {
             assignments: assign_rx,
             lag,
             commit_failures,
-            connected,
+            brokers,
         })
     }
 
@@ -331,7 +326,7 @@ impl ConsumerLoop {
 
     /// Whether the consumer is connected to a broker (as of its last statistics).
     pub(crate) fn connected(&self) -> bool {
-        self.connected.load(Ordering::SeqCst)
+        self.brokers.connected()
     }
 
     /// Stops dispatching, lets in-flight work finish (bounded), commits, leaves the
@@ -392,7 +387,7 @@ fn poll_loop<W: PartitionWorker>(
     let topic = shared.settings.topic.clone();
     let mut last_commit = Instant::now();
     while !stop.load(Ordering::SeqCst) {
-        if orphaned(&shared) {
+        if shared.brokers.orphaned() {
             consumer = replace_orphan(consumer, config, current, &shared);
         }
         shared.collect_done(Duration::ZERO);

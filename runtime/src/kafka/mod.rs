@@ -24,8 +24,11 @@
 //! - `hosted`: the agents of this process, their mailboxes and inbox partitions.
 //! - `turn`: running one message to completion; `state_store`: agent state snapshots;
 //!   `journal`: results of durable steps, beside the state, until their input is committed.
-//! - helpers: `outputs` (the producer), `original` (a consumed record kept for dead
-//!   letters), `tailing`, `metrics`, `worker_config`.
+//! - `guard`: every long-lived client replaced when librdkafka leaves it without a
+//!   broker (docs/protocol.md, "Orphaned clients"); `producer` is the guarded producer,
+//!   `tailing` the guarded tails (registry, reply channel, A2A tasks).
+//! - helpers: `outputs` (what the runtime produces), `original` (a consumed record kept
+//!   for dead letters), `metrics`, `worker_config`.
 //!
 //! This file is over 500 lines: the facade builds and starts every part above, and
 //! its start-up sequence reads best in one place (source topics and readiness from the
@@ -37,6 +40,7 @@ mod committer;
 mod consumer_loop;
 mod delivery;
 mod events;
+pub(crate) mod guard;
 mod handoff;
 mod hosted;
 mod inbox;
@@ -47,6 +51,7 @@ mod metrics;
 mod offsets;
 mod original;
 mod outputs;
+pub mod producer;
 #[cfg(test)]
 mod record_fuzz;
 mod registry;
@@ -57,7 +62,7 @@ mod rpc;
 pub mod source_records;
 mod sources;
 mod state_store;
-mod tailing;
+pub(crate) mod tailing;
 mod turn;
 mod worker_config;
 
@@ -69,7 +74,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -111,6 +115,9 @@ pub struct RuntimeStats {
     /// Offset commits of the inbox and events groups that failed (each is sent
     /// again), while the runtime runs.
     pub offset_commit_failures: u64,
+    /// Kafka clients of this process (any runtime in it) replaced because librdkafka
+    /// left them without a broker to connect to (docs/protocol.md, "Orphaned clients").
+    pub orphaned_clients_replaced: u64,
 }
 
 /// The parts of one process's runtime. Each part keeps its own state behind its own
@@ -169,11 +176,9 @@ impl KafkaAgentRuntime {
 
     fn build(config: WorkerConfig, client_only: bool) -> Result<Self, RuntimeError> {
         let names = config.checked_names()?;
-        let producer: FutureProducer = config
-            .kafka
-            .producer_config()
-            .create()
-            .map_err(|e| RuntimeError::kafka("creating the producer", e))?;
+        let producer =
+            producer::GuardedProducer::create(&config.kafka.producer_config(), names.prefix())
+                .map_err(|e| RuntimeError::kafka("creating the producer", e))?;
         let metrics = Arc::new(Metrics::default());
         let dlq = names.dlq(&config.runtime_name);
         let inner = Arc::new(Inner {
@@ -496,6 +501,7 @@ impl KafkaAgentRuntime {
                 .iter()
                 .map(ConsumerLoop::commit_failures)
                 .sum(),
+            orphaned_clients_replaced: guard::clients_replaced(),
         }
     }
 

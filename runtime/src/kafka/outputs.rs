@@ -9,24 +9,24 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 
 use super::metrics::Metrics;
 use super::original::Original;
+use super::producer::{DeliveryFuture, GuardedProducer, Record};
 use crate::error::RuntimeError;
 use crate::protocol::wire::{Envelope, header};
 
-/// The process's one producer (idempotent: order per partition is kept), with the
-/// runtime's dead-letter topic.
+/// The process's one producer (idempotent: order per partition is kept; replaced
+/// when librdkafka orphans it, see `producer`), with the runtime's dead-letter topic.
 pub(crate) struct Outputs {
-    producer: FutureProducer,
+    producer: GuardedProducer,
     dlq: String,
     metrics: Arc<Metrics>,
 }
 
 impl Outputs {
     /// Outputs through `producer`; dead letters go to `dlq` and are counted in `metrics`.
-    pub(crate) fn new(producer: FutureProducer, dlq: String, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(producer: GuardedProducer, dlq: String, metrics: Arc<Metrics>) -> Self {
         Self {
             producer,
             dlq,
@@ -67,13 +67,16 @@ impl Outputs {
     /// Hands an envelope to the producer at once; see [`acknowledged`].
     pub(crate) fn enqueue_envelope(&self, topic: &str, key: &[u8], envelope: &Envelope) -> Queued {
         let (headers, value) = envelope.encode();
-        let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
-            .key(key)
-            .payload(value.as_ref())
-            .headers(headers);
+        let record = Record {
+            topic,
+            key: Some(key),
+            value: Some(value.as_ref()),
+            headers: Some(headers),
+            ..Record::default()
+        };
         self.producer
-            .send_result(record)
-            .map_err(|(e, _)| RuntimeError::kafka(format!("producing to {topic}"), e))
+            .send_now(record)
+            .map_err(|e| RuntimeError::kafka(format!("producing to {topic}"), e))
     }
 
     /// Hands a handoff marker (no key, no value) for `partition` to the producer.
@@ -82,12 +85,15 @@ impl Outputs {
             key: header::HANDOFF,
             value: Some(marker.as_bytes()),
         });
-        let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
-            .partition(partition)
-            .headers(headers);
+        let record = Record {
+            topic,
+            partition: Some(partition),
+            headers: Some(headers),
+            ..Record::default()
+        };
         self.producer
-            .send_result(record)
-            .map_err(|(e, _)| RuntimeError::kafka(format!("producing to {topic}"), e))
+            .send_now(record)
+            .map_err(|e| RuntimeError::kafka(format!("producing to {topic}"), e))
     }
 
     /// Copies `original` to the dead-letter topic with its headers, adding the reason
@@ -116,31 +122,28 @@ impl Outputs {
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
 async fn produce(
-    producer: &FutureProducer,
+    producer: &GuardedProducer,
     topic: &str,
     partition: Option<i32>,
     key: &[u8],
     headers: Option<OwnedHeaders>,
     value: Option<&[u8]>,
 ) -> Result<(i32, i64), RuntimeError> {
-    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).key(key);
-    if let Some(v) = value {
-        record = record.payload(v);
-    }
-    if let Some(p) = partition {
-        record = record.partition(p);
-    }
-    if let Some(h) = headers {
-        record = record.headers(h);
-    }
-    match producer.send(record, QUEUE_TIMEOUT).await {
-        Ok(d) => Ok((d.partition, d.offset)),
-        Err((e, _)) => Err(RuntimeError::kafka(format!("producing to {topic}"), e)),
-    }
+    let record = Record {
+        topic,
+        partition,
+        key: Some(key),
+        value,
+        headers,
+    };
+    producer
+        .send(record, QUEUE_TIMEOUT)
+        .await
+        .map_err(|e| RuntimeError::kafka(format!("producing to {topic}"), e))
 }
 
 async fn dead_letter(
-    producer: &FutureProducer,
+    producer: &GuardedProducer,
     dlq_topic: &str,
     original: &Original,
     reason: &str,
@@ -179,16 +182,11 @@ async fn dead_letter(
 }
 
 /// A record handed to the producer, not yet acknowledged.
-pub(crate) type Queued = Result<rdkafka::producer::DeliveryFuture, RuntimeError>;
+pub(crate) type Queued = Result<DeliveryFuture, RuntimeError>;
 
 /// Waits for the broker to acknowledge a record handed to the producer.
 pub(crate) async fn acknowledged(topic: &str, queued: Queued) -> Result<(i32, i64), RuntimeError> {
-    match queued?.await {
-        Ok(Ok(d)) => Ok((d.partition, d.offset)),
-        Ok(Err((e, _))) => Err(RuntimeError::kafka(format!("producing to {topic}"), e)),
-        Err(_) => Err(RuntimeError::kafka(
-            format!("producing to {topic}"),
-            rdkafka::error::KafkaError::Canceled,
-        )),
-    }
+    queued?
+        .await
+        .map_err(|e| RuntimeError::kafka(format!("producing to {topic}"), e))
 }

@@ -1,24 +1,28 @@
 //! Reading the registry topic: loaded to its end before the runtime is ready, then
-//! tailed, so registrations and subscriptions change without restarts.
+//! tailed, so registrations and subscriptions change without restarts (by a [`Tail`],
+//! which replaces an orphaned consumer and goes on where it was).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::consumer::Consumer;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{Message, Offset};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::guard::ClientKind;
 use super::registry::RegistryView;
+use super::tailing::{CurrentConsumer, Tail};
 use crate::config::KafkaConfig;
 use crate::error::RuntimeError;
 use crate::protocol::registry::RegistryRecord;
 
 /// The registry as this process has read it, kept current by a tail task.
 pub(crate) struct RegistryLog {
-    consumer: Arc<StreamConsumer>,
+    consumer: CurrentConsumer,
     topic: String,
     timeout: Duration,
     view: Arc<RwLock<RegistryView>>,
@@ -37,10 +41,13 @@ impl RegistryLog {
         timeout: Duration,
         shutdown: CancellationToken,
     ) -> Result<Self, RuntimeError> {
-        let consumer: StreamConsumer = kafka.consumer_config(group_id).create()?;
-        let consumer = Arc::new(consumer);
+        let mut tail = Tail::create(
+            &kafka.consumer_config(group_id),
+            ClientKind::Registry,
+            topic,
+        )?;
         let (partitions, ends) = {
-            let c = Arc::clone(&consumer);
+            let c = tail.current().get();
             let topic = topic.to_owned();
             // Metadata and watermark calls block: keep them off the async threads.
             tokio::task::spawn_blocking(move || {
@@ -63,20 +70,15 @@ impl RegistryLog {
             .await
             .map_err(|e| RuntimeError::Task(e.to_string()))??
         };
-        let mut tpl = TopicPartitionList::new();
-        for p in &partitions {
-            tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
-        }
-        consumer.assign(&tpl)?;
+        let starts: Vec<(i32, Offset)> =
+            partitions.iter().map(|p| (*p, Offset::Beginning)).collect();
+        tail.assign(&starts)?;
 
         let view = Arc::new(RwLock::new(RegistryView::default()));
         let (applied_tx, applied_rx) = watch::channel(HashMap::new());
-        let task = tokio::spawn(tail(
-            Arc::clone(&consumer),
-            Arc::clone(&view),
-            applied_tx,
-            shutdown,
-        ));
+        let consumer = tail.current();
+        let applying = Arc::clone(&view);
+        let task = tokio::spawn(tail.run(shutdown, move |m| apply(&applying, &applied_tx, m)));
         let log = Self {
             consumer,
             topic: topic.to_owned(),
@@ -117,7 +119,7 @@ impl RegistryLog {
     /// Waits until everything written to the registry before this call has been
     /// applied: read-your-writes across processes, for lookups that miss.
     pub(crate) async fn catch_up(&self) -> Result<(), RuntimeError> {
-        let consumer = Arc::clone(&self.consumer);
+        let consumer = self.consumer.get();
         let (topic, timeout) = (self.topic.clone(), self.timeout);
         let ends = tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64)>, RuntimeError> {
             let assignment = consumer.assignment()?;
@@ -147,29 +149,27 @@ impl RegistryLog {
     }
 }
 
-async fn tail(
-    consumer: Arc<StreamConsumer>,
-    view: Arc<RwLock<RegistryView>>,
-    applied: watch::Sender<HashMap<i32, i64>>,
-    shutdown: CancellationToken,
+/// Applies one registry record to the view.
+fn apply(
+    view: &RwLock<RegistryView>,
+    applied: &watch::Sender<HashMap<i32, i64>>,
+    message: &BorrowedMessage<'_>,
 ) {
-    while let Some(message) = super::tailing::next_record(&consumer, &shutdown, "registry").await {
-        let position = (message.partition(), message.offset());
-        match message
-            .key()
-            .map(|k| RegistryRecord::decode(k, message.payload()))
-        {
-            Some(Ok(record)) => view
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .apply(position, record),
-            Some(Err(e)) => {
-                tracing::warn!(offset = position.1, error = %e, "skipping bad registry record")
-            }
-            None => tracing::warn!(offset = position.1, "skipping registry record without key"),
+    let position = (message.partition(), message.offset());
+    match message
+        .key()
+        .map(|k| RegistryRecord::decode(k, message.payload()))
+    {
+        Some(Ok(record)) => view
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply(position, record),
+        Some(Err(e)) => {
+            tracing::warn!(offset = position.1, error = %e, "skipping bad registry record")
         }
-        applied.send_modify(|m| {
-            m.insert(position.0, position.1 + 1);
-        });
+        None => tracing::warn!(offset = position.1, "skipping registry record without key"),
     }
+    applied.send_modify(|m| {
+        m.insert(position.0, position.1 + 1);
+    });
 }

@@ -1,17 +1,23 @@
 //! This process's reply channel: a topic of its own, assigned at its end before the
 //! runtime is ready, so no reply is missed and none is ever read by another process.
-//! Replies nobody waits for (late, after a timeout) are dropped, never a crash.
+//! Replies nobody waits for (late, after a timeout) are dropped, never a crash. An
+//! orphaned consumer is replaced by one that goes on after the last reply read
+//! (`tailing`): replies written meanwhile are read then.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
+use rdkafka::Offset;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::BorrowedMessage;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::guard::ClientKind;
+use super::tailing::Tail;
 use crate::config::KafkaConfig;
 use crate::error::RuntimeError;
 use crate::ids::AgentId;
@@ -40,10 +46,9 @@ impl ReplyChannel {
         timeout: Duration,
         shutdown: CancellationToken,
     ) -> Result<Self, RuntimeError> {
-        let consumer: StreamConsumer = kafka.consumer_config(group_id).create()?;
-        let consumer = Arc::new(consumer);
+        let mut tail = Tail::create(&kafka.consumer_config(group_id), ClientKind::Replies, topic)?;
         let end = {
-            let c = Arc::clone(&consumer);
+            let c = tail.current().get();
             let t = topic.to_owned();
             tokio::task::spawn_blocking(move || {
                 super::tailing::retry_blocking(timeout, || Ok(c.fetch_watermarks(&t, 0, timeout)?))
@@ -54,11 +59,10 @@ impl ReplyChannel {
         };
         // An explicit offset, not Offset::End: End is resolved lazily and a reply
         // arriving before that would be skipped.
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Offset(end))?;
-        consumer.assign(&tpl)?;
+        tail.assign(&[(0, Offset::Offset(end))])?;
         let pending: Arc<Mutex<Pending>> = Arc::default();
-        let task = tokio::spawn(read_replies(consumer, Arc::clone(&pending), shutdown));
+        let waiting = Arc::clone(&pending);
+        let task = tokio::spawn(tail.run(shutdown, move |m| on_reply(&waiting, m)));
         Ok(Self {
             topic: topic.to_owned(),
             pending,
@@ -106,63 +110,56 @@ impl ReplyChannel {
     }
 }
 
-async fn read_replies(
-    consumer: Arc<StreamConsumer>,
-    pending: Arc<Mutex<Pending>>,
-    shutdown: CancellationToken,
-) {
-    while let Some(message) =
-        super::tailing::next_record(&consumer, &shutdown, "reply channel").await
-    {
-        let envelope = match Envelope::decode(message.headers(), message.payload()) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(offset = message.offset(), error = %e, "undecodable record on the reply channel");
-                continue;
-            }
-        };
-        let (request_id, outcome) = match envelope.body {
-            Body::Response {
-                request_id,
-                payload,
-            } => (request_id, Ok(payload)),
-            Body::Error {
-                request_id,
-                failure,
-            } => (request_id, Err(failure)),
-            _ => {
-                tracing::warn!(
-                    offset = message.offset(),
-                    "non-reply record on the reply channel"
-                );
-                continue;
-            }
-        };
-        // The reply's own span, a child of the handler's: the trace shows when the
-        // caller got the answer.
-        let span = tracing::debug_span!(
-            "switchboard.reply",
-            otel.kind = "consumer",
-            messaging.system = "kafka",
-            messaging.operation.type = "process",
-            messaging.destination.name = message.topic(),
-            messaging.kafka.offset = message.offset(),
-            switchboard.request.id = %request_id,
-            switchboard.outcome = if outcome.is_ok() { "ok" } else { "error" },
-        );
-        trace::start_span(&span, envelope.trace.as_ref());
-        let _entered = span.enter();
-        let waiter = pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&request_id);
-        match waiter {
-            Some((agent, tx)) => {
-                let _ = tx.send(outcome.map_err(|f| failure_to_error(f, agent)));
-            }
-            None => {
-                tracing::debug!(%request_id, "reply for an RPC nobody waits for (late or duplicate)")
-            }
+/// Hands one record of the reply channel to the RPC waiting for it.
+fn on_reply(pending: &Mutex<Pending>, message: &BorrowedMessage<'_>) {
+    let envelope = match Envelope::decode(message.headers(), message.payload()) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(offset = message.offset(), error = %e, "undecodable record on the reply channel");
+            return;
+        }
+    };
+    let (request_id, outcome) = match envelope.body {
+        Body::Response {
+            request_id,
+            payload,
+        } => (request_id, Ok(payload)),
+        Body::Error {
+            request_id,
+            failure,
+        } => (request_id, Err(failure)),
+        _ => {
+            tracing::warn!(
+                offset = message.offset(),
+                "non-reply record on the reply channel"
+            );
+            return;
+        }
+    };
+    // The reply's own span, a child of the handler's: the trace shows when the
+    // caller got the answer.
+    let span = tracing::debug_span!(
+        "switchboard.reply",
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.destination.name = message.topic(),
+        messaging.kafka.offset = message.offset(),
+        switchboard.request.id = %request_id,
+        switchboard.outcome = if outcome.is_ok() { "ok" } else { "error" },
+    );
+    trace::start_span(&span, envelope.trace.as_ref());
+    let _entered = span.enter();
+    let waiter = pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&request_id);
+    match waiter {
+        Some((agent, tx)) => {
+            let _ = tx.send(outcome.map_err(|f| failure_to_error(f, agent)));
+        }
+        None => {
+            tracing::debug!(%request_id, "reply for an RPC nobody waits for (late or duplicate)")
         }
     }
 }

@@ -24,9 +24,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::consumer::Consumer;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{Message, Offset};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
@@ -35,6 +35,9 @@ use tokio_util::sync::CancellationToken;
 use super::model::{Task, TaskState};
 use crate::config::KafkaConfig;
 use crate::error::RuntimeError;
+use crate::kafka::guard::ClientKind;
+use crate::kafka::producer::{GuardedProducer, Record};
+use crate::kafka::tailing::{CurrentConsumer, Tail};
 
 /// One record of the tasks topic: a task and who runs it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,8 +119,8 @@ fn expires_at(record: &TaskRecord, retention: Duration) -> u64 {
 
 /// The tasks topic as this process has read it, and its writer.
 pub struct TaskLog {
-    producer: FutureProducer,
-    consumer: Arc<StreamConsumer>,
+    producer: GuardedProducer,
+    consumer: CurrentConsumer,
     topic: String,
     partitions: Vec<i32>,
     timeout: Duration,
@@ -176,11 +179,10 @@ impl TaskLog {
             retention,
             instance,
         } = expiry;
-        let producer: FutureProducer = kafka.producer_config().create()?;
-        let consumer: StreamConsumer = kafka.consumer_config(group_id).create()?;
-        let consumer = Arc::new(consumer);
+        let producer = GuardedProducer::create(&kafka.producer_config(), topic)?;
+        let mut tail = Tail::create(&kafka.consumer_config(group_id), ClientKind::Tail, topic)?;
         let partitions = {
-            let c = Arc::clone(&consumer);
+            let c = tail.current().get();
             let topic = topic.to_owned();
             // Metadata calls block: keep them off the async threads.
             tokio::task::spawn_blocking(move || -> Result<Vec<i32>, RuntimeError> {
@@ -202,11 +204,9 @@ impl TaskLog {
             .await
             .map_err(|e| RuntimeError::Task(e.to_string()))??
         };
-        let mut tpl = TopicPartitionList::new();
-        for p in &partitions {
-            tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
-        }
-        consumer.assign(&tpl)?;
+        let starts: Vec<(i32, Offset)> =
+            partitions.iter().map(|p| (*p, Offset::Beginning)).collect();
+        tail.assign(&starts)?;
         let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
         let shared = Arc::new(Shared {
             tasks: RwLock::default(),
@@ -216,12 +216,11 @@ impl TaskLog {
             on_cancel,
         });
         let (applied_tx, applied) = watch::channel(HashMap::new());
-        let tail = tokio::spawn(tail(
-            Arc::clone(&consumer),
-            Arc::clone(&shared),
-            applied_tx,
-            shutdown.clone(),
-        ));
+        let consumer = tail.current();
+        let applying = Arc::clone(&shared);
+        let tail = tokio::spawn(tail.run(shutdown.clone(), move |m| {
+            on_record(&applying, &applied_tx, m);
+        }));
         tokio::spawn(sweep(
             producer.clone(),
             topic.to_owned(),
@@ -251,19 +250,18 @@ impl TaskLog {
         let value = serde_json::to_vec(record).map_err(|e| RuntimeError::Task(e.to_string()))?;
         let future = self
             .producer
-            .send_result(
-                FutureRecord::to(&self.topic)
-                    .key(&record.task.id)
-                    .payload(&value),
-            )
-            .map_err(|(e, _)| RuntimeError::kafka(format!("producing to {}", self.topic), e))?;
+            .send_now(Record {
+                topic: &self.topic,
+                key: Some(record.task.id.as_bytes()),
+                value: Some(&value),
+                ..Record::default()
+            })
+            .map_err(|e| RuntimeError::kafka(format!("producing to {}", self.topic), e))?;
         let topic = self.topic.clone();
         Ok(async move {
-            match future.await {
-                Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
-                Ok(Err((e, _))) => Err(RuntimeError::kafka(format!("producing to {topic}"), e)),
-                Err(_) => Err(RuntimeError::Stopped),
-            }
+            future
+                .await
+                .map_err(|e| RuntimeError::kafka(format!("producing to {topic}"), e))
         })
     }
 
@@ -323,7 +321,7 @@ impl TaskLog {
     /// Waits until the tail reached the topic's end as of now.
     pub async fn sync(&self) -> Result<(), RuntimeError> {
         let ends = {
-            let c = Arc::clone(&self.consumer);
+            let c = self.consumer.get();
             let (topic, parts, timeout) =
                 (self.topic.clone(), self.partitions.clone(), self.timeout);
             tokio::task::spawn_blocking(move || -> Result<HashMap<i32, i64>, RuntimeError> {
@@ -443,51 +441,36 @@ fn apply(shared: &Shared, record: TaskRecord) {
     let _ = shared.changes.send(record);
 }
 
-async fn tail(
-    consumer: Arc<StreamConsumer>,
-    shared: Arc<Shared>,
-    applied: watch::Sender<HashMap<i32, i64>>,
-    shutdown: CancellationToken,
+/// Applies one record of the tasks topic (a tombstone: the task expired).
+fn on_record(
+    shared: &Shared,
+    applied: &watch::Sender<HashMap<i32, i64>>,
+    message: &BorrowedMessage<'_>,
 ) {
-    loop {
-        let message = tokio::select! {
-            () = shutdown.cancelled() => return,
-            m = consumer.recv() => m,
-        };
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "tasks topic consumer error");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        if message.payload().is_none()
-            && let Some(Ok(id)) = message.key_view::<str>()
-        {
-            // A tombstone: the task expired.
-            write(&shared.tasks).remove(id);
-        }
-        if let Some(bytes) = message.payload() {
-            match serde_json::from_slice::<TaskRecord>(bytes) {
-                Ok(record) => apply(&shared, record),
-                Err(e) => tracing::warn!(
-                    offset = message.offset(),
-                    error = %e,
-                    "skipping an unreadable record of the tasks topic"
-                ),
-            }
-        }
-        let (partition, next) = (message.partition(), message.offset() + 1);
-        applied.send_modify(|m| {
-            m.insert(partition, next);
-        });
+    if message.payload().is_none()
+        && let Some(Ok(id)) = message.key_view::<str>()
+    {
+        write(&shared.tasks).remove(id);
     }
+    if let Some(bytes) = message.payload() {
+        match serde_json::from_slice::<TaskRecord>(bytes) {
+            Ok(record) => apply(shared, record),
+            Err(e) => tracing::warn!(
+                offset = message.offset(),
+                error = %e,
+                "skipping an unreadable record of the tasks topic"
+            ),
+        }
+    }
+    let (partition, next) = (message.partition(), message.offset() + 1);
+    applied.send_modify(|m| {
+        m.insert(partition, next);
+    });
 }
 
 /// Forgets expired tasks and tombstones them in the topic, until `shutdown`.
 async fn sweep(
-    producer: FutureProducer,
+    producer: GuardedProducer,
     topic: String,
     shared: Arc<Shared>,
     instance: String,
@@ -530,13 +513,17 @@ async fn sweep(
             .iter()
             .filter_map(|id| {
                 producer
-                    .send_result(FutureRecord::<str, [u8]>::to(&topic).key(id.as_str()))
-                    .map_err(|(e, _)| tracing::warn!(error = %e, "tombstoning an expired task"))
+                    .send_now(Record {
+                        topic: &topic,
+                        key: Some(id.as_bytes()),
+                        ..Record::default()
+                    })
+                    .map_err(|e| tracing::warn!(error = %e, "tombstoning an expired task"))
                     .ok()
             })
             .collect();
         for s in sends {
-            if let Ok(Err((e, _))) = s.await {
+            if let Err(e) = s.await {
                 tracing::warn!(error = %e, "tombstoning an expired task");
             }
         }
