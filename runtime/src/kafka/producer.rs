@@ -124,41 +124,47 @@ impl GuardedProducer {
     /// Hands `record` to the producer at once (keeping call order per partition);
     /// the future completes with the broker's acknowledgement.
     pub fn send_now(&self, record: Record<'_>) -> Result<DeliveryFuture, KafkaError> {
+        self.try_send(record).map_err(|(e, _)| e)
+    }
+
+    /// [`GuardedProducer::send_now`], giving a refused record back (so a retry need
+    /// not copy its headers).
+    #[allow(
+        clippy::result_large_err,
+        reason = "returned to the caller's retry loop at once, not propagated with ?"
+    )]
+    fn try_send<'a>(&self, record: Record<'a>) -> Result<DeliveryFuture, (KafkaError, Record<'a>)> {
         let (tx, rx) = oneshot::channel();
-        let base = base_record(record, Box::new(tx));
-        self.current()
-            .send(base)
-            .map(|()| DeliveryFuture(rx))
-            .map_err(|(e, _)| e)
+        match self.current().send(base_record(record, Box::new(tx))) {
+            Ok(()) => Ok(DeliveryFuture(rx)),
+            Err((e, back)) => Err((
+                e,
+                Record {
+                    topic: back.topic,
+                    partition: back.partition,
+                    key: back.key,
+                    value: back.payload,
+                    headers: back.headers,
+                },
+            )),
+        }
     }
 
     /// Produces `record`, waiting up to `queue_timeout` while the local queue is full,
     /// then for the acknowledgement.
     pub async fn send(&self, record: Record<'_>, queue_timeout: Duration) -> Ack {
         let deadline = tokio::time::Instant::now() + queue_timeout;
-        let Record {
-            topic,
-            partition,
-            key,
-            value,
-            headers,
-        } = record;
+        let mut record = record;
         loop {
-            let record = Record {
-                topic,
-                partition,
-                key,
-                value,
-                headers: headers.clone(),
-            };
-            match self.send_now(record) {
+            match self.try_send(record) {
                 Ok(delivery) => return delivery.await,
-                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     if tokio::time::Instant::now() < deadline =>
                 {
+                    record = back;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                Err(e) => return Err(e),
+                Err((e, _)) => return Err(e),
             }
         }
     }
