@@ -326,6 +326,21 @@ pub struct TurnLog {
     pub by_replica: Mutex<std::collections::HashMap<String, usize>>,
 }
 
+impl TurnLog {
+    /// Waits until `n` more messages are handled (panics after 60 s: handling stopped).
+    pub async fn handled_more(&self, n: usize) {
+        let target = self.handled.load(Ordering::SeqCst) + n;
+        let started = std::time::Instant::now();
+        while self.handled.load(Ordering::SeqCst) < target {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "events stopped being handled"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// Checks the turn-based promise: per key, never two handlers at once (on any
 /// replica), and messages in send order; counts messages handled again.
 pub struct TurnChecker {

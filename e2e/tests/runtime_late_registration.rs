@@ -34,18 +34,6 @@ async fn owns_a_partition(rt: &KafkaAgentRuntime, name: &str) {
     }
 }
 
-async fn handled_more(log: &TurnLog, n: usize) {
-    let target = log.handled.load(Ordering::SeqCst) + n;
-    let started = Instant::now();
-    while log.handled.load(Ordering::SeqCst) < target {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "events stopped being handled"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_for_a_type_registered_after_start_are_all_handled_in_order() {
     let net = TestNet::new();
@@ -65,7 +53,7 @@ async fn events_for_a_type_registered_after_start_are_all_handled_in_order() {
         }
     });
     let membership = async {
-        handled_more(&log, 500).await;
+        log.handled_more(500).await;
         // r2 joins both groups with no type registered yet...
         let r2 = net.start("pool").await.unwrap();
         owns_a_partition(&r2, "r2").await;
@@ -78,7 +66,7 @@ async fn events_for_a_type_registered_after_start_are_all_handled_in_order() {
         })
         .await
         .unwrap();
-        handled_more(&log, 1_000).await;
+        log.handled_more(1_000).await;
         stop.store(true, Ordering::SeqCst);
         (r2, owned_early)
     };

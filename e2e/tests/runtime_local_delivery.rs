@@ -24,19 +24,6 @@ async fn replica(net: &TestNet, name: &str, log: &Arc<TurnLog>, local: bool) -> 
     TurnChecker::start_replica(cfg, name, log).await.unwrap()
 }
 
-/// Waits until `log` counts `n` more handled events.
-async fn handled_more(log: &TurnLog, n: usize) {
-    let target = log.handled.load(Ordering::SeqCst) + n;
-    let started = Instant::now();
-    while log.handled.load(Ordering::SeqCst) < target {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "events stopped being handled"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Publishes events for KEYS keys (each key in order) while r2 joins, r1 leaves and r3
 /// joins, each step after events were handled in the step before; returns the events
 /// each replica delivered locally.
@@ -63,14 +50,14 @@ async fn run(local: bool) -> Vec<u64> {
         }
     });
     let membership = async {
-        handled_more(&log, STEP).await;
+        log.handled_more(STEP).await;
         let r2 = replica(&net, "r2", &log, local).await;
-        handled_more(&log, STEP).await;
+        log.handled_more(STEP).await;
         let r1_local = r1.stats().events_delivered_locally;
         r1.stop().await.unwrap();
-        handled_more(&log, STEP).await;
+        log.handled_more(STEP).await;
         let r3 = replica(&net, "r3", &log, local).await;
-        handled_more(&log, STEP).await;
+        log.handled_more(STEP).await;
         stop.store(true, Ordering::SeqCst);
         (r1_local, r2, r3)
     };
