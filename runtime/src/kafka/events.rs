@@ -14,7 +14,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::Inner;
 use super::classify::{self, EventsRecord};
-use super::consumer_loop::{Dispatched, DoneSender, PartitionWorker};
+use super::consumer_loop::{Dispatched, DoneSender, PartitionWorker, partition_list};
 use super::local_delivery::{self, KafkaIo, Outgoing};
 use crate::config::KafkaConfig;
 use crate::error::RuntimeError;
@@ -140,11 +140,7 @@ fn start_at_end(
             .filter(|t| t.name() == topic)
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
             .collect();
-        let mut tpl = TopicPartitionList::new();
-        for p in &partitions {
-            tpl.add_partition(topic, *p);
-        }
-        let committed = consumer.committed_offsets(tpl, timeout)?;
+        let committed = consumer.committed_offsets(partition_list(topic, &partitions), timeout)?;
         let mut to_commit = TopicPartitionList::new();
         for e in committed.elements() {
             if matches!(e.offset(), Offset::Invalid) {

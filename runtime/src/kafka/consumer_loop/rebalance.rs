@@ -131,10 +131,8 @@ impl<W: PartitionWorker> Shared<W> {
             return;
         }
         let topic = &self.settings.topic;
-        let mut tpl = TopicPartitionList::new();
-        for (p, _) in &kept {
-            tpl.add_partition(topic, *p);
-        }
+        let kept_partitions: Vec<i32> = kept.iter().map(|(p, _)| *p).collect();
+        let tpl = super::partition_list(topic, &kept_partitions);
         let committed = match consumer.committed_offsets(tpl, FINAL_COMMIT_TIMEOUT) {
             Ok(c) => c,
             Err(error) => {
@@ -246,17 +244,14 @@ fn commit_end_if_uncommitted<C: ConsumerContext>(
     partitions: &[i32],
 ) {
     const TIMEOUT: Duration = Duration::from_secs(10);
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions {
-        tpl.add_partition(topic, *p);
-    }
-    let committed = match consumer.committed_offsets(tpl, TIMEOUT) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(%topic, error = %e, "reading committed offsets failed");
-            return;
-        }
-    };
+    let committed =
+        match consumer.committed_offsets(super::partition_list(topic, partitions), TIMEOUT) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(%topic, error = %e, "reading committed offsets failed");
+                return;
+            }
+        };
     let mut to_commit = TopicPartitionList::new();
     for e in committed.elements_for_topic(topic) {
         if !matches!(e.offset(), Offset::Invalid) {
