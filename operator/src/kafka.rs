@@ -339,6 +339,7 @@ const CONCURRENT_LAG_READS: usize = 4;
 
 /// The real backend: librdkafka clients cached per connection.
 pub struct RdKafka {
+    /// Replaced when librdkafka orphans them (`TopicAdmin::orphaned`).
     admins: Mutex<HashMap<String, TopicAdmin>>,
     /// Replaced when librdkafka orphans them (`switchboard_runtime::kafka::producer`).
     producers: Mutex<HashMap<String, GuardedProducer>>,
@@ -388,7 +389,11 @@ impl RdKafka {
         let mut admins = self.admins.lock().unwrap_or_else(|e| e.into_inner());
         let key = conn.cache_key();
         if let Some(a) = admins.get(&key) {
-            return Ok(a.clone());
+            if !a.orphaned() {
+                return Ok(a.clone());
+            }
+            // librdkafka dropped every broker (#5301): this client never recovers.
+            a.replaced();
         }
         let admin = TopicAdmin::from_client_config(&conn.client_config(), KAFKA_TIMEOUT)?;
         admins.insert(key, admin.clone());

@@ -13,10 +13,10 @@ use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic,
     ResourceSpecifier, TopicReplication,
 };
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::config::KafkaConfig;
+use crate::kafka::guard::{self, BrokerWatch, ClientKind, GuardContext};
 pub use crate::protocol::topics::TopicSpec;
 
 /// What `ensure_topics` did to one topic.
@@ -57,10 +57,13 @@ pub enum AdminError {
     Join(String),
 }
 
-/// A thin async wrapper around librdkafka's admin client.
+/// A thin async wrapper around librdkafka's admin client, watched by the orphaned-client
+/// guard (`kafka::guard`): whoever caches one asks [`TopicAdmin::orphaned`] and builds a
+/// new one when it says so.
 #[derive(Clone)]
 pub struct TopicAdmin {
-    client: Arc<AdminClient<DefaultClientContext>>,
+    client: Arc<AdminClient<GuardContext>>,
+    watch: Arc<BrokerWatch>,
     timeout: Duration,
 }
 
@@ -76,11 +79,29 @@ impl TopicAdmin {
         config: &ClientConfig,
         timeout: Duration,
     ) -> Result<Self, AdminError> {
-        let client = config.create()?;
+        let watch = BrokerWatch::new(ClientKind::Admin, "topics");
+        let client =
+            guard::with_statistics(config).create_with_context(GuardContext::new(&watch))?;
         Ok(Self {
             client: Arc::new(client),
+            watch,
             timeout,
         })
+    }
+
+    /// Whether librdkafka left this client without any broker to connect to for the
+    /// guard's grace (issue #5301): it will never recover and is to be replaced by a new
+    /// one on the same settings (then call [`TopicAdmin::replaced`]).
+    pub fn orphaned(&self) -> bool {
+        self.watch.orphaned()
+    }
+
+    /// Says this orphaned client is being replaced (log line and count) and stops its
+    /// statistics from counting.
+    pub fn replaced(&self) {
+        self.watch.replacing();
+        self.client.inner().context().retire();
+        guard::replaced(ClientKind::Admin, self.watch.what());
     }
 
     /// The configs set on each named topic (dynamic topic configs only: values the
@@ -313,12 +334,21 @@ impl TopicAdmin {
 
 /// Errors of a cluster that is starting (or restarting), which pass on their own.
 fn cluster_starting(error: &AdminError) -> bool {
+    match error {
+        AdminError::Topic { code, .. } => broker_restarting(Some(*code)),
+        AdminError::Kafka(e) => broker_restarting(e.rdkafka_error_code()),
+        AdminError::Join(_) => false,
+    }
+}
+
+/// The one list of error codes a broker that is starting or restarting gives, for a
+/// while and then no more: no broker, no controller, no leader, partitions or topics
+/// its metadata does not list yet, requests that time out, too few brokers for the
+/// replication factor. Start-up steps and registry writes retry these within their
+/// bound. Not `MessageTimedOut`: librdkafka gives that only after
+/// `message.timeout.ms` (300 s by default), long past any retry window.
+pub(crate) fn broker_restarting(code: Option<RDKafkaErrorCode>) -> bool {
     use RDKafkaErrorCode as Code;
-    let code = match error {
-        AdminError::Topic { code, .. } => Some(*code),
-        AdminError::Kafka(e) => e.rdkafka_error_code(),
-        AdminError::Join(_) => None,
-    };
     matches!(
         code,
         Some(
@@ -326,6 +356,10 @@ fn cluster_starting(error: &AdminError) -> bool {
                 | Code::BrokerNotAvailable
                 | Code::LeaderNotAvailable
                 | Code::NotController
+                | Code::NotLeaderForPartition
+                | Code::UnknownPartition
+                | Code::UnknownTopicOrPartition
+                | Code::UnknownTopic
                 | Code::RequestTimedOut
                 | Code::OperationTimedOut
                 | Code::BrokerTransportFailure

@@ -30,7 +30,7 @@ pub(crate) const STATS_INTERVAL: &str = "1000";
 /// within this; a few statistics intervals.
 pub(crate) const ORPHAN_GRACE: Duration = Duration::from_secs(3);
 
-/// Lists the client kinds (`group`, `producer`, `replies`, `registry`, `tail`, or
+/// Lists the client kinds (`group`, `producer`, `replies`, `registry`, `tail`, `admin`, or
 /// `all`) whose orphans are *not* replaced: only for tests that prove a guard matters.
 const GUARD_OFF_ENV: &str = "SWITCHBOARD_ORPHAN_GUARD_OFF";
 
@@ -47,6 +47,8 @@ pub(crate) enum ClientKind {
     Registry,
     /// Another tail (the A2A tasks topic).
     Tail,
+    /// A topic admin client (`admin::TopicAdmin`, cached by the operator).
+    Admin,
 }
 
 impl ClientKind {
@@ -58,6 +60,7 @@ impl ClientKind {
             Self::Replies => "replies",
             Self::Registry => "registry",
             Self::Tail => "tail",
+            Self::Admin => "admin",
         }
     }
 

@@ -34,26 +34,14 @@ const READ_BACK_TIMEOUT: Duration = Duration::from_secs(30);
 const WRITE_RETRY_FOR: Duration = Duration::from_secs(20);
 const WRITE_RETRY_BACKOFF: Duration = Duration::from_millis(250);
 
-/// Whether a failed produce is worth retrying: the partition or its leader is not known
-/// yet (a broker restarting or just restarted). Not `MessageTimedOut`: librdkafka gives
-/// that only after `message.timeout.ms` (300 s by default), long past the retry window.
+/// Whether a failed produce is worth retrying: an error of a broker restarting or just
+/// restarted (`admin::broker_restarting`, the one list), e.g. the partition or its
+/// leader not known yet.
 fn transient(e: &RuntimeError) -> bool {
-    use rdkafka::types::RDKafkaErrorCode as C;
     let RuntimeError::Kafka { source, .. } = e else {
         return false;
     };
-    matches!(
-        source.rdkafka_error_code(),
-        Some(
-            C::UnknownPartition
-                | C::UnknownTopicOrPartition
-                | C::UnknownTopic
-                | C::NotLeaderForPartition
-                | C::LeaderNotAvailable
-                | C::AllBrokersDown
-                | C::BrokerTransportFailure
-        )
-    )
+    crate::admin::broker_restarting(source.rdkafka_error_code())
 }
 
 /// Writes of one claim before [`RegistryClient::claim`] gives up on a claim that does
@@ -479,5 +467,15 @@ mod tests {
         )));
         assert!(!transient(&produce(RDKafkaErrorCode::MessageTimedOut)));
         assert!(!transient(&RuntimeError::Unavailable("x".into())));
+        // One list with the topic admin's: a metadata timeout of a restarting broker
+        // is retried here too, and an unknown partition there.
+        assert!(transient(&produce(RDKafkaErrorCode::OperationTimedOut)));
+        assert!(crate::admin::broker_restarting(Some(
+            RDKafkaErrorCode::UnknownPartition
+        )));
+        assert!(!crate::admin::broker_restarting(Some(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+        )));
+        assert!(!crate::admin::broker_restarting(None));
     }
 }
