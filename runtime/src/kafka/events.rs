@@ -121,7 +121,7 @@ pub(crate) async fn start_at_end_if_new(
     let consumer: BaseConsumer = kafka.consumer_config(group).create()?;
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
-        super::tailing::retry_blocking(timeout, || start_at_end(&consumer, &topic, timeout))
+        super::tailing::retry_blocking(timeout, |attempt| start_at_end(&consumer, &topic, attempt))
     })
     .await
     .map_err(|e| RuntimeError::Task(e.to_string()))?

@@ -51,8 +51,8 @@ impl RegistryLog {
             let topic = topic.to_owned();
             // Metadata and watermark calls block: keep them off the async threads.
             tokio::task::spawn_blocking(move || {
-                super::tailing::retry_blocking(timeout, || -> Result<(Vec<i32>, HashMap<i32, i64>), RuntimeError> {
-                    let md = c.fetch_metadata(Some(&topic), timeout)?;
+                super::tailing::retry_blocking(timeout, |attempt| -> Result<(Vec<i32>, HashMap<i32, i64>), RuntimeError> {
+                    let md = c.fetch_metadata(Some(&topic), attempt)?;
                     let t = md.topics().iter().find(|t| t.name() == topic && t.error().is_none()).ok_or_else(|| {
                         RuntimeError::Unavailable(format!(
                             "registry topic {topic} does not exist (create it, or start a runtime with createTopics)"
@@ -61,7 +61,7 @@ impl RegistryLog {
                     let parts: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
                     let mut ends = HashMap::new();
                     for p in &parts {
-                        let (_, high) = c.fetch_watermarks(&topic, *p, timeout)?;
+                        let (_, high) = c.fetch_watermarks(&topic, *p, attempt)?;
                         ends.insert(*p, high);
                     }
                     Ok((parts, ends))

@@ -51,7 +51,9 @@ impl ReplyChannel {
             let c = tail.current().get();
             let t = topic.to_owned();
             tokio::task::spawn_blocking(move || {
-                super::tailing::retry_blocking(timeout, || Ok(c.fetch_watermarks(&t, 0, timeout)?))
+                super::tailing::retry_blocking(timeout, |attempt| {
+                    Ok(c.fetch_watermarks(&t, 0, attempt)?)
+                })
             })
             .await
             .map_err(|e| RuntimeError::Task(e.to_string()))??

@@ -236,9 +236,9 @@ fn read_state(
         // Retried: right after the topic is created (or a leader moves) the broker
         // answers "not leader" for a moment, and giving up here would start the
         // partition's agents empty and overwrite their saved state.
-        let (low, high) = super::tailing::retry_blocking(timeout, || {
+        let (low, high) = super::tailing::retry_blocking(timeout, |attempt| {
             consumer
-                .fetch_watermarks(topic, *p, timeout)
+                .fetch_watermarks(topic, *p, attempt)
                 .map_err(|e| RuntimeError::kafka(format!("reading offsets of {topic}"), e))
         })?;
         if high > low {

@@ -152,15 +152,23 @@ impl Tail {
     }
 }
 
-/// Runs a blocking Kafka call until it succeeds or `timeout` passes. A topic created
-/// a moment ago can answer "unknown topic" or "not leader" for a short while.
+/// How long one attempt of [`retry_blocking`] may wait: a broker that is restarting
+/// times a request out, and an attempt given the whole bound would leave no time to
+/// ask again once it is back.
+const ATTEMPT: Duration = Duration::from_secs(5);
+
+/// Runs a blocking Kafka call until it succeeds or `timeout` passes, giving each
+/// attempt at most [`ATTEMPT`] (and no more than is left) as its own timeout. A topic
+/// created a moment ago can answer "unknown topic" or "not leader" for a short while,
+/// and a restarting broker times requests out.
 pub(crate) fn retry_blocking<T>(
     timeout: Duration,
-    mut call: impl FnMut() -> Result<T, RuntimeError>,
+    mut call: impl FnMut(Duration) -> Result<T, RuntimeError>,
 ) -> Result<T, RuntimeError> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        match call() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match call(left.clamp(Duration::from_millis(100), ATTEMPT)) {
             Ok(v) => return Ok(v),
             Err(e) if std::time::Instant::now() >= deadline => return Err(e),
             Err(e) => {
@@ -168,5 +176,33 @@ pub(crate) fn retry_blocking<T>(
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{ATTEMPT, retry_blocking};
+    use crate::error::RuntimeError;
+
+    #[test]
+    fn each_attempt_gets_a_share_of_the_bound_and_failures_are_retried() {
+        let mut asked = Vec::new();
+        let got = retry_blocking(Duration::from_secs(30), |attempt| {
+            asked.push(attempt);
+            if asked.len() < 3 {
+                Err(RuntimeError::Unavailable("broker restarting".into()))
+            } else {
+                Ok(asked.len())
+            }
+        });
+        assert_eq!(got.ok(), Some(3));
+        // Not the whole 30 s: a timed-out attempt must leave time to ask again.
+        assert!(asked.iter().all(|a| *a <= ATTEMPT), "{asked:?}");
+        let last = retry_blocking(Duration::from_millis(150), |_| -> Result<(), _> {
+            Err(RuntimeError::Unavailable("down".into()))
+        });
+        assert!(last.is_err(), "gives up once the bound has passed");
     }
 }
